@@ -1,0 +1,138 @@
+"""Settings: every knob, its default, its flag and its environment name, read once.
+
+Each field is a `hubbub serve` flag (`--max-frame`) and an environment variable
+(`HUBBUB_MAX_FRAME`); a flag given on the command line wins over the environment.
+PROTOCOL.md §Running the server fixes the names of the first group.
+"""
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from hubbub.errors import ConfigError
+
+
+def _opt(default: Any, help: str, *, repeat: bool = False, choices: Sequence[str] = ()) -> Any:
+    meta = {"help": help, "repeat": repeat, "choices": tuple(choices)}
+    if repeat:
+        return field(default_factory=lambda: list(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class Settings:
+    # PROTOCOL.md §Running the server
+    host: str = _opt("127.0.0.1", "address to bind")
+    port: int = _opt(8080, "port to bind; 0 picks a free one")
+    store: str = _opt("sqlite:///hubbub.db", "storage URL: sqlite:///REL, sqlite:////ABS, "
+                      "sqlite://:memory:, postgresql://...")
+    redis: str | None = _opt(None, "redis://HOST:PORT/DB to share fan-out and presence")
+    jwt_secret: str | None = _opt(None, "HS256 secret; unset = dev identity mode (local only)")
+    admin_token: str | None = _opt(None, "bearer token for the admin HTTP API")
+    allowed_origin: list[str] = _opt(
+        [], "allowed browser Origin (repeatable); unset = any on loopback, same-origin else",
+        repeat=True)
+    ring_timeout: float = _opt(30.0, "seconds a call may ring unanswered")
+    typing_timeout: float = _opt(3.0, "seconds before an unrefreshed typing indicator ends")
+    presence_grace: float = _opt(5.0, "seconds before a disconnected user is shown offline")
+    heartbeat: float = _opt(20.0, "seconds between WebSocket pings (0 = off)")
+    max_frame: int = _opt(65536, "largest client frame in bytes (close 1009 above)")
+    workers: int = _opt(1, "processes sharing the port (needs --redis)")
+    # hubbub's own
+    max_queue: int = _opt(1 << 20, "bytes a reader may fall behind before close 1013")
+    rate_limit: float = _opt(100.0, "frames per second per connection (burst 2x); 0 = no limits")
+    chat_rate: float = _opt(20.0, "chat frames per second per connection (burst 2x); 0 = off")
+    max_rooms: int = _opt(100, "rooms one connection may be in")
+    max_content: int = _opt(4000, "longest chat message, in characters")
+    auth_timeout: float = _opt(10.0, "seconds a new connection has to authenticate")
+    backlog: int = _opt(4096, "listen backlog (bursts of reconnects)")
+    stun: list[str] = _opt([], "STUN URL for welcome.iceServers (repeatable)", repeat=True)
+    turn: list[str] = _opt([], "TURN URL for welcome.iceServers (repeatable)", repeat=True)
+    turn_secret: str | None = _opt(None, "TURN REST shared secret (coturn use-auth-secret)")
+    turn_ttl: int = _opt(3600, "lifetime of TURN credentials, seconds")
+    log_format: str = _opt("text", "log line format", choices=("text", "json"))
+    log_level: str = _opt("info", "log level", choices=("debug", "info", "warning", "error"))
+
+    @property
+    def dev_identity(self) -> bool:
+        return not self.jwt_secret
+
+    def validate(self) -> None:
+        if self.workers < 1:
+            raise ConfigError("--workers must be at least 1")
+        if self.workers > 1 and not self.redis:
+            raise ConfigError("--workers needs --redis (and a shared store) to share state")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError("--port must be 0..65535")
+        if self.max_frame < 256:
+            raise ConfigError("--max-frame must be at least 256 bytes")
+        if self.redis:
+            raise ConfigError("--redis (scale-out) is not available in this version yet")
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def env_name(name: str) -> str:
+    return "HUBBUB_" + name.upper()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per Settings field; defaults are applied later so the environment can win."""
+    for f in dataclasses.fields(Settings):
+        meta = f.metadata
+        kwargs: dict[str, Any] = {"dest": f.name, "default": None,
+                                  "help": f"{meta['help']} [env {env_name(f.name)}]"}
+        if meta["repeat"]:
+            kwargs["action"] = "append"
+        elif meta["choices"]:
+            kwargs["choices"] = meta["choices"]
+        parser.add_argument(flag(f.name), **kwargs)
+
+
+def _convert(f: "dataclasses.Field[Any]", raw: Any) -> Any:
+    if f.metadata["repeat"]:
+        if isinstance(raw, str):
+            return [part.strip() for part in raw.split(",") if part.strip()]
+        return list(raw)
+    kind = f.type if isinstance(f.type, type) else None
+    if f.default is None or kind is str:
+        return raw if raw != "" else None
+    try:
+        if isinstance(f.default, bool):
+            return str(raw).lower() in ("1", "true", "yes", "on")
+        if isinstance(f.default, int):
+            return int(raw)
+        if isinstance(f.default, float):
+            return float(raw)
+    except ValueError:
+        raise ConfigError(f"{flag(f.name)}: {raw!r} is not a number") from None
+    choices = f.metadata["choices"]
+    if choices and raw not in choices:
+        raise ConfigError(f"{flag(f.name)} must be one of {', '.join(choices)}")
+    return raw
+
+
+def load(args: argparse.Namespace | None = None, env: Mapping[str, str] | None = None,
+         **overrides: Any) -> Settings:
+    """Build Settings: keyword overrides > command-line flags > HUBBUB_* env > defaults."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(Settings):
+        raw: Any = None
+        if f.name in overrides:
+            values[f.name] = overrides[f.name]
+            continue
+        if args is not None:
+            raw = getattr(args, f.name, None)
+        if raw is None and env_name(f.name) in env:
+            raw = env[env_name(f.name)]
+        if raw is not None:
+            values[f.name] = _convert(f, raw)
+    settings = Settings(**values)
+    settings.validate()
+    return settings

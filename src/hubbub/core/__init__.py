@@ -1,0 +1,1 @@
+"""The rules: synchronous, no I/O, time passed in as `now` (ms since the epoch)."""

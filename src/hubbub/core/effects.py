@@ -1,0 +1,68 @@
+"""What a rule asks the server to do. Rules return these; the hub carries them out.
+
+Deciding who receives an event is kept apart from delivering it (the hub encodes each
+event once and queues the same bytes for every local recipient).
+"""
+
+from dataclasses import dataclass
+
+from hubbub.ids import ConnId, RoomId, UserId
+from hubbub.protocol.codes import CloseCode
+from hubbub.protocol.frames import Out
+
+
+@dataclass(slots=True, frozen=True)
+class Reply:
+    """One frame to one connection (welcome, ack, error, pong)."""
+
+    conn: ConnId
+    type: str
+    payload: Out
+    id: str | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class ToRoom:
+    """An event for every connection in a room, optionally minus one user."""
+
+    room: RoomId
+    type: str
+    payload: Out
+    exclude_user: UserId | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class ToRooms:
+    """An event for every connection in any of these rooms, each connection once."""
+
+    rooms: tuple[RoomId, ...]
+    type: str
+    payload: Out
+
+
+@dataclass(slots=True, frozen=True)
+class ToUser:
+    """An event for every connection of one user."""
+
+    user: UserId
+    type: str
+    payload: Out
+
+
+@dataclass(slots=True, frozen=True)
+class ToAll:
+    """An event for every authenticated connection (announcements)."""
+
+    type: str
+    payload: Out
+
+
+@dataclass(slots=True, frozen=True)
+class Close:
+    conn: ConnId
+    code: CloseCode
+    reason: str
+
+
+Effect = Reply | ToRoom | ToRooms | ToUser | ToAll | Close
+Effects = list[Effect]

@@ -1,0 +1,91 @@
+"""Presence (PROTOCOL §Presence): one status per user, whatever their number of devices.
+
+A user is online while they have a connection. When the last one closes they stay as
+they were for `grace_ms`; only then do they become `offline` (with `lastSeen` = the
+moment the last connection closed), so a quick reconnect does not flap.
+"""
+
+import heapq
+from dataclasses import dataclass
+from typing import Literal
+
+from hubbub.ids import UserId
+
+Status = Literal["online", "away", "busy", "offline"]
+
+
+@dataclass(slots=True)
+class UserPresence:
+    username: str
+    status: Status
+    connections: int
+    last_seen_ms: int
+    # Set while the user has no connection and the grace period runs.
+    offline_at_ms: int | None = None
+
+
+class PresenceTracker:
+    def __init__(self, grace_ms: int) -> None:
+        self.grace_ms = grace_ms
+        self._users: dict[UserId, UserPresence] = {}
+        self._deadlines: list[tuple[int, UserId]] = []
+
+    def get(self, user: UserId) -> UserPresence | None:
+        return self._users.get(user)
+
+    def status(self, user: UserId) -> Status:
+        p = self._users.get(user)
+        return p.status if p is not None else "offline"
+
+    def online_count(self) -> int:
+        return len(self._users)
+
+    def connect(self, user: UserId, username: str, now_ms: int) -> bool:
+        """A connection of `user` opened; True when the user just came online."""
+        p = self._users.get(user)
+        if p is None:
+            self._users[user] = UserPresence(username, "online", 1, now_ms)
+            return True
+        p.connections += 1
+        p.username = username
+        p.offline_at_ms = None
+        p.last_seen_ms = now_ms
+        return False
+
+    def disconnect(self, user: UserId, now_ms: int) -> None:
+        """A connection closed; the last one starts the grace period."""
+        p = self._users.get(user)
+        if p is None:
+            return
+        p.connections = max(0, p.connections - 1)
+        p.last_seen_ms = now_ms
+        if p.connections == 0:
+            p.offline_at_ms = now_ms + self.grace_ms
+            heapq.heappush(self._deadlines, (p.offline_at_ms, user))
+
+    def set_status(self, user: UserId, status: Status, now_ms: int) -> bool:
+        """The user chose a status; True when it changed."""
+        p = self._users.get(user)
+        if p is None or p.status == status:
+            return False
+        p.status = status
+        p.last_seen_ms = now_ms
+        return True
+
+    def next_deadline(self) -> int | None:
+        return self._deadlines[0][0] if self._deadlines else None
+
+    def expire(self, now_ms: int) -> list[tuple[UserId, UserPresence]]:
+        """Users whose grace period ended without a reconnect: now offline and forgotten."""
+        gone: list[tuple[UserId, UserPresence]] = []
+        while self._deadlines and self._deadlines[0][0] <= now_ms:
+            deadline, user = heapq.heappop(self._deadlines)
+            p = self._users.get(user)
+            # Stale heap entries (the user reconnected, or left again later) are skipped.
+            if p is None or p.offline_at_ms != deadline or p.connections:
+                continue
+            del self._users[user]
+            p.status = "offline"
+            p.offline_at_ms = None
+            gone.append((user, p))
+        return gone

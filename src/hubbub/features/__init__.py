@@ -1,0 +1,1 @@
+"""Handlers, one module per message family: validate -> core rules -> store -> Effects."""

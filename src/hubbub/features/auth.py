@@ -1,0 +1,134 @@
+"""Authentication (PROTOCOL §Authentication): JWT HS256, or dev identity when no secret is set."""
+
+import logging
+from typing import Any
+
+import jwt
+
+from hubbub import PROTOCOL_VERSION
+from hubbub.core.effects import Close, Effects, Reply
+from hubbub.core.ice import ice_servers
+from hubbub.core.identity import Identity
+from hubbub.core.session import Session
+from hubbub.errors import CloseConnection, ProtocolError
+from hubbub.features.node import Node
+from hubbub.features.presence import set_status
+from hubbub.ids import user_id
+from hubbub.protocol.codes import CloseCode, ErrorCode
+from hubbub.protocol.frames import Auth, Limits, Presence, Welcome
+
+log = logging.getLogger("hubbub.auth")
+
+
+def verify_token(secret: str, token: str, leeway_s: float = 5.0) -> Identity:
+    """Check an HS256 token and turn its claims into an Identity; CloseConnection(4001) if bad."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token, secret, algorithms=["HS256"], leeway=leeway_s,
+            options={"require": ["sub"], "verify_exp": True},
+        )
+    except jwt.ExpiredSignatureError:
+        raise CloseConnection(CloseCode.AUTH_FAILED, "token expired") from None
+    except jwt.PyJWTError as exc:
+        raise CloseConnection(CloseCode.AUTH_FAILED, f"invalid token: {exc}") from None
+    sub, name, rooms, admin, exp = (claims.get(k) for k in ("sub", "name", "rooms", "admin", "exp"))
+    try:
+        uid = user_id(sub) if isinstance(sub, str | int) and not isinstance(sub, bool) else None
+    except ProtocolError:
+        uid = None
+    if uid is None:
+        raise CloseConnection(CloseCode.AUTH_FAILED, "invalid token: bad `sub`")
+    if rooms is not None and not (
+        isinstance(rooms, list) and all(isinstance(r, str) for r in rooms)
+    ):
+        raise CloseConnection(CloseCode.AUTH_FAILED, "invalid token: `rooms` must be a list")
+    return Identity(
+        user_id=uid,
+        username=name[:128] if isinstance(name, str) and name else uid,
+        admin=admin is True,
+        room_globs=tuple(rooms) if rooms is not None else None,
+        expires_at_ms=int(exp * 1000) if isinstance(exp, int | float) else None,
+    )
+
+
+def mint_token(secret: str, user: str, *, name: str | None = None,
+               rooms: list[str] | None = None, admin: bool = False,
+               ttl_s: int | None = 3600, now_s: int) -> str:
+    claims: dict[str, Any] = {"sub": user, "iat": now_s}
+    if name:
+        claims["name"] = name
+    if rooms:
+        claims["rooms"] = rooms
+    if admin:
+        claims["admin"] = True
+    if ttl_s:
+        claims["exp"] = now_s + ttl_s
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def welcome(node: Node, s: Session, frame_id: str | None) -> Reply:
+    assert s.identity is not None
+    st, now = node.settings, node.clock.now_ms()
+    return Reply(s.conn, "welcome", Welcome(
+        session_id=node.new_session_id(),
+        user_id=s.identity.user_id,
+        username=s.identity.username,
+        server_time=now,
+        heartbeat_ms=int(st.heartbeat * 1000),
+        protocol=PROTOCOL_VERSION,
+        limits=Limits(
+            max_frame_bytes=st.max_frame,
+            max_rooms_per_connection=node.limits.max_rooms,
+            max_content_chars=node.limits.max_content_chars,
+            frames_per_second=node.limits.frames_per_second,
+            typing_timeout_ms=node.typing.timeout_ms,
+        ),
+        ice_servers=ice_servers(st.stun, st.turn, st.turn_secret, s.identity.user_id, now,
+                                st.turn_ttl),
+        admin=s.identity.admin,
+    ), frame_id)
+
+
+def establish(node: Node, s: Session, ident: Identity, frame_id: str | None) -> Effects:
+    """Bind an identity to the connection, mark the user online, send `welcome`."""
+    s.identity = ident
+    now = node.clock.now_ms()
+    node.presence.connect(ident.user_id, ident.username, now)
+    node.user_conns.setdefault(ident.user_id, set()).add(s.conn)
+    if ident.expires_at_ms is not None:
+        node.add_deadline(ident.expires_at_ms, s.conn)
+    log.info("authenticated conn=%s user=%s", s.conn, ident.user_id)
+    return [welcome(node, s, frame_id)]
+
+
+def authenticate_token(node: Node, s: Session, token: str, frame_id: str | None) -> Effects:
+    secret = node.settings.jwt_secret
+    if not secret:
+        raise ProtocolError(ErrorCode.BAD_REQUEST,
+                            "this server runs in dev identity mode: send userId, not a token")
+    try:
+        ident = verify_token(secret, token)
+    except CloseConnection as exc:
+        log.info("auth failed conn=%s: %s", s.conn, exc.reason)
+        return [Close(s.conn, exc.code, exc.reason)]
+    return establish(node, s, ident, frame_id)
+
+
+def handle_auth(node: Node, s: Session, frame: Auth | Presence) -> Effects:
+    """`auth` (either mode) or, in dev identity mode, a first `presence` frame."""
+    if s.authenticated:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "already authenticated")
+    p = frame.payload
+    if node.settings.jwt_secret:
+        token = frame.payload.token if isinstance(frame, Auth) else None
+        if not token:
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "send {type: auth, payload: {token}}")
+        return authenticate_token(node, s, token, frame.id)
+    if p.user_id is None:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "dev identity mode: payload needs userId")
+    uid = user_id(p.user_id)
+    effects = establish(node, s, Identity(uid, p.username or uid), frame.id)
+    if isinstance(frame, Presence) and frame.payload.status != "online":
+        effects += set_status(node, s, frame.payload.status)
+    return effects
+

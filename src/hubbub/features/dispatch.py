@@ -1,0 +1,126 @@
+"""From raw frame to effects: parse, rate-limit, authenticate, check identity, dispatch.
+
+Every refusal is turned into an `error` frame here, in one place. Handlers for frames
+that touch the store are coroutines; the others run synchronously so the common path
+(typing, presence, relay) never pays for a task.
+"""
+
+import inspect
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+from hubbub.core.effects import Close, Effects
+from hubbub.core.session import Session
+from hubbub.errors import ProtocolError
+from hubbub.features.auth import handle_auth
+from hubbub.features.node import Node, error
+from hubbub.features.presence import handle_presence
+from hubbub.features.rooms import handle_join, handle_leave
+from hubbub.features.system import handle_ping
+from hubbub.features.typing_indicators import handle_typing
+from hubbub.protocol.codes import STRIKE_CODES, CloseCode, ErrorCode
+from hubbub.protocol.envelope import BadFrame, parse
+from hubbub.protocol.frames import (
+    Auth,
+    Chat,
+    Inbound,
+    JoinRoom,
+    LeaveRoom,
+    Ping,
+    Presence,
+    Typing,
+)
+
+Handler = Callable[[Node, Session, Any], Effects | Coroutine[Any, Any, Effects]]
+
+# One handler per inbound type (PROTOCOL §Client → server types). `auth` is handled
+# before this table: it is the only frame besides `ping` allowed before authentication.
+DISPATCH: dict[type[Inbound], Handler] = {
+    Presence: handle_presence,
+    JoinRoom: handle_join,
+    LeaveRoom: handle_leave,
+    Typing: handle_typing,
+    Ping: handle_ping,
+}
+
+_TAGS: dict[type, str] = {}
+
+
+def _tag(t: type[Inbound]) -> str:
+    tag = _TAGS.get(t)
+    if tag is None:
+        tag = _TAGS[t] = str(t.__struct_config__.tag)
+    return tag
+
+
+def refused(node: Node, s: Session, exc: ProtocolError, frame_id: str | None) -> Effects:
+    """The `error` frame for a refused frame, and 4008 when the client keeps misbehaving."""
+    node.metrics.errors[exc.code] += 1
+    effects = error(s.conn, exc, frame_id)
+    if exc.code in STRIKE_CODES and s.strikes.take(node.clock.now_ms()):
+        s.closing = True
+        effects.append(Close(s.conn, CloseCode.TOO_MANY_BAD_FRAMES, "too many bad frames"))
+    return effects
+
+
+def _check_identity(s: Session, frame: Any) -> None:
+    """PROTOCOL §Authentication: a payload's `userId`/`from` must be the caller's own."""
+    assert s.identity is not None
+    p = frame.payload
+    me = s.identity.user_id
+    for claimed in (p.user_id, p.from_):
+        if claimed is not None and str(claimed) != me:
+            raise ProtocolError(ErrorCode.FORBIDDEN, "userId/from must be your own identity")
+
+
+async def _guarded(node: Node, s: Session, coro: Awaitable[Effects], fid: str | None) -> Effects:
+    try:
+        return await coro
+    except ProtocolError as exc:
+        return refused(node, s, exc, fid)
+
+
+def handle_frame(node: Node, s: Session, data: bytes | str) -> Effects | Awaitable[Effects]:
+    """Handle one text frame. Returns effects, or an awaitable of them for store-bound types."""
+    try:
+        frame = parse(data)
+    except BadFrame as exc:
+        node.metrics.frames_in["invalid"] += 1
+        return refused(node, s, exc, exc.frame_id)
+    t = type(frame)
+    node.metrics.frames_in[_tag(t)] += 1
+    fid = frame.id
+    try:
+        now = node.clock.now_ms()
+        wait = s.frames.take(now)
+        if wait:
+            raise ProtocolError(ErrorCode.RATE_LIMITED, "too many frames", retry_after_ms=wait)
+        if s.identity is None:
+            if t is Auth or (t is Presence and node.settings.dev_identity):
+                return handle_auth(node, s, frame)  # type: ignore[arg-type]
+            if t is Ping:
+                return handle_ping(node, s, frame)  # type: ignore[arg-type]
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "authenticate first")
+        _check_identity(s, frame)
+        if t is Auth:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "already authenticated")
+        if t is Chat:
+            wait = s.chats.take(now)
+            if wait:
+                raise ProtocolError(ErrorCode.RATE_LIMITED, "too many chats",
+                                    retry_after_ms=wait)
+        elif t is JoinRoom:
+            wait = s.joins.take(now)
+            if wait:
+                raise ProtocolError(ErrorCode.RATE_LIMITED, "too many joins",
+                                    retry_after_ms=wait)
+        handler = DISPATCH.get(t)
+        if handler is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_TYPE,
+                                f"{_tag(t)!r} is not supported by this server yet")
+        result = handler(node, s, frame)
+        if inspect.iscoroutine(result):
+            return _guarded(node, s, result, fid)
+        return result
+    except ProtocolError as exc:
+        return refused(node, s, exc, fid)

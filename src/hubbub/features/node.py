@@ -1,0 +1,78 @@
+"""The state of one hubbub node as the handlers see it: the core rule objects, wired."""
+
+import heapq
+import itertools
+import secrets
+from dataclasses import dataclass, field
+
+from hubbub.config import Settings
+from hubbub.core.clock import Clock
+from hubbub.core.effects import Effects, Reply
+from hubbub.core.presence import PresenceTracker
+from hubbub.core.rooms import RoomRegistry
+from hubbub.core.session import Limits, Session
+from hubbub.core.typing_indicators import TypingTracker
+from hubbub.errors import ProtocolError
+from hubbub.ids import ConnId, UserId
+from hubbub.metrics import Metrics
+from hubbub.protocol.frames import ErrorPayload
+
+
+def limits_from(settings: Settings) -> Limits:
+    on = settings.rate_limit > 0
+    return Limits(
+        frames_per_second=settings.rate_limit if on else 0.0,
+        frame_burst=settings.rate_limit * 2,
+        chats_per_second=settings.chat_rate if on else 0.0,
+        chat_burst=settings.chat_rate * 2,
+        joins_per_second=10.0 if on else 0.0,
+        join_burst=50.0,
+        max_rooms=settings.max_rooms,
+        max_content_chars=settings.max_content,
+    )
+
+
+@dataclass
+class Node:
+    settings: Settings
+    clock: Clock
+    limits: Limits = field(init=False)
+    rooms: RoomRegistry = field(default_factory=RoomRegistry)
+    presence: PresenceTracker = field(init=False)
+    typing: TypingTracker = field(init=False)
+    sessions: dict[ConnId, Session] = field(default_factory=dict)
+    # Authenticated connections of each user (several devices = one user).
+    user_conns: dict[UserId, set[ConnId]] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
+    # (deadline_ms, conn): unauthenticated connections' auth deadline, tokens' expiry.
+    deadlines: list[tuple[int, ConnId]] = field(default_factory=list)
+    # (deadline_ms, user): when a dropped connection's room memberships stop lingering.
+    lingering: list[tuple[int, UserId]] = field(default_factory=list)
+    _conn_ids: "itertools.count[int]" = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        self.limits = limits_from(self.settings)
+        self.presence = PresenceTracker(int(self.settings.presence_grace * 1000))
+        self.typing = TypingTracker(int(self.settings.typing_timeout * 1000))
+
+    def new_conn_id(self) -> ConnId:
+        return ConnId(next(self._conn_ids))
+
+    def add_deadline(self, when_ms: int, conn: ConnId) -> None:
+        heapq.heappush(self.deadlines, (when_ms, conn))
+
+    @staticmethod
+    def new_session_id() -> str:
+        return secrets.token_urlsafe(12)
+
+
+def error(conn: ConnId, exc: ProtocolError, frame_id: str | None) -> Effects:
+    return [
+        Reply(
+            conn,
+            "error",
+            ErrorPayload(code=exc.code, message=exc.message, retry_after_ms=exc.retry_after_ms),
+            frame_id,
+        )
+    ]
+

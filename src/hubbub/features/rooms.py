@@ -1,0 +1,69 @@
+"""`join_room` / `leave_room` (PROTOCOL §Client → server)."""
+
+from hubbub.core.effects import Effects, Reply, ToRoom
+from hubbub.core.session import Session
+from hubbub.errors import ProtocolError
+from hubbub.features.node import Node
+from hubbub.features.typing_indicators import stop_typing
+from hubbub.ids import RoomId, room_id
+from hubbub.protocol.codes import ErrorCode
+from hubbub.protocol.frames import (
+    JoinAck,
+    JoinRoom,
+    JoinRoomEvent,
+    LeaveRoom,
+    LeaveRoomEvent,
+    Member,
+    RoomAck,
+)
+
+
+def member_list(node: Node, room: RoomId) -> list[Member]:
+    out = []
+    for uid in node.rooms.members(room):
+        p = node.presence.get(uid)
+        out.append(Member(user_id=uid, username=p.username if p else uid,
+                          status=p.status if p else "offline"))
+    return out
+
+
+def handle_join(node: Node, s: Session, frame: JoinRoom) -> Effects:
+    assert s.identity is not None
+    room = room_id(frame.payload.room_id)
+    ident = s.identity
+    if not ident.may_join(room):
+        raise ProtocolError(ErrorCode.FORBIDDEN, f"you may not join room {room!r}")
+    effects: Effects = []
+    if room not in s.rooms:
+        if len(s.rooms) >= node.limits.max_rooms:
+            raise ProtocolError(ErrorCode.FORBIDDEN,
+                                f"a connection may be in at most {node.limits.max_rooms} rooms")
+        s.rooms.add(room)
+        if node.rooms.join(room, ident.user_id, s.conn):
+            effects.append(ToRoom(room, "join_room", JoinRoomEvent(
+                room_id=room, user_id=ident.user_id, username=ident.username,
+                status=node.presence.status(ident.user_id)), exclude_user=ident.user_id))
+    ack = JoinAck(room_id=room, members=member_list(node, room), last_seq=0)
+    effects.insert(0, Reply(s.conn, "ack", ack, frame.id))
+    return effects
+
+
+def leave(node: Node, s: Session, room: RoomId) -> Effects:
+    """Take this connection out of `room`; ends its typing; tells the others if the user left."""
+    assert s.identity is not None
+    ident = s.identity
+    s.rooms.discard(room)
+    effects = stop_typing(node, room, ident.user_id, ident.username)
+    if node.rooms.leave(room, ident.user_id, s.conn):
+        effects.append(ToRoom(room, "leave_room", LeaveRoomEvent(
+            room_id=room, user_id=ident.user_id, username=ident.username)))
+    return effects
+
+
+def handle_leave(node: Node, s: Session, frame: LeaveRoom) -> Effects:
+    room = room_id(frame.payload.room_id)
+    if room not in s.rooms:
+        raise ProtocolError(ErrorCode.NOT_IN_ROOM, f"not in room {room!r}")
+    effects = leave(node, s, room)
+    effects.insert(0, Reply(s.conn, "ack", RoomAck(room_id=room), frame.id))
+    return effects

@@ -1,0 +1,86 @@
+"""Connection lifecycle, time-driven rules and node-wide messages: open, close, tick,
+`ping`, announcements."""
+
+import heapq
+import logging
+
+from hubbub.core.effects import Close, Effects, Reply, ToAll, ToRoom
+from hubbub.core.session import Session
+from hubbub.features.node import Node
+from hubbub.features.presence import presence_event
+from hubbub.features.typing_indicators import expire_typing, stop_typing
+from hubbub.ids import ConnId, UserId
+from hubbub.protocol.codes import CloseCode
+from hubbub.protocol.frames import AnnouncementEvent, LeaveRoomEvent, Ping, Pong
+
+log = logging.getLogger("hubbub.system")
+
+
+def open_session(node: Node, remote: str = "") -> Session:
+    now = node.clock.now_ms()
+    s = Session(conn=node.new_conn_id(), opened_at_ms=now, limits=node.limits, remote=remote)
+    node.sessions[s.conn] = s
+    node.metrics.connections_opened += 1
+    node.add_deadline(now + int(node.settings.auth_timeout * 1000), s.conn)
+    return s
+
+
+def close_session(node: Node, conn: ConnId) -> Effects:
+    """The connection is gone. Typing ends now; room membership and presence linger for
+    the grace period (PROTOCOL §Presence: a quick reconnect does not flap)."""
+    s = node.sessions.pop(conn, None)
+    if s is None or s.identity is None:
+        return []
+    uid, name, now = s.identity.user_id, s.identity.username, node.clock.now_ms()
+    effects: Effects = []
+    for room in s.rooms:
+        effects += stop_typing(node, room, uid, name)
+    node.rooms.detach(s.rooms, uid, conn)
+    conns = node.user_conns.get(uid)
+    if conns is not None:
+        conns.discard(conn)
+        if not conns:
+            del node.user_conns[uid]
+    s.rooms.clear()
+    node.presence.disconnect(uid, now)
+    heapq.heappush(node.lingering, (now + node.presence.grace_ms, uid))
+    return effects
+
+
+def _leave_lingering(node: Node, uid: UserId, username: str) -> Effects:
+    return [ToRoom(room, "leave_room", LeaveRoomEvent(room_id=room, user_id=uid, username=username))
+            for room in node.rooms.purge_lingering(uid)]
+
+
+def tick(node: Node, now_ms: int) -> Effects:
+    """Everything that happens because time passed: typing expiry, the end of presence
+    grace periods, authentication deadlines and token expiry."""
+    effects = expire_typing(node, now_ms)
+    for uid, gone in node.presence.expire(now_ms):
+        effects += presence_event(node, uid, offline=gone)
+        effects += _leave_lingering(node, uid, gone.username)
+    while node.lingering and node.lingering[0][0] <= now_ms:
+        _, uid = heapq.heappop(node.lingering)
+        p = node.presence.get(uid)
+        if p is not None and p.connections:
+            effects += _leave_lingering(node, uid, p.username)
+    while node.deadlines and node.deadlines[0][0] <= now_ms:
+        _, conn = heapq.heappop(node.deadlines)
+        s = node.sessions.get(conn)
+        if s is None or s.closing:
+            continue
+        if s.identity is None:
+            effects.append(Close(conn, CloseCode.AUTH_FAILED, "authentication timeout"))
+        elif s.identity.expires_at_ms is not None and s.identity.expires_at_ms <= now_ms:
+            effects.append(Close(conn, CloseCode.AUTH_FAILED, "token expired"))
+    return effects
+
+
+def handle_ping(node: Node, s: Session, frame: Ping) -> Effects:
+    return [Reply(s.conn, "pong", Pong(server_time=node.clock.now_ms()), frame.id)]
+
+
+def announce(node: Node, content: str) -> Effects:
+    node.metrics.announcements += 1
+    return [ToAll("announcement", AnnouncementEvent(content=content,
+                                                    created_at=node.clock.now_ms()))]

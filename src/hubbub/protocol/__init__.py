@@ -1,0 +1,1 @@
+"""The wire contract (PROTOCOL.md): frames, validation, codes. No I/O here."""

@@ -1,0 +1,63 @@
+"""Parse and validate one client frame; the only place wire JSON is decoded.
+
+Python's json traps (deep nesting, huge numbers, NaN, lone surrogates) all end as a
+`ProtocolError(bad_request)` here, never as an exception further in.
+"""
+
+from typing import Any
+
+import msgspec
+
+from hubbub.errors import ProtocolError
+from hubbub.protocol.codes import ErrorCode
+from hubbub.protocol.frames import INBOUND_TYPES, InboundFrame
+
+_decoder: msgspec.json.Decoder[InboundFrame] = msgspec.json.Decoder(InboundFrame)
+
+
+class _Loose(msgspec.Struct):
+    """Just enough of a frame to answer a bad one: its `type` and `id`."""
+
+    type: Any = None
+    id: Any = None
+
+
+_loose = msgspec.json.Decoder(_Loose)
+
+
+class BadFrame(ProtocolError):
+    """A frame that could not be parsed; carries the frame id when one was readable."""
+
+    def __init__(self, code: ErrorCode, message: str, frame_id: str | None) -> None:
+        super().__init__(code, message)
+        self.frame_id = frame_id
+
+
+def _readable_id(data: bytes | str) -> tuple[Any, str | None]:
+    try:
+        loose = _loose.decode(data)
+    except (msgspec.MsgspecError, RecursionError, UnicodeError, ValueError):
+        return None, None
+    fid = loose.id if isinstance(loose.id, str) and 0 < len(loose.id) <= 64 else None
+    return loose.type, fid
+
+
+def parse(data: bytes | str) -> InboundFrame:
+    """Decode one text frame into its typed struct, or raise `BadFrame`."""
+    try:
+        return _decoder.decode(data)
+    except msgspec.ValidationError as exc:
+        type_, fid = _readable_id(data)
+        if type_ is None:
+            if isinstance(exc.args[0], str) and exc.args[0].startswith("Expected `object`"):
+                raise BadFrame(ErrorCode.BAD_REQUEST, "frame must be a JSON object", None) from None
+            raise BadFrame(ErrorCode.BAD_REQUEST, "frame needs a string `type`", fid) from None
+        if not isinstance(type_, str):
+            raise BadFrame(ErrorCode.BAD_REQUEST, "`type` must be a string", fid) from None
+        if type_ not in INBOUND_TYPES:
+            raise BadFrame(ErrorCode.UNKNOWN_TYPE, f"unknown type {type_[:64]!r}", fid) from None
+        raise BadFrame(ErrorCode.BAD_REQUEST, str(exc), fid) from None
+    except (msgspec.DecodeError, UnicodeError, ValueError):
+        raise BadFrame(ErrorCode.BAD_REQUEST, "frame is not valid JSON", None) from None
+    except RecursionError:
+        raise BadFrame(ErrorCode.BAD_REQUEST, "frame is nested too deeply", None) from None

@@ -1,0 +1,1 @@
+"""Adapters: sockets, HTTP, timers. No product rule lives here."""

@@ -1,0 +1,96 @@
+"""Wiring: settings -> node -> hub -> aiohttp app; start, serve, shut down gracefully."""
+
+import asyncio
+import logging
+import signal
+import socket
+
+from aiohttp import web
+
+from hubbub.config import Settings
+from hubbub.core.clock import Clock, SystemClock
+from hubbub.features.node import Node
+from hubbub.protocol.codes import CloseCode
+from hubbub.server.http import add_routes
+from hubbub.server.hub import Hub
+from hubbub.server.timers import Timers
+from hubbub.server.ws import HUB, handle_ws
+
+log = logging.getLogger("hubbub")
+
+DEV_MODE_WARNING = """
+  ************************************************************************
+  *  DEV IDENTITY MODE: no --jwt-secret is set, so clients say who they  *
+  *  are and the server believes them. Fine on a laptop; never expose    *
+  *  this to a network. Set --jwt-secret (HUBBUB_JWT_SECRET) for real.   *
+  ************************************************************************"""
+
+
+class Server:
+    """One running hubbub node. `start()` binds and listens; `stop()` closes all with 1001."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.node = Node(settings, clock or SystemClock())
+        self.hub: Hub | None = None
+        self.runner: web.AppRunner | None = None
+        self.timers: Timers | None = None
+        self.port = 0
+
+    def build_app(self) -> web.Application:
+        self.hub = Hub(self.node, asyncio.get_running_loop())
+        app = web.Application(client_max_size=self.settings.max_frame)
+        app[HUB] = self.hub
+        app.router.add_get("/ws", handle_ws)
+        add_routes(app, self.hub)
+        return app
+
+    async def start(self) -> None:
+        st = self.settings
+        if st.dev_identity:
+            log.warning(DEV_MODE_WARNING)
+        app = self.build_app()
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                    shutdown_timeout=2.0)
+        await self.runner.setup()
+        family = socket.AF_INET6 if ":" in st.host else socket.AF_INET
+        sock = socket.create_server((st.host, st.port), family=family, backlog=st.backlog)
+        self.port = sock.getsockname()[1]
+        site = web.SockSite(self.runner, sock, backlog=st.backlog)
+        await site.start()
+        assert self.hub is not None
+        self.timers = Timers(self.hub)
+        self.timers.start()
+        log.info("hubbub node up: store=%s identity=%s", st.store,
+                 "dev" if st.dev_identity else "jwt")
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.settings.host}]" if ":" in self.settings.host else self.settings.host
+        return f"http://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        """Stop accepting, close every connection with 1001, release everything."""
+        assert self.runner is not None and self.hub is not None
+        for site in list(self.runner.sites):
+            await site.stop()
+        if self.timers:
+            self.timers.stop()
+        await self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down")
+        await self.runner.cleanup()
+
+
+async def serve(settings: Settings) -> int:
+    server = Server(settings)
+    await server.start()
+    print(f"listening on {server.url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: closing %d connections with 1001", len(server.hub.conns)
+             if server.hub else 0)
+    await server.stop()
+    log.info("bye")
+    return 0

@@ -1,0 +1,26 @@
+"""Server-side WebSocket frames (RFC 6455 §5.2), built once and shared by every recipient.
+
+Server frames are never masked, so one broadcast is the same bytes for every connection.
+"""
+
+import struct
+
+
+def text_frame(payload: bytes) -> bytes:
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
+
+
+def control_frame(opcode: int, payload: bytes = b"") -> bytes:
+    return bytes((0x80 | opcode, len(payload[:125]))) + payload[:125]
+
+
+PING = control_frame(0x9)
+
+
+def pong(payload: bytes) -> bytes:
+    return control_frame(0xA, payload)

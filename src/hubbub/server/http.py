@@ -1,0 +1,139 @@
+"""HTTP routes on the WebSocket's port: health, metrics, the admin API, static pages."""
+
+import hmac
+from collections.abc import Iterator
+from importlib import resources
+
+import msgspec
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+from hubbub.errors import CloseConnection
+from hubbub.features.auth import verify_token
+from hubbub.features.system import announce
+from hubbub.metrics import FLUSH_BUCKETS
+from hubbub.server.hub import Hub
+from hubbub.server.ws import HUB
+
+WEB = resources.files("hubbub") / "web"
+
+
+class _Collector:
+    """Renders the hub's plain counters as Prometheus metrics at scrape time."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def collect(self) -> Iterator[Metric]:
+        node, m = self.hub.node, self.hub.node.metrics
+        yield GaugeMetricFamily("hubbub_connections", "Open WebSocket connections",
+                                value=len(self.hub.conns))
+        yield GaugeMetricFamily("hubbub_users_online", "Users with presence on this node",
+                                value=node.presence.online_count())
+        yield GaugeMetricFamily("hubbub_rooms", "Rooms with at least one member",
+                                value=node.rooms.room_count())
+        c = CounterMetricFamily("hubbub_connections_opened", "Connections accepted")
+        c.add_metric([], m.connections_opened)
+        yield c
+        for name, doc, label, data in (
+            ("hubbub_frames_in", "Client frames received, by type", "type", m.frames_in),
+            ("hubbub_frames_out", "Frames queued to clients, by type", "type", m.frames_out),
+            ("hubbub_errors", "Error frames sent, by code", "code", m.errors),
+            ("hubbub_connections_closed", "Connections closed, by close code", "code",
+             m.closes),
+        ):
+            fam = CounterMetricFamily(name, doc, labels=[label])
+            for key, value in sorted(data.items(), key=lambda kv: str(kv[0])):
+                fam.add_metric([str(key)], value)
+            yield fam
+        for name, doc, value in (
+            ("hubbub_slow_readers_dropped", "Connections closed 1013 for falling behind",
+             m.slow_readers_dropped),
+            ("hubbub_announcements", "Announcements sent", m.announcements),
+        ):
+            fam = CounterMetricFamily(name, doc)
+            fam.add_metric([], value)
+            yield fam
+        cumulative, buckets = 0, []
+        for bound, count in zip((*map(float, FLUSH_BUCKETS), float("inf")), m.flush_buckets,
+                                strict=True):
+            cumulative += count
+            buckets.append(("+Inf" if bound == float("inf") else str(int(bound)), cumulative))
+        yield HistogramMetricFamily("hubbub_flush_bytes", "Bytes per coalesced socket write",
+                                    buckets=buckets, sum_value=m.flush_bytes)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    registry: CollectorRegistry = request.app[REGISTRY]
+    return web.Response(body=generate_latest(registry),
+                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+def _bearer(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization", "")
+    return header[7:].strip() if header[:7].lower() == "bearer " else None
+
+
+def is_admin(hub: Hub, token: str | None) -> bool:
+    """The admin token, or a JWT whose `admin` claim is true."""
+    st = hub.node.settings
+    if not token:
+        return False
+    if st.admin_token and hmac.compare_digest(token.encode(), st.admin_token.encode()):
+        return True
+    if st.jwt_secret:
+        try:
+            return verify_token(st.jwt_secret, token).admin
+        except CloseConnection:
+            return False
+    return False
+
+
+class _Announcement(msgspec.Struct):
+    content: str
+
+
+async def announcements(request: web.Request) -> web.Response:
+    hub = request.app[HUB]
+    if not is_admin(hub, _bearer(request)):
+        return web.json_response({"error": "unauthorized"}, status=401,
+                                 headers={"WWW-Authenticate": "Bearer"})
+    body = await request.read()
+    try:
+        content = msgspec.json.decode(body, type=_Announcement).content
+    except (msgspec.MsgspecError, RecursionError, UnicodeError, ValueError):
+        return web.json_response({"error": "bad_request", "message": 'send {"content": "..."}'},
+                                 status=400)
+    if not content.strip() or len(content) > hub.node.settings.max_content:
+        return web.json_response({"error": "bad_request",
+                                  "message": "content must be 1..max-content characters"},
+                                 status=400)
+    hub.run(announce(hub.node, content))
+    return web.json_response({"status": "accepted"}, status=202)
+
+
+async def index(request: web.Request) -> web.Response:
+    return web.Response(body=(WEB / "index.html").read_bytes(), content_type="text/html")
+
+
+REGISTRY = web.AppKey("hubbub.registry", CollectorRegistry)
+
+
+def add_routes(app: web.Application, hub: Hub) -> None:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(hub))
+    app[REGISTRY] = registry
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/api/announcements", announcements)
+    app.router.add_get("/", index)
