@@ -1,4 +1,4 @@
-"""The one CLI: `hubbub serve | token`."""
+"""The one CLI: `hubbub serve | migrate | token`."""
 
 import argparse
 import asyncio
@@ -39,6 +39,19 @@ def cmd_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = config.load(args)
+    url = settings.store
+    if not url.startswith("sqlite:///"):
+        print(f"hubbub migrate: only file SQLite stores for now, not {url!r}", file=sys.stderr)
+        return 2
+    from hubbub.store.sqlite import run_migrations
+
+    version = _run(run_migrations(url[len("sqlite:///"):]))
+    print(f"schema version {version}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hubbub", description="Real-time server for video chat.")
     parser.add_argument("--version", action="version", version=f"hubbub {__version__}")
@@ -46,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run a node")
     config.add_arguments(serve)
     serve.set_defaults(func=cmd_serve)
+    migrate = sub.add_parser("migrate", help="bring the store's schema to this version")
+    config.add_arguments(migrate)
+    migrate.set_defaults(func=cmd_migrate)
     token = sub.add_parser("token", help="mint a JWT for the configured secret (for trying out)")
     config.add_arguments(token)
     token.add_argument("--user", required=True, help="the token's `sub` (user id)")

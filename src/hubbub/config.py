@@ -48,6 +48,9 @@ class Settings:
     max_rooms: int = _opt(100, "rooms one connection may be in")
     max_content: int = _opt(4000, "longest chat message, in characters")
     auth_timeout: float = _opt(10.0, "seconds a new connection has to authenticate")
+    recovery_limit: int = _opt(1000, "most missed events join_room `since` returns")
+    sqlite_synchronous: str = _opt("FULL", "SQLite synchronous mode (FULL: fsync each commit)",
+                                   choices=("FULL", "NORMAL", "EXTRA", "OFF"))
     backlog: int = _opt(4096, "listen backlog (bursts of reconnects)")
     stun: list[str] = _opt([], "STUN URL for welcome.iceServers (repeatable)", repeat=True)
     turn: list[str] = _opt([], "TURN URL for welcome.iceServers (repeatable)", repeat=True)

@@ -10,12 +10,23 @@ from hubbub.core.session import Session
 from hubbub.features.dispatch import handle_frame
 from hubbub.features.node import Node
 from hubbub.features.system import close_session, open_session, tick
+from hubbub.store.sqlite import SqliteStore
 from tests.support.clock import FakeClock
 
 
 def make_node(clock: FakeClock | None = None, **overrides: Any) -> Node:
+    """A node whose store is an unopened in-memory SQLite: enough for the synchronous rules.
+    Use `open_node` for handlers that touch the store (join, chat, history)."""
     overrides.setdefault("store", "sqlite://:memory:")
-    return Node(config.load(env={}, **overrides), clock or FakeClock())
+    node = Node(config.load(env={}, **overrides), clock or FakeClock())
+    node.store = SqliteStore(":memory:")
+    return node
+
+
+async def open_node(clock: FakeClock | None = None, **overrides: Any) -> Node:
+    node = make_node(clock, **overrides)
+    await node.store.open()
+    return node
 
 
 def frame(type_: str, payload: dict[str, Any] | None = None, id: str | None = None) -> bytes:
@@ -32,6 +43,15 @@ def send(node: Node, s: Session, type_: str, payload: dict[str, Any] | None = No
     result = handle_frame(node, s, frame(type_, payload, id))
     assert isinstance(result, list), "synchronous handler expected"
     return result
+
+
+async def asend(node: Node, s: Session, type_: str, payload: dict[str, Any] | None = None,
+                id: str | None = None) -> Effects:
+    """Like `send`, for any handler: awaits the store-bound ones."""
+    result = handle_frame(node, s, frame(type_, payload, id))
+    if isinstance(result, list):
+        return result
+    return await result
 
 
 def connect(node: Node, user: str, username: str | None = None) -> Session:

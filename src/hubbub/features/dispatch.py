@@ -13,6 +13,13 @@ from hubbub.core.effects import Close, Effects
 from hubbub.core.session import Session
 from hubbub.errors import ProtocolError
 from hubbub.features.auth import handle_auth
+from hubbub.features.chat import (
+    handle_chat,
+    handle_delete,
+    handle_edit,
+    handle_history,
+    handle_reaction,
+)
 from hubbub.features.node import Node, error
 from hubbub.features.presence import handle_presence
 from hubbub.features.rooms import handle_join, handle_leave
@@ -23,11 +30,15 @@ from hubbub.protocol.envelope import BadFrame, parse
 from hubbub.protocol.frames import (
     Auth,
     Chat,
+    History,
     Inbound,
     JoinRoom,
     LeaveRoom,
+    MessageDelete,
+    MessageEdit,
     Ping,
     Presence,
+    Reaction,
     Typing,
 )
 
@@ -36,6 +47,11 @@ Handler = Callable[[Node, Session, Any], Effects | Coroutine[Any, Any, Effects]]
 # One handler per inbound type (PROTOCOL §Client → server types). `auth` is handled
 # before this table: it is the only frame besides `ping` allowed before authentication.
 DISPATCH: dict[type[Inbound], Handler] = {
+    Chat: handle_chat,
+    MessageEdit: handle_edit,
+    MessageDelete: handle_delete,
+    Reaction: handle_reaction,
+    History: handle_history,
     Presence: handle_presence,
     JoinRoom: handle_join,
     LeaveRoom: handle_leave,

@@ -16,6 +16,7 @@ from hubbub.errors import ProtocolError
 from hubbub.ids import ConnId, UserId
 from hubbub.metrics import Metrics
 from hubbub.protocol.frames import ErrorPayload
+from hubbub.store.base import Store
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -44,6 +45,8 @@ class Node:
     # Authenticated connections of each user (several devices = one user).
     user_conns: dict[UserId, set[ConnId]] = field(default_factory=dict)
     metrics: Metrics = field(default_factory=Metrics)
+    # Set by the server once opened (hubbub.store.open_store); rules never reach past it.
+    store: Store = field(init=False)
     # (deadline_ms, conn): unauthenticated connections' auth deadline, tokens' expiry.
     deadlines: list[tuple[int, ConnId]] = field(default_factory=list)
     # (deadline_ms, user): when a dropped connection's room memberships stop lingering.

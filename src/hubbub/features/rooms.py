@@ -27,15 +27,31 @@ def member_list(node: Node, room: RoomId) -> list[Member]:
     return out
 
 
-def handle_join(node: Node, s: Session, frame: JoinRoom) -> Effects:
+async def handle_join(node: Node, s: Session, frame: JoinRoom) -> Effects:
     assert s.identity is not None
     room = room_id(frame.payload.room_id)
     ident = s.identity
     if not ident.may_join(room):
         raise ProtocolError(ErrorCode.FORBIDDEN, f"you may not join room {room!r}")
-    effects: Effects = []
+    if room not in s.rooms and len(s.rooms) >= node.limits.max_rooms:
+        raise ProtocolError(ErrorCode.FORBIDDEN,
+                            f"a connection may be in at most {node.limits.max_rooms} rooms")
+    since = frame.payload.since
+    ack = JoinAck(room_id=room, members=[], last_seq=0)
+    # The position read is ordered with the room's writes (Store contract), and nothing
+    # is awaited between it and taking our place in the room: live events from here on
+    # are exactly those after `lastSeq`.
+    if since is None:
+        ack.last_seq = await node.store.last_seq(room)
+    else:
+        recovery = await node.store.events_since(room, since, node.settings.recovery_limit)
+        ack.last_seq, ack.recovered = recovery.last_seq, recovery.complete
+        ack.missed = recovery.events
+    if s.closing or s.conn not in node.sessions:
+        return []
+    effects: Effects = [Reply(s.conn, "ack", ack, frame.id)]
     if room not in s.rooms:
-        if len(s.rooms) >= node.limits.max_rooms:
+        if len(s.rooms) >= node.limits.max_rooms:  # joins raced while we waited
             raise ProtocolError(ErrorCode.FORBIDDEN,
                                 f"a connection may be in at most {node.limits.max_rooms} rooms")
         s.rooms.add(room)
@@ -43,8 +59,7 @@ def handle_join(node: Node, s: Session, frame: JoinRoom) -> Effects:
             effects.append(ToRoom(room, "join_room", JoinRoomEvent(
                 room_id=room, user_id=ident.user_id, username=ident.username,
                 status=node.presence.status(ident.user_id)), exclude_user=ident.user_id))
-    ack = JoinAck(room_id=room, members=member_list(node, room), last_seq=0)
-    effects.insert(0, Reply(s.conn, "ack", ack, frame.id))
+    ack.members = member_list(node, room)
     return effects
 
 

@@ -199,6 +199,13 @@ class Out(Struct, rename="camel", omit_defaults=True, kw_only=True):
     """Base of every payload the server sends."""
 
 
+class StoredFrame(Struct):
+    """A persisted room event as it went out on the wire: `{type, payload}`."""
+
+    type: str
+    payload: msgspec.Raw
+
+
 class ErrorPayload(Out):
     code: str
     message: str
@@ -245,7 +252,7 @@ class JoinAck(Out):
     room_id: str
     members: list[Member]
     last_seq: int
-    missed: list[Any] | None = None
+    missed: list[StoredFrame] | None = None
     recovered: bool | None = None
 
 
@@ -291,6 +298,108 @@ class TypingEvent(Out):
 class AnnouncementEvent(Out):
     content: str
     created_at: int
+
+
+class ChatEvent(Out):
+    room_id: str
+    message_id: str
+    seq: int
+    user_id: str
+    username: str
+    content: str
+    created_at: int
+    client_msg_id: str | None = None
+    reply_to: str | None = None
+
+
+class MessageEditEvent(Out):
+    room_id: str
+    message_id: str
+    seq: int
+    user_id: str
+    content: str
+    edited_at: int
+
+
+class MessageDeleteEvent(Out):
+    room_id: str
+    message_id: str
+    seq: int
+    user_id: str
+    deleted_at: int
+
+
+class ReactionEvent(Out):
+    room_id: str
+    message_id: str
+    seq: int
+    user_id: str
+    emoji: str
+    op: Literal["add", "remove"]
+    created_at: int
+
+
+RoomEvent = ChatEvent | MessageEditEvent | MessageDeleteEvent | ReactionEvent
+
+# The wire `type` of each persisted room event.
+EVENT_TYPES: dict[type[Out], str] = {
+    ChatEvent: "chat",
+    MessageEditEvent: "message_edit",
+    MessageDeleteEvent: "message_delete",
+    ReactionEvent: "reaction",
+}
+
+
+class ChatAck(Out):
+    message_id: str
+    seq: int
+    created_at: int
+    duplicate: bool = False
+
+
+class EditAck(Out):
+    message_id: str
+    seq: int
+    edited_at: int
+
+
+class DeleteAck(Out):
+    message_id: str
+    seq: int
+    deleted_at: int
+
+
+class ReactionAck(Out):
+    message_id: str
+    emoji: str
+    op: Literal["add", "remove"]
+    # None when the reaction was already in that state (a no-op: no event, no seq).
+    seq: int | None = None
+
+
+class HistoryMessage(Out):
+    """The current state of one message (PROTOCOL §history): edits applied, reactions
+    aggregated; a deleted message is a tombstone with `deleted: true, content: null`."""
+
+    message_id: str
+    seq: int
+    room_id: str
+    user_id: str
+    created_at: int
+    content: str | None
+    deleted: bool
+    username: str | None = None
+    edited_at: int | None = None
+    deleted_at: int | None = None
+    reactions: dict[str, list[str]] | None = None
+    reply_to: str | None = None
+    client_msg_id: str | None = None
+
+
+class HistoryAck(Out):
+    room_id: str
+    messages: list[HistoryMessage]
+    has_more: bool
 
 
 class OutFrame(Struct, omit_defaults=True, kw_only=True):

@@ -15,6 +15,7 @@ from hubbub.server.http import add_routes
 from hubbub.server.hub import Hub
 from hubbub.server.timers import Timers
 from hubbub.server.ws import HUB, handle_ws
+from hubbub.store import open_store
 
 log = logging.getLogger("hubbub")
 
@@ -49,6 +50,8 @@ class Server:
         st = self.settings
         if st.dev_identity:
             log.warning(DEV_MODE_WARNING)
+        self.node.store = open_store(st.store, synchronous=st.sqlite_synchronous)
+        await self.node.store.open()
         app = self.build_app()
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                     shutdown_timeout=2.0)
@@ -78,6 +81,7 @@ class Server:
             self.timers.stop()
         await self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down")
         await self.runner.cleanup()
+        await self.node.store.close()
 
 
 async def serve(settings: Settings) -> int:

@@ -14,10 +14,14 @@ from prometheus_client.core import (
     Metric,
 )
 
-from hubbub.errors import CloseConnection
+from hubbub.core.identity import Identity
+from hubbub.errors import CloseConnection, ProtocolError
 from hubbub.features.auth import verify_token
+from hubbub.features.chat import read_history
 from hubbub.features.system import announce
+from hubbub.ids import room_id, user_id
 from hubbub.metrics import FLUSH_BUCKETS
+from hubbub.protocol.codes import ErrorCode
 from hubbub.server.hub import Hub
 from hubbub.server.ws import HUB
 
@@ -122,6 +126,59 @@ async def announcements(request: web.Request) -> web.Response:
     return web.json_response({"status": "accepted"}, status=202)
 
 
+def _query_int(request: web.Request, name: str) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 16:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"{name} must be a non-negative integer")
+    return int(raw)
+
+
+def rest_identity(hub: Hub, request: web.Request) -> Identity | None:
+    """`Authorization: Bearer JWT`, or in dev identity mode `X-Hubbub-User: ID`."""
+    st = hub.node.settings
+    if st.jwt_secret:
+        token = _bearer(request)
+        if not token:
+            return None
+        try:
+            return verify_token(st.jwt_secret, token)
+        except CloseConnection:
+            return None
+    raw = request.headers.get("X-Hubbub-User")
+    if not raw:
+        return None
+    try:
+        uid = user_id(raw)
+    except ProtocolError:
+        return None
+    return Identity(uid, uid)
+
+
+_STATUS = {ErrorCode.FORBIDDEN: 403, ErrorCode.NOT_FOUND: 404, ErrorCode.UNAUTHORIZED: 401}
+
+
+async def room_messages(request: web.Request) -> web.Response:
+    """GET /api/rooms/{roomId}/messages: PROTOCOL §history over HTTP."""
+    hub = request.app[HUB]
+    ident = rest_identity(hub, request)
+    if ident is None:
+        return web.json_response({"error": "unauthorized"}, status=401,
+                                 headers={"WWW-Authenticate": "Bearer"})
+    try:
+        room = room_id(request.match_info["roomId"])
+        limit = _query_int(request, "limit")
+        messages, has_more = await read_history(
+            hub.node, ident, room, _query_int(request, "beforeSeq"),
+            _query_int(request, "afterSeq"), 50 if limit is None else limit)
+    except ProtocolError as exc:
+        return web.json_response({"error": exc.code, "message": exc.message},
+                                 status=_STATUS.get(exc.code, 400))
+    body = msgspec.json.encode({"roomId": room, "messages": messages, "hasMore": has_more})
+    return web.Response(body=body, content_type="application/json")
+
+
 async def index(request: web.Request) -> web.Response:
     return web.Response(body=(WEB / "index.html").read_bytes(), content_type="text/html")
 
@@ -136,4 +193,5 @@ def add_routes(app: web.Application, hub: Hub) -> None:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/api/announcements", announcements)
+    app.router.add_get("/api/rooms/{roomId}/messages", room_messages)
     app.router.add_get("/", index)

@@ -1,0 +1,90 @@
+"""Chat rules (PROTOCOL §Client → server: chat, message_edit, message_delete, reaction,
+history): content limits, who may change a message, reaction aggregation, paging.
+Pure functions; the store calls them inside its transaction with the current state."""
+
+from dataclasses import dataclass
+
+from hubbub.errors import ProtocolError
+from hubbub.protocol.codes import ErrorCode
+
+MAX_PAGE = 100
+# PROTOCOL §Ordering: `join_room` with `since` returns at most this many missed events by
+# default; beyond it the ack says `recovered: false` and the client pages with `history`.
+DEFAULT_RECOVERY_LIMIT = 1000
+
+
+@dataclass(slots=True, frozen=True)
+class MessageRef:
+    """What the rules need to know about an existing message."""
+
+    message_id: str
+    user_id: str
+    deleted: bool
+
+
+def check_content(content: str, max_chars: int) -> str:
+    if not content.strip():
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "content must not be empty")
+    if len(content) > max_chars:
+        raise ProtocolError(ErrorCode.BAD_REQUEST,
+                            f"content is longer than {max_chars} characters")
+    return content
+
+
+def _existing(msg: MessageRef | None, message_id: str) -> MessageRef:
+    if msg is None:
+        raise ProtocolError(ErrorCode.NOT_FOUND, f"no message {message_id!r} in this room")
+    return msg
+
+
+def check_edit(msg: MessageRef | None, message_id: str, user: str) -> None:
+    m = _existing(msg, message_id)
+    if m.deleted:
+        raise ProtocolError(ErrorCode.CONFLICT, "message is deleted, cannot edit")
+    if m.user_id != user:
+        raise ProtocolError(ErrorCode.FORBIDDEN, "only the author may edit a message")
+
+
+def check_delete(msg: MessageRef | None, message_id: str, user: str, admin: bool) -> None:
+    m = _existing(msg, message_id)
+    if m.deleted:
+        raise ProtocolError(ErrorCode.CONFLICT, "message is already deleted")
+    if m.user_id != user and not admin:
+        raise ProtocolError(ErrorCode.FORBIDDEN, "only the author or an admin may delete")
+
+
+def check_reaction(msg: MessageRef | None, message_id: str) -> None:
+    m = _existing(msg, message_id)
+    if m.deleted:
+        raise ProtocolError(ErrorCode.CONFLICT, "message is deleted, cannot react")
+
+
+def aggregate_reactions(rows: list[tuple[str, str, str]]) -> dict[str, dict[str, list[str]]]:
+    """(message_id, emoji, user_id) rows, oldest first -> {message_id: {emoji: [user_id]}}."""
+    out: dict[str, dict[str, list[str]]] = {}
+    for message_id, emoji, user in rows:
+        out.setdefault(message_id, {}).setdefault(emoji, []).append(user)
+    return out
+
+
+@dataclass(slots=True, frozen=True)
+class Page:
+    """One page request of `history`: which seqs, which end, how many."""
+
+    after: int | None
+    before: int | None
+    limit: int
+
+    @property
+    def newest_first(self) -> bool:
+        """Without `afterSeq` the page is the `limit` messages just below `beforeSeq`
+        (or the latest); it is fetched newest-first, then returned ascending."""
+        return self.after is None
+
+
+def page(before_seq: int | None, after_seq: int | None, limit: int) -> Page:
+    if not 1 <= limit <= MAX_PAGE:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"limit must be 1..{MAX_PAGE}")
+    if before_seq is not None and after_seq is not None and before_seq <= after_seq + 1:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "beforeSeq must be above afterSeq + 1")
+    return Page(after=after_seq, before=before_seq, limit=limit)

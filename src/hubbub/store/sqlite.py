@@ -1,0 +1,365 @@
+"""The default Store: SQLite in WAL mode, one writer thread, group commit.
+
+All SQL runs on one dedicated thread (sqlite3 releases the GIL while it works). Writes
+are queued; every write that arrived while the previous transaction was committing is
+committed in the next single transaction, each in its own savepoint so one refused
+write does not undo the others. Then the callers are resumed in queue order, so acks
+and broadcasts leave in seq order. With `synchronous=FULL` (the default) a commit is
+fsynced before anyone is told it happened.
+"""
+
+import asyncio
+import sqlite3
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal, TypeVar
+
+import msgspec
+
+from hubbub.core import messages as rules
+from hubbub.errors import ConfigError
+from hubbub.protocol.frames import (
+    ChatEvent,
+    HistoryMessage,
+    MessageDeleteEvent,
+    MessageEditEvent,
+    ReactionEvent,
+    RoomEvent,
+    StoredFrame,
+)
+from hubbub.store.base import NewChat, Recovery, Store
+from hubbub.store.migrations import scripts
+
+T = TypeVar("T")
+Op = Callable[[sqlite3.Connection], Any]
+
+_encode = msgspec.json.Encoder().encode
+_MESSAGE_COLS = ("message_id, seq, user_id, username, content, created_at, edited_at, "
+                 "deleted_at, client_msg_id, reply_to")
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Apply every migration newer than the recorded schema version; returns the version."""
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = db.execute("SELECT max(version) FROM schema_version").fetchone()
+    current = row[0] or 0
+    for version, sql in scripts("sqlite"):
+        if version <= current:
+            continue
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in sql.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        current = version
+    return int(current)
+
+
+class SqliteStore(Store):
+    def __init__(self, path: str, *, synchronous: str = "FULL") -> None:
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA", "OFF"):
+            raise ValueError(f"bad synchronous mode {synchronous!r}")
+        self.path = path
+        self.synchronous = synchronous.upper()
+        self._db: sqlite3.Connection | None = None
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="hubbub-sqlite")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
+        self._writing = False
+        self._idle: asyncio.Event | None = None
+        # Counters for /metrics and the bench: how well group commit batches.
+        self.commits = 0
+        self.committed_writes = 0
+
+    # ---- lifecycle ---------------------------------------------------------------
+    async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        await self._loop.run_in_executor(self._thread, self._open_sync)
+
+    def _open_sync(self) -> None:
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.OperationalError as exc:
+            raise ConfigError(f"cannot open SQLite database {self.path!r}: {exc} (sqlite:///REL "
+                              "is relative to the working directory, sqlite:////ABS absolute)"
+                              ) from None
+        if self.path != ":memory:":
+            db.execute("PRAGMA journal_mode=WAL")
+        db.execute(f"PRAGMA synchronous={self.synchronous}")
+        db.execute("PRAGMA busy_timeout=5000")
+        migrate(db)
+        self._db = db
+
+    async def close(self) -> None:
+        if self._idle is not None:
+            await self._idle.wait()
+        if self._db is not None and self._loop is not None:
+            db, self._db = self._db, None
+            await self._loop.run_in_executor(self._thread, db.close)
+        self._thread.shutdown(wait=True)
+
+    # ---- the writer: group commit -----------------------------------------------------
+    def _write(self, op: Callable[[sqlite3.Connection], T]) -> "asyncio.Future[T]":
+        assert self._loop is not None and self._idle is not None, "store is not open"
+        fut: asyncio.Future[T] = self._loop.create_future()
+        self._pending.append((op, fut))
+        if not self._writing:
+            self._writing = True
+            self._idle.clear()
+            self._loop.call_soon(self._next_batch)
+        return fut
+
+    def _next_batch(self) -> None:
+        assert self._loop is not None and self._idle is not None
+        batch, self._pending = self._pending, []
+        if not batch:
+            self._writing = False
+            self._idle.set()
+            return
+        done = self._loop.run_in_executor(self._thread, self._commit, batch)
+        done.add_done_callback(lambda f: self._resume(batch, f))
+
+    def _commit(self, batch: list[tuple[Op, "asyncio.Future[Any]"]]) -> list[tuple[bool, Any]]:
+        """On the store thread: one transaction, one savepoint per write."""
+        db = self._db
+        if db is None:
+            raise RuntimeError("store is closed")
+        results: list[tuple[bool, Any]] = []
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for op, _ in batch:
+                db.execute("SAVEPOINT w")
+                try:
+                    results.append((True, op(db)))
+                except Exception as exc:  # refused or failed: undo this write only
+                    db.execute("ROLLBACK TO w")
+                    results.append((False, exc))
+                db.execute("RELEASE w")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        self.commits += 1
+        self.committed_writes += sum(1 for ok, _ in results if ok)
+        return results
+
+    def _resume(self, batch: list[tuple[Op, "asyncio.Future[Any]"]],
+                done: "asyncio.Future[list[tuple[bool, Any]]]") -> None:
+        exc = done.exception()
+        for i, (_, fut) in enumerate(batch):
+            if fut.cancelled():
+                continue
+            if exc is not None:
+                fut.set_exception(exc)
+                continue
+            ok, value = done.result()[i]
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+        self._next_batch()
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        assert self._loop is not None
+
+        def run() -> T:
+            if self._db is None:
+                raise RuntimeError("store is closed")
+            return fn(self._db)
+
+        return await self._loop.run_in_executor(self._thread, run)
+
+    # ---- writes -----------------------------------------------------------------------
+    @staticmethod
+    def _next_seq(db: sqlite3.Connection, room_id: str) -> int:
+        row = db.execute("UPDATE rooms SET last_seq = last_seq + 1 WHERE room_id = ? "
+                         "RETURNING last_seq", (room_id,)).fetchone()
+        if row is not None:
+            return int(row[0])
+        db.execute("INSERT INTO rooms (room_id, last_seq) VALUES (?, 1)", (room_id,))
+        return 1
+
+    @staticmethod
+    def _log(db: sqlite3.Connection, type_: str, event: RoomEvent, at_ms: int) -> None:
+        db.execute("INSERT INTO events (room_id, seq, type, message_id, user_id, created_at, "
+                   "payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (event.room_id, event.seq, type_, event.message_id, event.user_id, at_ms,
+                    _encode(event).decode()))
+
+    @staticmethod
+    def _ref(db: sqlite3.Connection, room_id: str, message_id: str) -> rules.MessageRef | None:
+        row = db.execute("SELECT user_id, deleted_at FROM messages WHERE room_id = ? AND "
+                         "message_id = ?", (room_id, message_id)).fetchone()
+        return None if row is None else rules.MessageRef(message_id, row[0], row[1] is not None)
+
+    async def append_chat(self, chat: NewChat) -> tuple[ChatEvent, bool]:
+        def op(db: sqlite3.Connection) -> tuple[ChatEvent, bool]:
+            if chat.client_msg_id is not None:
+                row = db.execute(
+                    f"SELECT {_MESSAGE_COLS}, room_id FROM messages "
+                    "WHERE user_id = ? AND client_msg_id = ?",
+                    (chat.user_id, chat.client_msg_id)).fetchone()
+                if row is not None:
+                    return ChatEvent(room_id=row[10], message_id=row[0], seq=row[1],
+                                     user_id=row[2], username=row[3], content=row[4] or "",
+                                     created_at=row[5], client_msg_id=row[8],
+                                     reply_to=row[9]), True
+            seq = self._next_seq(db, chat.room_id)
+            event = ChatEvent(room_id=chat.room_id, message_id=str(uuid.uuid4()), seq=seq,
+                              user_id=chat.user_id, username=chat.username,
+                              content=chat.content, created_at=chat.created_at,
+                              client_msg_id=chat.client_msg_id, reply_to=chat.reply_to)
+            db.execute(f"INSERT INTO messages ({_MESSAGE_COLS}, room_id) "
+                       "VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?)",
+                       (event.message_id, seq, chat.user_id, chat.username, chat.content,
+                        chat.created_at, chat.client_msg_id, chat.reply_to, chat.room_id))
+            self._log(db, "chat", event, chat.created_at)
+            return event, False
+
+        return await self._write(op)
+
+    async def edit_message(self, room_id: str, message_id: str, user_id: str, content: str,
+                           now_ms: int) -> MessageEditEvent:
+        def op(db: sqlite3.Connection) -> MessageEditEvent:
+            rules.check_edit(self._ref(db, room_id, message_id), message_id, user_id)
+            event = MessageEditEvent(room_id=room_id, message_id=message_id,
+                                     seq=self._next_seq(db, room_id), user_id=user_id,
+                                     content=content, edited_at=now_ms)
+            db.execute("UPDATE messages SET content = ?, edited_at = ? WHERE room_id = ? AND "
+                       "message_id = ?", (content, now_ms, room_id, message_id))
+            self._log(db, "message_edit", event, now_ms)
+            return event
+
+        return await self._write(op)
+
+    async def delete_message(self, room_id: str, message_id: str, user_id: str, admin: bool,
+                             now_ms: int) -> MessageDeleteEvent:
+        def op(db: sqlite3.Connection) -> MessageDeleteEvent:
+            rules.check_delete(self._ref(db, room_id, message_id), message_id, user_id, admin)
+            event = MessageDeleteEvent(room_id=room_id, message_id=message_id,
+                                       seq=self._next_seq(db, room_id), user_id=user_id,
+                                       deleted_at=now_ms)
+            db.execute("UPDATE messages SET content = NULL, deleted_at = ? WHERE room_id = ? "
+                       "AND message_id = ?", (now_ms, room_id, message_id))
+            db.execute("UPDATE events SET payload = json_set(payload, '$.content', NULL) "
+                       "WHERE room_id = ? AND message_id = ? AND type IN "
+                       "('chat', 'message_edit')", (room_id, message_id))
+            db.execute("DELETE FROM reactions WHERE room_id = ? AND message_id = ?",
+                       (room_id, message_id))
+            self._log(db, "message_delete", event, now_ms)
+            return event
+
+        return await self._write(op)
+
+    async def react(self, room_id: str, message_id: str, user_id: str, emoji: str,
+                    op: Literal["add", "remove"], now_ms: int) -> ReactionEvent | None:
+        def write(db: sqlite3.Connection) -> ReactionEvent | None:
+            rules.check_reaction(self._ref(db, room_id, message_id), message_id)
+            if op == "add":
+                changed = db.execute(
+                    "INSERT OR IGNORE INTO reactions (room_id, message_id, emoji, user_id, "
+                    "created_at) VALUES (?, ?, ?, ?, ?)",
+                    (room_id, message_id, emoji, user_id, now_ms)).rowcount
+            else:
+                changed = db.execute(
+                    "DELETE FROM reactions WHERE room_id = ? AND message_id = ? AND emoji = ? "
+                    "AND user_id = ?", (room_id, message_id, emoji, user_id)).rowcount
+            if not changed:
+                return None
+            event = ReactionEvent(room_id=room_id, message_id=message_id,
+                                  seq=self._next_seq(db, room_id), user_id=user_id,
+                                  emoji=emoji, op=op, created_at=now_ms)
+            self._log(db, "reaction", event, now_ms)
+            return event
+
+        return await self._write(write)
+
+    # ---- reads ------------------------------------------------------------------------
+    async def last_seq(self, room_id: str) -> int:
+        return await self._write(lambda db: self._last_seq(db, room_id))
+
+    @staticmethod
+    def _last_seq(db: sqlite3.Connection, room_id: str) -> int:
+        row = db.execute("SELECT last_seq FROM rooms WHERE room_id = ?", (room_id,)).fetchone()
+        return int(row[0]) if row else 0
+
+    async def events_since(self, room_id: str, after_seq: int, limit: int) -> Recovery:
+        def read(db: sqlite3.Connection) -> Recovery:
+            last = self._last_seq(db, room_id)
+            # Seqs have no gaps, so the count is known without reading the events.
+            if after_seq > last or last - after_seq > limit:
+                return Recovery([], False, last)
+            rows = db.execute("SELECT type, payload FROM events WHERE room_id = ? AND seq > ? "
+                              "AND seq <= ? ORDER BY seq", (room_id, after_seq, last)).fetchall()
+            return Recovery([StoredFrame(t, msgspec.Raw(p.encode())) for t, p in rows], True,
+                            last)
+
+        return await self._write(read)
+
+    async def history(self, room_id: str, before_seq: int | None, after_seq: int | None,
+                      limit: int) -> tuple[list[HistoryMessage], bool]:
+        page = rules.page(before_seq, after_seq, limit)
+
+        def read(db: sqlite3.Connection) -> tuple[list[HistoryMessage], bool]:
+            where, args = ["room_id = ?"], [room_id]
+            bounds: list[object] = []
+            if page.after is not None:
+                where.append("seq > ?")
+                bounds.append(page.after)
+            if page.before is not None:
+                where.append("seq < ?")
+                bounds.append(page.before)
+            order = "DESC" if page.newest_first else "ASC"
+            rows = db.execute(f"SELECT {_MESSAGE_COLS} FROM messages WHERE "
+                              f"{' AND '.join(where)} ORDER BY seq {order} LIMIT ?",
+                              (*args, *bounds, page.limit + 1)).fetchall()
+            has_more = len(rows) > page.limit
+            rows = rows[:page.limit]
+            if page.newest_first:
+                rows.reverse()
+            reactions = self._reactions(db, room_id, [r[0] for r in rows if r[7] is None])
+            return [self._message(room_id, r, reactions.get(r[0])) for r in rows], has_more
+
+        return await self._read(read)
+
+    @staticmethod
+    def _reactions(db: sqlite3.Connection, room_id: str,
+                   ids: list[str]) -> dict[str, dict[str, list[str]]]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = db.execute(f"SELECT message_id, emoji, user_id FROM reactions WHERE room_id = ? "
+                          f"AND message_id IN ({marks}) ORDER BY created_at, user_id",
+                          (room_id, *ids)).fetchall()
+        return rules.aggregate_reactions(rows)
+
+    @staticmethod
+    def _message(room_id: str, r: tuple[Any, ...],
+                 reactions: dict[str, list[str]] | None) -> HistoryMessage:
+        message_id, seq, user_id, username, content, created_at, edited_at, deleted_at = r[:8]
+        if deleted_at is not None:
+            return HistoryMessage(message_id=message_id, seq=seq, room_id=room_id,
+                                  user_id=user_id, created_at=created_at, content=None,
+                                  deleted=True, deleted_at=deleted_at)
+        return HistoryMessage(message_id=message_id, seq=seq, room_id=room_id, user_id=user_id,
+                              created_at=created_at, content=content, deleted=False,
+                              username=username, edited_at=edited_at,
+                              reactions=reactions or {}, client_msg_id=r[8], reply_to=r[9])
+
+
+async def run_migrations(path: str) -> int:
+    """`hubbub migrate`: bring a database file to the current schema; returns its version."""
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        return migrate(db)
+    finally:
+        db.close()
