@@ -102,9 +102,12 @@ def _convert(f: "dataclasses.Field[Any]", raw: Any) -> Any:
         if isinstance(raw, str):
             return [part.strip() for part in raw.split(",") if part.strip()]
         return list(raw)
+    choices = f.metadata["choices"]
+    if choices and raw != "" and raw not in choices:
+        raise ConfigError(f"{flag(f.name)} must be one of {', '.join(choices)}")
     kind = f.type if isinstance(f.type, type) else None
     if f.default is None or kind is str:
-        return raw if raw != "" else None
+        return raw if raw != "" else f.default  # empty = unset: keep the default
     try:
         if isinstance(f.default, bool):
             return str(raw).lower() in ("1", "true", "yes", "on")
@@ -114,9 +117,6 @@ def _convert(f: "dataclasses.Field[Any]", raw: Any) -> Any:
             return float(raw)
     except ValueError:
         raise ConfigError(f"{flag(f.name)}: {raw!r} is not a number") from None
-    choices = f.metadata["choices"]
-    if choices and raw not in choices:
-        raise ConfigError(f"{flag(f.name)} must be one of {', '.join(choices)}")
     return raw
 
 
