@@ -50,6 +50,15 @@ class ToUser:
 
 
 @dataclass(slots=True, frozen=True)
+class ToConns:
+    """An event for exactly these connections (the owners of a call)."""
+
+    conns: tuple[ConnId, ...]
+    type: str
+    payload: Out
+
+
+@dataclass(slots=True, frozen=True)
 class ToAll:
     """An event for every authenticated connection (announcements)."""
 
@@ -64,5 +73,5 @@ class Close:
     reason: str
 
 
-Effect = Reply | ToRoom | ToRooms | ToUser | ToAll | Close
+Effect = Reply | ToRoom | ToRooms | ToUser | ToConns | ToAll | Close
 Effects = list[Effect]

@@ -13,6 +13,7 @@ from hubbub.core.effects import Close, Effects
 from hubbub.core.session import Session
 from hubbub.errors import ProtocolError
 from hubbub.features.auth import handle_auth
+from hubbub.features.calls import handle_call_end, handle_call_reject, handle_webrtc
 from hubbub.features.chat import (
     handle_chat,
     handle_delete,
@@ -29,6 +30,8 @@ from hubbub.protocol.codes import STRIKE_CODES, CloseCode, ErrorCode
 from hubbub.protocol.envelope import BadFrame, parse
 from hubbub.protocol.frames import (
     Auth,
+    CallEnd,
+    CallReject,
     Chat,
     History,
     Inbound,
@@ -40,6 +43,7 @@ from hubbub.protocol.frames import (
     Presence,
     Reaction,
     Typing,
+    WebRTC,
 )
 
 Handler = Callable[[Node, Session, Any], Effects | Coroutine[Any, Any, Effects]]
@@ -53,6 +57,9 @@ DISPATCH: dict[type[Inbound], Handler] = {
     Reaction: handle_reaction,
     History: handle_history,
     Presence: handle_presence,
+    WebRTC: handle_webrtc,
+    CallReject: handle_call_reject,
+    CallEnd: handle_call_end,
     JoinRoom: handle_join,
     LeaveRoom: handle_leave,
     Typing: handle_typing,

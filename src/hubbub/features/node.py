@@ -6,6 +6,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from hubbub.config import Settings
+from hubbub.core.calls import Calls
 from hubbub.core.clock import Clock
 from hubbub.core.effects import Effects, Reply
 from hubbub.core.presence import PresenceTracker
@@ -41,6 +42,7 @@ class Node:
     rooms: RoomRegistry = field(default_factory=RoomRegistry)
     presence: PresenceTracker = field(init=False)
     typing: TypingTracker = field(init=False)
+    calls: Calls = field(init=False)
     sessions: dict[ConnId, Session] = field(default_factory=dict)
     # Authenticated connections of each user (several devices = one user).
     user_conns: dict[UserId, set[ConnId]] = field(default_factory=dict)
@@ -57,6 +59,7 @@ class Node:
         self.limits = limits_from(self.settings)
         self.presence = PresenceTracker(int(self.settings.presence_grace * 1000))
         self.typing = TypingTracker(int(self.settings.typing_timeout * 1000))
+        self.calls = Calls(int(self.settings.ring_timeout * 1000))
 
     def new_conn_id(self) -> ConnId:
         return ConnId(next(self._conn_ids))

@@ -402,6 +402,29 @@ class HistoryAck(Out):
     has_more: bool
 
 
+class WebRTCEvent(Out):
+    kind: Literal["offer", "answer", "ice_candidate"]
+    from_: str = field(name="from")
+    to: str
+    call_id: str
+    room_id: str | None = None
+    sdp: SessionDescription | None = None
+    candidate: dict[str, Any] | None = None
+
+
+class CallEndEvent(Out):
+    """`call_end` and `call_reject`: who ended the call and why (PROTOCOL §Calls)."""
+
+    call_id: str
+    by: str
+    reason: str
+
+
+class CallAck(Out):
+    call_id: str
+    state: Literal["ringing", "active", "ended"]
+
+
 class OutFrame(Struct, omit_defaults=True, kw_only=True):
     type: str
     id: str | None = None

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
-from hubbub.core.effects import Close, Effect, Reply, ToAll, ToRoom, ToRooms, ToUser
+from hubbub.core.effects import Close, Effect, Reply, ToAll, ToConns, ToRoom, ToRooms, ToUser
 from hubbub.core.session import Session
 from hubbub.features.node import Node
 from hubbub.features.system import close_session
@@ -97,6 +97,8 @@ class Hub:
             elif t is ToUser:
                 self._to_conns(e.type, e.payload,  # type: ignore[union-attr]
                                self.node.user_conns.get(e.user, ()))  # type: ignore[union-attr]
+            elif t is ToConns:
+                self._to_conns(e.type, e.payload, e.conns)  # type: ignore[union-attr]
             elif t is ToAll:
                 self._to_conns(e.type, e.payload,  # type: ignore[union-attr]
                                [c for c, s in self.node.sessions.items() if s.identity])
