@@ -41,8 +41,8 @@ CloseFn = Callable[[int, str], Coroutine[Any, Any, object]]
 class Conn:
     """A live connection as the hub sees it: where its bytes go, and nothing else."""
 
-    __slots__ = ("close_task", "closed", "closer", "id", "last_ping", "last_rx", "out", "out_bytes",
-                 "session", "transport", "user")
+    __slots__ = ("close_code", "close_task", "closed", "closer", "id", "last_ping", "last_rx",
+                 "out", "out_bytes", "session", "transport", "user")
 
     def __init__(self, session: Session, transport: Transport, closer: CloseFn) -> None:
         self.id: ConnId = session.conn
@@ -56,6 +56,8 @@ class Conn:
         self.last_rx = time.monotonic()
         self.last_ping = 0.0
         self.close_task: asyncio.Task[object] | None = None
+        # The code *we* closed with; the peer's echo of it may differ (aiohttp answers 1000).
+        self.close_code: int | None = None
 
 
 class Hub:
@@ -187,6 +189,7 @@ class Hub:
         log.warning("slow reader conn=%s dropped: more than %d bytes unsent", conn.id,
                     self.max_queue)
         conn.closed = True
+        conn.close_code = CloseCode.OVERLOADED
         conn.out.clear()
         conn.session.closing = True
         transport = conn.transport
@@ -201,7 +204,10 @@ class Hub:
             return
         conn.session.closing = True
         self._write_out(conn)
+        if conn.closed:  # dropped as a slow reader by that very write
+            return
         conn.closed = True
+        conn.close_code = code
         task = conn.close_task = self.loop.create_task(conn.closer(code, reason))
         self._close_tasks.add(task)
         task.add_done_callback(self._close_tasks.discard)

@@ -103,5 +103,5 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     except ConnectionError:
         close_reason = close_reason or "connection lost"
     finally:
-        hub.remove(conn, close_code or ws.close_code, close_reason)
+        hub.remove(conn, conn.close_code or close_code or ws.close_code, close_reason)
     return ws
