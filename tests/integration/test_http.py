@@ -1,0 +1,161 @@
+"""HTTP on the WebSocket's port: health, metrics, announcements, the demo page."""
+
+import asyncio
+import json
+
+import aiohttp
+
+from tests.integration.helpers import SECRET, clients, dev_client, http_get, metric, token
+from tests.support.server import running_server, ws_url
+from tests.support.wsclient import WsClient
+
+ADMIN = "admin-secret"
+
+
+async def _post(server, body: bytes | str, auth: str | None) -> tuple[int, str]:
+    headers = {"Content-Type": "application/json"}
+    if auth is not None:
+        headers["Authorization"] = auth
+    async with aiohttp.ClientSession() as http, http.post(
+            server.url + "/api/announcements", data=body, headers=headers) as resp:
+        return resp.status, await resp.text()
+
+
+async def test_healthz_is_ok():
+    async with running_server() as server:
+        status, ctype, body = await http_get(server, "/healthz")
+        assert status == 200
+        assert ctype.startswith("application/json")
+        assert json.loads(body) == {"status": "ok"}
+
+
+async def test_root_serves_the_demo_page():
+    async with running_server() as server:
+        status, ctype, body = await http_get(server, "/")
+        assert status == 200
+        assert ctype.startswith("text/html")
+        assert "<html" in body.lower()
+
+
+async def test_metrics_is_prometheus_text():
+    async with running_server() as server:
+        status, ctype, body = await http_get(server, "/metrics")
+        assert status == 200
+        assert ctype.startswith("text/plain")
+        assert "# TYPE hubbub_connections gauge" in body
+        assert "# HELP hubbub_connections" in body
+
+
+async def test_metrics_count_open_connections():
+    async with running_server() as server:
+        assert await metric(server, "hubbub_connections") == 0
+        async with await dev_client(server, "u1"), await dev_client(server, "u2"):
+            assert await metric(server, "hubbub_connections") == 2
+
+
+async def test_metrics_count_frames_in_and_out_by_type():
+    async with running_server() as server, await dev_client(server, "u1") as c:
+        for i in range(3):
+            await c.request("ping", {}, id=f"p{i}")
+        assert await metric(server, "hubbub_frames_in_total", type="ping") == 3
+        assert await metric(server, "hubbub_frames_in_total", type="auth") == 1
+        assert await metric(server, "hubbub_frames_out_total", type="pong") == 3
+        assert await metric(server, "hubbub_frames_out_total", type="welcome") == 1
+
+
+async def test_metrics_count_errors_by_code():
+    async with running_server() as server, await dev_client(server, "u1") as c:
+        await c.ws.send_str("not json")
+        await c.recv()
+        await c.request("teleport", {}, id="t")
+        await c.request("leave_room", {"roomId": "r"}, id="l")
+        assert await metric(server, "hubbub_errors_total", code="bad_request") == 1
+        assert await metric(server, "hubbub_errors_total", code="unknown_type") == 1
+        assert await metric(server, "hubbub_errors_total", code="not_in_room") == 1
+        assert await metric(server, "hubbub_frames_in_total", type="invalid") == 2
+
+
+async def test_metrics_count_closes_by_code():
+    async with running_server(jwt_secret=SECRET) as server:
+        async with await WsClient.open(ws_url(server, "token=garbage")) as c:
+            assert await c.closed() == 4001
+        for _ in range(100):  # the server records the close once its side has finished
+            if await metric(server, "hubbub_connections") == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await metric(server, "hubbub_connections_closed_total", code="4001") == 1
+
+
+async def test_announcement_with_admin_token_is_accepted_with_202():
+    async with running_server(admin_token=ADMIN) as server:
+        status, _ = await _post(server, '{"content": "hello"}', f"Bearer {ADMIN}")
+        assert status == 202
+
+
+async def test_announcement_reaches_every_connected_client():
+    async with running_server(admin_token=ADMIN) as server, \
+            clients(server, "u1", "u2", "u2") as [u1, u2, u2_again]:
+        await u1.join("a")
+        await u2.join("b")  # rooms do not matter; u2_again is in none
+        status, _ = await _post(server, '{"content": "maintenance at 5"}', f"Bearer {ADMIN}")
+        assert status == 202
+        for c in (u1, u2, u2_again):
+            frame = await c.expect("announcement")
+            assert frame["payload"]["content"] == "maintenance at 5"
+            assert isinstance(frame["payload"]["createdAt"], int)
+            assert set(frame["payload"]) == {"content", "createdAt"}
+
+
+async def test_announcement_by_a_jwt_with_the_admin_claim_is_accepted():
+    async with running_server(jwt_secret=SECRET) as server:
+        tok = token("boss", admin=True)
+        status, _ = await _post(server, '{"content": "hi"}', f"Bearer {tok}")
+        assert status == 202
+
+
+async def test_announcement_by_a_jwt_without_the_admin_claim_is_401():
+    async with running_server(jwt_secret=SECRET) as server:
+        status, _ = await _post(server, '{"content": "hi"}', f"Bearer {token('pleb')}")
+        assert status == 401
+
+
+async def test_announcement_without_a_token_is_401():
+    async with running_server(admin_token=ADMIN) as server:
+        status, _ = await _post(server, '{"content": "hi"}', None)
+        assert status == 401
+
+
+async def test_announcement_with_a_wrong_token_is_401_and_sends_nothing():
+    async with running_server(admin_token=ADMIN) as server, await dev_client(server, "u1") as c:
+        status, _ = await _post(server, '{"content": "hi"}', "Bearer wrong")
+        assert status == 401
+        status, _ = await _post(server, '{"content": "hi"}', f"Basic {ADMIN}")
+        assert status == 401
+        await c.nothing()
+
+
+async def test_announcement_when_no_admin_token_is_configured_is_401():
+    async with running_server() as server:
+        status, _ = await _post(server, '{"content": "hi"}', "Bearer ")
+        assert status == 401
+
+
+async def test_announcement_with_a_bad_body_is_400():
+    async with running_server(admin_token=ADMIN) as server, await dev_client(server, "u1") as c:
+        for body in ("not json", "[]", '{"text": "hi"}', '{"content": 5}', '{"content": ""}',
+                     '{"content": "   "}', json.dumps({"content": "x" * 5000})):
+            status, _ = await _post(server, body, f"Bearer {ADMIN}")
+            assert status == 400, body
+        await c.nothing()
+
+
+async def test_unknown_path_is_404():
+    async with running_server() as server:
+        status, _, _ = await http_get(server, "/nope")
+        assert status == 404
+
+
+async def test_plain_http_get_on_ws_is_not_a_server_error():
+    async with running_server() as server:
+        status, _, _ = await http_get(server, "/ws")
+        assert 400 <= status < 500
