@@ -45,6 +45,9 @@ def _readable_id(data: bytes | str) -> tuple[Any, str | None]:
 def parse(data: bytes | str) -> InboundFrame:
     """Decode one text frame into its typed struct, or raise `BadFrame`."""
     try:
+        if isinstance(data, bytes) and not data.isascii():
+            # A text frame must be UTF-8 (RFC 6455 §8.1); msgspec skips ignored fields unchecked.
+            data.decode()
         return _decoder.decode(data)
     except msgspec.ValidationError as exc:
         type_, fid = _readable_id(data)
