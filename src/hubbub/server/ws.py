@@ -74,6 +74,10 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
             msg = await ws.receive()
             conn.last_rx = time.monotonic()
             kind = msg.type
+            if conn.closed and (kind is WSMsgType.TEXT or kind is WSMsgType.BINARY):
+                # We closed this connection (4001, 4008, 1001, 1013): frames still in flight
+                # are void, or an expired or abusive session would go on acting.
+                continue
             if kind is WSMsgType.TEXT:
                 try:
                     result = handle_frame(node, session, msg.data)
