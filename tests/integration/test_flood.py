@@ -6,7 +6,7 @@ import json
 
 import aiohttp
 
-from tests.integration.helpers import dev_client
+from tests.integration.helpers import clients, dev_client
 from tests.support.server import running_server
 from tests.support.wsclient import WsClient
 
@@ -77,3 +77,34 @@ async def test_rate_limit_zero_disables_the_flood_limits():
         answers = [await c.recv() for _ in range(n)]
         assert {a["type"] for a in answers} == {"pong"}
         assert [a["id"] for a in answers] == [f"f{i}" for i in range(n)]
+
+
+async def test_frames_sent_after_the_server_closed_the_connection_are_not_acted_on():
+    async with running_server() as server, clients(server, "bad", "other") as [bad, other]:
+        await bad.join("r")
+        await other.join("r")
+        await bad.expect("join_room", userId="other")
+        for _ in range(80):  # enough strikes for 4008 even if the bucket refills a little
+            await bad.ws.send_str("not json")
+        for status in ("away", "busy") * 5:
+            await bad.ws.send_str(json.dumps({"type": "presence", "payload": {"status": status}}))
+        assert await bad.closed() == 4008
+        await other.nothing(within=0.5)  # none of the late status changes went out
+
+
+async def test_the_strike_beyond_the_burst_is_answered_then_closed_with_4008():
+    async with running_server() as server, clients(server, "bad") as [bad]:
+        for _ in range(51):  # docs/reference/protocol.md: 50 strikes in a burst
+            await bad.ws.send_str("not json")
+        frames, code = await _drain(bad)
+        assert [f["payload"]["code"] for f in frames] == ["bad_request"] * 51
+        assert code == 4008
+
+
+async def test_ordinary_refusals_are_not_strikes():
+    async with running_server(rate_limit=0) as server, clients(server, "u1") as [c]:
+        for i in range(120):
+            await c.send("leave_room", {"roomId": "r"}, id=f"l{i}")
+        for _ in range(120):
+            assert (await c.recv())["payload"]["code"] == "not_in_room"
+        assert (await c.request("ping", {}, id="p"))["type"] == "pong"

@@ -159,3 +159,24 @@ async def test_plain_http_get_on_ws_is_not_a_server_error():
     async with running_server() as server:
         status, _, _ = await http_get(server, "/ws")
         assert 400 <= status < 500
+
+
+async def test_announcement_is_not_sent_to_unauthenticated_connections():
+    async with running_server(admin_token=ADMIN) as server, \
+            await WsClient.open(ws_url(server)) as anon:
+        status, _ = await _post(server, '{"content": "hi"}', f"Bearer {ADMIN}")
+        assert status == 202
+        await anon.nothing()
+
+
+async def test_metrics_count_users_online_rooms_and_announcements():
+    async with running_server(admin_token=ADMIN) as server, \
+            clients(server, "u1", "u1", "u2") as [a, b, c]:
+        await a.join("r1")
+        await b.join("r2")
+        await c.join("r1")
+        await _post(server, '{"content": "hi"}', f"Bearer {ADMIN}")
+        assert await metric(server, "hubbub_users_online") == 2
+        assert await metric(server, "hubbub_rooms") == 2
+        assert await metric(server, "hubbub_announcements_total") == 1
+        assert await metric(server, "hubbub_connections_opened_total") == 3

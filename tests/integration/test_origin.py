@@ -56,3 +56,20 @@ async def test_refused_origin_opens_no_connection():
     async with running_server(allowed_origin=[GOOD]) as server:
         await _upgrade_status(ws_url(server), "http://evil.example")
         assert server.hub.node.metrics.connections_opened == 0
+
+
+async def test_wildcard_allow_list_admits_any_origin():
+    async with running_server(allowed_origin=["*"]) as server:
+        assert await _upgrade_status(ws_url(server), "http://anything.example") == 101
+
+
+# 127.0.0.2 is not one of the names the server treats as loopback (127.0.0.1, ::1,
+# localhost), so it stands in for a public address without exposing the test.
+async def test_without_an_allow_list_off_loopback_a_foreign_origin_gets_403():
+    async with running_server(host="127.0.0.2") as server:
+        assert await _upgrade_status(ws_url(server), "http://evil.example") == 403
+
+
+async def test_without_an_allow_list_off_loopback_the_same_origin_upgrades():
+    async with running_server(host="127.0.0.2") as server:
+        assert await _upgrade_status(ws_url(server), server.url) == 101
