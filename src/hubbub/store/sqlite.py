@@ -10,6 +10,7 @@ fsynced before anyone is told it happened.
 
 import asyncio
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -49,16 +50,33 @@ def migrate(db: sqlite3.Connection) -> int:
             continue
         db.execute("BEGIN IMMEDIATE")
         try:
-            for statement in sql.split(";"):
-                if statement.strip():
-                    db.execute(statement)
-            db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            # Read again under the write lock: another process opening the same new file
+            # may have applied this migration while we waited for the lock.
+            current = db.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
+            if version > current:
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+                current = version
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        current = version
     return int(current)
+
+
+def _set_wal(db: sqlite3.Connection, attempts: int = 100) -> None:
+    """Switch to WAL. When two connections switch a new file at once, SQLite answers the
+    loser "database is locked" without waiting (it avoids a deadlock there), so retry."""
+    for attempt in range(attempts):
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == attempts - 1:
+                raise
+            time.sleep(0.05)
 
 
 class SqliteStore(Store):
@@ -92,7 +110,7 @@ class SqliteStore(Store):
                               "is relative to the working directory, sqlite:////ABS absolute)"
                               ) from None
         if self.path != ":memory:":
-            db.execute("PRAGMA journal_mode=WAL")
+            _set_wal(db)
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.execute("PRAGMA busy_timeout=5000")
         migrate(db)
@@ -278,6 +296,10 @@ class SqliteStore(Store):
             event = ReactionEvent(room_id=room_id, message_id=message_id,
                                   seq=self._next_seq(db, room_id), user_id=user_id,
                                   emoji=emoji, op=op, created_at=now_ms)
+            if op == "add":  # history orders a reaction's users by their event's seq
+                db.execute("UPDATE reactions SET seq = ? WHERE room_id = ? AND message_id = ? "
+                           "AND emoji = ? AND user_id = ?",
+                           (event.seq, room_id, message_id, emoji, user_id))
             self._log(db, "reaction", event, now_ms)
             return event
 
@@ -338,7 +360,7 @@ class SqliteStore(Store):
             return {}
         marks = ",".join("?" * len(ids))
         rows = db.execute(f"SELECT message_id, emoji, user_id FROM reactions WHERE room_id = ? "
-                          f"AND message_id IN ({marks}) ORDER BY created_at, user_id",
+                          f"AND message_id IN ({marks}) ORDER BY seq",
                           (room_id, *ids)).fetchall()
         return rules.aggregate_reactions(rows)
 
