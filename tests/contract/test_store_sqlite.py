@@ -1,0 +1,154 @@
+"""The Store contract on SQLite (in memory and in a file), plus what is SQLite's own:
+migrations and group commit."""
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from hubbub.errors import ProtocolError
+from hubbub.store.migrations import scripts
+from hubbub.store.sqlite import SqliteStore, run_migrations
+from tests.contract.store_contract import Backend, StoreContract, chat
+
+LATEST = max(version for version, _ in scripts("sqlite"))
+
+
+@pytest.fixture(params=["sqlite-memory", "sqlite-file"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    # A PostgreSQL backend is one more param here ("postgresql"), making a PostgresStore on
+    # a database created for the test. When the server is not reachable: pytest.skip locally,
+    # but pytest.fail when tests.conftest.IN_CI is true; CI must never pass by skipping.
+    if request.param == "sqlite-memory":
+        return Backend(request.param, lambda: SqliteStore(":memory:"), durable=False)
+    path = str(tmp_path / "hubbub.db")
+    return Backend(request.param, lambda: SqliteStore(path), durable=True)
+
+
+class TestSqliteStore(StoreContract):
+    pass
+
+
+# ---- SQLite's own ---------------------------------------------------------------------
+
+
+def versions(path: Path) -> list[int]:
+    db = sqlite3.connect(path)
+    try:
+        return [v for (v,) in db.execute("SELECT version FROM schema_version ORDER BY version")]
+    finally:
+        db.close()
+
+
+async def test_opening_a_new_file_records_the_latest_schema_version(tmp_path: Path):
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    await store.close()
+    assert versions(tmp_path / "db.sqlite") == [v for v, _ in scripts("sqlite")]
+    assert versions(tmp_path / "db.sqlite")[-1] == LATEST
+
+
+async def test_opening_twice_does_not_run_the_migrations_again(tmp_path: Path) -> None:
+    path = str(tmp_path / "db.sqlite")
+    for content in ("first", "second"):
+        store = SqliteStore(path)
+        await store.open()
+        try:
+            await chat(store, content=content)
+        finally:
+            await store.close()
+    assert versions(tmp_path / "db.sqlite") == [v for v, _ in scripts("sqlite")]
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        page, _ = await store.history("r", None, None, 10)
+        assert [m.content for m in page] == ["first", "second"]
+    finally:
+        await store.close()
+
+
+async def test_hubbub_migrate_on_a_current_database_changes_nothing(tmp_path: Path) -> None:
+    path = str(tmp_path / "db.sqlite")
+    assert await run_migrations(path) == LATEST
+    assert await run_migrations(path) == LATEST
+    assert versions(tmp_path / "db.sqlite") == [v for v, _ in scripts("sqlite")]
+
+
+async def test_two_stores_opening_one_new_file_at_once_both_work(tmp_path: Path) -> None:
+    # Two processes starting on a new file race for the WAL switch and the migrations;
+    # a race shows only sometimes, so run it on several new files.
+    for i in range(20):
+        path = str(tmp_path / f"db{i}.sqlite")
+        a, b = SqliteStore(path), SqliteStore(path)
+        opened = await asyncio.gather(a.open(), b.open(), return_exceptions=True)
+        try:
+            assert opened == [None, None]
+            await chat(a, content="from a")
+            await chat(b, content="from b")
+            assert await a.last_seq("r") == 2
+        finally:
+            await a.close()
+            await b.close()
+        assert versions(tmp_path / f"db{i}.sqlite") == [v for v, _ in scripts("sqlite")]
+
+
+async def test_upgrading_keeps_reactions_in_the_order_of_their_events(tmp_path: Path):
+    path = tmp_path / "v1.sqlite"
+    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        [(_, v1)] = [s for s in scripts("sqlite") if s[0] == 1]
+        db.executescript(v1)
+        db.execute("INSERT INTO schema_version VALUES (1)")
+        db.execute("INSERT INTO rooms VALUES ('r', 3)")
+        db.execute("INSERT INTO messages (room_id, message_id, seq, user_id, username, "
+                   "content, created_at) VALUES ('r', 'm1', 1, 'u1', 'U1', 'hi', 5)")
+        for seq, user in ((2, "u2"), (3, "u1")):  # u2 reacted first, in the same ms
+            payload = (f'{{"roomId":"r","messageId":"m1","seq":{seq},"userId":"{user}",'
+                       f'"emoji":"👍","op":"add","createdAt":9}}')
+            db.execute("INSERT INTO events VALUES ('r', ?, 'reaction', 'm1', ?, 9, ?)",
+                       (seq, user, payload))
+            db.execute("INSERT INTO reactions VALUES ('r', 'm1', '👍', ?, 9)", (user,))
+    finally:
+        db.close()
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        [message], _ = await store.history("r", None, None, 10)
+        assert message.reactions == {"👍": ["u2", "u1"]}
+    finally:
+        await store.close()
+    assert versions(path) == [v for v, _ in scripts("sqlite")]
+
+
+async def test_writes_queued_together_commit_in_one_transaction() -> None:
+    store = SqliteStore(":memory:")
+    await store.open()
+    try:
+        m = await chat(store, content="original")
+        commits = store.commits
+        results = await asyncio.gather(
+            chat(store, content="good 1"),
+            store.edit_message("r", m.message_id, "u2", "hijack", 1),
+            chat(store, content="good 2"),
+            return_exceptions=True)
+        assert isinstance(results[1], ProtocolError)
+        assert store.commits == commits + 1
+        assert [getattr(r, "seq", None) for r in results] == [2, None, 3]
+    finally:
+        await store.close()
+
+
+async def test_the_file_store_runs_in_wal_mode_with_full_sync(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    try:
+        assert store.synchronous == "FULL"
+    finally:
+        await store.close()
+    db = sqlite3.connect(tmp_path / "db.sqlite")
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        db.close()
