@@ -148,8 +148,8 @@ async def test_token_without_sub_closes_with_4001():
 
 
 async def test_connection_is_closed_with_4001_when_its_token_expires():
-    # Expiring now: accepted within the verification leeway, then the expiry deadline fires.
-    tok = token("u1", ttl_s=1, now_s=int(time.time()) - 1)
+    # Valid for two more seconds: welcomed now, closed by the expiry deadline later.
+    tok = token("u1", ttl_s=2, now_s=int(time.time()))
     async with running_server(jwt_secret=SECRET) as server, \
             await WsClient.open(ws_url(server, f"token={tok}")) as c:
         await c.expect("welcome")

@@ -65,11 +65,21 @@ async def test_wildcard_allow_list_admits_any_origin():
 
 # 127.0.0.2 is not one of the names the server treats as loopback (127.0.0.1, ::1,
 # localhost), so it stands in for a public address without exposing the test.
+def _local(url: str) -> str:
+    """A server bound to every interface, reached over loopback."""
+    return url.replace("0.0.0.0", "127.0.0.1")
+
+
 async def test_without_an_allow_list_off_loopback_a_foreign_origin_gets_403():
-    async with running_server(host="127.0.0.2") as server:
-        assert await _upgrade_status(ws_url(server), "http://evil.example") == 403
+    async with running_server(host="0.0.0.0") as server:
+        assert await _upgrade_status(_local(ws_url(server)), "http://evil.example") == 403
 
 
 async def test_without_an_allow_list_off_loopback_the_same_origin_upgrades():
-    async with running_server(host="127.0.0.2") as server:
+    async with running_server(host="0.0.0.0") as server:
+        assert await _upgrade_status(_local(ws_url(server)), _local(server.url)) == 101
+
+
+async def test_with_an_allow_list_the_same_origin_still_upgrades():
+    async with running_server(allowed_origin=[GOOD]) as server:
         assert await _upgrade_status(ws_url(server), server.url) == 101

@@ -17,11 +17,17 @@ import heapq
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from hubbub.core.effects import Effects, ToConns, ToUser
+from hubbub.core.effects import Effects, LogCall, ToConns, ToUser
 from hubbub.errors import ProtocolError
 from hubbub.ids import ConnId, RoomId, UserId
 from hubbub.protocol.codes import ErrorCode
-from hubbub.protocol.frames import CallEndEvent, Out, SessionDescription, WebRTCEvent
+from hubbub.protocol.frames import (
+    CallEndEvent,
+    CallRecord,
+    Out,
+    SessionDescription,
+    WebRTCEvent,
+)
 
 # An ended call is remembered this long, so late frames about it get a clear `conflict`.
 ENDED_RETENTION_MS = 60_000
@@ -57,6 +63,15 @@ class Call:
     def owner_of(self, user: UserId) -> ConnId | None:
         return self.caller_conn if user == self.caller else self.callee_conn
 
+    def record(self) -> CallRecord:
+        assert self.ended_at_ms is not None and self.end_reason is not None
+        return CallRecord(
+            call_id=self.call_id, caller=self.caller, callee=self.callee, room_id=self.room,
+            started_at=self.started_at_ms, answered_at=self.answered_at_ms,
+            ended_at=self.ended_at_ms, end_reason=self.end_reason, ended_by=self.ended_by,
+            duration_ms=None if self.answered_at_ms is None
+            else self.ended_at_ms - self.answered_at_ms)
+
 
 @dataclass
 class CallStats:
@@ -77,7 +92,7 @@ class Calls:
         self._live: dict[UserId, str] = {}  # user -> their ringing or active call
         self._deadlines: list[tuple[int, str]] = []
         self.stats = CallStats()
-        # Calls that ended since the last `drain_ended()`: the call log persists them.
+        # Calls that ended since the last `drain_log()`: the call log persists them.
         self._ended: list[Call] = []
 
     # ---- queries -------------------------------------------------------------------
@@ -88,9 +103,10 @@ class Calls:
     def live_count(self) -> int:
         return sum(1 for c in self.calls.values() if c.state is not CallState.ENDED)
 
-    def drain_ended(self) -> list[Call]:
+    def drain_log(self) -> Effects:
+        """`LogCall` effects for the calls that ended since the last drain."""
         ended, self._ended = self._ended, []
-        return ended
+        return [LogCall(call.record()) for call in ended]
 
     def _get(self, call_id: str, user: UserId) -> Call:
         call = self.calls.get(call_id)
@@ -139,7 +155,7 @@ class Calls:
         existing = self.calls.get(call_id)
         if existing is not None:
             call = self._get(call_id, caller)
-            if call.callee != callee and call.caller != callee:
+            if callee != call.peer_of(caller):
                 raise ProtocolError(ErrorCode.BAD_REQUEST, "`to` is not the other party")
             if call.state is CallState.RINGING and caller != call.caller:
                 raise ProtocolError(ErrorCode.CONFLICT,
@@ -223,10 +239,15 @@ class Calls:
     def hang_up(self, *, call_id: str, user: UserId, reason: str | None,
                 now_ms: int) -> Effects:
         call = self._get(call_id, user)
+        was_ringing = call.state is CallState.RINGING
         self._finish(call, "hangup", user, now_ms)
         event = CallEndEvent(call_id=call_id, by=user, reason=reason or "hangup")
         # An unanswered callee side is unowned, so every ringing device hears it.
-        return self._to_side(call, call.peer_of(user), "call_end", event)
+        effects = self._to_side(call, call.peer_of(user), "call_end", event)
+        if was_ringing and user == call.callee:
+            # The callee declined on one device: the others stop ringing, as after a reject.
+            effects.append(ToUser(user, "call_end", event))
+        return effects
 
     def expire(self, now_ms: int) -> Effects:
         """Ring timeouts: both sides hear `call_end` with reason `timeout`."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from hubbub.ids import ConnId, RoomId, UserId
 from hubbub.protocol.codes import CloseCode
-from hubbub.protocol.frames import Out
+from hubbub.protocol.frames import CallRecord, Out
 
 
 @dataclass(slots=True, frozen=True)
@@ -73,5 +73,12 @@ class Close:
     reason: str
 
 
-Effect = Reply | ToRoom | ToRooms | ToUser | ToConns | ToAll | Close
+@dataclass(slots=True, frozen=True)
+class LogCall:
+    """Persist a finished call in the call log (not acked: best effort, logged on failure)."""
+
+    record: CallRecord
+
+
+Effect = Reply | ToRoom | ToRooms | ToUser | ToConns | ToAll | Close | LogCall
 Effects = list[Effect]

@@ -9,7 +9,14 @@ from hubbub.errors import ProtocolError
 from hubbub.features.node import Node
 from hubbub.ids import RoomId, UserId, room_id, user_id
 from hubbub.protocol.codes import ErrorCode
-from hubbub.protocol.frames import CallAck, CallEnd, CallReject, WebRTC
+from hubbub.protocol.frames import (
+    CallAck,
+    CallEnd,
+    CallHistory,
+    CallHistoryAck,
+    CallReject,
+    WebRTC,
+)
 
 
 def _may_call(node: Node, caller: UserId, callee: UserId, room: RoomId | None) -> None:
@@ -58,7 +65,7 @@ def handle_webrtc(node: Node, s: Session, frame: WebRTC) -> Effects:
         else:
             effects = node.calls.ice(call_id=call_id, user=me, conn=s.conn,
                                      candidate=p.candidate)
-    return _ack(node, s, frame.id, call_id) + effects
+    return _ack(node, s, frame.id, call_id) + effects + node.calls.drain_log()
 
 
 def handle_call_reject(node: Node, s: Session, frame: CallReject) -> Effects:
@@ -66,7 +73,7 @@ def handle_call_reject(node: Node, s: Session, frame: CallReject) -> Effects:
     p = frame.payload
     effects = node.calls.reject(call_id=p.call_id, user=s.identity.user_id, reason=p.reason,
                                 now_ms=node.clock.now_ms())
-    return _ack(node, s, frame.id, p.call_id) + effects
+    return _ack(node, s, frame.id, p.call_id) + effects + node.calls.drain_log()
 
 
 def handle_call_end(node: Node, s: Session, frame: CallEnd) -> Effects:
@@ -74,4 +81,11 @@ def handle_call_end(node: Node, s: Session, frame: CallEnd) -> Effects:
     p = frame.payload
     effects = node.calls.hang_up(call_id=p.call_id, user=s.identity.user_id, reason=p.reason,
                                  now_ms=node.clock.now_ms())
-    return _ack(node, s, frame.id, p.call_id) + effects
+    return _ack(node, s, frame.id, p.call_id) + effects + node.calls.drain_log()
+
+
+async def handle_call_history(node: Node, s: Session, frame: CallHistory) -> Effects:
+    """The caller's own call log, newest first (docs/reference/protocol.md)."""
+    assert s.identity is not None
+    calls = await node.store.call_history(s.identity.user_id, frame.payload.limit)
+    return [Reply(s.conn, "ack", CallHistoryAck(calls=calls), frame.id)]

@@ -6,6 +6,7 @@ that touch the store are coroutines; the others run synchronously so the common 
 """
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -13,7 +14,12 @@ from hubbub.core.effects import Close, Effects
 from hubbub.core.session import Session
 from hubbub.errors import ProtocolError
 from hubbub.features.auth import handle_auth
-from hubbub.features.calls import handle_call_end, handle_call_reject, handle_webrtc
+from hubbub.features.calls import (
+    handle_call_end,
+    handle_call_history,
+    handle_call_reject,
+    handle_webrtc,
+)
 from hubbub.features.chat import (
     handle_chat,
     handle_delete,
@@ -31,6 +37,7 @@ from hubbub.protocol.envelope import BadFrame, parse
 from hubbub.protocol.frames import (
     Auth,
     CallEnd,
+    CallHistory,
     CallReject,
     Chat,
     History,
@@ -46,6 +53,8 @@ from hubbub.protocol.frames import (
     WebRTC,
 )
 
+log = logging.getLogger("hubbub.dispatch")
+
 Handler = Callable[[Node, Session, Any], Effects | Coroutine[Any, Any, Effects]]
 
 # One handler per inbound type (PROTOCOL §Client → server types). `auth` is handled
@@ -60,6 +69,7 @@ DISPATCH: dict[type[Inbound], Handler] = {
     WebRTC: handle_webrtc,
     CallReject: handle_call_reject,
     CallEnd: handle_call_end,
+    CallHistory: handle_call_history,
     JoinRoom: handle_join,
     LeaveRoom: handle_leave,
     Typing: handle_typing,
@@ -96,11 +106,19 @@ def _check_identity(s: Session, frame: Any) -> None:
             raise ProtocolError(ErrorCode.FORBIDDEN, "userId/from must be your own identity")
 
 
+def _internal(node: Node, s: Session, fid: str | None) -> Effects:
+    """A bug or a failing store: the frame still gets its one answer, `internal`."""
+    log.exception("internal error handling a frame on conn=%s", s.conn)
+    return refused(node, s, ProtocolError(ErrorCode.INTERNAL, "internal error"), fid)
+
+
 async def _guarded(node: Node, s: Session, coro: Awaitable[Effects], fid: str | None) -> Effects:
     try:
         return await coro
     except ProtocolError as exc:
         return refused(node, s, exc, fid)
+    except Exception:
+        return _internal(node, s, fid)
 
 
 def handle_frame(node: Node, s: Session, data: bytes | str) -> Effects | Awaitable[Effects]:
@@ -147,3 +165,5 @@ def handle_frame(node: Node, s: Session, data: bytes | str) -> Effects | Awaitab
         return result
     except ProtocolError as exc:
         return refused(node, s, exc, fid)
+    except Exception:
+        return _internal(node, s, fid)

@@ -42,6 +42,7 @@ def close_session(node: Node, conn: ConnId) -> Effects:
         if not conns:
             del node.user_conns[uid]
     effects += node.calls.connection_closed(uid, conn, len(conns or ()), now)
+    effects += node.calls.drain_log()
     s.rooms.clear()
     node.presence.disconnect(uid, now)
     heapq.heappush(node.lingering, (now + node.presence.grace_ms, uid))
@@ -58,6 +59,7 @@ def tick(node: Node, now_ms: int) -> Effects:
     grace periods, authentication deadlines and token expiry."""
     effects = expire_typing(node, now_ms)
     effects += node.calls.expire(now_ms)
+    effects += node.calls.drain_log()
     for uid, gone in node.presence.expire(now_ms):
         effects += presence_event(node, uid, offline=gone)
         effects += _leave_lingering(node, uid, gone.username)

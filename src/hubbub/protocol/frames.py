@@ -166,6 +166,14 @@ class CallEnd(Inbound, tag="call_end"):
     payload: CallControlPayload
 
 
+class CallHistoryPayload(Payload):
+    limit: Annotated[int, Meta(ge=1, le=100)] = 20
+
+
+class CallHistory(Inbound, tag="call_history"):
+    payload: CallHistoryPayload = field(default_factory=CallHistoryPayload)
+
+
 class Ping(Inbound, tag="ping"):
     payload: EmptyPayload = field(default_factory=EmptyPayload)
 
@@ -184,6 +192,7 @@ InboundFrame = (
     | WebRTC
     | CallReject
     | CallEnd
+    | CallHistory
     | Ping
 )
 
@@ -418,6 +427,25 @@ class CallEndEvent(Out):
     call_id: str
     by: str
     reason: str
+
+
+class CallRecord(Out):
+    """One finished call in the call log."""
+
+    call_id: str
+    caller: str
+    callee: str
+    started_at: int
+    ended_at: int
+    end_reason: str
+    room_id: str | None = None
+    answered_at: int | None = None
+    ended_by: str | None = None
+    duration_ms: int | None = None
+
+
+class CallHistoryAck(Out):
+    calls: list[CallRecord]
 
 
 class CallAck(Out):

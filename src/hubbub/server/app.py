@@ -4,6 +4,7 @@ import asyncio
 import logging
 import signal
 import socket
+from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
@@ -25,6 +26,15 @@ DEV_MODE_WARNING = """
   *  are and the server believes them. Fine on a laptop; never expose    *
   *  this to a network. Set --jwt-secret (HUBBUB_JWT_SECRET) for real.   *
   ************************************************************************"""
+
+
+def redact_url(url: str) -> str:
+    """A store or broker URL without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class Server:
@@ -64,7 +74,7 @@ class Server:
         assert self.hub is not None
         self.timers = Timers(self.hub)
         self.timers.start()
-        log.info("hubbub node up: store=%s identity=%s", st.store,
+        log.info("hubbub node up: store=%s identity=%s", redact_url(st.store),
                  "dev" if st.dev_identity else "jwt")
 
     @property

@@ -64,6 +64,7 @@ class _Collector:
             fam = CounterMetricFamily(name, doc)
             fam.add_metric([], value)
             yield fam
+        yield from self._calls()
         cumulative, buckets = 0, []
         for bound, count in zip((*map(float, FLUSH_BUCKETS), float("inf")), m.flush_buckets,
                                 strict=True):
@@ -71,6 +72,32 @@ class _Collector:
             buckets.append(("+Inf" if bound == float("inf") else str(int(bound)), cumulative))
         yield HistogramMetricFamily("hubbub_flush_bytes", "Bytes per coalesced socket write",
                                     buckets=buckets, sum_value=m.flush_bytes)
+
+
+    def _calls(self) -> Iterator[Metric]:
+        node = self.hub.node
+        st = node.calls.stats
+        yield GaugeMetricFamily("hubbub_calls_live", "Calls ringing or active",
+                                value=node.calls.live_count())
+        for name, doc, value in (
+            ("hubbub_calls_started", "Calls started (offers with a new callId)", st.started),
+            ("hubbub_calls_answered", "Calls answered", st.answered),
+            ("hubbub_calls_rejected", "Calls rejected by the callee", st.rejected),
+            ("hubbub_calls_timed_out", "Calls that rang out unanswered", st.timed_out),
+            ("hubbub_calls_busy", "Calls refused because the callee was busy", st.busy),
+            ("hubbub_call_ring_seconds", "Seconds answered calls rang, summed",
+             st.ring_ms_total / 1000),
+            ("hubbub_call_talk_seconds", "Seconds answered calls lasted, summed",
+             st.talk_ms_total / 1000),
+        ):
+            fam = CounterMetricFamily(name, doc)
+            fam.add_metric([], value)
+            yield fam
+        ended = CounterMetricFamily("hubbub_calls_ended", "Calls ended, by reason",
+                                    labels=["reason"])
+        for reason, count in sorted(st.ended.items()):
+            ended.add_metric([reason], count)
+        yield ended
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -179,6 +206,24 @@ async def room_messages(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
+async def calls(request: web.Request) -> web.Response:
+    """GET /api/calls?limit=: the caller's own call log, newest first."""
+    hub = request.app[HUB]
+    ident = rest_identity(hub, request)
+    if ident is None:
+        return web.json_response({"error": "unauthorized"}, status=401,
+                                 headers={"WWW-Authenticate": "Bearer"})
+    try:
+        limit = _query_int(request, "limit")
+        if limit is not None and not 1 <= limit <= 100:
+            raise ProtocolError(ErrorCode.BAD_REQUEST, "limit must be 1..100")
+    except ProtocolError as exc:
+        return web.json_response({"error": exc.code, "message": exc.message}, status=400)
+    records = await hub.node.store.call_history(ident.user_id, limit or 20)
+    return web.Response(body=msgspec.json.encode({"calls": records}),
+                        content_type="application/json")
+
+
 async def index(request: web.Request) -> web.Response:
     return web.Response(body=(WEB / "index.html").read_bytes(), content_type="text/html")
 
@@ -194,4 +239,5 @@ def add_routes(app: web.Application, hub: Hub) -> None:
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/api/announcements", announcements)
     app.router.add_get("/api/rooms/{roomId}/messages", room_messages)
+    app.router.add_get("/api/calls", calls)
     app.router.add_get("/", index)

@@ -13,7 +13,17 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
-from hubbub.core.effects import Close, Effect, Reply, ToAll, ToConns, ToRoom, ToRooms, ToUser
+from hubbub.core.effects import (
+    Close,
+    Effect,
+    LogCall,
+    Reply,
+    ToAll,
+    ToConns,
+    ToRoom,
+    ToRooms,
+    ToUser,
+)
 from hubbub.core.session import Session
 from hubbub.features.node import Node
 from hubbub.features.system import close_session
@@ -68,6 +78,7 @@ class Hub:
         self._dirty: list[Conn] = []
         self._flush_scheduled = False
         self._close_tasks: set[asyncio.Task[object]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self.max_queue = node.settings.max_queue
 
     # ---- connections ------------------------------------------------------------
@@ -106,6 +117,8 @@ class Hub:
                                [c for c, s in self.node.sessions.items() if s.identity])
             elif t is Close:
                 self.close(e.conn, e.code, e.reason)  # type: ignore[union-attr]
+            elif t is LogCall:
+                self._log_call(e)  # type: ignore[arg-type]
 
     def _reply(self, e: Reply) -> None:
         conn = self.conns.get(e.conn)
@@ -148,6 +161,16 @@ class Hub:
             self.queue(conn, data)
             n += 1
         self.node.metrics.frames_out[type_] += n
+
+    def _log_call(self, e: LogCall) -> None:
+        task = self.loop.create_task(self.node.store.record_call(e.record))
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: "asyncio.Task[None]") -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("call log write failed: %r", task.exception())
 
     # ---- the outbound path -----------------------------------------------------------
     def queue(self, conn: Conn, data: bytes) -> None:

@@ -2,6 +2,7 @@
 
 import asyncio
 import inspect
+import ipaddress
 import logging
 import time
 from urllib.parse import urlsplit
@@ -20,23 +21,29 @@ from hubbub.server.hub import CLOSE_GRACE_S, Conn, Hub
 log = logging.getLogger("hubbub.conn")
 
 HUB = web.AppKey("hubbub.hub", Hub)
-_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
 def origin_allowed(request: web.Request, allowed: list[str], bound_host: str) -> bool:
     """Cross-site WebSocket hijacking guard (checked before the upgrade).
 
     No Origin header = not a browser: allowed. Same origin as the Host header: allowed.
-    `--allowed-origin` set: exactly those. Unset: any origin while bound to loopback.
+    `--allowed-origin` set: those as well. Unset: any origin while bound to loopback.
     """
     origin = request.headers.get("Origin")
-    if origin is None:
+    if origin is None or urlsplit(origin).netloc == request.host:
         return True
     if allowed:
         return origin in allowed or "*" in allowed
-    if urlsplit(origin).netloc == request.host:
+    return is_loopback(bound_host)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
         return True
-    return bound_host in _LOOPBACK
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _remote(request: web.Request) -> str:
@@ -65,8 +72,11 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     hub.add(conn)
     log.info("open conn=%s remote=%s", conn.id, session.remote)
     token = request.query.get("token")
-    if token and st.jwt_secret:
-        hub.run(authenticate_token(node, session, token, None))
+    if token:
+        try:
+            hub.run(authenticate_token(node, session, token, None))
+        except ProtocolError as exc:  # dev identity mode: say so instead of waiting 10 s
+            hub.run(refused(node, session, exc, None))
     close_reason = ""
     close_code: int | None = None
     try:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from hubbub.protocol.frames import (
+    CallRecord,
     ChatEvent,
     HistoryMessage,
     MessageDeleteEvent,
@@ -86,6 +87,14 @@ class Store(ABC):
                     op: Literal["add", "remove"], now_ms: int) -> ReactionEvent | None:
         """Add or remove one user's emoji. Returns None, and writes nothing, when the
         reaction is already in that state (adding twice is a no-op)."""
+
+    @abstractmethod
+    async def record_call(self, call: CallRecord) -> None:
+        """Add a finished call to the call log (idempotent per call_id)."""
+
+    @abstractmethod
+    async def call_history(self, user_id: str, limit: int) -> list[CallRecord]:
+        """The calls `user_id` took part in, as caller or callee, newest first."""
 
     @abstractmethod
     async def last_seq(self, room_id: str) -> int:

@@ -21,6 +21,7 @@ import msgspec
 from hubbub.core import messages as rules
 from hubbub.errors import ConfigError
 from hubbub.protocol.frames import (
+    CallRecord,
     ChatEvent,
     HistoryMessage,
     MessageDeleteEvent,
@@ -304,6 +305,33 @@ class SqliteStore(Store):
             return event
 
         return await self._write(write)
+
+    _CALL_COLS = ("call_id, caller, callee, room_id, started_at, answered_at, ended_at, "
+                  "end_reason, ended_by")
+
+    async def record_call(self, call: CallRecord) -> None:
+        def op(db: sqlite3.Connection) -> None:
+            db.execute(f"INSERT OR REPLACE INTO calls ({self._CALL_COLS}) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (call.call_id, call.caller, call.callee, call.room_id, call.started_at,
+                        call.answered_at, call.ended_at, call.end_reason, call.ended_by))
+
+        await self._write(op)
+
+    async def call_history(self, user_id: str, limit: int) -> list[CallRecord]:
+        def read(db: sqlite3.Connection) -> list[CallRecord]:
+            rows = db.execute(
+                f"SELECT {self._CALL_COLS} FROM calls WHERE caller = ? UNION ALL "
+                f"SELECT {self._CALL_COLS} FROM calls WHERE callee = ? AND caller != ? "
+                "ORDER BY started_at DESC, call_id LIMIT ?",
+                (user_id, user_id, user_id, limit)).fetchall()
+            return [CallRecord(call_id=r[0], caller=r[1], callee=r[2], room_id=r[3],
+                               started_at=r[4], answered_at=r[5], ended_at=r[6],
+                               end_reason=r[7], ended_by=r[8],
+                               duration_ms=None if r[5] is None else r[6] - r[5])
+                    for r in rows]
+
+        return await self._read(read)
 
     # ---- reads ------------------------------------------------------------------------
     async def last_seq(self, room_id: str) -> int:

@@ -11,4 +11,7 @@ def scripts(backend: str) -> list[tuple[int, str]]:
         name = entry.name
         if name.endswith(".sql") and name[:4].isdigit():
             found.append((int(name[:4]), entry.read_text(encoding="utf-8")))
+    versions = [v for v, _ in found]
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"two {backend} migrations share a version number: {sorted(versions)}")
     return sorted(found)
