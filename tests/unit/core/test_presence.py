@@ -1,0 +1,133 @@
+"""Presence rules (core/presence.py; PROTOCOL §Presence)."""
+
+from hubbub.core.presence import PresenceTracker
+from hubbub.ids import UserId
+
+ANN, BOB = UserId("ann"), UserId("bob")
+T0 = 1_700_000_000_000
+GRACE = 5000
+
+
+def test_a_first_connection_brings_the_user_online() -> None:
+    p = PresenceTracker(GRACE)
+    assert p.connect(ANN, "Ann", T0) is True
+    assert p.status(ANN) == "online"
+
+
+def test_another_device_does_not_bring_the_user_online_again() -> None:
+    p = PresenceTracker(GRACE)
+    p.connect(ANN, "Ann", T0)
+    assert p.connect(ANN, "Ann", T0) is False
+    assert p.online_count() == 1
+
+
+def test_an_unknown_user_is_offline() -> None:
+    assert PresenceTracker(GRACE).status(ANN) == "offline"
+
+
+def test_a_user_with_an_open_connection_never_expires() -> None:
+    p = PresenceTracker(GRACE)
+    p.connect(ANN, "Ann", T0)
+    p.connect(ANN, "Ann", T0)
+    p.disconnect(ANN, T0)
+    assert p.expire(T0 + GRACE * 100) == []
+    assert p.status(ANN) == "online"
+
+
+def test_the_last_disconnect_starts_the_grace_period() -> None:
+    p = PresenceTracker(GRACE)
+    p.connect(ANN, "Ann", T0)
+    p.disconnect(ANN, T0 + 10)
+    assert p.next_deadline() == T0 + 10 + GRACE
+    assert p.status(ANN) == "online"
+
+
+def test_the_user_stays_during_the_grace_period() -> None:
+    p = PresenceTracker(GRACE)
+    p.connect(ANN, "Ann", T0)
+    p.disconnect(ANN, T0)
+    assert p.expire(T0 + GRACE - 1) == []
+
+
+def test_the_user_is_offline_at_the_end_of_the_grace_with_last_seen_at_disconnect() -> None:
+    p = PresenceTracker(GRACE)
+    p.connect(ANN, "Ann", T0)
+    p.disconnect(ANN, T0 + 42)
+    [(user, gone)] = p.expire(T0 + 42 + GRACE)
+    assert (user, gone.status, gone.last_seen_ms, gone.username) == (ANN, "offline", T0 + 42, "Ann")
+    assert p.status(ANN) == "offline"
+    assert p.online_count() == 0
+
+
+def test_a_reconnect_during_the_grace_cancels_the_offline() -> None:
+    p = PresenceTracker(GRACE)
+    p.connect(ANN, "Ann", T0)
+    p.disconnect(ANN, T0)
+    assert p.connect(ANN, "Ann", T0 + 1000) is False
+    assert p.expire(T0 + GRACE * 10) == []
+    assert p.status(ANN) == "online"
+
+
+def test_a_second_disconnect_restarts_the_grace_from_then() -> None:
+    p = PresenceTracker(GRACE)
+    p.connect(ANN, "Ann", T0)
+    p.disconnect(ANN, T0)
+    p.connect(ANN, "Ann", T0 + 1000)
+    p.disconnect(ANN, T0 + 2000)
+    assert p.expire(T0 + GRACE) == []
+    [(_, gone)] = p.expire(T0 + 2000 + GRACE)
+    assert gone.last_seen_ms == T0 + 2000
+
+
+def test_each_user_expires_on_their_own_deadline() -> None:
+    p = PresenceTracker(GRACE)
+    p.connect(ANN, "Ann", T0)
+    p.connect(BOB, "Bob", T0)
+    p.disconnect(ANN, T0)
+    p.disconnect(BOB, T0 + 1000)
+    assert [u for u, _ in p.expire(T0 + GRACE)] == [ANN]
+    assert [u for u, _ in p.expire(T0 + 1000 + GRACE)] == [BOB]
+
+
+def test_a_user_expires_once() -> None:
+    p = PresenceTracker(GRACE)
+    p.connect(ANN, "Ann", T0)
+    p.disconnect(ANN, T0)
+    assert len(p.expire(T0 + GRACE)) == 1
+    assert p.expire(T0 + GRACE * 2) == []
+
+
+def test_setting_a_new_status_is_a_change() -> None:
+    p = PresenceTracker(GRACE)
+    p.connect(ANN, "Ann", T0)
+    assert p.set_status(ANN, "away", T0 + 5) is True
+    assert p.status(ANN) == "away"
+    ann = p.get(ANN)
+    assert ann is not None and ann.last_seen_ms == T0 + 5
+
+
+def test_setting_the_same_status_is_no_change() -> None:
+    p = PresenceTracker(GRACE)
+    p.connect(ANN, "Ann", T0)
+    p.set_status(ANN, "busy", T0)
+    assert p.set_status(ANN, "busy", T0 + 1) is False
+
+
+def test_an_unknown_user_cannot_set_a_status() -> None:
+    p = PresenceTracker(GRACE)
+    assert p.set_status(ANN, "away", T0) is False
+    assert p.status(ANN) == "offline"
+
+
+def test_a_disconnect_of_an_unknown_user_is_ignored() -> None:
+    p = PresenceTracker(GRACE)
+    p.disconnect(ANN, T0)
+    assert p.next_deadline() is None
+
+
+def test_a_reconnecting_device_updates_the_username() -> None:
+    p = PresenceTracker(GRACE)
+    p.connect(ANN, "Ann", T0)
+    p.connect(ANN, "Ann B.", T0)
+    ann = p.get(ANN)
+    assert ann is not None and ann.username == "Ann B."
