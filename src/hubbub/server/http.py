@@ -1,6 +1,7 @@
 """HTTP routes on the WebSocket's port: health, metrics, the admin API, static pages."""
 
 import hmac
+import re
 from collections.abc import Iterator
 from importlib import resources
 
@@ -224,8 +225,43 @@ async def calls(request: web.Request) -> web.Response:
                         content_type="application/json")
 
 
+_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css",
+          ".ts": "text/plain", ".svg": "image/svg+xml", ".png": "image/png",
+          ".ico": "image/x-icon", ".json": "application/json"}
+
+
+def _static(name: str) -> web.Response:
+    """A file from the package's web/ folder: the browser client and the demo page.
+    Names are matched against a fixed pattern, so no path can leave the folder."""
+    if not _STATIC_NAME.fullmatch(name):
+        raise web.HTTPNotFound()
+    path = WEB / name
+    if not path.is_file():
+        raise web.HTTPNotFound()
+    suffix = name[name.rfind("."):]
+    return web.Response(body=path.read_bytes(),
+                        content_type=_TYPES.get(suffix, "application/octet-stream"),
+                        headers={"Cache-Control": "no-cache"})
+
+
+_STATIC_NAME = re.compile(r"(demo/)?[A-Za-z0-9_-]+(\.[A-Za-z0-9]+)+")
+
+
 async def index(request: web.Request) -> web.Response:
-    return web.Response(body=(WEB / "index.html").read_bytes(), content_type="text/html")
+    return _static("demo/index.html" if (WEB / "demo" / "index.html").is_file()
+                   else "index.html")
+
+
+async def client_js(request: web.Request) -> web.Response:
+    return _static("hubbub.js")
+
+
+async def client_types(request: web.Request) -> web.Response:
+    return _static("hubbub.d.ts")
+
+
+async def demo_file(request: web.Request) -> web.Response:
+    return _static("demo/" + request.match_info["name"])
 
 
 REGISTRY = web.AppKey("hubbub.registry", CollectorRegistry)
@@ -241,3 +277,6 @@ def add_routes(app: web.Application, hub: Hub) -> None:
     app.router.add_get("/api/rooms/{roomId}/messages", room_messages)
     app.router.add_get("/api/calls", calls)
     app.router.add_get("/", index)
+    app.router.add_get("/hubbub.js", client_js)
+    app.router.add_get("/hubbub.d.ts", client_types)
+    app.router.add_get("/demo/{name}", demo_file)
