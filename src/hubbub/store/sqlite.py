@@ -92,6 +92,7 @@ class SqliteStore(Store):
         self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
         self._writing = False
         self._idle: asyncio.Event | None = None
+        self._closed = False
         # Counters for /metrics and the bench: how well group commit batches.
         self.commits = 0
         self.committed_writes = 0
@@ -118,6 +119,7 @@ class SqliteStore(Store):
         self._db = db
 
     async def close(self) -> None:
+        self._closed = True
         if self._idle is not None:
             await self._idle.wait()
         if self._db is not None and self._loop is not None:
@@ -128,6 +130,8 @@ class SqliteStore(Store):
     # ---- the writer: group commit -----------------------------------------------------
     def _write(self, op: Callable[[sqlite3.Connection], T]) -> "asyncio.Future[T]":
         assert self._loop is not None and self._idle is not None, "store is not open"
+        if self._closed:  # the writer thread is gone: fail now rather than never resolve
+            raise RuntimeError("store is closed")
         fut: asyncio.Future[T] = self._loop.create_future()
         self._pending.append((op, fut))
         if not self._writing:
