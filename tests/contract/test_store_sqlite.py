@@ -152,3 +152,14 @@ async def test_the_file_store_runs_in_wal_mode_with_full_sync(tmp_path: Path) ->
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
         db.close()
+
+
+async def test_a_write_after_close_fails_instead_of_waiting_forever() -> None:
+    store = SqliteStore(":memory:")
+    await store.open()
+    await store.close()
+    async with asyncio.timeout(5):  # only so a regression fails instead of hanging
+        with pytest.raises(RuntimeError, match="closed"):
+            await chat(store)
+        with pytest.raises(RuntimeError, match="closed"):
+            await store.last_seq("r")
