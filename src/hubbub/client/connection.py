@@ -1,0 +1,336 @@
+"""One logical connection to a hubbub server that survives reconnects.
+
+It owns the socket, the pending requests (frame id -> future), the outbox of unacked
+chats, the rooms to rejoin and the last seq seen per room. When the socket drops it
+reconnects with full-jitter exponential backoff, authenticates again, rejoins every
+room with `since` = the last seq it saw (missed events are delivered to the handlers in
+order, once) and re-sends the unacked chats with their `clientMsgId` (the server answers
+a retry with the original ack, so nothing is posted twice).
+"""
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import msgspec
+
+log = logging.getLogger("hubbub.client")
+
+# PROTOCOL §Close codes: after these the client must not come back on its own.
+NO_RECONNECT = {4001, 4002, 1008}
+ROOM_EVENTS = frozenset({"chat", "message_edit", "message_delete", "reaction"})
+
+
+class Envelope(msgspec.Struct):
+    type: str
+    id: str | None = None
+    payload: msgspec.Raw = msgspec.Raw(b"{}")
+
+
+class HubbubRequestError(Exception):
+    """The server answered a request with `error`."""
+
+    def __init__(self, code: str, message: str, retry_after_ms: int | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.retry_after_ms = retry_after_ms
+
+
+class _ErrorPayload(msgspec.Struct, rename="camel"):
+    code: str
+    message: str = ""
+    retry_after_ms: int | None = None
+
+
+@dataclass
+class Backoff:
+    """Full jitter: sleep uniform(0, min(cap, base * 2**attempt)) seconds."""
+
+    base: float = 0.5
+    cap: float = 20.0
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        delay = random.uniform(0, min(self.cap, self.base * 2**self.attempt))
+        self.attempt += 1
+        return delay
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass
+class _Outgoing:
+    """A chat waiting for its ack; re-sent after a reconnect."""
+
+    frame: dict[str, Any]
+    future: "asyncio.Future[msgspec.Raw]"
+
+
+FrameHandler = Callable[[Envelope], Awaitable[None] | None]
+
+
+@dataclass
+class Connection:
+    url: str
+    auth_payload: dict[str, Any]
+    on_frame: FrameHandler
+    on_state: Callable[[str, dict[str, Any]], None]
+    reconnect: bool = True
+    backoff: Backoff = field(default_factory=Backoff)
+    request_timeout: float = 10.0
+    heartbeat: float = 20.0
+    welcome: msgspec.Raw | None = None
+    rooms: dict[str, int] = field(default_factory=dict)  # room -> last seq seen
+    _http: aiohttp.ClientSession | None = None
+    _ws: aiohttp.ClientWebSocketResponse | None = None
+    _pending: dict[str, "asyncio.Future[msgspec.Raw]"] = field(default_factory=dict)
+    _outbox: dict[str, _Outgoing] = field(default_factory=dict)
+    _joins: dict[str, str] = field(default_factory=dict)  # join request id -> room
+    _ids: "itertools.count[int]" = field(default_factory=lambda: itertools.count(1))
+    _reader: "asyncio.Task[None] | None" = None
+    _closing: bool = False
+    _connected: asyncio.Event = field(default_factory=asyncio.Event)
+    close_code: int | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------
+    async def open(self) -> msgspec.Raw:
+        self._http = aiohttp.ClientSession()
+        welcome = await self._establish()
+        self._reader = asyncio.get_running_loop().create_task(self._run())
+        return welcome
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._ws is not None and not self._ws.closed:
+            await self._ws.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        self._fail_pending(ConnectionError("client closed"), include_outbox=True)
+        if self._http is not None:
+            await self._http.close()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    async def _establish(self) -> msgspec.Raw:
+        """Open the socket, authenticate, rejoin rooms, re-send the outbox."""
+        assert self._http is not None
+        self._ws = await self._http.ws_connect(self.url, heartbeat=self.heartbeat,
+                                               max_msg_size=0)
+        await self._send({"type": "auth", "id": "auth", "payload": self.auth_payload})
+        while True:
+            msg = await self._ws.receive(timeout=self.request_timeout)
+            if msg.type is not aiohttp.WSMsgType.TEXT:
+                code = self._ws.close_code
+                raise ConnectionError(f"server closed during authentication ({code})")
+            env = msgspec.json.decode(msg.data, type=Envelope)
+            if env.type == "welcome":
+                self.welcome = env.payload
+                break
+            if env.type == "error":
+                err = msgspec.json.decode(env.payload, type=_ErrorPayload)
+                raise HubbubRequestError(err.code, err.message)
+        self._connected.set()
+        return self.welcome
+
+
+    # ---- the reader -------------------------------------------------------------------
+    async def _run(self) -> None:
+        while True:
+            await self._read_until_closed()
+            self._connected.clear()
+            code = self.close_code
+            self._fail_pending(ConnectionError(f"connection lost ({code})"))
+            if self._closing or not self.reconnect or code in NO_RECONNECT:
+                self.on_state("close", {"code": code, "final": True})
+                return
+            self.on_state("close", {"code": code, "final": False})
+            await self._reconnect()
+
+    async def _read_until_closed(self) -> None:
+        ws = self._ws
+        assert ws is not None
+        resume = asyncio.get_running_loop().create_task(self._resume())
+        try:
+            async for msg in ws:
+                if msg.type is aiohttp.WSMsgType.TEXT:
+                    await self._dispatch(msgspec.json.decode(msg.data, type=Envelope))
+                elif msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSE):
+                    break
+        except (aiohttp.ClientError, ConnectionError, msgspec.DecodeError) as exc:
+            log.info("connection error: %s", exc)
+        finally:
+            resume.cancel()
+            self.close_code = ws.close_code
+
+    async def _resume(self) -> None:
+        """On every (re)connection: rejoin each room with `since` = the last seq seen and
+        replay the missed events to the handlers, then re-send the unacked chats."""
+        for room, last in list(self.rooms.items()):
+            try:
+                ack = msgspec.json.decode(await self.join(room, since=last), type=_JoinAck)
+            except (HubbubRequestError, TimeoutError, ConnectionError) as exc:
+                log.warning("rejoining %s failed: %s", room, exc)
+                continue
+            self.on_state("rejoined", {"roomId": room, "recovered": bool(ack.recovered),
+                                       "lastSeq": ack.last_seq})
+        for out in list(self._outbox.values()):
+            with contextlib.suppress(ConnectionError):
+                await self._send(out.frame)
+
+    async def _reconnect(self) -> None:
+        while not self._closing:
+            delay = self.backoff.next_delay()
+            self.on_state("reconnect", {"attempt": self.backoff.attempt, "delay": delay})
+            await asyncio.sleep(delay)
+            try:
+                await self._establish()
+            except (aiohttp.ClientError, OSError, TimeoutError, ConnectionError) as exc:
+                log.info("reconnect attempt %d failed: %s", self.backoff.attempt, exc)
+                continue
+            except HubbubRequestError as exc:
+                log.warning("re-authentication refused: %s", exc)
+                self.close_code = 4001
+                self._closing = True
+                return
+            self.backoff.reset()
+            self.on_state("open", {"reconnected": True})
+            return
+
+    async def _dispatch(self, env: Envelope) -> None:
+        if env.id is not None and env.type in ("ack", "error", "pong", "welcome"):
+            fut = self._pending.pop(env.id, None)
+            out = self._outbox.pop(env.id, None)
+            fut = fut or (out.future if out else None)
+            if env.type == "ack" and env.id in self._joins:
+                # Replay what the join recovered right here, in the reader, so the missed
+                # events reach the handlers before any live event that follows the ack.
+                await self._joined(self._joins.pop(env.id), env.payload)
+            if fut is not None and not fut.done():
+                if env.type == "error":
+                    err = msgspec.json.decode(env.payload, type=_ErrorPayload)
+                    fut.set_exception(HubbubRequestError(err.code, err.message,
+                                                         err.retry_after_ms))
+                else:
+                    fut.set_result(env.payload)
+            if env.type != "error":
+                return
+        if env.type in ROOM_EVENTS:
+            seq = msgspec.json.decode(env.payload, type=_Seq)
+            last = self.rooms.get(seq.room_id)
+            if last is not None:
+                if seq.seq <= last:
+                    return  # already seen (live and in a replay): deliver once
+                self.rooms[seq.room_id] = seq.seq
+        result = self.on_frame(env)
+        if result is not None:
+            await result
+
+    async def _joined(self, room: str, raw: msgspec.Raw) -> None:
+        ack = msgspec.json.decode(raw, type=_JoinAck)
+        if ack.missed is None or not ack.recovered:
+            # A fresh join, or more was missed than the server replays: live events start
+            # after lastSeq; older ones are for `history`.
+            self.rooms[room] = max(self.rooms.get(room, 0), ack.last_seq)
+            return
+        self.rooms.setdefault(room, ack.last_seq - len(ack.missed))
+        for frame in ack.missed:
+            await self._dispatch(Envelope(type=frame.type, payload=frame.payload))
+        self.rooms[room] = max(self.rooms[room], ack.last_seq)
+
+    async def join(self, room: str, since: int | None = None) -> msgspec.Raw:
+        """Join (or rejoin) a room; remembered for rejoining after reconnects."""
+        payload: dict[str, Any] = {"roomId": room}
+        if since is not None:
+            payload["since"] = since
+        fut = self._request_future()
+        frame_id: str = fut.frame_id  # type: ignore[attr-defined]
+        self._joins[frame_id] = str(room)
+        try:
+            await self._send({"type": "join_room", "id": frame_id, "payload": payload})
+            raw = await asyncio.wait_for(fut, self.request_timeout)
+        finally:
+            self._pending.pop(frame_id, None)
+            self._joins.pop(frame_id, None)
+        return raw
+
+    # ---- requests -----------------------------------------------------------------------
+    def _request_future(self) -> "asyncio.Future[msgspec.Raw]":
+        fut: asyncio.Future[msgspec.Raw] = asyncio.get_running_loop().create_future()
+        frame_id = f"r{next(self._ids)}"
+        fut.frame_id = frame_id  # type: ignore[attr-defined]
+        self._pending[frame_id] = fut
+        return fut
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        if self._ws is None or self._ws.closed:
+            raise ConnectionError("not connected")
+        await self._ws.send_str(msgspec.json.encode(frame).decode())
+
+    async def request(self, type_: str, payload: dict[str, Any]) -> msgspec.Raw:
+        """Send a frame with an id and wait for its ack (or raise HubbubRequestError)."""
+        fut = self._request_future()
+        frame_id: str = fut.frame_id  # type: ignore[attr-defined]
+        try:
+            await self._send({"type": type_, "id": frame_id, "payload": payload})
+            return await asyncio.wait_for(fut, self.request_timeout)
+        finally:
+            self._pending.pop(frame_id, None)
+
+    async def send(self, type_: str, payload: dict[str, Any]) -> None:
+        """Fire and forget (typing): dropped while disconnected."""
+        with contextlib.suppress(ConnectionError):
+            await self._send({"type": type_, "payload": payload})
+
+    async def send_chat(self, payload: dict[str, Any]) -> msgspec.Raw:
+        """A chat survives reconnects: it stays in the outbox, keyed by clientMsgId, until
+        acked, and is re-sent with the same clientMsgId after each reconnect."""
+        fut: asyncio.Future[msgspec.Raw] = asyncio.get_running_loop().create_future()
+        frame_id = f"c{next(self._ids)}"
+        frame = {"type": "chat", "id": frame_id, "payload": payload}
+        self._outbox[frame_id] = _Outgoing(frame, fut)
+        with contextlib.suppress(ConnectionError):
+            await self._send(frame)
+        return await fut
+
+    def _fail_pending(self, exc: Exception, include_outbox: bool = False) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(exc)
+        self._pending.clear()
+        if include_outbox:
+            for out in self._outbox.values():
+                if not out.future.done():
+                    out.future.set_exception(exc)
+            self._outbox.clear()
+
+
+class _Seq(msgspec.Struct, rename="camel"):
+    room_id: str
+    seq: int
+
+
+class _Missed(msgspec.Struct):
+    type: str
+    payload: msgspec.Raw
+
+
+class _JoinAck(msgspec.Struct, rename="camel"):
+    room_id: str
+    last_seq: int = 0
+    missed: list[_Missed] | None = None
+    recovered: bool | None = None
