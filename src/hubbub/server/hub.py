@@ -124,6 +124,8 @@ class Hub:
         conn = self.conns.get(e.conn)
         if conn is None:
             return
+        if e.type == "ack" and e.id is None:
+            return  # PROTOCOL §Transport: a client frame without `id` gets no ack
         if e.type == "welcome":
             assert conn.session.identity is not None
             conn.user = conn.session.identity.user_id
