@@ -258,10 +258,8 @@ async def test_null_id_counts_as_no_id():
 @pytest.mark.parametrize(("type_", "payload"), [
     ("presence", {"status": "away"}),
     ("typing", {"roomId": "r", "isTyping": True}),
-    pytest.param("join_room", {"roomId": "r2"}, marks=pytest.mark.xfail(
-        strict=True, reason="features/rooms.py handle_join acks a frame without id")),
-    pytest.param("leave_room", {"roomId": "r"}, marks=pytest.mark.xfail(
-        strict=True, reason="features/rooms.py handle_leave acks a frame without id")),
+    ("join_room", {"roomId": "r2"}),
+    ("leave_room", {"roomId": "r"}),
 ])
 async def test_frame_without_id_gets_no_ack(type_, payload):
     async with running_server() as server, await dev_client(server, "u1") as c:

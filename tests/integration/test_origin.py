@@ -63,8 +63,6 @@ async def test_wildcard_allow_list_admits_any_origin():
         assert await _upgrade_status(ws_url(server), "http://anything.example") == 101
 
 
-# 127.0.0.2 is not one of the names the server treats as loopback (127.0.0.1, ::1,
-# localhost), so it stands in for a public address without exposing the test.
 def _local(url: str) -> str:
     """A server bound to every interface, reached over loopback."""
     return url.replace("0.0.0.0", "127.0.0.1")

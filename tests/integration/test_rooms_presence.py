@@ -196,3 +196,24 @@ async def test_unauthenticated_connection_is_not_a_member_of_anything():
         await u1.join("r")
         await u1.request("presence", {"status": "away"}, id="p1")
         await anon.nothing()
+
+
+async def test_a_status_change_reaches_a_user_sharing_two_rooms_once():
+    async with running_server() as server, clients(server, "u1", "u2") as [u1, u2]:
+        for room in ("a", "b"):
+            await u1.join(room)
+            await u2.join(room)
+        await u1.request("presence", {"status": "away"}, id="p1")
+        await u2.expect("presence", userId="u1", status="away")
+        await u2.nothing()
+
+
+async def test_first_presence_frame_in_dev_mode_sets_the_initial_status():
+    async with running_server() as server, clients(server, "u2") as [u2]:
+        await u2.join("r")
+        async with await WsClient.open(ws_url(server)) as u1:
+            await u1.send("presence", {"userId": "u1", "username": "Ann", "status": "busy"})
+            await u1.expect("welcome")
+            assert members(await u1.join("r"))["u1"] == "busy"
+            event = await u2.expect("join_room", userId="u1")
+            assert event["payload"]["username"] == "Ann"
