@@ -19,6 +19,7 @@ class Metrics:
     closes: Counter[int] = field(default_factory=Counter)
     connections_opened: int = 0
     slow_readers_dropped: int = 0
+    refused_connections: int = 0
     announcements: int = 0
     flushes: int = 0
     flush_bytes: int = 0

@@ -200,7 +200,13 @@ async def test_calling_an_offline_user_is_not_found():
         await in_room("r", ann, bob)
         await bob.close()
         refused(await offer(ann, "bob"), "not_found")
-        refused(await offer(ann, "nobody", call_id="c2", id="o2"), "not_found")
+
+
+async def test_calling_a_stranger_is_forbidden_whether_or_not_they_are_online():
+    # The room check comes first: a refusal must not tell who is online.
+    async with running_server() as server, clients(server, "ann", "bob") as [ann, _bob]:
+        refused(await offer(ann, "bob"), "forbidden")
+        refused(await offer(ann, "nobody", call_id="c2", id="o2"), "forbidden")
 
 
 async def test_calling_a_user_in_another_call_gives_call_reject_busy():

@@ -31,6 +31,7 @@ class Session:
     opened_at_ms: int
     limits: Limits
     remote: str = ""
+    ip: str = ""
     identity: Identity | None = None
     rooms: set[RoomId] = field(default_factory=set)
     closing: bool = False

@@ -93,6 +93,12 @@ def welcome(node: Node, s: Session, frame_id: str | None) -> Reply:
 
 def establish(node: Node, s: Session, ident: Identity, frame_id: str | None) -> Effects:
     """Bind an identity to the connection, mark the user online, send `welcome`."""
+    limit = node.settings.max_connections_per_user
+    if limit and len(node.user_conns.get(ident.user_id, ())) >= limit:
+        node.metrics.refused_connections += 1
+        s.closing = True
+        return [Close(s.conn, CloseCode.OVERLOADED,
+                      f"{ident.user_id} already has {limit} open connections")]
     s.identity = ident
     now = node.clock.now_ms()
     node.presence.connect(ident.user_id, ident.username, now)

@@ -20,13 +20,14 @@ from hubbub.protocol.frames import (
 
 
 def _may_call(node: Node, caller: UserId, callee: UserId, room: RoomId | None) -> None:
-    if not node.user_conns.get(callee):
-        raise ProtocolError(ErrorCode.NOT_FOUND, f"{callee} is not online")
+    # The room check comes first, so nobody learns whether a stranger is online.
     if room is not None:
         if not (node.rooms.is_member(room, caller) and node.rooms.is_member(room, callee)):
             raise ProtocolError(ErrorCode.FORBIDDEN, f"you and {callee} are not both in {room}")
     elif not node.rooms.rooms_of(caller) & node.rooms.rooms_of(callee):
         raise ProtocolError(ErrorCode.FORBIDDEN, f"you share no room with {callee}")
+    if not node.user_conns.get(callee):
+        raise ProtocolError(ErrorCode.NOT_FOUND, f"{callee} is not online")
 
 
 def _ack(node: Node, s: Session, frame_id: str | None, call_id: str) -> Effects:

@@ -3,6 +3,7 @@
 import heapq
 import itertools
 import secrets
+from collections import Counter
 from dataclasses import dataclass, field
 
 from hubbub.config import Settings
@@ -44,6 +45,8 @@ class Node:
     typing: TypingTracker = field(init=False)
     calls: Calls = field(init=False)
     sessions: dict[ConnId, Session] = field(default_factory=dict)
+    # Open connections per client IP (for --max-connections-per-ip).
+    ip_conns: Counter[str] = field(default_factory=Counter)
     # Authenticated connections of each user (several devices = one user).
     user_conns: dict[UserId, set[ConnId]] = field(default_factory=dict)
     metrics: Metrics = field(default_factory=Metrics)

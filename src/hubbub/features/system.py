@@ -16,20 +16,41 @@ from hubbub.protocol.frames import AnnouncementEvent, LeaveRoomEvent, Ping, Pong
 log = logging.getLogger("hubbub.system")
 
 
-def open_session(node: Node, remote: str = "") -> Session:
+def open_session(node: Node, remote: str = "", ip: str = "") -> Session:
     now = node.clock.now_ms()
-    s = Session(conn=node.new_conn_id(), opened_at_ms=now, limits=node.limits, remote=remote)
+    s = Session(conn=node.new_conn_id(), opened_at_ms=now, limits=node.limits, remote=remote,
+                ip=ip)
     node.sessions[s.conn] = s
+    node.ip_conns[ip] += 1
     node.metrics.connections_opened += 1
     node.add_deadline(now + int(node.settings.auth_timeout * 1000), s.conn)
     return s
+
+
+def admit(node: Node, s: Session) -> Effects:
+    """Connection limits: over them a connection is refused politely, with 1013."""
+    st = node.settings
+    if st.max_connections and len(node.sessions) > st.max_connections:
+        reason = "server is at its connection limit"
+    elif st.max_connections_per_ip and node.ip_conns[s.ip] > st.max_connections_per_ip:
+        reason = "too many connections from your address"
+    else:
+        return []
+    node.metrics.refused_connections += 1
+    s.closing = True
+    return [Close(s.conn, CloseCode.OVERLOADED, reason)]
 
 
 def close_session(node: Node, conn: ConnId) -> Effects:
     """The connection is gone. Typing ends now; room membership and presence linger for
     the grace period (PROTOCOL §Presence: a quick reconnect does not flap)."""
     s = node.sessions.pop(conn, None)
-    if s is None or s.identity is None:
+    if s is None:
+        return []
+    node.ip_conns[s.ip] -= 1
+    if node.ip_conns[s.ip] <= 0:
+        del node.ip_conns[s.ip]
+    if s.identity is None:
         return []
     uid, name, now = s.identity.user_id, s.identity.username, node.clock.now_ms()
     effects: Effects = []

@@ -61,6 +61,8 @@ class _Collector:
             ("hubbub_slow_readers_dropped", "Connections closed 1013 for falling behind",
              m.slow_readers_dropped),
             ("hubbub_announcements", "Announcements sent", m.announcements),
+            ("hubbub_connections_refused", "Connections closed 1013 by a connection limit",
+             m.refused_connections),
         ):
             fam = CounterMetricFamily(name, doc)
             fam.add_metric([], value)

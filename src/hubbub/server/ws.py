@@ -13,7 +13,7 @@ from hubbub.errors import ProtocolError
 from hubbub.features.auth import authenticate_token
 from hubbub.features.dispatch import handle_frame, refused
 from hubbub.features.node import error
-from hubbub.features.system import open_session
+from hubbub.features.system import admit, open_session
 from hubbub.protocol.codes import ErrorCode
 from hubbub.server import framing
 from hubbub.server.hub import CLOSE_GRACE_S, Conn, Hub
@@ -67,12 +67,13 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     async def closer(code: int, reason: str) -> object:
         return await ws.close(code=code, message=reason.encode()[:120])
 
-    session = open_session(node, _remote(request))
+    session = open_session(node, _remote(request), request.remote or "")
     conn = Conn(session, transport, closer)
     hub.add(conn)
     log.info("open conn=%s remote=%s", conn.id, session.remote)
+    hub.run(admit(node, session))
     token = request.query.get("token")
-    if token:
+    if token and not session.closing:
         try:
             hub.run(authenticate_token(node, session, token, None))
         except ProtocolError as exc:  # dev identity mode: say so instead of waiting 10 s

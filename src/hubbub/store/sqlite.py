@@ -325,10 +325,9 @@ class SqliteStore(Store):
     async def call_history(self, user_id: str, limit: int) -> list[CallRecord]:
         def read(db: sqlite3.Connection) -> list[CallRecord]:
             rows = db.execute(
-                f"SELECT {self._CALL_COLS} FROM calls WHERE caller = ? UNION ALL "
-                f"SELECT {self._CALL_COLS} FROM calls WHERE callee = ? AND caller != ? "
-                "ORDER BY started_at DESC, call_id LIMIT ?",
-                (user_id, user_id, user_id, limit)).fetchall()
+                f"SELECT {self._CALL_COLS} FROM calls WHERE caller = ? OR callee = ? "
+                "ORDER BY started_at DESC, rowid DESC LIMIT ?",
+                (user_id, user_id, limit)).fetchall()
             return [CallRecord(call_id=r[0], caller=r[1], callee=r[2], room_id=r[3],
                                started_at=r[4], answered_at=r[5], ended_at=r[6],
                                end_reason=r[7], ended_by=r[8],

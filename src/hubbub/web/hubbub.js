@@ -1,0 +1,681 @@
+/**
+ * hubbub.js: the browser client for hubbub (wire protocol version 1).
+ *
+ * An ES module with no dependencies and no build step. It keeps the API of the original
+ * TypeScript WebSocket service (PROTOCOL.md, "Client libraries") and adds what a real
+ * network needs: request ids with Promise answers, automatic reconnection with jittered
+ * backoff, re-joining rooms with `since` (missed events replayed once, in seq order), an
+ * outbox that re-sends unacknowledged chats with their `clientMsgId`, an app-level
+ * heartbeat and a typing helper. Reference: docs/reference/js-client.md.
+ *
+ * @example
+ *   import { HubbubClient } from '/hubbub.js';
+ *   const hub = new HubbubClient('/ws', { userId: 'ann', username: 'Ann' });
+ *   hub.on('chat', (msg) => console.log(msg.payload.username, msg.payload.content));
+ *   await hub.connect();
+ *   await hub.joinRoom('lobby');
+ *   await hub.sendChatMessage('lobby', 'ann', 'hello');
+ */
+
+/** Persisted room events: they carry a per-room `seq`, and are de-duplicated by it. */
+const ROOM_EVENTS = new Set(['chat', 'message_edit', 'message_delete', 'reaction']);
+/** Close codes after which reconnecting cannot help: auth failed/expired, replaced. */
+const NO_RECONNECT = new Set([4001, 4002]);
+/** Close code the client reports when it gives up on a silent connection itself. */
+const CLIENT_TIMEOUT = 4000;
+const TYPING_REFRESH_MS = 2000;
+const TYPING_IDLE_MS = 3000;
+
+/**
+ * The error every Promise of HubbubClient rejects with. `code` is a protocol error code
+ * (`forbidden`, `not_in_room`, `rate_limited`, ...) or one of the client's own:
+ * `disconnected` (not connected, or the connection dropped before the answer),
+ * `cancelled` (the request was withdrawn: leaveRoom() or disconnect()),
+ * `unauthorized` / `connect_failed` (connect() could not get a `welcome`).
+ */
+export class HubbubError extends Error {
+  /**
+   * @param {string} code
+   * @param {string} [message]
+   * @param {object} [payload] the server's error payload, when there was one
+   */
+  constructor(code, message, payload) {
+    super(message || code);
+    this.name = 'HubbubError';
+    this.code = code;
+    this.payload = payload;
+    if (payload && payload.retryAfterMs != null) this.retryAfterMs = payload.retryAfterMs;
+  }
+}
+
+/**
+ * Full-jitter exponential backoff: a random delay in [0, min(cap, base * 2^attempt)).
+ * @param {number} attempt 0 for the first retry
+ * @param {number} [baseMs]
+ * @param {number} [capMs]
+ * @param {() => number} [random]
+ * @returns {number} milliseconds
+ */
+export function backoffDelay(attempt, baseMs = 500, capMs = 20000, random = Math.random) {
+  return random() * Math.min(capMs, baseMs * 2 ** attempt);
+}
+
+/** A random UUID; crypto.randomUUID needs a secure context, getRandomValues does not. */
+function uuid() {
+  if (globalThis.crypto && typeof crypto.randomUUID === 'function') return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6] & 0x0f) | 0x40;
+  b[8] = (b[8] & 0x3f) | 0x80;
+  const h = [...b].map((x) => x.toString(16).padStart(2, '0')).join('');
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/**
+ * Mark a Promise as handled so an app that ignores it (as the original fire-and-forget
+ * API allowed) gets no "unhandled rejection"; awaiting it still throws. Errors the server
+ * sends are also delivered to 'error' handlers, so nothing disappears silently.
+ * @template T
+ * @param {Promise<T>} promise
+ * @returns {Promise<T>}
+ */
+function quiet(promise) {
+  promise.catch(() => {});
+  return promise;
+}
+
+/** `ws://` URL from an absolute or page-relative one (`/ws`, `http://...`). */
+function toWsUrl(url) {
+  const u = new URL(url || '/ws', globalThis.location ? globalThis.location.href : undefined);
+  if (u.protocol === 'http:') u.protocol = 'ws:';
+  else if (u.protocol === 'https:') u.protocol = 'wss:';
+  return u.href;
+}
+
+/** `{type, sdp}` of an RTCSessionDescription (or of a plain object like it). */
+function description(d) {
+  return { type: d.type, sdp: d.sdp };
+}
+
+/** A copy of `obj` without its undefined fields (the server wants them absent). */
+function defined(obj) {
+  return Object.fromEntries(Object.entries(obj).filter(([, v]) => v !== undefined && v !== null));
+}
+
+/**
+ * A connection to a hubbub server. One instance per page is usual; it survives network
+ * drops and server restarts by itself.
+ */
+export class HubbubClient {
+  /**
+   * @param {string} [url] `ws://host:port/ws`, or a page-relative `/ws` (the default)
+   * @param {object} [options]
+   * @param {string | (() => string | Promise<string>)} [options.token] a JWT, or a function
+   *   returning one (called before every (re)connect, so it can refresh the token)
+   * @param {string} [options.userId] dev identity mode (server without --jwt-secret)
+   * @param {string} [options.username] dev identity mode display name
+   * @param {boolean} [options.reconnect=true] reconnect by itself after a drop
+   * @param {number} [options.backoffBaseMs=500] first retry delay bound
+   * @param {number} [options.backoffCapMs=20000] largest retry delay bound
+   * @param {number} [options.heartbeatMs] ping interval; default: welcome.heartbeatMs or 20000
+   * @param {number} [options.connectTimeoutMs=10000] give up on an attempt without `welcome`
+   * @param {typeof WebSocket} [options.WebSocket] a WebSocket implementation (tests, Node)
+   */
+  constructor(url, options = {}) {
+    this.url = toWsUrl(url);
+    this.options = {
+      reconnect: true, backoffBaseMs: 500, backoffCapMs: 20000, connectTimeoutMs: 10000,
+      ...options,
+    };
+    /** The last `welcome` payload: userId, username, heartbeatMs, limits, iceServers, ... */
+    this.welcome = null;
+    /** 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed' */
+    this.state = 'idle';
+    this._handlers = new Map(); // type -> Set<handler>
+    this._ws = null;
+    this._authed = false; // `welcome` received on the current socket
+    this._ready = false; // ... and rooms re-joined: chats may go out
+    this._pending = new Map(); // frame id -> {resolve, reject, request}
+    this._rooms = new Map(); // roomId -> {lastSeq: number|null, waiters: [{resolve, reject}]}
+    this._outbox = new Map(); // clientMsgId -> {payload, resolve, reject, frameId}
+    this._typing = new Map(); // roomId -> {sentAt, timer}
+    this._connectWaiters = [];
+    this._status = null; // last status given to setPresence()
+    this._attempt = 0;
+    this._retryTimer = null;
+    this._openTimer = null;
+    this._heartbeat = null;
+    this._awaitingPong = false;
+    this._idPrefix = uuid().slice(0, 8);
+    this._ids = 0;
+    this._onOnline = () => {
+      if (this.state === 'reconnecting' && !this._ws) this._dial();
+    };
+  }
+
+  // ---- events ---------------------------------------------------------------------
+
+  /**
+   * Listen for a frame type ('chat', 'typing', 'presence', 'webrtc', 'join_room', ...) or a
+   * client event ('open', 'close', 'reconnect', 'reconnecting', 'rejoin'). The handler
+   * gets the whole envelope `{type, payload}`.
+   * @param {string} type
+   * @param {(message: {type: string, payload: any}) => void} handler
+   * @returns {() => void} a function that removes the handler
+   */
+  on(type, handler) {
+    let set = this._handlers.get(type);
+    if (!set) this._handlers.set(type, (set = new Set()));
+    set.add(handler);
+    return () => this.off(type, handler);
+  }
+
+  /** Remove a handler added with on(). */
+  off(type, handler) {
+    const set = this._handlers.get(type);
+    if (set) set.delete(handler);
+  }
+
+  _emit(message) {
+    const set = this._handlers.get(message.type);
+    if (!set) return;
+    for (const handler of [...set]) {
+      try {
+        handler(message);
+      } catch (err) {
+        console.error(`hubbub: a '${message.type}' handler threw`, err);
+      }
+    }
+  }
+
+  // ---- connection -----------------------------------------------------------------
+
+  /**
+   * Open the connection and authenticate. Resolves with the `welcome` payload. If this
+   * first attempt fails it rejects (HubbubError `unauthorized` for a 4001 close, else
+   * `connect_failed`) and does not retry; after a `welcome`, drops are retried by itself.
+   * @returns {Promise<object>}
+   */
+  connect() {
+    if (this.state === 'open') return Promise.resolve(this.welcome);
+    const promise = new Promise((resolve, reject) => this._connectWaiters.push({ resolve, reject }));
+    if (this.state === 'idle' || this.state === 'closed') {
+      this.state = 'connecting';
+      this._attempt = 0;
+      if (globalThis.addEventListener) globalThis.addEventListener('online', this._onOnline);
+      this._dial();
+    }
+    return promise;
+  }
+
+  /** Close for good: no reconnect; pending requests and unsent chats are rejected. */
+  disconnect() {
+    const was = this.state;
+    this.state = 'closed';
+    clearTimeout(this._retryTimer);
+    if (globalThis.removeEventListener) globalThis.removeEventListener('online', this._onOnline);
+    const cancelled = () => new HubbubError('cancelled', 'disconnect() was called');
+    for (const entry of this._outbox.values()) entry.reject(cancelled());
+    this._outbox.clear();
+    for (const room of this._rooms.values()) room.waiters.forEach((w) => w.reject(cancelled()));
+    this._rooms.clear();
+    this._clearTyping();
+    if (this._ws) this._drop(1000, 'client disconnect');
+    else if (was === 'reconnecting') {
+      this._emit({ type: 'close', payload: { code: 1000, reason: 'client disconnect', willReconnect: false } });
+    }
+    this._settleConnect(null, cancelled());
+  }
+
+  _nextId() {
+    this._ids += 1;
+    return `${this._idPrefix}-${this._ids}`;
+  }
+
+  _dial() {
+    clearTimeout(this._retryTimer);
+    const token = this.options.token;
+    Promise.resolve(typeof token === 'function' ? token() : token).then(
+      (t) => this._open(t),
+      (err) => {
+        console.error('hubbub: the token function failed', err);
+        this._onClose(null, CLIENT_TIMEOUT, 'no token');
+      });
+  }
+
+  _open(token) {
+    if (this.state === 'closed') return;
+    const WS = this.options.WebSocket || globalThis.WebSocket;
+    const ws = new WS(this.url);
+    this._ws = ws;
+    const authId = this._nextId();
+    const payload = token ? { token } : defined({ userId: this.options.userId, username: this.options.username });
+    this._pending.set(authId, {
+      request: { type: 'auth', payload: token ? { token: '…' } : payload },
+      resolve: (welcome) => this._onWelcome(ws, welcome),
+      reject: (err) => {
+        if (err.code !== 'disconnected') this._drop(4001, `authentication refused: ${err.message}`);
+      },
+    });
+    ws.onopen = () => this._send({ type: 'auth', id: authId, payload });
+    ws.onmessage = (ev) => this._onMessage(ws, ev.data);
+    ws.onclose = (ev) => this._onClose(ws, ev.code, ev.reason);
+    ws.onerror = () => {}; // a close event follows
+    this._openTimer = setTimeout(() => {
+      if (ws === this._ws && !this._authed) this._drop(CLIENT_TIMEOUT, 'connect timeout');
+    }, this.options.connectTimeoutMs);
+  }
+
+  _send(frame) {
+    if (!this._ws || this._ws.readyState !== 1) return false;
+    this._ws.send(JSON.stringify(frame));
+    return true;
+  }
+
+  /** Stop using the current socket now (its close event may take long to come). */
+  _drop(code, reason) {
+    const ws = this._ws;
+    if (!ws) return;
+    ws.onclose = ws.onmessage = ws.onopen = null;
+    try {
+      ws.close(code === 1000 || code >= 3000 ? code : 1000, reason.slice(0, 120));
+    } catch {
+      // already closing
+    }
+    this._onClose(ws, code, reason);
+  }
+
+  _onWelcome(ws, welcome) {
+    if (ws !== this._ws) return;
+    clearTimeout(this._openTimer);
+    const reconnecting = this.state === 'reconnecting';
+    const attempt = this._attempt;
+    this.welcome = welcome;
+    this._authed = true;
+    this.state = 'open';
+    this._attempt = 0;
+    this._startHeartbeat();
+    this._emit({ type: 'open', payload: welcome });
+    this._settleConnect(welcome);
+    this._resync(ws).then(() => {
+      if (reconnecting && ws === this._ws) this._emit({ type: 'reconnect', payload: { attempt } });
+    });
+  }
+
+  _settleConnect(welcome, error) {
+    const waiters = this._connectWaiters;
+    this._connectWaiters = [];
+    for (const w of waiters) (error ? w.reject(error) : w.resolve(welcome));
+  }
+
+  /** After a `welcome`: restore the presence status, re-join rooms, then send the outbox. */
+  async _resync(ws) {
+    if (this._status) this.setPresence(undefined, undefined, this._status);
+    await Promise.allSettled([...this._rooms.keys()].map((roomId) => this._sendJoin(roomId, false)));
+    if (ws !== this._ws) return;
+    this._ready = true;
+    this._flushOutbox();
+  }
+
+  _onClose(ws, code, reason) {
+    if (ws !== this._ws) return;
+    this._ws = null;
+    clearTimeout(this._openTimer);
+    clearInterval(this._heartbeat);
+    const wasOpen = this._authed;
+    this._authed = this._ready = false;
+    this._typing.forEach((t) => clearTimeout(t.timer)); // the server ends typing on close
+    this._typing.clear();
+    const pending = [...this._pending.values()];
+    this._pending.clear();
+    for (const p of pending) p.reject(new HubbubError('disconnected', `connection closed (${code})`));
+
+    const firstAttempt = this.state === 'connecting';
+    const terminal = this.state === 'closed' || firstAttempt || NO_RECONNECT.has(code) || !this.options.reconnect;
+    if (wasOpen || terminal) {
+      this._emit({ type: 'close', payload: { code, reason: reason || '', willReconnect: !terminal } });
+    }
+    if (terminal) {
+      this.state = 'closed';
+      const unauthorized = code === 4001;
+      this._settleConnect(null, new HubbubError(unauthorized ? 'unauthorized' : 'connect_failed',
+        `connection closed (${code}${reason ? ` ${reason}` : ''})`, { code, reason }));
+      return;
+    }
+    this.state = 'reconnecting';
+    const delayMs = backoffDelay(this._attempt, this.options.backoffBaseMs, this.options.backoffCapMs);
+    this._attempt += 1;
+    this._emit({ type: 'reconnecting', payload: { attempt: this._attempt, delayMs } });
+    this._retryTimer = setTimeout(() => this._dial(), delayMs);
+  }
+
+  _startHeartbeat() {
+    clearInterval(this._heartbeat);
+    const ms = this.options.heartbeatMs || this.welcome.heartbeatMs || 20000;
+    this._awaitingPong = false;
+    this._heartbeat = setInterval(() => {
+      if (this._awaitingPong) return this._drop(CLIENT_TIMEOUT, 'heartbeat timeout');
+      this._awaitingPong = true;
+      this._send({ type: 'ping', id: this._nextId() });
+    }, ms);
+  }
+
+  // ---- incoming frames ------------------------------------------------------------
+
+  _onMessage(ws, data) {
+    if (ws !== this._ws || typeof data !== 'string') return;
+    let frame;
+    try {
+      frame = JSON.parse(data);
+    } catch {
+      return;
+    }
+    if (!frame || typeof frame.type !== 'string') return;
+    const { type, id } = frame;
+    if (type === 'pong') {
+      this._awaitingPong = false;
+      return;
+    }
+    const pending = id != null ? this._pending.get(id) : undefined;
+    if (pending && (type === 'ack' || type === 'error' || type === 'welcome')) {
+      this._pending.delete(id);
+      if (type === 'error') {
+        frame.request = pending.request;
+        this._emit(frame);
+        const p = frame.payload || {};
+        pending.reject(new HubbubError(p.code || 'internal', p.message, p));
+      } else {
+        pending.resolve(frame.payload || {});
+      }
+      return;
+    }
+    if (ROOM_EVENTS.has(type)) this._roomEvent(frame);
+    else this._emit(frame);
+  }
+
+  /** Deliver a persisted room event unless its seq was already seen in that room. */
+  _roomEvent(frame) {
+    const p = frame.payload || {};
+    const room = this._rooms.get(String(p.roomId));
+    if (room && typeof p.seq === 'number') {
+      if (room.lastSeq != null && p.seq <= room.lastSeq) return;
+      room.lastSeq = p.seq;
+    }
+    this._emit(frame);
+  }
+
+  /**
+   * Send a request frame with a fresh id; the Promise settles with its ack (or error).
+   * Rejects at once with `disconnected` when there is no authenticated connection.
+   */
+  _request(type, payload) {
+    if (!this._authed) {
+      return quiet(Promise.reject(new HubbubError('disconnected', `not connected (${this.state})`)));
+    }
+    const id = this._nextId();
+    return quiet(new Promise((resolve, reject) => {
+      this._pending.set(id, { resolve, reject, request: { type, payload } });
+      this._send({ type, id, payload });
+    }));
+  }
+
+  // ---- rooms ----------------------------------------------------------------------
+
+  /**
+   * Join a room. Resolves with the ack `{roomId, members, lastSeq}`. Called while
+   * disconnected, the join is sent as soon as the connection is back. The client
+   * re-joins its rooms after every reconnect.
+   * @param {string | number} roomId
+   * @returns {Promise<object>}
+   */
+  joinRoom(roomId) {
+    roomId = String(roomId);
+    let room = this._rooms.get(roomId);
+    if (!room) this._rooms.set(roomId, (room = { lastSeq: null, waiters: [] }));
+    const promise = new Promise((resolve, reject) => room.waiters.push({ resolve, reject }));
+    if (this._authed) this._sendJoin(roomId, true);
+    return quiet(promise);
+  }
+
+  /**
+   * @param {string} roomId
+   * @param {boolean} explicit joinRoom() (a fresh view) rather than a re-join with `since`
+   */
+  _sendJoin(roomId, explicit) {
+    const room = this._rooms.get(roomId);
+    const since = !explicit && room.lastSeq != null ? room.lastSeq : undefined;
+    return this._request('join_room', defined({ roomId, since })).then(
+      (ack) => this._onJoinAck(roomId, room, ack, since),
+      (err) => {
+        if (err.code === 'disconnected' || this._rooms.get(roomId) !== room) return;
+        this._rooms.delete(roomId); // refused (forbidden, ...): the room is not ours
+        room.waiters.forEach((w) => w.reject(err));
+        room.waiters = [];
+      });
+  }
+
+  _onJoinAck(roomId, room, ack, since) {
+    if (this._rooms.get(roomId) !== room) return; // left in the meantime
+    if (since !== undefined) {
+      for (const event of ack.missed || []) this._roomEvent({ ...event, replayed: true });
+    }
+    // Not recovered: more was missed than the server replays (page with history()), or
+    // the server's seq went back (a new store). Live events continue from its lastSeq.
+    if (since !== undefined && ack.recovered === false) room.lastSeq = ack.lastSeq;
+    else room.lastSeq = Math.max(room.lastSeq == null ? 0 : room.lastSeq, ack.lastSeq || 0);
+    const waiters = room.waiters;
+    room.waiters = [];
+    waiters.forEach((w) => w.resolve(ack));
+    if (since !== undefined) this._emit({ type: 'rejoin', payload: ack });
+  }
+
+  /**
+   * Leave a room; resolves with the ack `{roomId}` (at once when disconnected).
+   * @param {string | number} roomId
+   */
+  leaveRoom(roomId) {
+    roomId = String(roomId);
+    const room = this._rooms.get(roomId);
+    this._rooms.delete(roomId);
+    this._clearTyping(roomId);
+    if (room) room.waiters.forEach((w) => w.reject(new HubbubError('cancelled', 'leaveRoom() was called')));
+    if (!this._authed) return Promise.resolve({ roomId });
+    return this._request('leave_room', { roomId });
+  }
+
+  /** The rooms this client is in (or joining), with the last seq seen in each. */
+  get rooms() {
+    return new Map([...this._rooms].map(([id, r]) => [id, { lastSeq: r.lastSeq }]));
+  }
+
+  // ---- presence and typing --------------------------------------------------------
+
+  /**
+   * Set your status ('online' | 'away' | 'busy'); restored after a reconnect.
+   * `userId`/`username` are kept for compatibility (the server checks userId).
+   */
+  setPresence(userId, username, status = 'online') {
+    this._status = status;
+    if (!this._authed) return Promise.resolve({ status });
+    return this._request('presence', defined({ status, userId, username }));
+  }
+
+  /** Send a typing indicator yourself (see typing()/stopTyping() for the helper). */
+  sendTypingIndicator(roomId, userId, username, isTyping) {
+    return this._request('typing', defined({ roomId: String(roomId), isTyping: !!isTyping, userId, username }));
+  }
+
+  /**
+   * Call on every keystroke in a room's composer: sends `isTyping: true` at most every
+   * ~2 s while typing, and `false` after 3 s without a keystroke.
+   * @param {string | number} roomId
+   */
+  typing(roomId) {
+    roomId = String(roomId);
+    let t = this._typing.get(roomId);
+    if (!t) this._typing.set(roomId, (t = { sentAt: 0, timer: null }));
+    const limit = this.welcome && this.welcome.limits ? this.welcome.limits.typingTimeoutMs : 0;
+    const refresh = Math.min(TYPING_REFRESH_MS, limit ? (limit * 2) / 3 : TYPING_REFRESH_MS);
+    const now = Date.now();
+    if (now - t.sentAt >= refresh && this._authed) {
+      t.sentAt = now;
+      this.sendTypingIndicator(roomId, undefined, undefined, true);
+    }
+    clearTimeout(t.timer);
+    t.timer = setTimeout(() => this.stopTyping(roomId), TYPING_IDLE_MS);
+  }
+
+  /** Call when the message is sent or the composer loses focus: `isTyping: false` now. */
+  stopTyping(roomId) {
+    roomId = String(roomId);
+    const t = this._typing.get(roomId);
+    if (!t) return;
+    this._clearTyping(roomId);
+    if (t.sentAt && this._authed) this.sendTypingIndicator(roomId, undefined, undefined, false);
+  }
+
+  /** Forget typing state without sending anything (the server ends typing itself). */
+  _clearTyping(roomId) {
+    for (const [id, t] of this._typing) {
+      if (roomId !== undefined && id !== roomId) continue;
+      clearTimeout(t.timer);
+      this._typing.delete(id);
+    }
+  }
+
+  // ---- chat -----------------------------------------------------------------------
+
+  /**
+   * Send a chat message. Resolves with the ack `{messageId, seq, createdAt}` once the
+   * server has stored it. Every message gets a `clientMsgId` and stays in the outbox until
+   * acked: it is sent when connected and re-sent after a reconnect (the server answers a
+   * retry with the original ack and does not broadcast it twice).
+   * @param {string | number} roomId
+   * @param {string} [userId] kept for compatibility
+   * @param {string} content
+   * @param {{clientMsgId?: string, replyTo?: string}} [options]
+   * @returns {Promise<{messageId: string, seq: number, createdAt: number}>}
+   */
+  sendChatMessage(roomId, userId, content, options = {}) {
+    roomId = String(roomId);
+    const clientMsgId = options.clientMsgId || uuid();
+    const payload = defined({ roomId, content, clientMsgId, replyTo: options.replyTo, userId });
+    this._clearTyping(roomId); // a chat ends typing on the server
+    const promise = new Promise((resolve, reject) => {
+      this._outbox.set(clientMsgId, { payload, resolve, reject, frameId: null });
+    });
+    this._flushOutbox();
+    return quiet(promise);
+  }
+
+  /** Chats in the outbox, not yet acknowledged, in sending order. */
+  get outbox() {
+    return [...this._outbox.values()].map((e) => ({ ...e.payload }));
+  }
+
+  _flushOutbox() {
+    if (!this._ready) return;
+    for (const [clientMsgId, entry] of this._outbox) {
+      if (entry.frameId) continue;
+      const id = this._nextId();
+      entry.frameId = id;
+      this._pending.set(id, {
+        request: { type: 'chat', payload: entry.payload },
+        resolve: (ack) => {
+          this._outbox.delete(clientMsgId);
+          entry.resolve(ack);
+        },
+        reject: (err) => {
+          entry.frameId = null;
+          if (err.code === 'disconnected') return; // re-sent after the reconnect
+          if (err.code === 'rate_limited') {
+            setTimeout(() => this._flushOutbox(), err.retryAfterMs || 1000);
+            return;
+          }
+          this._outbox.delete(clientMsgId);
+          entry.reject(err);
+        },
+      });
+      this._send({ type: 'chat', id, payload: entry.payload });
+    }
+  }
+
+  /** Edit your message; resolves with `{messageId, seq, editedAt}`. */
+  editMessage(roomId, messageId, content) {
+    return this._request('message_edit', { roomId: String(roomId), messageId, content });
+  }
+
+  /** Delete your message (a tombstone stays); resolves with `{messageId, seq, deletedAt}`. */
+  deleteMessage(roomId, messageId) {
+    return this._request('message_delete', { roomId: String(roomId), messageId });
+  }
+
+  /**
+   * Add or remove a reaction; resolves with `{messageId, emoji, op, seq?}` (no `seq`
+   * when it changed nothing).
+   * @param {'add' | 'remove'} [op]
+   */
+  react(roomId, messageId, emoji, op = 'add') {
+    return this._request('reaction', { roomId: String(roomId), messageId, emoji, op });
+  }
+
+  /**
+   * A page of a room's messages in their current state, ascending by seq.
+   * @param {string | number} roomId
+   * @param {{beforeSeq?: number, afterSeq?: number, limit?: number}} [page]
+   * @returns {Promise<{roomId: string, messages: object[], hasMore: boolean}>}
+   */
+  history(roomId, { beforeSeq, afterSeq, limit } = {}) {
+    return this._request('history', defined({ roomId: String(roomId), beforeSeq, afterSeq, limit }));
+  }
+
+  // ---- calls (WebRTC signaling) ---------------------------------------------------
+
+  /**
+   * Start (or renegotiate) a call: relays `offer` to `toUserId`. Returns the callId at once
+   * (a new random one when none is given). A refusal (`not_found`, `forbidden`) arrives as an
+   * 'error' event whose `request.payload.callId` is that callId.
+   * @param {string} [fromUserId] kept for compatibility
+   * @param {string} toUserId
+   * @param {RTCSessionDescriptionInit} offer
+   * @param {string} [callId]
+   * @param {{roomId?: string}} [options]
+   * @returns {string}
+   */
+  sendWebRTCOffer(fromUserId, toUserId, offer, callId, options = {}) {
+    callId = callId || uuid();
+    const roomId = options.roomId != null ? String(options.roomId) : undefined;
+    this._signal('offer', fromUserId, toUserId, callId, { sdp: description(offer), roomId });
+    return callId;
+  }
+
+  /** Answer a call: relays `answer` to the caller. Resolves with `{callId, state}`. */
+  sendWebRTCAnswer(fromUserId, toUserId, answer, callId) {
+    return this._signal('answer', fromUserId, toUserId, callId, { sdp: description(answer) });
+  }
+
+  /**
+   * Trickle one ICE candidate (an RTCIceCandidate or its toJSON()) to the other party.
+   * A null candidate (end of gathering) sends nothing.
+   */
+  sendIceCandidate(fromUserId, toUserId, candidate, callId) {
+    if (!candidate) return Promise.resolve(null);
+    const c = typeof candidate.toJSON === 'function' ? candidate.toJSON() : candidate;
+    return this._signal('ice_candidate', fromUserId, toUserId, callId, { candidate: c });
+  }
+
+  _signal(kind, from, to, callId, extra) {
+    return this._request('webrtc', defined({ kind, from, to: String(to), callId, ...extra }));
+  }
+
+  /** Decline a ringing call (the caller gets `call_reject`). */
+  rejectCall(callId, reason) {
+    return this._request('call_reject', defined({ callId, reason }));
+  }
+
+  /** Hang up (the other party gets `call_end`). */
+  endCall(callId, reason) {
+    return this._request('call_end', defined({ callId, reason }));
+  }
+}
+
+export default HubbubClient;
