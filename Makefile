@@ -4,8 +4,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 DEVSTAMP := $(VENV)/.installed-dev
+BENCHSTAMP := $(VENV)/.installed-bench
 
-.PHONY: run test lint typecheck check bench clean
+.PHONY: run test lint typecheck check bench bench-quick clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +18,12 @@ $(DEVSTAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP) $@
+
+$(BENCHSTAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[bench]'
 	touch $(STAMP) $@
 
 run: $(STAMP)
@@ -33,8 +40,14 @@ test: $(DEVSTAMP)
 	$(BIN)/mypy --strict src
 	$(BIN)/pytest -q
 
-bench: $(STAMP)
-	$(BIN)/python bench/fanout.py
+# Benchmarks (never part of `make test`): the shared kit vs the Bun reference, persisted chats,
+# typing fan-out; ~10 minutes; writes bench/results/<stamp>/ and bench/RESULTS.md.
+bench: $(BENCHSTAMP)
+	$(BIN)/python bench/run_all.py
+
+# A ~2-minute smoke run of the same; its RESULTS.md stays in bench/results/<stamp>/.
+bench-quick: $(BENCHSTAMP)
+	$(BIN)/python bench/run_all.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
