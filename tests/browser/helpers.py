@@ -1,5 +1,6 @@
 """Small helpers for the browser tests: waiting with a readable failure, a raw client."""
 
+import asyncio
 import json
 from typing import Any
 
@@ -57,3 +58,12 @@ class RawClient:
         except TimeoutError:
             pass
         return self.frames
+
+    async def chat(self, room: str, content: str) -> dict[str, Any]:
+        """A chat, waiting out `rate_limited` answers; returns the ack payload."""
+        while True:
+            answer = await self.request("chat", {"roomId": room, "content": content})
+            if answer["type"] == "ack":
+                return dict(answer["payload"])
+            assert answer["payload"]["code"] == "rate_limited", answer
+            await asyncio.sleep(answer["payload"].get("retryAfterMs", 100) / 1000)

@@ -1,0 +1,613 @@
+// The hubbub demo: a room with presence, chat (edit, delete, reactions, typing, history
+// on scroll) and 1:1 video calls, written against /hubbub.js and nothing else.
+import { HubbubClient } from '/hubbub.js';
+
+const $ = (id) => document.getElementById(id);
+const QUICK_REACTIONS = ['👍', '❤️', '😂', '🎉'];
+const PAGE = 30;
+const END_REASONS = {
+  hangup: (n) => `${n} hung up`, rejected: (n) => `${n} declined the call`,
+  busy: (n) => `${n} is in another call`, timeout: () => 'No answer',
+  disconnected: (n) => `${n} lost the connection`,
+  answered_elsewhere: () => 'Answered on another device',
+};
+
+const s = {
+  hub: null, me: null, room: null,
+  members: new Map(), // userId -> {userId, username, status}
+  names: new Map(), // userId -> username, for everyone seen
+  messages: new Map(), // messageId -> {msg, el}
+  oldestSeq: null, hasMore: false, loadingOlder: false,
+  typers: new Map(), // userId -> timer
+  call: null,
+};
+
+// ---- small helpers ------------------------------------------------------------------
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === 'class') node.className = v;
+    else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
+    else if (v !== undefined && v !== null && v !== false) node.setAttribute(k, v === true ? '' : v);
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+function toast(text, kind = 'info') {
+  const t = el('div', { class: `toast ${kind}`, 'data-testid': 'toast' }, text);
+  $('toasts').append(t);
+  setTimeout(() => t.remove(), 5000);
+}
+
+function hue(id) {
+  let h = 0;
+  for (const ch of id) h = (h * 31 + ch.codePointAt(0)) % 360;
+  return h;
+}
+
+function avatar(userId, name) {
+  return el('span', { class: 'avatar', style: `--h:${hue(userId)}`, 'aria-hidden': 'true' },
+    (name || userId).trim().charAt(0).toUpperCase() || '?');
+}
+
+const SVG_NS = 'http://www.w3.org/2000/svg';
+const ICONS = {
+  video: 'M3 7a2 2 0 0 1 2-2h9a2 2 0 0 1 2 2v2.5l4-2.5v10l-4-2.5V17a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2z',
+  edit: 'M4 20h4L19 9l-4-4L4 16zM13.5 6.5l4 4',
+  trash: 'M4 7h16M9 7V4h6v3M6 7l1 13h10l1-13',
+};
+
+/** A small stroked icon (no emoji font needed). */
+function icon(name) {
+  const svg = document.createElementNS(SVG_NS, 'svg');
+  svg.setAttribute('viewBox', '0 0 24 24');
+  svg.setAttribute('class', 'svg-icon');
+  svg.setAttribute('aria-hidden', 'true');
+  const path = document.createElementNS(SVG_NS, 'path');
+  path.setAttribute('d', ICONS[name]);
+  svg.append(path);
+  return svg;
+}
+
+const nameOf = (userId) => s.names.get(userId) || userId;
+const time = (ms) => new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+
+/** A stable userId per name in this tab: "ann-k3f9" (two tabs named Ann are two users). */
+function userIdFor(name) {
+  const key = `hubbub.demo.id.${name}`;
+  let id = sessionStorage.getItem(key);
+  if (!id) {
+    const slug = name.toLowerCase().replace(/[^a-z0-9_.-]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 40);
+    id = `${slug || 'user'}-${Math.random().toString(36).slice(2, 6)}`;
+    sessionStorage.setItem(key, id);
+  }
+  return id;
+}
+
+function setConn(state, text) {
+  const pill = $('conn-status');
+  pill.dataset.state = state;
+  pill.textContent = text;
+}
+
+// ---- joining ------------------------------------------------------------------------
+
+async function join(name, room) {
+  $('login-error').textContent = '';
+  $('join-button').disabled = true;
+  try {
+    if (!s.hub) {
+      s.hub = new HubbubClient('/ws', { userId: userIdFor(name), username: name });
+      wire(s.hub);
+      setConn('connecting', 'connecting…');
+      const welcome = await s.hub.connect();
+      s.me = welcome.userId;
+      s.names.set(s.me, welcome.username);
+      $('me').textContent = welcome.username;
+    }
+    await enterRoom(room);
+    localStorage.setItem('hubbub.demo.name', name);
+    history.replaceState(null, '', `?room=${encodeURIComponent(room)}`);
+  } catch (err) {
+    $('login-error').textContent = `Could not join: ${err.message}`;
+    if (s.hub && s.hub.state !== 'open') s.hub = null;
+  } finally {
+    $('join-button').disabled = false;
+  }
+}
+
+async function enterRoom(room) {
+  const ack = await s.hub.joinRoom(room);
+  s.room = ack.roomId;
+  $('login').hidden = true;
+  $('app').hidden = false;
+  $('room-name').textContent = `#${s.room}`;
+  $('topbar-room').textContent = `#${s.room}`;
+  $('message-input').placeholder = `Message #${s.room}`;
+  setMembers(ack.members);
+  await reloadHistory();
+  $('message-input').focus();
+}
+
+async function leave() {
+  if (s.call) hangUp();
+  await s.hub.leaveRoom(s.room).catch(() => {});
+  s.room = null;
+  $('app').hidden = true;
+  $('login').hidden = false;
+  $('topbar-room').textContent = '';
+  history.replaceState(null, '', location.pathname);
+}
+
+// ---- members and presence -----------------------------------------------------------
+
+function setMembers(list) {
+  s.members = new Map(list.map((m) => [m.userId, m]));
+  list.forEach((m) => s.names.set(m.userId, m.username));
+  renderMembers();
+}
+
+function renderMembers() {
+  const list = [...s.members.values()].sort((a, b) =>
+    (b.userId === s.me) - (a.userId === s.me) || a.username.localeCompare(b.username));
+  $('members').replaceChildren(...list.map((m) => {
+    const mine = m.userId === s.me;
+    const dot = el('span', { class: `dot ${m.status}`, 'data-testid': 'presence-dot', title: m.status });
+    const call = mine ? null : el('button', {
+      class: 'call-button', type: 'button', 'data-testid': 'call-button',
+      'aria-label': `Video call ${m.username}`, title: `Video call ${m.username}`,
+      disabled: m.status === 'offline' || !!s.call,
+      onclick: () => startCall(m.userId),
+    }, icon('video'), 'Call');
+    return el('li', {
+      class: 'member', 'data-testid': 'member', 'data-user-id': m.userId,
+      'data-username': m.username, 'data-status': m.status,
+    }, el('span', { class: 'avatar-wrap' }, avatar(m.userId, m.username), dot),
+    el('span', { class: 'member-name' }, m.username, mine ? el('span', { class: 'you' }, ' (you)') : null),
+    el('span', { class: 'member-status' }, m.status), call);
+  }));
+  $('member-count').textContent = String(s.members.size);
+}
+
+// ---- messages -----------------------------------------------------------------------
+
+function renderMessage(msg) {
+  const mine = msg.userId === s.me;
+  const li = el('li', {
+    class: `message${mine ? ' mine' : ''}${msg.deleted ? ' deleted' : ''}${msg.pending ? ' pending' : ''}`,
+    'data-testid': 'message', 'data-message-id': msg.messageId || '', 'data-seq': msg.seq ?? '',
+    'data-user-id': msg.userId,
+  });
+  const meta = el('div', { class: 'meta' },
+    el('span', { class: 'author' }, msg.username || nameOf(msg.userId)),
+    el('time', {}, time(msg.createdAt)),
+    msg.editedAt && !msg.deleted ? el('span', { class: 'edited', 'data-testid': 'edited' }, '(edited)') : null,
+    msg.pending ? el('span', { class: 'sending' }, msg.failed ? `not sent: ${msg.failed}` : 'sending…') : null);
+  const content = el('div', { class: 'content', 'data-testid': 'message-content' },
+    msg.deleted ? 'message deleted' : msg.content);
+  const reactions = el('div', { class: 'reactions' }, ...Object.entries(msg.reactions || {})
+    .filter(([, users]) => users.length)
+    .map(([emoji, users]) => el('button', {
+      class: `chip${users.includes(s.me) ? ' on' : ''}`, type: 'button', 'data-testid': 'reaction',
+      'data-emoji': emoji, title: users.map(nameOf).join(', '),
+      onclick: () => s.hub.react(s.room, msg.messageId, emoji, users.includes(s.me) ? 'remove' : 'add'),
+    }, `${emoji} ${users.length}`)));
+  const actions = msg.deleted || msg.pending ? null : el('div', { class: 'actions' },
+    ...QUICK_REACTIONS.map((emoji) => el('button', {
+      type: 'button', class: 'icon', 'data-testid': 'react-button', 'data-emoji': emoji,
+      title: `React ${emoji}`, onclick: () => s.hub.react(s.room, msg.messageId, emoji, 'add'),
+    }, emoji)),
+    mine ? el('button', { type: 'button', class: 'icon', 'data-testid': 'edit-button', title: 'Edit',
+      onclick: () => startEdit(msg.messageId) }, icon('edit')) : null,
+    mine ? el('button', { type: 'button', class: 'icon', 'data-testid': 'delete-button', title: 'Delete',
+      onclick: () => s.hub.deleteMessage(s.room, msg.messageId).catch((e) => toast(e.message, 'error')) }, icon('trash')) : null);
+  li.append(avatar(msg.userId, msg.username || nameOf(msg.userId)),
+    el('div', { class: 'bubble' }, meta, content, reactions), actions || '');
+  return li;
+}
+
+/** Insert or refresh a message, keeping the list in seq order. */
+function upsert(msg) {
+  const list = $('message-list');
+  const known = s.messages.get(msg.messageId);
+  if (msg.username) s.names.set(msg.userId, msg.username);
+  const entry = { msg: known ? { ...known.msg, ...msg } : msg, el: null };
+  entry.el = renderMessage(entry.msg);
+  if (known) known.el.replaceWith(entry.el);
+  else {
+    const after = [...list.children].find((li) => li.dataset.seq !== '' && Number(li.dataset.seq) > msg.seq);
+    list.insertBefore(entry.el, after || list.querySelector('.pending'));
+  }
+  s.messages.set(msg.messageId, entry);
+  if (s.oldestSeq === null || msg.seq < s.oldestSeq) s.oldestSeq = msg.seq;
+  regroup();
+}
+
+/** Consecutive messages of one author within 5 minutes share one header. */
+function regroup() {
+  let prev = null;
+  for (const li of $('message-list').children) {
+    const m = s.messages.get(li.dataset.messageId);
+    const cur = m ? m.msg : null;
+    li.classList.toggle('cont', !!(cur && prev && prev.userId === cur.userId &&
+      cur.createdAt - prev.createdAt < 300000));
+    prev = cur;
+  }
+}
+
+function update(messageId, change) {
+  const known = s.messages.get(messageId);
+  if (!known) return; // not loaded: history shows the current state when paged in
+  upsert({ ...known.msg, ...change(known.msg) });
+}
+
+function nearBottom() {
+  const box = $('messages');
+  return box.scrollHeight - box.scrollTop - box.clientHeight < 120;
+}
+
+function scrollToBottom() {
+  const box = $('messages');
+  box.scrollTop = box.scrollHeight;
+}
+
+async function reloadHistory() {
+  s.messages.clear();
+  s.oldestSeq = null;
+  $('message-list').replaceChildren();
+  const page = await s.hub.history(s.room, { limit: PAGE });
+  page.messages.forEach(upsert);
+  s.hasMore = page.hasMore;
+  renderHistoryStatus();
+  scrollToBottom();
+  await fillScreen();
+}
+
+async function loadOlder() {
+  if (s.loadingOlder || !s.hasMore || s.oldestSeq === null) return;
+  s.loadingOlder = true;
+  renderHistoryStatus();
+  const box = $('messages');
+  const before = box.scrollHeight;
+  try {
+    const page = await s.hub.history(s.room, { beforeSeq: s.oldestSeq, limit: PAGE });
+    page.messages.forEach(upsert);
+    s.hasMore = page.hasMore;
+    box.scrollTop += box.scrollHeight - before; // keep what the reader was looking at
+  } catch (err) {
+    toast(`Could not load older messages: ${err.message}`, 'error');
+  } finally {
+    s.loadingOlder = false;
+    renderHistoryStatus();
+  }
+}
+
+/** Load older pages until the list can scroll (or the room's beginning is reached). */
+async function fillScreen() {
+  const box = $('messages');
+  while (s.hasMore && box.scrollHeight <= box.clientHeight) await loadOlder();
+}
+
+function renderHistoryStatus() {
+  const status = $('history-status');
+  if (s.loadingOlder) status.textContent = 'Loading older messages…';
+  else if (s.hasMore) status.replaceChildren(el('button', { class: 'link', type: 'button',
+    'data-testid': 'load-older', onclick: loadOlder }, 'Load older messages'));
+  else status.textContent = s.messages.size ? `This is the beginning of #${s.room}.` : `No messages in #${s.room} yet. Say hello!`;
+}
+
+function startEdit(messageId) {
+  const entry = s.messages.get(messageId);
+  const content = entry.el.querySelector('.content');
+  const input = el('input', { class: 'edit-input', 'data-testid': 'edit-input', value: entry.msg.content, maxlength: 4000 });
+  const finish = (save) => {
+    if (save && input.value.trim() && input.value !== entry.msg.content) {
+      s.hub.editMessage(s.room, messageId, input.value.trim()).catch((e) => toast(e.message, 'error'));
+    }
+    upsert(s.messages.get(messageId).msg);
+  };
+  input.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter') finish(true);
+    if (e.key === 'Escape') finish(false);
+  });
+  input.addEventListener('blur', () => finish(false));
+  content.replaceWith(input);
+  input.focus();
+  input.select();
+}
+
+function send(text) {
+  const clientMsgId = crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`;
+  const pending = renderMessage({ userId: s.me, content: text, createdAt: Date.now(), pending: true });
+  pending.dataset.clientMsgId = clientMsgId;
+  $('message-list').append(pending);
+  scrollToBottom();
+  s.hub.sendChatMessage(s.room, s.me, text, { clientMsgId }).catch((err) => {
+    pending.querySelector('.sending').textContent = `not sent: ${err.message}`;
+    pending.classList.add('failed');
+  });
+}
+
+// ---- typing -------------------------------------------------------------------------
+
+function setTyping(userId, on) {
+  clearTimeout(s.typers.get(userId));
+  s.typers.delete(userId);
+  if (on) s.typers.set(userId, setTimeout(() => setTyping(userId, false), 6000));
+  const names = [...s.typers.keys()].map(nameOf);
+  $('typing-indicator').textContent =
+    names.length === 0 ? '' : names.length === 1 ? `${names[0]} is typing…`
+      : names.length === 2 ? `${names[0]} and ${names[1]} are typing…` : 'Several people are typing…';
+}
+
+// ---- calls --------------------------------------------------------------------------
+
+async function media() {
+  try {
+    return await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+  } catch {
+    return navigator.mediaDevices.getUserMedia({ audio: true });
+  }
+}
+
+function showCall(c, label) {
+  $('call-panel').hidden = false;
+  $('app').classList.add('in-call');
+  $('call-peer').textContent = nameOf(c.peer);
+  setCallState(label, label);
+  renderMembers();
+}
+
+function setCallState(state, label = state) {
+  $('call-state').dataset.state = state;
+  $('call-state').textContent = label;
+}
+
+/** The RTCPeerConnection of call `c`, with local media, trickling ICE through hubbub. */
+async function connect(c) {
+  const pc = new RTCPeerConnection({ iceServers: s.hub.welcome.iceServers });
+  c.pc = pc;
+  pc.onicecandidate = ({ candidate }) => {
+    if (!candidate) return;
+    if (c.signalled) s.hub.sendIceCandidate(s.me, c.peer, candidate, c.id);
+    else c.localIce.push(candidate);
+  };
+  pc.ontrack = (e) => { $('remote-video').srcObject = e.streams[0]; };
+  pc.onconnectionstatechange = () => {
+    if (s.call !== c) return;
+    setCallState(pc.connectionState, `${pc.connectionState} · ICE ${pc.iceConnectionState}`);
+    if (pc.connectionState === 'connected' && !c.since) {
+      c.since = Date.now();
+      c.tick = setInterval(() => {
+        const sec = Math.floor((Date.now() - c.since) / 1000);
+        $('call-timer').textContent = `${Math.floor(sec / 60)}:${String(sec % 60).padStart(2, '0')}`;
+      }, 1000);
+    }
+    if (pc.connectionState === 'failed') endCall('The connection failed', 'failed');
+  };
+  c.stream = await media();
+  if (s.call !== c) throw new Error('the call ended');
+  $('local-video').srcObject = c.stream;
+  c.stream.getTracks().forEach((t) => pc.addTrack(t, c.stream));
+  return pc;
+}
+
+/** After our offer/answer went out: the candidates gathered meanwhile follow it. */
+function signalled(c) {
+  c.signalled = true;
+  c.localIce.splice(0).forEach((cand) => s.hub.sendIceCandidate(s.me, c.peer, cand, c.id));
+}
+
+async function remoteIce(c) {
+  for (const cand of c.remoteIce.splice(0)) await c.pc.addIceCandidate(cand).catch(() => {});
+}
+
+async function startCall(peer) {
+  if (s.call) return;
+  const c = { id: crypto.randomUUID(), peer, localIce: [], remoteIce: [], role: 'caller' };
+  s.call = c;
+  showCall(c, `calling ${nameOf(peer)}…`);
+  try {
+    const pc = await connect(c);
+    await pc.setLocalDescription(await pc.createOffer());
+    s.hub.sendWebRTCOffer(s.me, peer, pc.localDescription, c.id, { roomId: s.room });
+    signalled(c);
+    setCallState('ringing', `ringing ${nameOf(peer)}…`);
+  } catch (err) {
+    endCall(`Could not start the call: ${err.message}`, 'error');
+  }
+}
+
+async function accept() {
+  const c = s.call;
+  $('incoming-call').close();
+  if (!c) return;
+  showCall(c, 'connecting…');
+  try {
+    const pc = await connect(c);
+    await pc.setRemoteDescription(c.offer);
+    await pc.setLocalDescription(await pc.createAnswer());
+    s.hub.sendWebRTCAnswer(s.me, c.peer, pc.localDescription, c.id)
+      .catch((err) => s.call === c && endCall(`The call could not be answered: ${err.message}`, 'error'));
+    signalled(c);
+    await remoteIce(c);
+  } catch (err) {
+    endCall(`Could not answer: ${err.message}`, 'error');
+  }
+}
+
+function decline() {
+  const c = s.call;
+  $('incoming-call').close();
+  if (!c) return;
+  s.hub.rejectCall(c.id, 'rejected');
+  endCall(null);
+}
+
+function hangUp() {
+  if (!s.call) return;
+  s.hub.endCall(s.call.id, 'hangup');
+  endCall('Call ended');
+}
+
+/** Tear the call down locally (the server already knows, or was told). */
+function endCall(message, kind = 'info') {
+  const c = s.call;
+  if (!c) return;
+  s.call = null;
+  clearInterval(c.tick);
+  if (c.pc) c.pc.close();
+  if (c.stream) c.stream.getTracks().forEach((t) => t.stop());
+  $('remote-video').srcObject = null;
+  $('local-video').srcObject = null;
+  $('call-timer').textContent = '';
+  $('call-panel').hidden = true;
+  $('app').classList.remove('in-call');
+  if ($('incoming-call').open) $('incoming-call').close();
+  setCallState('ended', 'ended');
+  if (message) toast(message, kind === 'info' ? 'info' : 'error');
+  renderMembers();
+}
+
+async function onSignal({ payload: p }) {
+  const c = s.call;
+  if (p.kind === 'offer') {
+    if (c && c.id === p.callId && c.pc) { // renegotiation or ICE restart
+      await c.pc.setRemoteDescription(p.sdp);
+      await c.pc.setLocalDescription(await c.pc.createAnswer());
+      s.hub.sendWebRTCAnswer(s.me, c.peer, c.pc.localDescription, c.id);
+    } else if (c) {
+      s.hub.rejectCall(p.callId, 'busy');
+    } else {
+      s.names.has(p.from) || s.names.set(p.from, p.from);
+      s.call = { id: p.callId, peer: p.from, offer: p.sdp, localIce: [], remoteIce: [], role: 'callee' };
+      $('incoming-caller').textContent = nameOf(p.from);
+      $('incoming-call').showModal();
+      renderMembers();
+    }
+  } else if (c && c.id === p.callId) {
+    if (p.kind === 'answer') {
+      await c.pc.setRemoteDescription(p.sdp);
+      setCallState('connecting', 'connecting…');
+      await remoteIce(c);
+    } else if (p.kind === 'ice_candidate') {
+      if (c.pc && c.pc.remoteDescription) await c.pc.addIceCandidate(p.candidate).catch(() => {});
+      else c.remoteIce.push(p.candidate);
+    }
+  }
+}
+
+function onCallOver({ payload: p }) {
+  if (!s.call || s.call.id !== p.callId) return;
+  const say = END_REASONS[p.reason];
+  endCall(say ? say(nameOf(s.call.peer)) : `Call ended (${p.reason})`);
+}
+
+// ---- wiring -------------------------------------------------------------------------
+
+function wire(hub) {
+  hub.on('open', () => setConn('open', 'connected'));
+  hub.on('close', ({ payload }) => setConn(payload.willReconnect ? 'reconnecting' : 'closed',
+    payload.willReconnect ? 'reconnecting…' : `disconnected (${payload.code})`));
+  hub.on('reconnecting', ({ payload }) => setConn('reconnecting', `reconnecting… (attempt ${payload.attempt})`));
+  hub.on('rejoin', ({ payload }) => {
+    if (payload.roomId !== s.room) return;
+    setMembers(payload.members);
+    if (payload.recovered === false) reloadHistory();
+  });
+  hub.on('chat', ({ payload: p }) => {
+    if (p.roomId !== s.room) return;
+    const follow = nearBottom() || p.userId === s.me;
+    if (p.clientMsgId) document.querySelector(`[data-client-msg-id="${CSS.escape(p.clientMsgId)}"]`)?.remove();
+    upsert({ ...p, reactions: {}, deleted: false });
+    setTyping(p.userId, false);
+    renderHistoryStatus();
+    if (follow) scrollToBottom();
+  });
+  hub.on('message_edit', ({ payload: p }) => p.roomId === s.room &&
+    update(p.messageId, () => ({ content: p.content, editedAt: p.editedAt })));
+  hub.on('message_delete', ({ payload: p }) => p.roomId === s.room &&
+    update(p.messageId, () => ({ deleted: true, content: null, deletedAt: p.deletedAt })));
+  hub.on('reaction', ({ payload: p }) => p.roomId === s.room && update(p.messageId, (m) => {
+    const reactions = { ...(m.reactions || {}) };
+    const users = new Set(reactions[p.emoji] || []);
+    if (p.op === 'add') users.add(p.userId); else users.delete(p.userId);
+    reactions[p.emoji] = [...users];
+    return { reactions };
+  }));
+  hub.on('typing', ({ payload: p }) => p.roomId === s.room && p.userId !== s.me && setTyping(p.userId, p.isTyping));
+  hub.on('presence', ({ payload: p }) => {
+    s.names.set(p.userId, p.username);
+    const m = s.members.get(p.userId);
+    if (m) { m.status = p.status; renderMembers(); }
+  });
+  hub.on('join_room', ({ payload: p }) => {
+    if (p.roomId !== s.room) return;
+    s.members.set(p.userId, { userId: p.userId, username: p.username, status: p.status || 'online' });
+    s.names.set(p.userId, p.username);
+    renderMembers();
+  });
+  hub.on('leave_room', ({ payload: p }) => {
+    if (p.roomId !== s.room) return;
+    s.members.delete(p.userId);
+    setTyping(p.userId, false);
+    renderMembers();
+  });
+  hub.on('webrtc', (m) => onSignal(m).catch((err) => endCall(`Call error: ${err.message}`, 'error')));
+  hub.on('call_end', onCallOver);
+  hub.on('call_reject', onCallOver);
+  hub.on('announcement', ({ payload }) => toast(`📣 ${payload.content}`, 'announcement'));
+  hub.on('error', ({ payload, request }) => {
+    if (request && request.type === 'webrtc' && s.call && request.payload.callId === s.call.id) {
+      endCall(`Call failed: ${payload.message}`, 'error');
+    } else if (!request || !['typing', 'webrtc', 'call_end', 'call_reject'].includes(request.type)) {
+      toast(payload.message || payload.code, 'error');
+    }
+  });
+}
+
+$('login-form').addEventListener('submit', (e) => {
+  e.preventDefault();
+  join($('name-input').value.trim(), $('room-input').value.trim());
+});
+$('composer').addEventListener('submit', (e) => {
+  e.preventDefault();
+  const text = $('message-input').value.trim();
+  if (!text || !s.room) return;
+  $('message-input').value = '';
+  s.hub.stopTyping(s.room);
+  send(text);
+});
+$('message-input').addEventListener('input', (e) => {
+  if (e.target.value) s.hub.typing(s.room); else s.hub.stopTyping(s.room);
+});
+$('message-input').addEventListener('blur', () => s.room && s.hub.stopTyping(s.room));
+$('messages').addEventListener('scroll', () => { if ($('messages').scrollTop < 60) loadOlder(); });
+$('leave-button').addEventListener('click', leave);
+$('status-select').addEventListener('change', (e) => s.hub.setPresence(s.me, s.names.get(s.me), e.target.value));
+$('accept-call').addEventListener('click', accept);
+$('reject-call').addEventListener('click', decline);
+$('incoming-call').addEventListener('cancel', (e) => { e.preventDefault(); decline(); });
+$('hangup-button').addEventListener('click', hangUp);
+$('mute-button').addEventListener('click', () => {
+  const track = s.call && s.call.stream && s.call.stream.getAudioTracks()[0];
+  if (!track) return;
+  track.enabled = !track.enabled;
+  $('mute-button').textContent = track.enabled ? 'Mute' : 'Unmute';
+});
+$('camera-button').addEventListener('click', () => {
+  const track = s.call && s.call.stream && s.call.stream.getVideoTracks()[0];
+  if (!track) return;
+  track.enabled = !track.enabled;
+  $('camera-button').textContent = track.enabled ? 'Camera off' : 'Camera on';
+});
+window.addEventListener('pagehide', () => { if (s.call) s.hub.endCall(s.call.id, 'hangup'); });
+
+const params = new URLSearchParams(location.search);
+$('name-input').value = params.get('name') || localStorage.getItem('hubbub.demo.name') || '';
+if (params.get('room')) $('room-input').value = params.get('room');
+if (params.get('name') && params.get('room')) join(params.get('name'), params.get('room'));
+else ($('name-input').value ? $('room-input') : $('name-input')).focus();
+window.hubbubDemo = s; // for the curious (and the console)

@@ -1,0 +1,123 @@
+"""The demo page (GET /) driven by clicks: two people join a room, see each other's
+presence, chat (typing, reactions, edit, delete, older history on scroll) and hold a
+video call with the incoming-call dialog. A screenshot of the live call is saved as
+test-artifacts/demo-call.png.
+"""
+
+from typing import Any
+
+import aiohttp
+
+from tests.browser.conftest import ARTIFACTS, Browser, Hubbub
+from tests.browser.helpers import RawClient, until
+
+ROOM = "demo"
+EARLIER = 70  # messages in the room before anyone opens the page (page size: 30)
+
+
+def member(page: Any, username: str) -> Any:
+    return page.locator(f'[data-testid="member"][data-username="{username}"]')
+
+
+def message(page: Any, text: str) -> Any:
+    return page.get_by_test_id("message").filter(has=page.get_by_test_id(
+        "message-content").get_by_text(text, exact=True))
+
+
+async def join(page: Any, name: str) -> None:
+    from playwright.async_api import expect
+
+    await page.get_by_test_id("name-input").fill(name)
+    await page.get_by_test_id("room-input").fill(ROOM)
+    await page.get_by_test_id("join-button").click()
+    await expect(page.get_by_test_id("conn-status")).to_have_attribute("data-state", "open")
+    await expect(page.get_by_test_id("room-name")).to_have_text(f"#{ROOM}")
+
+
+async def test_demo_page_join_chat_and_call_by_clicks(server: Hubbub, browser: Browser) -> None:
+    from playwright.async_api import expect  # imported here: collecting needs no playwright
+
+    async with aiohttp.ClientSession() as http:
+        cy = await RawClient.connect(http, server.ws_url, "cy", ROOM)
+        for n in range(1, EARLIER + 1):
+            await cy.chat(ROOM, f"earlier message {n}")
+
+        ann = await browser.page("ann", server.url + "/")
+        bob = await browser.page("bob", server.url + "/")
+        await join(ann, "Ann")
+        await join(bob, "Bob")
+
+        # History: the latest page first, older pages as Ann scrolls up.
+        messages = ann.get_by_test_id("message")
+        await expect(message(ann, f"earlier message {EARLIER}")).to_be_visible()
+        shown = await messages.count()
+        assert shown < EARLIER, f"the first page should not hold all {EARLIER} messages"
+        for _ in range(10):
+            if await messages.count() == EARLIER:
+                break
+            await ann.get_by_test_id("messages").evaluate("box => { box.scrollTop = 0; }")
+            await ann.wait_for_timeout(300)
+        await expect(messages).to_have_count(EARLIER)
+        await expect(ann.get_by_test_id("history-status")).to_contain_text("beginning")
+        seqs = [int(s) for s in await messages.evaluate_all("els => els.map(e => e.dataset.seq)")]
+        assert seqs == list(range(1, EARLIER + 1))
+
+        # Presence: everyone listed with a dot; Bob goes away and comes back.
+        await expect(member(ann, "Bob")).to_have_attribute("data-status", "online")
+        await expect(member(bob, "Ann")).to_have_attribute("data-status", "online")
+        await expect(ann.get_by_test_id("member")).to_have_count(3)
+        await bob.get_by_test_id("status-select").select_option("away")
+        await expect(member(ann, "Bob")).to_have_attribute("data-status", "away")
+        await bob.get_by_test_id("status-select").select_option("online")
+        await expect(member(ann, "Bob")).to_have_attribute("data-status", "online")
+
+        # Typing, then the message; the indicator goes away when it is sent.
+        await bob.get_by_test_id("message-input").press_sequentially("Hi Ann", delay=40)
+        await expect(ann.get_by_test_id("typing-indicator")).to_have_text("Bob is typing…")
+        await bob.get_by_test_id("send-button").click()
+        await expect(message(ann, "Hi Ann")).to_be_visible()
+        await expect(ann.get_by_test_id("typing-indicator")).to_have_text("")
+
+        # Ann answers, reacts to Bob's message, edits hers and deletes another.
+        await ann.get_by_test_id("message-input").fill("Hello Bob")
+        await ann.get_by_test_id("message-input").press("Enter")
+        await expect(message(bob, "Hello Bob")).to_be_visible()
+        await message(ann, "Hi Ann").hover()
+        party = message(ann, "Hi Ann").locator('[data-testid="react-button"][data-emoji="🎉"]')
+        await party.click()
+        await expect(message(bob, "Hi Ann").get_by_test_id("reaction")).to_have_text("🎉 1")
+        await message(ann, "Hello Bob").hover()
+        await message(ann, "Hello Bob").get_by_test_id("edit-button").click()
+        await ann.get_by_test_id("edit-input").fill("Hello Bob! Shall we talk?")
+        await ann.get_by_test_id("edit-input").press("Enter")
+        edited = message(bob, "Hello Bob! Shall we talk?")
+        await expect(edited.get_by_test_id("edited")).to_be_visible()
+        await ann.get_by_test_id("message-input").fill("a typo")
+        await ann.get_by_test_id("message-input").press("Enter")
+        await message(ann, "a typo").hover()
+        await message(ann, "a typo").get_by_test_id("delete-button").click()
+        await expect(message(bob, "message deleted")).to_be_visible()
+
+        # The call: Ann clicks "call" next to Bob, Bob accepts in the dialog.
+        await member(ann, "Bob").get_by_test_id("call-button").click()
+        await expect(bob.get_by_test_id("incoming-call")).to_be_visible()
+        await expect(bob.get_by_test_id("incoming-caller")).to_have_text("Ann")
+        ARTIFACTS.mkdir(exist_ok=True)
+        await bob.screenshot(path=str(ARTIFACTS / "demo-incoming-call.png"))
+        await bob.get_by_test_id("accept-call").click()
+        for who, page in (("Ann", ann), ("Bob", bob)):
+            await expect(page.get_by_test_id("call-state")).to_have_attribute(
+                "data-state", "connected", timeout=30000)
+            await until(page, "document.getElementById('remote-video').videoWidth > 0",
+                        f"{who}'s remote video to show frames", timeout=30000,
+                        dump="document.getElementById('call-state').textContent")
+        await expect(ann.get_by_test_id("call-peer")).to_have_text("Bob")
+        await ann.wait_for_timeout(1200)  # a second of call time, frames on both videos
+        await ann.screenshot(path=str(ARTIFACTS / "demo-call.png"))
+        await bob.screenshot(path=str(ARTIFACTS / "demo-call-bob.png"))
+
+        await ann.get_by_test_id("hangup-button").click()
+        await expect(bob.get_by_test_id("toast").filter(has_text="Ann hung up")).to_be_visible()
+        await expect(bob.get_by_test_id("call-panel")).to_be_hidden()
+        await expect(ann.get_by_test_id("call-panel")).to_be_hidden()
+        await cy.ws.close()
