@@ -8,7 +8,8 @@
   read goes, in one loop over the read, to a handler as `(client, buf, start, end)`: nothing is
   copied or JSON-decoded unless the handler does it. `client.read_at` is the `perf_counter()` at the
   start of the read the frame came in.
-- `CpuMeter`: server CPU (its whole process session, from /proc) and this process's CPU, in cores.
+- `CpuMeter`: cores used by the server (its whole process session, from /proc), by this process
+  and by everything else on the machine (`bg`: other work that makes a run noisy).
 - Latency summaries, a Markdown table renderer, output folders.
 """
 
@@ -146,24 +147,58 @@ def pin_to_loadgen_cpu() -> None:
         os.sched_setaffinity(0, {LOADGEN_CPU})
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent busy since boot (/proc/stat: all but idle and iowait)."""
+    with open("/proc/stat") as stat:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = map(
+            int, stat.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+@dataclass(frozen=True)
+class CpuUse:
+    """Cores used over a window: the server, this load generator, everything else (noise)."""
+
+    server: float | None
+    loadgen: float
+    background: float | None
+
+
 @dataclass
 class CpuMeter:
-    """Cores used by the server and by this load generator between `start()` and `stop()`."""
+    """CPU use of the server, of this process and of the rest of the machine over a window."""
 
     server: Server
     _wall: float = 0.0
     _server: float | None = None
     _own: float = 0.0
+    _busy: float = 0.0
 
     def start(self) -> None:
-        self._wall, self._server, self._own = (time.perf_counter(), self.server.cpu_seconds(),
-                                               time.process_time())
+        self._wall, self._server = time.perf_counter(), self.server.cpu_seconds()
+        self._own, self._busy = time.process_time(), machine_busy_seconds()
 
-    def stop(self) -> tuple[float | None, float]:
+    def stop(self) -> CpuUse:
         wall = time.perf_counter() - self._wall
         now = self.server.cpu_seconds()
-        server = None if now is None or self._server is None else (now - self._server) / wall
-        return server, (time.process_time() - self._own) / wall
+        own = time.process_time() - self._own
+        busy = machine_busy_seconds() - self._busy
+        if now is None or self._server is None:
+            return CpuUse(None, own / wall, None)
+        server = now - self._server
+        return CpuUse(server / wall, own / wall, max(0.0, busy - server - own) / wall)
+
+
+async def wait_for_quiet(server: Server, max_wait: float, threshold: float = 0.3) -> None:
+    """Wait at most `max_wait` s until other work on the machine uses < `threshold` cores."""
+    deadline = time.perf_counter() + max_wait
+    meter = CpuMeter(server)
+    while time.perf_counter() < deadline:
+        meter.start()
+        await asyncio.sleep(0.5)
+        background = meter.stop().background
+        if background is None or background < threshold:
+            return
 
 
 # ------------------------------------------------------------------ raw WebSocket client

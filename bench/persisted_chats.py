@@ -20,9 +20,11 @@ Method
 What the numbers mean
   chats/s = acks in the window / window: chats durably committed (PROTOCOL: committed before the
   ack), each also broadcast to 10 members. Ack p50/p99/max in ms. With 100 in flight, latency is
-  mostly queueing: ~100 / chats/s. FULL fsyncs every commit; NORMAL (WAL) does not fsync on commit,
-  so a power loss (not a process crash) may drop the last commits. server CPU / loadgen CPU are
-  cores over the window (/proc). The disk (ext4 on a VM's virtual disk here) dominates FULL.
+  mostly queueing: ~100 / chats/s. FULL fsyncs the WAL on every (group) commit; NORMAL syncs it
+  only at checkpoints, so a power loss (not a process crash) may drop the last commits: the gap
+  between the rows is the price of an fsync on this disk (ext4 on the VM's virtual disk).
+  server CPU / loadgen CPU are cores over the window (/proc); bg cores = everything else on the
+  machine (above ~0.3 the row is noisy: other sessions' work).
 
 Run: .venv/bin/python bench/persisted_chats.py [--quick] [--duration 10] [--url http://127.0.0.1:P]
 Writes persisted_chats.json and persisted_chats.md into --out (default
@@ -58,6 +60,7 @@ from benchkit import (
     pin_to_loadgen_cpu,
     run_async,
     start_server,
+    wait_for_quiet,
     write_json,
 )
 
@@ -90,6 +93,7 @@ class ModeResult:
     max_ms: float | None
     server_cpu: float | None
     loadgen_cpu: float
+    bg_cores: float | None
     window_s: float
     verify: list[str]
     seq_check: list[str]
@@ -236,20 +240,21 @@ class ChatLoad:
         self.errors.clear()
 
 
-async def measure_mode(server: Server, mode: str, warmup: float, duration: float) -> ModeResult:
+async def measure_mode(server: Server, mode: str, args: argparse.Namespace) -> ModeResult:
     load = ChatLoad(secrets.token_hex(4))
     load.attach(await open_clients(server, load.user_list(), load.on_frame))
     try:
-        await load.run_for(warmup)
+        await load.run_for(args.warmup)
         verify = load.verify()
         progress(f"{mode}: verify " + ("ok" if not verify else "FAILED: " + "; ".join(verify)))
+        await wait_for_quiet(server, args.quiet_wait)
         meter = CpuMeter(server)
         meter.start()
         load.begin_window()
         load.start()
-        await asyncio.sleep(duration)
+        await asyncio.sleep(args.duration)
         window = load.stop()
-        server_cpu, loadgen_cpu = meter.stop()
+        cpu = meter.stop()
         await load.drain()
     finally:
         close_clients([s.client for s in load.senders])
@@ -257,8 +262,9 @@ async def measure_mode(server: Server, mode: str, warmup: float, duration: float
     lat = load.latency.summary()
     return ModeResult(
         synchronous=mode, chats_per_s=load.acked / window, p50_ms=lat["p50_ms"],
-        p99_ms=lat["p99_ms"], max_ms=lat["max_ms"], server_cpu=server_cpu,
-        loadgen_cpu=loadgen_cpu, window_s=window, verify=verify, seq_check=load.verify(),
+        p99_ms=lat["p99_ms"], max_ms=lat["max_ms"], server_cpu=cpu.server,
+        loadgen_cpu=cpu.loadgen, bg_cores=cpu.background, window_s=window, verify=verify,
+        seq_check=load.verify(),
         chats_acked_total=load.acked_total, broadcasts_received=load.broadcasts,
         errors=dict(load.errors),
         dropped=dict(dropped_connections([s.client for s in load.senders])))
@@ -270,10 +276,9 @@ def run_mode(mode: str, args: argparse.Namespace) -> ModeResult:
         server = given_server(args.url, args.server_pid)
     else:
         server = start_server(["--sqlite-synchronous", mode])
-    budget = 60 + args.warmup + args.duration + 2 * DRAIN_TIMEOUT_S
+    budget = 60 + args.quiet_wait + args.warmup + args.duration + 2 * DRAIN_TIMEOUT_S
     try:
-        result: ModeResult = run_async(asyncio.wait_for(
-            measure_mode(server, mode, args.warmup, args.duration), budget))
+        result: ModeResult = run_async(asyncio.wait_for(measure_mode(server, mode, args), budget))
     finally:
         server.stop()
     progress(f"{mode}: {result.chats_per_s:,.0f} chats/s, p99 {fmt_ms(result.p99_ms)} ms")
@@ -282,9 +287,10 @@ def run_mode(mode: str, args: argparse.Namespace) -> ModeResult:
 
 def render(results: list[ModeResult]) -> str:
     headers = ["synchronous", "chats/s (acks)", "p50 ms", "p99 ms", "max ms", "server CPU",
-               "loadgen CPU", "errors / drops", "verify", "seqs gapless"]
+               "loadgen CPU", "bg cores", "errors / drops", "verify", "seqs gapless"]
     rows = [[r.synchronous, fmt(r.chats_per_s), fmt_ms(r.p50_ms), fmt_ms(r.p99_ms),
              fmt_ms(r.max_ms), fmt(r.server_cpu, 2), fmt(r.loadgen_cpu, 2),
+             fmt(r.bg_cores, 2),
              fmt_counts({**r.errors, **{f"close {k}": v for k, v in r.dropped.items()}}),
              "ok" if not r.verify else "FAIL", "yes" if not r.seq_check else "NO"]
             for r in results]
@@ -300,6 +306,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--quick", action="store_true", help="smoke run: 1 s verify, 2 s window")
     ap.add_argument("--warmup", type=float, help="seconds of the verify/warm-up phase (default 2)")
     ap.add_argument("--duration", type=float, help="measured seconds per mode (default 10)")
+    ap.add_argument("--quiet-wait", type=float,
+                    help="before each window, wait up to this many s for < 0.3 cores of other "
+                         "work (default 10; --quick: 0)")
     ap.add_argument("--modes", default=",".join(SYNC_MODES),
                     help="comma list (default FULL,NORMAL)")
     ap.add_argument("--url", help="measure a running server (loopback) once instead")
@@ -308,6 +317,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
     args.duration = args.duration if args.duration is not None else (2.0 if args.quick else 10.0)
+    if args.quiet_wait is None:
+        args.quiet_wait = 0.0 if args.quick else 10.0
     args.modes = ["as configured"] if args.url else args.modes.upper().split(",")
     return args
 
