@@ -34,11 +34,7 @@ const TYPING_IDLE_MS = 3000;
  * `unauthorized` / `connect_failed` (connect() could not get a `welcome`).
  */
 export class HubbubError extends Error {
-  /**
-   * @param {string} code
-   * @param {string} [message]
-   * @param {object} [payload] the server's error payload, when there was one
-   */
+  /** @param {string} code @param {string} [message] @param {object} [payload] the server's */
   constructor(code, message, payload) {
     super(message || code);
     this.name = 'HubbubError';
@@ -49,12 +45,8 @@ export class HubbubError extends Error {
 }
 
 /**
- * Full-jitter exponential backoff: a random delay in [0, min(cap, base * 2^attempt)).
- * @param {number} attempt 0 for the first retry
- * @param {number} [baseMs]
- * @param {number} [capMs]
- * @param {() => number} [random]
- * @returns {number} milliseconds
+ * Full-jitter exponential backoff: a random delay in [0, min(cap, base * 2^attempt)) ms;
+ * `attempt` is 0 for the first retry.
  */
 export function backoffDelay(attempt, baseMs = 500, capMs = 20000, random = Math.random) {
   return random() * Math.min(capMs, baseMs * 2 ** attempt);
@@ -71,17 +63,11 @@ function uuid() {
 }
 
 /**
- * Mark a Promise as handled so an app that ignores it (as the original fire-and-forget
- * API allowed) gets no "unhandled rejection"; awaiting it still throws. Errors the server
- * sends are also delivered to 'error' handlers, so nothing disappears silently.
- * @template T
- * @param {Promise<T>} promise
- * @returns {Promise<T>}
+ * Mark a Promise as handled: an app that ignores it (as the original fire-and-forget API
+ * allowed) gets no "unhandled rejection"; awaiting it still throws. Server errors also go
+ * to 'error' handlers, so nothing disappears silently.
  */
-function quiet(promise) {
-  promise.catch(() => {});
-  return promise;
-}
+const quiet = (promise) => (promise.catch(() => {}), promise);
 
 /** `ws://` URL from an absolute or page-relative one (`/ws`, `http://...`). */
 function toWsUrl(url) {
@@ -92,14 +78,10 @@ function toWsUrl(url) {
 }
 
 /** `{type, sdp}` of an RTCSessionDescription (or of a plain object like it). */
-function description(d) {
-  return { type: d.type, sdp: d.sdp };
-}
+const description = (d) => ({ type: d.type, sdp: d.sdp });
 
-/** A copy of `obj` without its undefined fields (the server wants them absent). */
-function defined(obj) {
-  return Object.fromEntries(Object.entries(obj).filter(([, v]) => v !== undefined && v !== null));
-}
+/** A copy of `obj` without its undefined/null fields (the server wants them absent). */
+const defined = (obj) => Object.fromEntries(Object.entries(obj).filter(([, v]) => v != null));
 
 /**
  * A connection to a hubbub server. One instance per page is usual; it survives network
@@ -108,24 +90,14 @@ function defined(obj) {
 export class HubbubClient {
   /**
    * @param {string} [url] `ws://host:port/ws`, or a page-relative `/ws` (the default)
-   * @param {object} [options]
-   * @param {string | (() => string | Promise<string>)} [options.token] a JWT, or a function
-   *   returning one (called before every (re)connect, so it can refresh the token)
-   * @param {string} [options.userId] dev identity mode (server without --jwt-secret)
-   * @param {string} [options.username] dev identity mode display name
-   * @param {boolean} [options.reconnect=true] reconnect by itself after a drop
-   * @param {number} [options.backoffBaseMs=500] first retry delay bound
-   * @param {number} [options.backoffCapMs=20000] largest retry delay bound
-   * @param {number} [options.heartbeatMs] ping interval; default: welcome.heartbeatMs or 20000
-   * @param {number} [options.connectTimeoutMs=10000] give up on an attempt without `welcome`
-   * @param {typeof WebSocket} [options.WebSocket] a WebSocket implementation (tests, Node)
+   * @param {object} [options] `token` (a JWT, or a function returning one, called before
+   *   every connect) or dev identity `userId`/`username`; `reconnect` (true),
+   *   `backoffBaseMs` (500), `backoffCapMs` (20000), `heartbeatMs` (welcome's, else 20000),
+   *   `connectTimeoutMs` (10000), `WebSocket` (an implementation, for tests or Node).
    */
   constructor(url, options = {}) {
     this.url = toWsUrl(url);
-    this.options = {
-      reconnect: true, backoffBaseMs: 500, backoffCapMs: 20000, connectTimeoutMs: 10000,
-      ...options,
-    };
+    this.options = { reconnect: true, backoffBaseMs: 500, backoffCapMs: 20000, connectTimeoutMs: 10000, ...options };
     /** The last `welcome` payload: userId, username, heartbeatMs, limits, iceServers, ... */
     this.welcome = null;
     /** 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed' */
@@ -141,9 +113,7 @@ export class HubbubClient {
     this._connectWaiters = [];
     this._status = null; // last status given to setPresence()
     this._attempt = 0;
-    this._retryTimer = null;
-    this._openTimer = null;
-    this._heartbeat = null;
+    this._retryTimer = this._openTimer = this._heartbeat = null;
     this._awaitingPong = false;
     this._idPrefix = uuid().slice(0, 8);
     this._ids = 0;
@@ -171,14 +141,11 @@ export class HubbubClient {
 
   /** Remove a handler added with on(). */
   off(type, handler) {
-    const set = this._handlers.get(type);
-    if (set) set.delete(handler);
+    this._handlers.get(type)?.delete(handler);
   }
 
   _emit(message) {
-    const set = this._handlers.get(message.type);
-    if (!set) return;
-    for (const handler of [...set]) {
+    for (const handler of [...(this._handlers.get(message.type) || [])]) {
       try {
         handler(message);
       } catch (err) {
@@ -227,8 +194,7 @@ export class HubbubClient {
   }
 
   _nextId() {
-    this._ids += 1;
-    return `${this._idPrefix}-${this._ids}`;
+    return `${this._idPrefix}-${++this._ids}`;
   }
 
   _dial() {
@@ -276,11 +242,7 @@ export class HubbubClient {
     const ws = this._ws;
     if (!ws) return;
     ws.onclose = ws.onmessage = ws.onopen = null;
-    try {
-      ws.close(code === 1000 || code >= 3000 ? code : 1000, reason.slice(0, 120));
-    } catch {
-      // already closing
-    }
+    try { ws.close(code === 1000 || code >= 3000 ? code : 1000, reason.slice(0, 120)); } catch { /* closing */ }
     this._onClose(ws, code, reason);
   }
 
@@ -302,9 +264,7 @@ export class HubbubClient {
   }
 
   _settleConnect(welcome, error) {
-    const waiters = this._connectWaiters;
-    this._connectWaiters = [];
-    for (const w of waiters) (error ? w.reject(error) : w.resolve(welcome));
+    for (const w of this._connectWaiters.splice(0)) (error ? w.reject(error) : w.resolve(welcome));
   }
 
   /** After a `welcome`: restore the presence status, re-join rooms, then send the outbox. */
@@ -364,17 +324,10 @@ export class HubbubClient {
   _onMessage(ws, data) {
     if (ws !== this._ws || typeof data !== 'string') return;
     let frame;
-    try {
-      frame = JSON.parse(data);
-    } catch {
-      return;
-    }
+    try { frame = JSON.parse(data); } catch { return; }
     if (!frame || typeof frame.type !== 'string') return;
     const { type, id } = frame;
-    if (type === 'pong') {
-      this._awaitingPong = false;
-      return;
-    }
+    if (type === 'pong') return void (this._awaitingPong = false);
     const pending = id != null ? this._pending.get(id) : undefined;
     if (pending && (type === 'ack' || type === 'error' || type === 'welcome')) {
       this._pending.delete(id);
@@ -421,11 +374,8 @@ export class HubbubClient {
   // ---- rooms ----------------------------------------------------------------------
 
   /**
-   * Join a room. Resolves with the ack `{roomId, members, lastSeq}`. Called while
-   * disconnected, the join is sent as soon as the connection is back. The client
-   * re-joins its rooms after every reconnect.
-   * @param {string | number} roomId
-   * @returns {Promise<object>}
+   * Join a room; resolves with the ack `{roomId, members, lastSeq}`. Called while
+   * disconnected, the join goes out when the connection is back; every reconnect re-joins.
    */
   joinRoom(roomId) {
     roomId = String(roomId);
@@ -436,10 +386,7 @@ export class HubbubClient {
     return quiet(promise);
   }
 
-  /**
-   * @param {string} roomId
-   * @param {boolean} explicit joinRoom() (a fresh view) rather than a re-join with `since`
-   */
+  /** `explicit`: joinRoom() (a fresh view) rather than a re-join with `since`. */
   _sendJoin(roomId, explicit) {
     const room = this._rooms.get(roomId);
     const since = !explicit && room.lastSeq != null ? room.lastSeq : undefined;
@@ -448,8 +395,7 @@ export class HubbubClient {
       (err) => {
         if (err.code === 'disconnected' || this._rooms.get(roomId) !== room) return;
         this._rooms.delete(roomId); // refused (forbidden, ...): the room is not ours
-        room.waiters.forEach((w) => w.reject(err));
-        room.waiters = [];
+        room.waiters.splice(0).forEach((w) => w.reject(err));
       });
   }
 
@@ -462,16 +408,11 @@ export class HubbubClient {
     // the server's seq went back (a new store). Live events continue from its lastSeq.
     if (since !== undefined && ack.recovered === false) room.lastSeq = ack.lastSeq;
     else room.lastSeq = Math.max(room.lastSeq == null ? 0 : room.lastSeq, ack.lastSeq || 0);
-    const waiters = room.waiters;
-    room.waiters = [];
-    waiters.forEach((w) => w.resolve(ack));
+    room.waiters.splice(0).forEach((w) => w.resolve(ack));
     if (since !== undefined) this._emit({ type: 'rejoin', payload: ack });
   }
 
-  /**
-   * Leave a room; resolves with the ack `{roomId}` (at once when disconnected).
-   * @param {string | number} roomId
-   */
+  /** Leave a room; resolves with the ack `{roomId}` (at once when disconnected). */
   leaveRoom(roomId) {
     roomId = String(roomId);
     const room = this._rooms.get(roomId);
@@ -507,7 +448,6 @@ export class HubbubClient {
   /**
    * Call on every keystroke in a room's composer: sends `isTyping: true` at most every
    * ~2 s while typing, and `false` after 3 s without a keystroke.
-   * @param {string | number} roomId
    */
   typing(roomId) {
     roomId = String(roomId);
@@ -548,12 +488,8 @@ export class HubbubClient {
    * Send a chat message. Resolves with the ack `{messageId, seq, createdAt}` once the
    * server has stored it. Every message gets a `clientMsgId` and stays in the outbox until
    * acked: it is sent when connected and re-sent after a reconnect (the server answers a
-   * retry with the original ack and does not broadcast it twice).
-   * @param {string | number} roomId
-   * @param {string} [userId] kept for compatibility
-   * @param {string} content
-   * @param {{clientMsgId?: string, replyTo?: string}} [options]
-   * @returns {Promise<{messageId: string, seq: number, createdAt: number}>}
+   * retry with the original ack and does not broadcast it twice). `options`:
+   * `{clientMsgId?, replyTo?}`; `userId` is kept for compatibility.
    */
   sendChatMessage(roomId, userId, content, options = {}) {
     roomId = String(roomId);
@@ -580,17 +516,11 @@ export class HubbubClient {
       entry.frameId = id;
       this._pending.set(id, {
         request: { type: 'chat', payload: entry.payload },
-        resolve: (ack) => {
-          this._outbox.delete(clientMsgId);
-          entry.resolve(ack);
-        },
+        resolve: (ack) => this._outbox.delete(clientMsgId) && entry.resolve(ack),
         reject: (err) => {
           entry.frameId = null;
           if (err.code === 'disconnected') return; // re-sent after the reconnect
-          if (err.code === 'rate_limited') {
-            setTimeout(() => this._flushOutbox(), err.retryAfterMs || 1000);
-            return;
-          }
+          if (err.code === 'rate_limited') return void setTimeout(() => this._flushOutbox(), err.retryAfterMs || 1000);
           this._outbox.delete(clientMsgId);
           entry.reject(err);
         },
@@ -619,10 +549,8 @@ export class HubbubClient {
   }
 
   /**
-   * A page of a room's messages in their current state, ascending by seq.
-   * @param {string | number} roomId
-   * @param {{beforeSeq?: number, afterSeq?: number, limit?: number}} [page]
-   * @returns {Promise<{roomId: string, messages: object[], hasMore: boolean}>}
+   * A page `{roomId, messages, hasMore}` of a room's messages, current state, ascending seq.
+   * @param {string | number} roomId @param {{beforeSeq?: number, afterSeq?: number, limit?: number}} [page]
    */
   history(roomId, { beforeSeq, afterSeq, limit } = {}) {
     return this._request('history', defined({ roomId: String(roomId), beforeSeq, afterSeq, limit }));
@@ -633,13 +561,7 @@ export class HubbubClient {
   /**
    * Start (or renegotiate) a call: relays `offer` to `toUserId`. Returns the callId at once
    * (a new random one when none is given). A refusal (`not_found`, `forbidden`) arrives as an
-   * 'error' event whose `request.payload.callId` is that callId.
-   * @param {string} [fromUserId] kept for compatibility
-   * @param {string} toUserId
-   * @param {RTCSessionDescriptionInit} offer
-   * @param {string} [callId]
-   * @param {{roomId?: string}} [options]
-   * @returns {string}
+   * 'error' event whose `request.payload.callId` is that callId. `options`: `{roomId?}`.
    */
   sendWebRTCOffer(fromUserId, toUserId, offer, callId, options = {}) {
     callId = callId || uuid();
