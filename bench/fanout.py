@@ -31,7 +31,9 @@ What the numbers mean
   loadgen CPU = this process. A load generator near 1.0 means the harness is the limit, not hubbub.
   bg cores    = CPU used by everything else on the machine over the window (/proc/stat): above
                 ~0.3 the step was noisy (other sessions' tests), and its numbers are not hubbub's.
-  The ladder stops at the first step that delivers < 90 % of the offered rate or has p99 > 1 s.
+  A step with >= 0.3 bg cores runs once more and the quieter attempt counts (still noisy: the
+  table says NOISY). The ladder stops at the first step, not noisy, that delivers < 90 % of the
+  offered rate or has p99 > 1 s.
   Typing is ephemeral (no persistence): this is the broadcast path alone. On this 2-core VM other
   work moves absolute numbers by +-10 %; compare runs of the same day, not across days.
 
@@ -63,6 +65,7 @@ from benchkit import (
     fmt_counts,
     fmt_ms,
     given_server,
+    is_noisy,
     markdown_table,
     masked_frame,
     open_clients,
@@ -81,6 +84,7 @@ MAX_HOLD_S = 0.5  # true -> false; well below the 3 s typing timeout
 TICK_S = 0.001
 SETTLE_S = 1.0  # after the joins, before the first step
 QUIET_GAP_S = 0.5  # between steps
+NOISY_RETRIES = 1  # a step with other work on the machine runs once more; the quieter one counts
 DEFAULT_RATES = (10_000, 25_000, 50_000, 100_000, 150_000, 185_000)
 QUICK_RATES = (10_000, 50_000, 100_000)
 
@@ -118,6 +122,9 @@ class Step:
     unmatched: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
+
+    def noisy(self) -> bool:
+        return is_noisy(self.bg_cores)
 
     def overloaded(self) -> bool:
         return (self.delivered_per_s < 0.9 * self.offered_per_s
@@ -254,8 +261,21 @@ class TypingFanout:
                     errors=dict(self.errors), dropped=dict(dropped_connections(self.clients)))
 
 
+async def quietest_step(load: TypingFanout, server: Server, rate: int, args: argparse.Namespace,
+                        meter: CpuMeter) -> Step:
+    """One rung; a noisy one (other work >= 0.3 cores) runs once more and the quieter counts."""
+    attempts: list[Step] = []
+    for _ in range(1 + NOISY_RETRIES):
+        await wait_for_quiet(server, args.quiet_wait)
+        attempts.append(await load.run_step(rate, args.warmup, args.duration, meter))
+        if not attempts[-1].noisy():
+            break
+        progress(f"{rate:,}/s: {attempts[-1].bg_cores:.2f} cores of other work, noisy")
+    return min(attempts, key=lambda step: step.bg_cores or 0.0)
+
+
 async def run_ladder(server: Server, args: argparse.Namespace) -> list[Step]:
-    users, warmup, duration = args.users, args.warmup, args.duration
+    users = args.users
     load = TypingFanout(users)
     progress(f"opening {users} connections in {ROOMS} rooms ...")
     opened = time.perf_counter()
@@ -266,12 +286,11 @@ async def run_ladder(server: Server, args: argparse.Namespace) -> list[Step]:
     meter = CpuMeter(server)
     try:
         for rate in args.rates:
-            await wait_for_quiet(server, args.quiet_wait)
-            step = await load.run_step(rate, warmup, duration, meter)
+            step = await quietest_step(load, server, rate, args, meter)
             steps.append(step)
             progress(f"{rate:,}/s offered: {step.delivered_per_s:,.0f}/s delivered, "
                      f"p99 {fmt_ms(step.p99_ms)} ms")
-            if step.overloaded():
+            if step.overloaded() and not step.noisy():
                 progress("stopping the ladder: < 90 % delivered or p99 > 1 s")
                 break
     finally:
@@ -288,6 +307,8 @@ def notes(step: Step) -> str:
     text = fmt_counts(found)
     if step.offered_per_s < 0.9 * step.target_per_s:
         text += "; pacer behind target (load generator starved)"
+    if step.noisy():
+        text += "; NOISY (bg cores)"
     return text
 
 
@@ -366,7 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     pin_to_loadgen_cpu()
     server = given_server(args.url, args.server_pid) if args.url else start_server()
-    budget = 90 + len(args.rates) * (args.quiet_wait + args.warmup + args.duration + 3)
+    step_s = args.quiet_wait + args.warmup + args.duration + 3
+    budget = 90 + len(args.rates) * (1 + NOISY_RETRIES) * step_s
     try:
         steps = run_async(asyncio.wait_for(run_ladder(server, args), budget))
     finally:

@@ -11,9 +11,11 @@ Method
   1. Verify (the warm-up): send for `--warmup` s, stop, wait for every ack, then check that every
      ack carries `messageId` (string), `seq` and `createdAt` (integers) and that the seqs acked in
      each room are exactly 1..N (gapless, no duplicates).
-  2. Measure: send for `--duration` s; count the acks that arrive in the window, with the latency
-     of each (ack receive time - chat send time, one clock). Then stop, wait for the last acks and
-     check the seqs of the whole run again.
+  2. Measure: wait up to `--quiet-wait` s (default 10) for < 0.3 cores of other work on the
+     machine, then send for `--duration` s; count the acks that arrive in the window, with the
+     latency of each (ack receive time - chat send time, one clock). Then stop and wait for the
+     last acks. A noisy window (>= 0.3 bg cores) runs once more; the quieter one counts. Finally
+     the seqs of the whole run are checked again.
   The broadcasts (each chat goes to the 10 members of its room, sender included) are only counted,
   by the first bytes of the frame; acks and errors are JSON-decoded.
 
@@ -45,6 +47,7 @@ from typing import Any
 
 from benchkit import (
     CpuMeter,
+    CpuUse,
     Latency,
     Server,
     WsClient,
@@ -54,6 +57,7 @@ from benchkit import (
     fmt_counts,
     fmt_ms,
     given_server,
+    is_noisy,
     markdown_table,
     open_clients,
     output_dir,
@@ -69,6 +73,7 @@ SYNC_MODES = ("FULL", "NORMAL")
 DRAIN_TIMEOUT_S = 10.0
 CHAT_HEAD = b'{"type":"chat"'
 MAX_PROBLEMS = 5
+NOISY_RETRIES = 1  # a window with other work on the machine runs once more; the quieter counts
 
 
 @dataclass
@@ -240,34 +245,62 @@ class ChatLoad:
         self.errors.clear()
 
 
+@dataclass
+class Window:
+    """What one measured window of the closed loop gave."""
+
+    seconds: float
+    acked: int
+    latency: dict[str, float | int | None]
+    cpu: CpuUse
+    errors: dict[str, int]
+
+
+async def measure_window(load: ChatLoad, server: Server, duration: float) -> Window:
+    """Closed loop for `duration` s: acks, their latency and CPU over the window."""
+    meter = CpuMeter(server)
+    meter.start()
+    load.begin_window()
+    load.start()
+    await asyncio.sleep(duration)
+    seconds = load.stop()
+    cpu = meter.stop()
+    await load.drain()
+    return Window(seconds, load.acked, load.latency.summary(), cpu, dict(load.errors))
+
+
+async def quietest_window(load: ChatLoad, server: Server, args: argparse.Namespace) -> Window:
+    """A window; a noisy one (other work >= 0.3 cores) runs once more and the quieter counts."""
+    attempts: list[Window] = []
+    for _ in range(1 + NOISY_RETRIES):
+        await wait_for_quiet(server, args.quiet_wait)
+        attempts.append(await measure_window(load, server, args.duration))
+        if not is_noisy(attempts[-1].cpu.background):
+            break
+        progress(f"{attempts[-1].cpu.background:.2f} cores of other work, noisy")
+    return min(attempts, key=lambda w: w.cpu.background or 0.0)
+
+
 async def measure_mode(server: Server, mode: str, args: argparse.Namespace) -> ModeResult:
     load = ChatLoad(secrets.token_hex(4))
     load.attach(await open_clients(server, load.user_list(), load.on_frame))
+    clients = [s.client for s in load.senders]
     try:
         await load.run_for(args.warmup)
         verify = load.verify()
         progress(f"{mode}: verify " + ("ok" if not verify else "FAILED: " + "; ".join(verify)))
-        await wait_for_quiet(server, args.quiet_wait)
-        meter = CpuMeter(server)
-        meter.start()
-        load.begin_window()
-        load.start()
-        await asyncio.sleep(args.duration)
-        window = load.stop()
-        cpu = meter.stop()
-        await load.drain()
+        window = await quietest_window(load, server, args)
     finally:
-        close_clients([s.client for s in load.senders])
+        close_clients(clients)
         await asyncio.sleep(0.2)
-    lat = load.latency.summary()
     return ModeResult(
-        synchronous=mode, chats_per_s=load.acked / window, p50_ms=lat["p50_ms"],
-        p99_ms=lat["p99_ms"], max_ms=lat["max_ms"], server_cpu=cpu.server,
-        loadgen_cpu=cpu.loadgen, bg_cores=cpu.background, window_s=window, verify=verify,
-        seq_check=load.verify(),
+        synchronous=mode, chats_per_s=window.acked / window.seconds,
+        p50_ms=window.latency["p50_ms"], p99_ms=window.latency["p99_ms"],
+        max_ms=window.latency["max_ms"], server_cpu=window.cpu.server,
+        loadgen_cpu=window.cpu.loadgen, bg_cores=window.cpu.background,
+        window_s=window.seconds, verify=verify, seq_check=load.verify(),
         chats_acked_total=load.acked_total, broadcasts_received=load.broadcasts,
-        errors=dict(load.errors),
-        dropped=dict(dropped_connections([s.client for s in load.senders])))
+        errors=window.errors, dropped=dict(dropped_connections(clients)))
 
 
 def run_mode(mode: str, args: argparse.Namespace) -> ModeResult:
@@ -276,7 +309,8 @@ def run_mode(mode: str, args: argparse.Namespace) -> ModeResult:
         server = given_server(args.url, args.server_pid)
     else:
         server = start_server(["--sqlite-synchronous", mode])
-    budget = 60 + args.quiet_wait + args.warmup + args.duration + 2 * DRAIN_TIMEOUT_S
+    window_s = args.quiet_wait + args.duration + DRAIN_TIMEOUT_S
+    budget = 60 + args.warmup + DRAIN_TIMEOUT_S + (1 + NOISY_RETRIES) * window_s
     try:
         result: ModeResult = run_async(asyncio.wait_for(measure_mode(server, mode, args), budget))
     finally:
@@ -291,7 +325,8 @@ def render(results: list[ModeResult]) -> str:
     rows = [[r.synchronous, fmt(r.chats_per_s), fmt_ms(r.p50_ms), fmt_ms(r.p99_ms),
              fmt_ms(r.max_ms), fmt(r.server_cpu, 2), fmt(r.loadgen_cpu, 2),
              fmt(r.bg_cores, 2),
-             fmt_counts({**r.errors, **{f"close {k}": v for k, v in r.dropped.items()}}),
+             fmt_counts({**r.errors, **{f"close {k}": v for k, v in r.dropped.items()}})
+             + ("; NOISY (bg cores)" if is_noisy(r.bg_cores) else ""),
              "ok" if not r.verify else "FAIL", "yes" if not r.seq_check else "NO"]
             for r in results]
     return markdown_table(headers, rows)
