@@ -42,12 +42,18 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = config.load(args)
     url = settings.store
-    if not url.startswith("sqlite:///"):
-        print(f"hubbub migrate: only file SQLite stores for now, not {url!r}", file=sys.stderr)
-        return 2
-    from hubbub.store.sqlite import run_migrations
+    from hubbub.store import POSTGRES_SCHEMES, postgres_module
 
-    version = _run(run_migrations(url[len("sqlite:///"):]))
+    if url.startswith(POSTGRES_SCHEMES):
+        version = _run(postgres_module().run_migrations(url))
+    elif url.startswith("sqlite:///"):
+        from hubbub.store.sqlite import run_migrations
+
+        version = _run(run_migrations(url[len("sqlite:///"):]))
+    else:
+        print(f"hubbub migrate: needs a file SQLite or a PostgreSQL store, not {url!r}",
+              file=sys.stderr)
+        return 2
     print(f"schema version {version}")
     return 0
 

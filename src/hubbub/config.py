@@ -75,8 +75,11 @@ class Settings:
             raise ConfigError("--port must be 0..65535")
         if self.max_frame < 256:
             raise ConfigError("--max-frame must be at least 256 bytes")
-        if self.redis:
-            raise ConfigError("--redis (scale-out) is not available in this version yet")
+        if self.redis and not self.redis.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("--redis must be a redis://HOST:PORT/DB URL")
+        if self.redis and self.store in ("sqlite://:memory:", "sqlite:///:memory:"):
+            raise ConfigError("--redis shares state between nodes: use a store they share "
+                              "(a SQLite file on one machine, or postgresql://)")
 
 
 def flag(name: str) -> str:

@@ -79,9 +79,6 @@ async def test_sigterm_with_no_clients_exits_0():
         assert await asyncio.to_thread(proc.terminate) == 0
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "server/app.py serve() prints `listening on` before it installs its SIGTERM handler, "
-    "so a SIGTERM sent as soon as the line is read can kill the process (-15); racy"))
 async def test_sigterm_sent_as_soon_as_the_listening_line_is_read_exits_0():
     with serving() as proc:
         assert await asyncio.to_thread(proc.terminate) == 0

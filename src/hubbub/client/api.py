@@ -8,6 +8,7 @@
 
 import asyncio
 import inspect
+import logging
 import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -20,10 +21,24 @@ import msgspec
 from hubbub.client.connection import Backoff, Connection, Envelope, HubbubRequestError
 from hubbub.protocol import frames as f
 
+log = logging.getLogger("hubbub.client")
+
+
+# A message deleted after it was sent has its content erased from the stored events: a
+# `join_room` `since` replay (`missed`) carries its `chat` and `message_edit` events with
+# `"content": null`. These accept that; they are the frames types otherwise.
+class ChatEvent(f.ChatEvent):
+    content: str | None  # type: ignore[assignment]  # None: deleted since
+
+
+class MessageEditEvent(f.MessageEditEvent):
+    content: str | None  # type: ignore[assignment]  # None: deleted since
+
+
 # The payload type of every server -> client frame, decoded for the handlers.
 EVENT_TYPES: dict[str, type[msgspec.Struct]] = {
-    "chat": f.ChatEvent,
-    "message_edit": f.MessageEditEvent,
+    "chat": ChatEvent,
+    "message_edit": MessageEditEvent,
     "message_delete": f.MessageDeleteEvent,
     "reaction": f.ReactionEvent,
     "typing": f.TypingEvent,
@@ -52,7 +67,12 @@ Handler = Callable[[Event], Awaitable[None] | None]
 
 def _decode(type_: str, raw: msgspec.Raw) -> Any:
     kind = EVENT_TYPES.get(type_)
-    return msgspec.json.decode(raw) if kind is None else msgspec.json.decode(raw, type=kind)
+    if kind is not None:
+        try:
+            return msgspec.json.decode(raw, type=kind)
+        except msgspec.ValidationError as exc:  # deliver it anyway, untyped, rather than drop it
+            log.warning("%s event does not match %s: %s", type_, kind.__name__, exc)
+    return msgspec.json.decode(raw)
 
 
 class Client:
@@ -76,7 +96,9 @@ class Client:
         """Open and authenticate; returns the server's `welcome`."""
         raw = await self._conn.open()
         self.welcome = msgspec.json.decode(raw, type=f.Welcome)
-        self._emit(Event("open", {"reconnected": False}))
+        opened = self._emit(Event("open", {"reconnected": False}))
+        if opened is not None:
+            await opened
         return self.welcome
 
     async def disconnect(self) -> None:
@@ -118,23 +140,31 @@ class Client:
                 return event
 
     def _emit(self, event: Event) -> Awaitable[None] | None:
+        """Run the handlers; an exception in one is logged, never fatal to the client."""
         if self._queue is not None:
             self._queue.put_nowait(event)
-        waits = [r for h in list(self._handlers.get(event.type, ()))
-                 if (r := h(event)) is not None and inspect.isawaitable(r)]
+        waits: list[Awaitable[Any]] = []
+        for handler in list(self._handlers.get(event.type, ())):
+            try:
+                result = handler(event)
+            except Exception:
+                log.exception("%s handler %r failed", event.type, handler)
+                continue
+            if result is not None and inspect.isawaitable(result):
+                waits.append(result)
         if waits:
-            return _gather(waits)
+            return _gather(event.type, waits)
         return None
 
     def _on_frame(self, env: Envelope) -> Awaitable[None] | None:
         return self._emit(Event(env.type, _decode(env.type, env.payload)))
 
-    def _on_state(self, state: str, info: dict[str, Any]) -> None:
+    def _on_state(self, state: str, info: dict[str, Any]) -> Awaitable[None] | None:
         if state == "open":
             raw = self._conn.welcome
             if raw is not None:
                 self.welcome = msgspec.json.decode(raw, type=f.Welcome)
-        self._emit(Event(state, info))
+        return self._emit(Event(state, info))
 
     # ---- operations (PROTOCOL §Client libraries, snake_case) -------------------------------
     async def set_presence(self, status: Literal["online", "away", "busy"]) -> None:
@@ -229,8 +259,10 @@ def _reason(payload: dict[str, Any], reason: str | None) -> dict[str, Any]:
     return payload
 
 
-async def _gather(waits: list[Awaitable[Any]]) -> None:
-    await asyncio.gather(*waits)
+async def _gather(type_: str, waits: list[Awaitable[Any]]) -> None:
+    for result in await asyncio.gather(*waits, return_exceptions=True):
+        if isinstance(result, Exception):
+            log.error("%s handler failed", type_, exc_info=result)
 
 
 __all__ = ["Client", "Event", "HubbubRequestError"]

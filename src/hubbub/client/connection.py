@@ -58,7 +58,11 @@ class Backoff:
     attempt: int = 0
 
     def next_delay(self) -> float:
-        delay = random.uniform(0, min(self.cap, self.base * 2**self.attempt))
+        try:
+            ceiling = min(self.cap, self.base * 2**self.attempt)
+        except OverflowError:  # 2**attempt outgrows a float after ~1024 failed attempts
+            ceiling = self.cap
+        delay = random.uniform(0, ceiling)
         self.attempt += 1
         return delay
 
@@ -72,9 +76,11 @@ class _Outgoing:
 
     frame: dict[str, Any]
     future: "asyncio.Future[msgspec.Raw]"
+    sent_on: int = 0  # the connection (generation) it was last written to
 
 
 FrameHandler = Callable[[Envelope], Awaitable[None] | None]
+StateHandler = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 
 
 @dataclass
@@ -82,7 +88,7 @@ class Connection:
     url: str
     auth_payload: dict[str, Any]
     on_frame: FrameHandler
-    on_state: Callable[[str, dict[str, Any]], None]
+    on_state: StateHandler
     reconnect: bool = True
     backoff: Backoff = field(default_factory=Backoff)
     request_timeout: float = 10.0
@@ -97,27 +103,50 @@ class Connection:
     _ids: "itertools.count[int]" = field(default_factory=lambda: itertools.count(1))
     _reader: "asyncio.Task[None] | None" = None
     _closing: bool = False
+    _ended: bool = False  # the final `close` event went out
+    _generation: int = 0  # connections established so far
     _connected: asyncio.Event = field(default_factory=asyncio.Event)
     close_code: int | None = None
 
     # ---- lifecycle ------------------------------------------------------------------
     async def open(self) -> msgspec.Raw:
         self._http = aiohttp.ClientSession()
-        welcome = await self._establish()
+        try:
+            welcome = await self._establish()
+        except BaseException:
+            await self._http.close()
+            raise
+        self._connected.set()
         self._reader = asyncio.get_running_loop().create_task(self._run())
         return welcome
 
     async def close(self) -> None:
         self._closing = True
+        self._connected.clear()
         if self._ws is not None and not self._ws.closed:
             await self._ws.close()
-        if self._reader is not None:
+        # A handler may call this from the reader itself: that task then ends on its own.
+        if self._reader is not None and self._reader is not asyncio.current_task():
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
         self._fail_pending(ConnectionError("client closed"), include_outbox=True)
+        if self._reader is not None and not self._ended:
+            await self._end(1000)
         if self._http is not None:
             await self._http.close()
+
+    async def _end(self, code: int | None) -> None:
+        """No more reconnects: fail what waits (the outbox too), then the final `close`."""
+        self._closing = self._ended = True
+        self._connected.clear()
+        self._fail_pending(ConnectionError(f"connection closed ({code})"), include_outbox=True)
+        await self._state("close", {"code": code, "final": True})
+
+    async def _state(self, state: str, info: dict[str, Any]) -> None:
+        result = self.on_state(state, info)
+        if result is not None:
+            await result
 
     @property
     def connected(self) -> bool:
@@ -136,6 +165,10 @@ class Connection:
             msg = await self._ws.receive(timeout=self.request_timeout)
             if msg.type is not aiohttp.WSMsgType.TEXT:
                 code = self._ws.close_code
+                if code in NO_RECONNECT:  # e.g. 4001: a bad or expired token
+                    self.close_code = code
+                    raise HubbubRequestError(
+                        "unauthorized", f"the server closed the connection ({code} {msg.extra})")
                 raise ConnectionError(f"server closed during authentication ({code})")
             env = msgspec.json.decode(msg.data, type=Envelope)
             if env.type == "welcome":
@@ -143,10 +176,11 @@ class Connection:
                 break
             if env.type == "error":
                 err = msgspec.json.decode(env.payload, type=_ErrorPayload)
+                await self._ws.close()
+                self.close_code = 4001
                 raise HubbubRequestError(err.code, err.message)
-        self._connected.set()
+        self._generation += 1
         return self.welcome
-
 
     # ---- the reader -------------------------------------------------------------------
     async def _run(self) -> None:
@@ -155,11 +189,16 @@ class Connection:
             self._connected.clear()
             code = self.close_code
             self._fail_pending(ConnectionError(f"connection lost ({code})"))
-            if self._closing or not self.reconnect or code in NO_RECONNECT:
-                self.on_state("close", {"code": code, "final": True})
+            if self._closing:  # close() was called: it sends the final `close` itself
                 return
-            self.on_state("close", {"code": code, "final": False})
-            await self._reconnect()
+            if not self.reconnect or code in NO_RECONNECT:
+                await self._end(code)
+                return
+            await self._state("close", {"code": code, "final": False})
+            if not await self._reconnect():
+                if not self._closing:  # re-authentication refused
+                    await self._end(self.close_code)
+                return
 
     async def _read_until_closed(self) -> None:
         ws = self._ws
@@ -179,23 +218,29 @@ class Connection:
 
     async def _resume(self) -> None:
         """On every (re)connection: rejoin each room with `since` = the last seq seen and
-        replay the missed events to the handlers, then re-send the unacked chats."""
+        replay the missed events to the handlers, then re-send the unacked chats. Only then
+        is the client `connected`: requests sent earlier would not find it in its rooms, and
+        new chats would overtake the older ones waiting in the outbox."""
         for room, last in list(self.rooms.items()):
             try:
                 ack = msgspec.json.decode(await self.join(room, since=last), type=_JoinAck)
             except (HubbubRequestError, TimeoutError, ConnectionError) as exc:
                 log.warning("rejoining %s failed: %s", room, exc)
                 continue
-            self.on_state("rejoined", {"roomId": room, "recovered": bool(ack.recovered),
-                                       "lastSeq": ack.last_seq})
-        for out in list(self._outbox.values()):
-            with contextlib.suppress(ConnectionError):
-                await self._send(out.frame)
+            await self._state("rejoined", {"roomId": room, "recovered": bool(ack.recovered),
+                                           "lastSeq": ack.last_seq})
+        # Chats queued while this loop awaits are picked up too, in the order they came.
+        while todo := [o for o in self._outbox.values() if o.sent_on != self._generation]:
+            for out in todo:
+                await self._send_outgoing(out)
+        self._connected.set()
 
-    async def _reconnect(self) -> None:
+    async def _reconnect(self) -> bool:
+        """Retry until a connection is authenticated (True), or until the server refuses
+        the credentials or close() is called (False)."""
         while not self._closing:
             delay = self.backoff.next_delay()
-            self.on_state("reconnect", {"attempt": self.backoff.attempt, "delay": delay})
+            await self._state("reconnect", {"attempt": self.backoff.attempt, "delay": delay})
             await asyncio.sleep(delay)
             try:
                 await self._establish()
@@ -204,12 +249,11 @@ class Connection:
                 continue
             except HubbubRequestError as exc:
                 log.warning("re-authentication refused: %s", exc)
-                self.close_code = 4001
-                self._closing = True
-                return
+                return False
             self.backoff.reset()
-            self.on_state("open", {"reconnected": True})
-            return
+            await self._state("open", {"reconnected": True})
+            return True
+        return False
 
     async def _dispatch(self, env: Envelope) -> None:
         if env.id is not None and env.type in ("ack", "error", "pong", "welcome"):
@@ -243,9 +287,10 @@ class Connection:
     async def _joined(self, room: str, raw: msgspec.Raw) -> None:
         ack = msgspec.json.decode(raw, type=_JoinAck)
         if ack.missed is None or not ack.recovered:
-            # A fresh join, or more was missed than the server replays: live events start
-            # after lastSeq; older ones are for `history`.
-            self.rooms[room] = max(self.rooms.get(room, 0), ack.last_seq)
+            # A fresh join, or more was missed than the server replays (or the server has
+            # fewer events than we saw: its data was reset): live events start after
+            # lastSeq; older ones are for `history`.
+            self.rooms[room] = ack.last_seq
             return
         self.rooms.setdefault(room, ack.last_seq - len(ack.missed))
         for frame in ack.missed:
@@ -282,7 +327,10 @@ class Connection:
         await self._ws.send_str(msgspec.json.encode(frame).decode())
 
     async def request(self, type_: str, payload: dict[str, Any]) -> msgspec.Raw:
-        """Send a frame with an id and wait for its ack (or raise HubbubRequestError)."""
+        """Send a frame with an id and wait for its ack (or raise HubbubRequestError).
+        Raises ConnectionError at once while not connected (or still rejoining)."""
+        if not self.connected:
+            raise ConnectionError("not connected")
         fut = self._request_future()
         frame_id: str = fut.frame_id  # type: ignore[attr-defined]
         try:
@@ -293,19 +341,28 @@ class Connection:
 
     async def send(self, type_: str, payload: dict[str, Any]) -> None:
         """Fire and forget (typing): dropped while disconnected."""
-        with contextlib.suppress(ConnectionError):
-            await self._send({"type": type_, "payload": payload})
+        if self.connected:
+            with contextlib.suppress(ConnectionError):
+                await self._send({"type": type_, "payload": payload})
 
     async def send_chat(self, payload: dict[str, Any]) -> msgspec.Raw:
         """A chat survives reconnects: it stays in the outbox, keyed by clientMsgId, until
-        acked, and is re-sent with the same clientMsgId after each reconnect."""
+        acked, and is re-sent with the same clientMsgId after each reconnect. Raises
+        ConnectionError once the client is closed for good."""
+        if self._closing:
+            raise ConnectionError("client closed")
         fut: asyncio.Future[msgspec.Raw] = asyncio.get_running_loop().create_future()
         frame_id = f"c{next(self._ids)}"
-        frame = {"type": "chat", "id": frame_id, "payload": payload}
-        self._outbox[frame_id] = _Outgoing(frame, fut)
-        with contextlib.suppress(ConnectionError):
-            await self._send(frame)
+        out = _Outgoing({"type": "chat", "id": frame_id, "payload": payload}, fut)
+        self._outbox[frame_id] = out
+        if self.connected:  # else _resume sends it, after the rooms are rejoined
+            await self._send_outgoing(out)
         return await fut
+
+    async def _send_outgoing(self, out: _Outgoing) -> None:
+        out.sent_on = self._generation
+        with contextlib.suppress(ConnectionError):
+            await self._send(out.frame)
 
     def _fail_pending(self, exc: Exception, include_outbox: bool = False) -> None:
         for fut in self._pending.values():

@@ -29,6 +29,8 @@ class ToRoom:
     type: str
     payload: Out
     exclude_user: UserId | None = None
+    # The room seq of a persisted event: with several nodes, delivery follows it.
+    seq: int | None = None
 
 
 @dataclass(slots=True, frozen=True)

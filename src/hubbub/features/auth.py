@@ -102,7 +102,10 @@ def establish(node: Node, s: Session, ident: Identity, frame_id: str | None) -> 
     s.identity = ident
     now = node.clock.now_ms()
     node.presence.connect(ident.user_id, ident.username, now)
-    node.user_conns.setdefault(ident.user_id, set()).add(s.conn)
+    conns = node.user_conns.setdefault(ident.user_id, set())
+    if not conns:
+        node.fanout.user_opened(ident.user_id)
+    conns.add(s.conn)
     if ident.expires_at_ms is not None:
         node.add_deadline(ident.expires_at_ms, s.conn)
     log.info("authenticated conn=%s user=%s", s.conn, ident.user_id)

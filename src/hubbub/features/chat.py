@@ -53,7 +53,7 @@ async def handle_chat(node: Node, s: Session, frame: Chat) -> Effects:
             duplicate=duplicate), frame.id))
     if duplicate:  # PROTOCOL §Ordering: a retry is acked again, never broadcast twice
         return effects
-    effects.append(ToRoom(room, "chat", event))
+    effects.append(ToRoom(room, "chat", event, seq=event.seq))
     effects += stop_typing(node, room, ident.user_id, ident.username)
     return effects
 
@@ -66,7 +66,7 @@ async def handle_edit(node: Node, s: Session, frame: MessageEdit) -> Effects:
                                           node.clock.now_ms())
     return [Reply(s.conn, "ack", EditAck(message_id=event.message_id, seq=event.seq,
                                          edited_at=event.edited_at), frame.id),
-            ToRoom(room, "message_edit", event)]
+            ToRoom(room, "message_edit", event, seq=event.seq)]
 
 
 async def handle_delete(node: Node, s: Session, frame: MessageDelete) -> Effects:
@@ -76,7 +76,7 @@ async def handle_delete(node: Node, s: Session, frame: MessageDelete) -> Effects
                                             node.clock.now_ms())
     return [Reply(s.conn, "ack", DeleteAck(message_id=event.message_id, seq=event.seq,
                                            deleted_at=event.deleted_at), frame.id),
-            ToRoom(room, "message_delete", event)]
+            ToRoom(room, "message_delete", event, seq=event.seq)]
 
 
 async def handle_reaction(node: Node, s: Session, frame: Reaction) -> Effects:
@@ -88,7 +88,7 @@ async def handle_reaction(node: Node, s: Session, frame: Reaction) -> Effects:
                                    node.clock.now_ms())
     ack = Reply(s.conn, "ack", ReactionAck(message_id=p.message_id, emoji=p.emoji, op=p.op,
                                            seq=event.seq if event else None), frame.id)
-    return [ack] if event is None else [ack, ToRoom(room, "reaction", event)]
+    return [ack] if event is None else [ack, ToRoom(room, "reaction", event, seq=event.seq)]
 
 
 async def read_history(node: Node, ident: Identity, room: RoomId, before_seq: int | None,

@@ -5,6 +5,7 @@ import itertools
 import secrets
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from hubbub.config import Settings
 from hubbub.core.calls import Calls
@@ -15,10 +16,48 @@ from hubbub.core.rooms import RoomRegistry
 from hubbub.core.session import Limits, Session
 from hubbub.core.typing_indicators import TypingTracker
 from hubbub.errors import ProtocolError
-from hubbub.ids import ConnId, UserId
+from hubbub.ids import ConnId, RoomId, UserId
 from hubbub.metrics import Metrics
 from hubbub.protocol.frames import ErrorPayload
 from hubbub.store.base import Store
+
+
+class Fanout(Protocol):
+    """What the rules tell the node's fan-out about local interest (hubbub.server.fanout)."""
+
+    async def room_opened(self, room: RoomId) -> None:
+        """The first local connection is joining `room`; returns once its events flow."""
+
+    def room_position(self, room: RoomId, last_seq: int) -> None:
+        """A local connection joined `room` at `last_seq`."""
+
+    def room_closed(self, room: RoomId) -> None:
+        """The last local connection left `room`."""
+
+    def user_opened(self, user: UserId) -> None:
+        """The first local connection of `user` authenticated."""
+
+    def user_closed(self, user: UserId) -> None:
+        """The last local connection of `user` closed."""
+
+
+class LocalOnly:
+    """One node, nobody else to tell."""
+
+    async def room_opened(self, room: RoomId) -> None:
+        return None
+
+    def room_position(self, room: RoomId, last_seq: int) -> None:
+        return None
+
+    def room_closed(self, room: RoomId) -> None:
+        return None
+
+    def user_opened(self, user: UserId) -> None:
+        return None
+
+    def user_closed(self, user: UserId) -> None:
+        return None
 
 
 def limits_from(settings: Settings) -> Limits:
@@ -52,6 +91,9 @@ class Node:
     metrics: Metrics = field(default_factory=Metrics)
     # Set by the server once opened (hubbub.store.open_store); rules never reach past it.
     store: Store = field(init=False)
+    fanout: Fanout = field(default_factory=LocalOnly)
+    # This node's number: the high bits of its connection ids (0 for a lone node).
+    number: int = 0
     # (deadline_ms, conn): unauthenticated connections' auth deadline, tokens' expiry.
     deadlines: list[tuple[int, ConnId]] = field(default_factory=list)
     # (deadline_ms, user): when a dropped connection's room memberships stop lingering.
@@ -65,7 +107,7 @@ class Node:
         self.calls = Calls(int(self.settings.ring_timeout * 1000))
 
     def new_conn_id(self) -> ConnId:
-        return ConnId(next(self._conn_ids))
+        return ConnId((self.number << 32) | next(self._conn_ids))
 
     def add_deadline(self, when_ms: int, conn: ConnId) -> None:
         heapq.heappush(self.deadlines, (when_ms, conn))

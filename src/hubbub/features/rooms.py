@@ -38,6 +38,8 @@ async def handle_join(node: Node, s: Session, frame: JoinRoom) -> Effects:
                             f"a connection may be in at most {node.limits.max_rooms} rooms")
     since = frame.payload.since
     ack = JoinAck(room_id=room, members=[], last_seq=0)
+    if not node.rooms.conns(room):
+        await node.fanout.room_opened(room)
     # The position read is ordered with the room's writes (Store contract), and nothing
     # is awaited between it and taking our place in the room: live events from here on
     # are exactly those after `lastSeq`.
@@ -48,7 +50,10 @@ async def handle_join(node: Node, s: Session, frame: JoinRoom) -> Effects:
         ack.last_seq, ack.recovered = recovery.last_seq, recovery.complete
         ack.missed = recovery.events
     if s.closing or s.conn not in node.sessions:
+        if not node.rooms.conns(room):
+            node.fanout.room_closed(room)
         return []
+    node.fanout.room_position(room, ack.last_seq)
     effects: Effects = [Reply(s.conn, "ack", ack, frame.id)]
     if room not in s.rooms:
         if len(s.rooms) >= node.limits.max_rooms:  # joins raced while we waited
@@ -69,7 +74,10 @@ def leave(node: Node, s: Session, room: RoomId) -> Effects:
     ident = s.identity
     s.rooms.discard(room)
     effects = stop_typing(node, room, ident.user_id, ident.username)
-    if node.rooms.leave(room, ident.user_id, s.conn):
+    left = node.rooms.leave(room, ident.user_id, s.conn)
+    if not node.rooms.conns(room):
+        node.fanout.room_closed(room)
+    if left:
         effects.append(ToRoom(room, "leave_room", LeaveRoomEvent(
             room_id=room, user_id=ident.user_id, username=ident.username)))
     return effects

@@ -57,11 +57,15 @@ def close_session(node: Node, conn: ConnId) -> Effects:
     for room in s.rooms:
         effects += stop_typing(node, room, uid, name)
     node.rooms.detach(s.rooms, uid, conn)
+    for room in s.rooms:
+        if not node.rooms.conns(room):
+            node.fanout.room_closed(room)
     conns = node.user_conns.get(uid)
     if conns is not None:
         conns.discard(conn)
         if not conns:
             del node.user_conns[uid]
+            node.fanout.user_closed(uid)
     effects += node.calls.connection_closed(uid, conn, len(conns or ()), now)
     effects += node.calls.drain_log()
     s.rooms.clear()

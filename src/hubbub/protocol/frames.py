@@ -462,6 +462,11 @@ class OutFrame(Struct, omit_defaults=True, kw_only=True):
 _encoder = msgspec.json.Encoder()
 
 
+def encode_stored(frame: StoredFrame) -> bytes:
+    """A persisted event's frame, as it was first broadcast (the payload is kept raw)."""
+    return _encoder.encode(OutFrame(type=frame.type, payload=frame.payload))
+
+
 def encode(type_: str, payload: Out, frame_id: str | None = None) -> bytes:
     """JSON bytes of one server frame. Called once per frame, never per recipient."""
     return _encoder.encode(OutFrame(type=type_, id=frame_id, payload=payload))

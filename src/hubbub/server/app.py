@@ -2,16 +2,20 @@
 
 import asyncio
 import logging
+import secrets
 import signal
 import socket
 from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
+from hubbub.broker.base import Broker
+from hubbub.broker.memory import MemoryBroker
 from hubbub.config import Settings
 from hubbub.core.clock import Clock, SystemClock
 from hubbub.features.node import Node
 from hubbub.protocol.codes import CloseCode
+from hubbub.server.fanout import Fanout
 from hubbub.server.http import add_routes
 from hubbub.server.hub import Hub
 from hubbub.server.timers import Timers
@@ -37,12 +41,23 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def make_broker(settings: Settings) -> Broker:
+    if not settings.redis:
+        return MemoryBroker()
+    from hubbub.broker.redis import RedisBroker  # the redis extra is optional
+
+    return RedisBroker(settings.redis)
+
+
 class Server:
     """One running hubbub node. `start()` binds and listens; `stop()` closes all with 1001."""
 
-    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
+    def __init__(self, settings: Settings, clock: Clock | None = None,
+                 broker: Broker | None = None) -> None:
         self.settings = settings
         self.node = Node(settings, clock or SystemClock())
+        self.broker = broker or make_broker(settings)
+        self.fanout: Fanout | None = None
         self.hub: Hub | None = None
         self.runner: web.AppRunner | None = None
         self.timers: Timers | None = None
@@ -63,6 +78,12 @@ class Server:
         self.node.store = open_store(st.store, synchronous=st.sqlite_synchronous)
         await self.node.store.open()
         app = self.build_app()
+        assert self.hub is not None
+        if self.broker.clustered:
+            self.node.number = secrets.randbelow(2**31 - 1) + 1
+            self.fanout = Fanout(self.hub, self.broker, self.node.number)
+            await self.fanout.start()
+            self.hub.fanout = self.node.fanout = self.fanout
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                     shutdown_timeout=2.0)
         await self.runner.setup()
@@ -71,11 +92,11 @@ class Server:
         self.port = sock.getsockname()[1]
         site = web.SockSite(self.runner, sock, backlog=st.backlog)
         await site.start()
-        assert self.hub is not None
         self.timers = Timers(self.hub)
         self.timers.start()
-        log.info("hubbub node up: store=%s identity=%s", redact_url(st.store),
-                 "dev" if st.dev_identity else "jwt")
+        log.info("hubbub node up: store=%s identity=%s fan-out=%s", redact_url(st.store),
+                 "dev" if st.dev_identity else "jwt",
+                 redact_url(st.redis) if st.redis else "this node only")
 
     @property
     def url(self) -> str:
@@ -91,17 +112,21 @@ class Server:
             self.timers.stop()
         await self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down")
         await self.runner.cleanup()
+        if self.fanout is not None:
+            await self.fanout.close()
         await self.node.store.close()
 
 
 async def serve(settings: Settings) -> int:
     server = Server(settings)
-    await server.start()
-    print(f"listening on {server.url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Installed before the `listening on` line: a SIGTERM sent as soon as it is read
+    # must already mean a graceful shutdown.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    print(f"listening on {server.url}", flush=True)
     await stop.wait()
     log.info("shutting down: closing %d connections with 1001", len(server.hub.conns)
              if server.hub else 0)

@@ -27,10 +27,11 @@ from hubbub.core.effects import (
 from hubbub.core.session import Session
 from hubbub.features.node import Node
 from hubbub.features.system import close_session
-from hubbub.ids import ConnId, UserId
+from hubbub.ids import ConnId, RoomId, UserId
 from hubbub.protocol.codes import CloseCode
 from hubbub.protocol.frames import encode
 from hubbub.server import framing
+from hubbub.server.fanout import Fanout, node_of
 
 log = logging.getLogger("hubbub.conn")
 
@@ -79,6 +80,8 @@ class Hub:
         self._flush_scheduled = False
         self._close_tasks: set[asyncio.Task[object]] = set()
         self._background: set[asyncio.Task[None]] = set()
+        # Set when this node is one of several (hubbub.server.fanout); None alone.
+        self.fanout: Fanout | None = None
         self.max_queue = node.settings.max_queue
 
     # ---- connections ------------------------------------------------------------
@@ -99,26 +102,43 @@ class Hub:
 
     # ---- effects ------------------------------------------------------------------
     def run(self, effects: Iterable[Effect]) -> None:
+        """Carry out effects: local delivery, and with several nodes a publish as well."""
+        fan = self.fanout
         for e in effects:
             t = type(e)
             if t is Reply:
                 self._reply(e)  # type: ignore[arg-type]
-            elif t is ToRoom:
-                self._to_room(e)  # type: ignore[arg-type]
-            elif t is ToRooms:
-                self._to_rooms(e)  # type: ignore[arg-type]
-            elif t is ToUser:
-                self._to_conns(e.type, e.payload,  # type: ignore[union-attr]
-                               self.node.user_conns.get(e.user, ()))  # type: ignore[union-attr]
-            elif t is ToConns:
-                self._to_conns(e.type, e.payload, e.conns)  # type: ignore[union-attr]
-            elif t is ToAll:
-                self._to_conns(e.type, e.payload,  # type: ignore[union-attr]
-                               [c for c, s in self.node.sessions.items() if s.identity])
             elif t is Close:
                 self.close(e.conn, e.code, e.reason)  # type: ignore[union-attr]
             elif t is LogCall:
                 self._log_call(e)  # type: ignore[arg-type]
+            else:
+                self._broadcast(e, fan)
+
+    def _broadcast(self, e: Effect, fan: "Fanout | None") -> None:
+        frame = framing.text_frame(encode(e.type, e.payload))  # type: ignore[union-attr]
+        if isinstance(e, ToRoom):
+            self.deliver_room(e.room, e.type, frame, e.exclude_user, e.seq)
+            if fan is not None:
+                fan.room(e.room, e.type, frame, e.exclude_user, e.seq)
+        elif isinstance(e, ToRooms):
+            self.deliver_rooms(e.rooms, e.type, frame)
+            if fan is not None:
+                fan.rooms(e.rooms, e.type, frame)
+        elif isinstance(e, ToUser):
+            self.deliver_conns(self.node.user_conns.get(e.user, ()), e.type, frame)
+            if fan is not None:
+                fan.user(e.user, e.type, frame)
+        elif isinstance(e, ToConns):
+            mine = self.node.number
+            local = [c for c in e.conns if node_of(c) == mine]
+            self.deliver_conns(local, e.type, frame)
+            if fan is not None and len(local) < len(e.conns):
+                fan.conns([c for c in e.conns if node_of(c) != mine], e.type, frame)
+        elif isinstance(e, ToAll):
+            self.deliver_all(e.type, frame)
+            if fan is not None:
+                fan.everyone(e.type, frame)
 
     def _reply(self, e: Reply) -> None:
         conn = self.conns.get(e.conn)
@@ -132,37 +152,51 @@ class Hub:
         self.node.metrics.frames_out[e.type] += 1
         self.queue(conn, framing.text_frame(encode(e.type, e.payload, e.id)))
 
-    def _to_room(self, e: ToRoom) -> None:
-        ids = self.node.rooms.conns(e.room)
+    # ---- local delivery: the same frame bytes for every recipient ------------------------
+    def deliver_room(self, room: RoomId, type_: str, frame: bytes, exclude: UserId | None,
+                     seq: int | None) -> None:
+        """A room event for this node's members. With several nodes, persisted events go
+        through the room's sequencer, so they leave in seq order whatever node sent them."""
+        fan = self.fanout
+        if seq is None or fan is None:
+            self.deliver_room_now(room, type_, frame, exclude)
+            return
+        for f, ex, ty in fan.sequencer.offer(room, seq, (frame, exclude, type_),
+                                             self.node.clock.now_ms()):
+            self.deliver_room_now(room, ty, f, ex)
+
+    def deliver_room_now(self, room: RoomId, type_: str, frame: bytes,
+                         exclude: UserId | None) -> None:
+        ids = self.node.rooms.conns(room)
         if not ids:
             return
-        data = framing.text_frame(encode(e.type, e.payload))
-        conns, ex, n = self.conns, e.exclude_user, 0
+        conns, n = self.conns, 0
         for cid in ids:
             conn = conns.get(cid)
-            if conn is not None and (ex is None or conn.user != ex):
-                self.queue(conn, data)
+            if conn is not None and (exclude is None or conn.user != exclude):
+                self.queue(conn, frame)
                 n += 1
-        self.node.metrics.frames_out[e.type] += n
+        self.node.metrics.frames_out[type_] += n
 
-    def _to_rooms(self, e: ToRooms) -> None:
+    def deliver_rooms(self, rooms: tuple[RoomId, ...], type_: str, frame: bytes) -> None:
+        """To every local connection in any of `rooms`, each once."""
         ids: set[ConnId] = set()
-        for room in e.rooms:
+        for room in rooms:
             ids |= self.node.rooms.conns(room)
-        self._to_conns(e.type, e.payload, ids)
+        self.deliver_conns(ids, type_, frame)
 
-    def _to_conns(self, type_: str, payload: object, ids: Iterable[ConnId]) -> None:
-        data: bytes | None = None
+    def deliver_conns(self, ids: Iterable[ConnId], type_: str, frame: bytes) -> None:
         n = 0
         for cid in ids:
             conn = self.conns.get(cid)
-            if conn is None:
-                continue
-            if data is None:
-                data = framing.text_frame(encode(type_, payload))  # type: ignore[arg-type]
-            self.queue(conn, data)
-            n += 1
+            if conn is not None:
+                self.queue(conn, frame)
+                n += 1
         self.node.metrics.frames_out[type_] += n
+
+    def deliver_all(self, type_: str, frame: bytes) -> None:
+        self.deliver_conns([c for c, s in self.node.sessions.items() if s.identity], type_,
+                           frame)
 
     def _log_call(self, e: LogCall) -> None:
         task = self.loop.create_task(self.node.store.record_call(e.record))

@@ -33,7 +33,10 @@ class Timers:
     def _tick(self) -> None:
         try:
             node = self.hub.node
-            self.hub.run(tick(node, node.clock.now_ms()))
+            now = node.clock.now_ms()
+            self.hub.run(tick(node, now))
+            if self.hub.fanout is not None:
+                self.hub.fanout.fill_gaps(now)
         except Exception:  # a bug in one rule must not stop time for all the others
             log.exception("tick failed")
         self._schedule_tick()

@@ -1,11 +1,30 @@
 """Persistence behind one contract (`Store`), chosen by URL."""
 
+from types import ModuleType
+
 from hubbub.errors import ConfigError
 from hubbub.store.base import Store
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def postgres_module() -> ModuleType:
+    """`hubbub.store.postgres`, imported only when a PostgreSQL URL is used: asyncpg is an
+    optional dependency (`pip install hubbub[postgres]`)."""
+    try:
+        from hubbub.store import postgres
+    except ImportError as exc:
+        if (exc.name or "").split(".")[0] != "asyncpg":
+            raise
+        raise ConfigError("the postgresql store needs `pip install hubbub[postgres]`") from None
+    return postgres
+
 
 def open_store(url: str, *, synchronous: str = "FULL") -> Store:
-    """`sqlite:///REL`, `sqlite:////ABS`, `sqlite://:memory:` (URLs as in SQLAlchemy)."""
+    """`sqlite:///REL`, `sqlite:////ABS`, `sqlite://:memory:` (URLs as in SQLAlchemy), or
+    `postgresql://USER:PASSWORD@HOST:PORT/DB` (also `postgres://`; asyncpg's URL options
+    such as `?sslmode=require` apply). `synchronous` is SQLite's; PostgreSQL commits with
+    its own `synchronous_commit`."""
     if url.startswith("sqlite://"):
         from hubbub.store.sqlite import SqliteStore
 
@@ -16,9 +35,10 @@ def open_store(url: str, *, synchronous: str = "FULL") -> Store:
             raise ConfigError(f"bad store URL {url!r}: use sqlite:///relative/path, "
                               "sqlite:////absolute/path or sqlite://:memory:")
         return SqliteStore(rest[1:], synchronous=synchronous)
-    if url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError("the PostgreSQL store is not available in this version yet")
+    if url.startswith(POSTGRES_SCHEMES):
+        store: Store = postgres_module().PostgresStore(url)
+        return store
     raise ConfigError(f"unknown store URL {url!r}")
 
 
-__all__ = ["Store", "open_store"]
+__all__ = ["POSTGRES_SCHEMES", "Store", "open_store", "postgres_module"]

@@ -1,0 +1,174 @@
+"""Cross-node fan-out over Redis pub/sub (`--redis redis://HOST:PORT/DB`).
+
+One connection listens (SUBSCRIBE), one publishes: everything queued in one loop turn
+goes out as one pipeline, in order. Each message starts with the publishing node's id,
+so a node skips its own. When Redis goes away the listener reconnects with backoff and
+subscribes again to every topic this node holds; what was published meanwhile is lost
+(at most once), and rooms recover from the store (see hubbub.server.fanout).
+"""
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from typing import Any
+
+from hubbub.broker.base import Broker, MessageHandler
+from hubbub.errors import ConfigError
+
+try:
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ConfigError("--redis needs the redis extra: pip install 'hubbub[redis]'") from exc
+
+log = logging.getLogger("hubbub.broker")
+
+ID_LEN = 8  # hex chars of the node id that prefix every message
+PREFIX = "hubbub:"
+
+
+class RedisBroker(Broker):
+    def __init__(self, url: str, node_id: str | None = None, prefix: str = PREFIX) -> None:
+        self.url = url
+        self.node_id = node_id or secrets.token_hex(ID_LEN // 2)
+        if len(self.node_id) != ID_LEN:
+            raise ValueError(f"node id must be {ID_LEN} characters")
+        self._me = self.node_id.encode()
+        self.prefix = prefix
+        self._topics: set[str] = set()
+        self._on_message: MessageHandler | None = None
+        self._redis: Any = None
+        self._pubsub: Any = None
+        self._queue: list[tuple[str, bytes]] = []
+        self._wake = asyncio.Event()
+        self._confirm: dict[str, list[asyncio.Future[None]]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
+        self.connected = asyncio.Event()
+        self.dropped = 0  # messages lost while Redis was unreachable
+
+    def _channel(self, topic: str) -> str:
+        return self.prefix + topic
+
+    async def start(self, on_message: MessageHandler) -> None:
+        self._on_message = on_message
+        self._redis = aioredis.Redis.from_url(self.url, socket_keepalive=True,
+                                              health_check_interval=5)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._listen()), loop.create_task(self._publish_loop())]
+        try:
+            await asyncio.wait_for(self.connected.wait(), 10)
+        except TimeoutError:
+            raise ConfigError(f"cannot reach Redis at {self.url}") from None
+
+    async def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
+                await task
+        if self._pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self._pubsub.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    # ---- subscriptions ----------------------------------------------------------------
+    async def subscribe(self, topic: str) -> None:
+        if topic in self._topics:
+            return
+        self._topics.add(topic)
+        pubsub = self._pubsub
+        if pubsub is None:
+            return  # the listener subscribes to every topic when it (re)connects
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._confirm.setdefault(self._channel(topic), []).append(fut)
+        try:
+            await pubsub.subscribe(self._channel(topic))
+            await asyncio.wait_for(asyncio.shield(fut), 5)
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("subscribe %s not confirmed (%s); the listener will retry", topic, exc)
+
+    def unsubscribe(self, topic: str) -> None:
+        if topic not in self._topics:
+            return
+        self._topics.discard(topic)
+        pubsub = self._pubsub
+        if pubsub is not None:
+            task = asyncio.get_running_loop().create_task(self._unsubscribe(pubsub, topic))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _unsubscribe(self, pubsub: Any, topic: str) -> None:
+        with contextlib.suppress(RedisError, OSError):
+            if topic not in self._topics:  # not re-subscribed meanwhile
+                await pubsub.unsubscribe(self._channel(topic))
+
+    # ---- publishing ---------------------------------------------------------------------
+    def publish(self, topic: str, data: bytes) -> None:
+        self._queue.append((self._channel(topic), self._me + data))
+        self._wake.set()
+
+    async def _publish_loop(self) -> None:
+        while not self._closing:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._queue = self._queue, []
+            if not batch:
+                continue
+            try:
+                pipe = self._redis.pipeline(transaction=False)
+                for channel, data in batch:
+                    pipe.publish(channel, data)
+                await pipe.execute()
+            except (RedisError, OSError) as exc:
+                self.dropped += len(batch)
+                log.warning("publish failed, %d messages dropped: %s", len(batch), exc)
+                await asyncio.sleep(0.2)
+
+    # ---- listening ----------------------------------------------------------------------
+    async def _listen(self) -> None:
+        delay = 0.1
+        while not self._closing:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.ping()
+                if self._topics:
+                    await pubsub.subscribe(*(self._channel(t) for t in self._topics))
+                self._pubsub = pubsub
+                self.connected.set()
+                if delay > 0.1:
+                    log.info("Redis is back: fan-out resumed on %d topics", len(self._topics))
+                delay = 0.1
+                await self._read(pubsub)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                if self.connected.is_set():
+                    log.warning("lost Redis (%s); reconnecting", exc)
+                self.connected.clear()
+                self._pubsub = None
+                with contextlib.suppress(RedisError, OSError):
+                    await pubsub.aclose()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _read(self, pubsub: Any) -> None:
+        me, n = self._me, ID_LEN
+        plen = len(self.prefix)
+        while True:
+            msg = await pubsub.get_message(timeout=None)
+            if msg is None:
+                continue
+            kind = msg["type"]
+            channel = msg["channel"]
+            channel = channel.decode() if isinstance(channel, bytes) else channel
+            if kind == "message":
+                data: bytes = msg["data"]
+                if data[:n] != me and self._on_message is not None:
+                    self._on_message(channel[plen:], data[n:])
+            elif kind == "subscribe":
+                for fut in self._confirm.pop(channel, ()):
+                    if not fut.done():
+                        fut.set_result(None)

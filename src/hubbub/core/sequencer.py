@@ -1,0 +1,95 @@
+"""Per-room ordering of persisted events arriving from several nodes (PROTOCOL §Ordering:
+clients see a room's events in seq order).
+
+Two nodes commit seq 5 and 6 of one room; their publishes may cross on the way, so a
+third node can receive 6 first. It holds 6 back until 5 arrives, or until `max_wait_ms`
+passes — then the gap is filled from the store, which has every committed event.
+"""
+
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from hubbub.ids import RoomId
+
+T = TypeVar("T")
+
+
+@dataclass
+class _Room(Generic[T]):
+    last: int
+    held: dict[int, T] = field(default_factory=dict)
+    gap_since_ms: int | None = None
+    filling: bool = False
+
+
+class Sequencer(Generic[T]):
+    def __init__(self, max_wait_ms: int = 200) -> None:
+        self.max_wait_ms = max_wait_ms
+        self._rooms: dict[RoomId, _Room[T]] = {}
+
+    def tracking(self, room: RoomId) -> bool:
+        return room in self._rooms
+
+    def last(self, room: RoomId) -> int | None:
+        r = self._rooms.get(room)
+        return r.last if r else None
+
+    def start(self, room: RoomId, last_seq: int) -> None:
+        """This node delivers `room` from now on; everything up to `last_seq` is known."""
+        r = self._rooms.get(room)
+        if r is None:
+            self._rooms[room] = _Room(last_seq)
+        elif last_seq > r.last:
+            r.last = last_seq
+            r.held = {s: v for s, v in r.held.items() if s > last_seq}
+
+    def stop(self, room: RoomId) -> None:
+        self._rooms.pop(room, None)
+
+    def offer(self, room: RoomId, seq: int, item: T, now_ms: int) -> list[T]:
+        """An event arrived; returns the events that may now be delivered, in order."""
+        r = self._rooms.get(room)
+        if r is None:
+            return [item]  # not ordering this room (nobody local joined through us)
+        if seq <= r.last or seq in r.held:
+            return []  # a duplicate (a replay, or live and filled both)
+        if seq != r.last + 1:
+            r.held[seq] = item
+            if r.gap_since_ms is None:
+                r.gap_since_ms = now_ms
+            return []
+        r.last = seq
+        ready = [item]
+        while r.last + 1 in r.held:
+            r.last += 1
+            ready.append(r.held.pop(r.last))
+        r.gap_since_ms = now_ms if r.held else None
+        return ready
+
+    def overdue(self, now_ms: int) -> list[tuple[RoomId, int]]:
+        """Rooms whose gap outlived `max_wait_ms`: (room, last delivered seq) to fill from.
+        Each is reported once until `filled()`."""
+        due = []
+        for room, r in self._rooms.items():
+            if r.gap_since_ms is not None and not r.filling \
+                    and now_ms - r.gap_since_ms >= self.max_wait_ms:
+                r.filling = True
+                due.append((room, r.last))
+        return due
+
+    def filled(self, room: RoomId, events: list[tuple[int, T]], now_ms: int) -> list[T]:
+        """Events read from the store after a gap: deliver them and what they unblock."""
+        r = self._rooms.get(room)
+        if r is None:
+            return []
+        r.filling = False
+        ready: list[T] = []
+        for seq, item in events:
+            ready += self.offer(room, seq, item, now_ms)
+        if r.held and r.last + 1 not in r.held:
+            # Still a hole the store did not have yet: skip to what we hold, in order.
+            for seq in sorted(r.held):
+                ready.append(r.held.pop(seq))
+                r.last = seq
+            r.gap_since_ms = None
+        return ready

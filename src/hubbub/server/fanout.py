@@ -1,0 +1,195 @@
+"""Fan-out across nodes: what the hub publishes through the Broker and how a node
+delivers what other nodes published. With the in-process broker of a single node all
+of this is a no-op and the hub delivers locally only.
+
+Topics: `room:ID` (room events; subscribed while this node has a connection in the
+room), `user:ID` (a user's events; while the user has a connection here), `node:N` (to
+given connections of node N: call owners), `all` (announcements).
+"""
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from hubbub.broker.base import Broker
+from hubbub.core.sequencer import Sequencer
+from hubbub.ids import ConnId, RoomId, UserId
+from hubbub.protocol.frames import encode_stored
+from hubbub.server import framing
+
+if TYPE_CHECKING:
+    from hubbub.server.hub import Hub
+
+log = logging.getLogger("hubbub.fanout")
+
+
+class Message(msgspec.Struct, array_like=True, omit_defaults=True):
+    """One event for the other nodes: who gets it, and its WebSocket frame bytes."""
+
+    kind: str  # "room" | "rooms" | "user" | "conns" | "all"
+    origin: int
+    type: str
+    frame: bytes
+    room: str | None = None
+    rooms: list[str] | None = None
+    user: str | None = None
+    conns: list[int] | None = None
+    exclude: str | None = None
+    seq: int | None = None
+    id: int | None = None  # dedupes a "rooms" message arriving on several room topics
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(Message).decode
+
+# A persisted room event held for ordering: (frame, excluded user, type).
+Held = tuple[bytes, UserId | None, str]
+
+NODE_BITS = 32  # a connection id carries its node's number above these bits
+
+
+def node_of(conn: ConnId) -> int:
+    return conn >> NODE_BITS
+
+
+class Fanout:
+    def __init__(self, hub: "Hub", broker: Broker, node_number: int) -> None:
+        self.hub = hub
+        self.broker = broker
+        self.node_number = node_number
+        self.clustered = broker.clustered
+        self.sequencer: Sequencer[Held] = Sequencer()
+        self._seen_rooms_msgs: deque[tuple[int, int]] = deque(maxlen=4096)
+        self._seen_set: set[tuple[int, int]] = set()
+        self._next_id = 0
+        self._fill_tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        await self.broker.start(self._received)
+        if self.clustered:
+            await self.broker.subscribe("all")
+            await self.broker.subscribe(f"node:{self.node_number}")
+
+    async def close(self) -> None:
+        for task in list(self._fill_tasks):
+            task.cancel()
+        await self.broker.close()
+
+    # ---- subscriptions, driven by the features (Node.fanout) -----------------------------
+    async def room_opened(self, room: RoomId) -> None:
+        """The first local connection is joining `room`: receive its events from now on."""
+        if self.clustered:
+            await self.broker.subscribe(f"room:{room}")
+
+    def room_position(self, room: RoomId, last_seq: int) -> None:
+        """A local connection joined at `last_seq`: order the room's events after it."""
+        if self.clustered:
+            self.sequencer.start(room, last_seq)
+
+    def room_closed(self, room: RoomId) -> None:
+        if self.clustered:
+            self.broker.unsubscribe(f"room:{room}")
+            self.sequencer.stop(room)
+
+    def user_opened(self, user: UserId) -> None:
+        if self.clustered:
+            self._spawn(self.broker.subscribe(f"user:{user}"))
+
+    def user_closed(self, user: UserId) -> None:
+        if self.clustered:
+            self.broker.unsubscribe(f"user:{user}")
+
+    # ---- publishing (the hub calls these after delivering locally) --------------------------
+    def room(self, room: RoomId, type_: str, frame: bytes, exclude: UserId | None,
+             seq: int | None) -> None:
+        self.broker.publish(f"room:{room}", _encode(Message(
+            kind="room", origin=self.node_number, type=type_, frame=frame, room=room,
+            exclude=exclude, seq=seq)))
+
+    def rooms(self, rooms: tuple[RoomId, ...], type_: str, frame: bytes) -> None:
+        self._next_id += 1
+        data = _encode(Message(kind="rooms", origin=self.node_number, type=type_, frame=frame,
+                               rooms=list(rooms), id=self._next_id))
+        for room in rooms:
+            self.broker.publish(f"room:{room}", data)
+
+    def user(self, user: UserId, type_: str, frame: bytes) -> None:
+        self.broker.publish(f"user:{user}", _encode(Message(
+            kind="user", origin=self.node_number, type=type_, frame=frame, user=user)))
+
+    def conns(self, conns: list[ConnId], type_: str, frame: bytes) -> None:
+        by_node: dict[int, list[int]] = {}
+        for conn in conns:
+            by_node.setdefault(node_of(conn), []).append(conn)
+        for number, ids in by_node.items():
+            self.broker.publish(f"node:{number}", _encode(Message(
+                kind="conns", origin=self.node_number, type=type_, frame=frame, conns=ids)))
+
+    def everyone(self, type_: str, frame: bytes) -> None:
+        self.broker.publish("all", _encode(Message(kind="all", origin=self.node_number,
+                                                   type=type_, frame=frame)))
+
+    # ---- receiving ------------------------------------------------------------------------
+    def _received(self, topic: str, data: bytes) -> None:
+        try:
+            msg = _decode(data)
+        except msgspec.DecodeError:
+            log.warning("undecodable message on %s dropped", topic)
+            return
+        hub = self.hub
+        kind = msg.kind
+        if kind == "room" and msg.room is not None:
+            hub.deliver_room(RoomId(msg.room), msg.type, msg.frame,
+                             UserId(msg.exclude) if msg.exclude else None, msg.seq)
+        elif kind == "rooms" and msg.rooms is not None and msg.id is not None:
+            key = (msg.origin, msg.id)
+            if key in self._seen_set:
+                return  # the same message through another room topic
+            self._remember(key)
+            hub.deliver_rooms(tuple(RoomId(r) for r in msg.rooms), msg.type, msg.frame)
+        elif kind == "user" and msg.user is not None:
+            hub.deliver_conns(hub.node.user_conns.get(UserId(msg.user), ()), msg.type,
+                              msg.frame)
+        elif kind == "conns" and msg.conns is not None:
+            hub.deliver_conns([ConnId(c) for c in msg.conns], msg.type, msg.frame)
+        elif kind == "all":
+            hub.deliver_all(msg.type, msg.frame)
+
+    def _remember(self, key: tuple[int, int]) -> None:
+        if len(self._seen_rooms_msgs) == self._seen_rooms_msgs.maxlen:
+            self._seen_set.discard(self._seen_rooms_msgs[0])
+        self._seen_rooms_msgs.append(key)
+        self._seen_set.add(key)
+
+    # ---- gaps -----------------------------------------------------------------------------
+    def fill_gaps(self, now_ms: int) -> None:
+        """Called by the timers: rooms whose seq gap waited too long are read from the store."""
+        for room, after in self.sequencer.overdue(now_ms):
+            self._spawn(self._fill(room, after))
+
+    async def _fill(self, room: RoomId, after: int) -> None:
+        node = self.hub.node
+        recovery = await node.store.events_since(room, after, node.settings.recovery_limit)
+        events: list[tuple[int, Held]] = []
+        for ev in recovery.events:
+            seq = msgspec.json.decode(ev.payload, type=_Seq).seq
+            frame = framing.text_frame(encode_stored(ev))
+            events.append((seq, (frame, None, ev.type)))
+        log.info("filled a seq gap in room %s after %d from the store (%d events)",
+                 room, after, len(events))
+        for frame, exclude, type_ in self.sequencer.filled(room, events,
+                                                          node.clock.now_ms()):
+            self.hub.deliver_room_now(room, type_, frame, exclude)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._fill_tasks.add(task)
+        task.add_done_callback(self._fill_tasks.discard)
+
+
+class _Seq(msgspec.Struct):
+    seq: int
