@@ -150,7 +150,7 @@ def write_results_md(out: Path, results_md: Path, shared_dir: Path | None, quick
         f"S1 plot: [shared-s1_latency.png]({link(out / 'shared-s1_latency.png', results_md)}) · "
         f"details and \"Read with\" notes: [shared-results.md]"
         f"({link(out / 'shared-results.md', results_md)})"
-        + (f" · logs: `{shared_dir}/logs`" if shared_dir else ""),
+        + (f" · logs: `{link(shared_dir / 'logs', results_md)}/`" if shared_dir else ""),
         "",
         "## Persisted chats (issue 3): 100 closed-loop senders, 10 rooms of 10",
         "",
