@@ -17,9 +17,8 @@ LATEST = max(version for version, _ in scripts("sqlite"))
 
 @pytest.fixture(params=["sqlite-memory", "sqlite-file"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    # A PostgreSQL backend is one more param here ("postgresql"), making a PostgresStore on
-    # a database created for the test. When the server is not reachable: pytest.skip locally,
-    # but pytest.fail when tests.conftest.IN_CI is true; CI must never pass by skipping.
+    # PostgreSQL runs the same suite in test_store_postgres.py, on a database of its own per
+    # test; without the server it skips locally and fails in CI (tests/support/services.py).
     if request.param == "sqlite-memory":
         return Backend(request.param, lambda: SqliteStore(":memory:"), durable=False)
     path = str(tmp_path / "hubbub.db")

@@ -1,0 +1,374 @@
+"""The Store contract on PostgreSQL, plus what is PostgreSQL's own: several nodes writing
+to one database at once, migrations under an advisory lock, `hubbub migrate`.
+
+Every test gets a new, empty database on a throwaway cluster (tests/support/services.py).
+Without PostgreSQL or asyncpg these tests skip locally and fail in CI (DESIGN §5.4).
+"""
+
+import asyncio
+import importlib.util
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from hubbub.errors import ConfigError, ProtocolError
+from hubbub.protocol.codes import ErrorCode
+from hubbub.protocol.frames import CallRecord, ChatEvent
+from hubbub.store import open_store
+from hubbub.store.base import NewChat, Store
+from hubbub.store.migrations import scripts
+from tests.contract.store_contract import T0, Backend, StoreContract, chat, full_history
+from tests.support.services import PostgresServer, unavailable
+
+VERSIONS = [v for v, _ in scripts("postgres")]
+
+
+@pytest.fixture
+def postgres_store(postgres_dsn: str) -> Callable[[], Store]:
+    """How to make a PostgresStore on this test's database (asyncpg must be installed)."""
+    if importlib.util.find_spec("asyncpg") is None:
+        unavailable("asyncpg is not installed (pip install -e '.[dev]' or hubbub[postgres])")
+    from hubbub.store.postgres import PostgresStore
+
+    return lambda: PostgresStore(postgres_dsn)
+
+
+@pytest.fixture
+def backend(postgres_store: Callable[[], Store]) -> Backend:
+    return Backend("postgresql", postgres_store, durable=True)
+
+
+class TestPostgresStore(StoreContract):
+    pass
+
+
+# ---- PostgreSQL's own -------------------------------------------------------------------
+
+
+@pytest.fixture
+async def nodes(postgres_store: Callable[[], Store]) -> AsyncIterator[tuple[Store, Store]]:
+    """Two stores on one database, like two hubbub nodes."""
+    a, b = postgres_store(), postgres_store()
+    await a.open()
+    await b.open()
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def query(dsn: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    import asyncpg  # type: ignore[import-untyped]
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        return [tuple(r) for r in await conn.fetch(sql, *args)]
+    finally:
+        await conn.close()
+
+
+async def test_two_nodes_appending_to_the_same_rooms_get_gapless_unique_seqs(
+        nodes: tuple[Store, Store], postgres_dsn: str) -> None:
+    a, b = nodes
+    rooms = ["r1", "r2", "r3"]
+
+    async def burst(store: Store, name: str) -> list[ChatEvent]:
+        # Several rounds, so the two writers' transactions interleave many times.
+        out: list[ChatEvent] = []
+        for round_ in range(5):
+            out += await asyncio.gather(*(
+                chat(store, room=rooms[(i + round_) % 3], user=f"{name}{i % 5}",
+                     content=f"{name}-{round_}-{i}") for i in range(60)))
+        return out
+
+    from_a, from_b = await asyncio.gather(burst(a, "a"), burst(b, "b"))
+    events = from_a + from_b
+    assert len({e.message_id for e in events}) == 600
+    for room in rooms:
+        seqs = sorted(e.seq for e in events if e.room_id == room)
+        assert seqs == list(range(1, len(seqs) + 1))
+        assert await a.last_seq(room) == await b.last_seq(room) == len(seqs)
+        assert [m.seq for m in await full_history(b, room)] == seqs
+        logged = await query(postgres_dsn, "SELECT seq FROM events WHERE room_id = $1 "
+                                           "ORDER BY seq", room)
+        assert [s for (s,) in logged] == seqs
+    # Both nodes really wrote into the same rooms.
+    assert {e.room_id for e in from_a} == {e.room_id for e in from_b} == set(rooms)
+
+
+async def test_two_nodes_share_one_seq_across_chats_edits_and_reactions(
+        nodes: tuple[Store, Store]) -> None:
+    a, b = nodes
+    m = await chat(a, content="first")
+    results = await asyncio.gather(
+        chat(b, content="from b"),
+        a.edit_message("r", m.message_id, "u1", "edited on a", T0 + 1),
+        b.react("r", m.message_id, "u2", "👍", "add", T0 + 2),
+        chat(a, content="from a"))
+    seqs = sorted(getattr(r, "seq", 0) for r in results)
+    assert seqs == [2, 3, 4, 5]
+    recovery = await b.events_since("r", 0, 100)
+    assert recovery.complete and recovery.last_seq == 5
+    assert len(recovery.events) == 5
+
+
+async def test_a_chat_retried_through_two_nodes_at_once_is_written_once(
+        nodes: tuple[Store, Store]) -> None:
+    a, b = nodes
+    retry = NewChat(room_id="r", user_id="u1", username="U1", content="x", created_at=T0,
+                    client_msg_id="c1")
+    results = await asyncio.gather(*(store.append_chat(retry) for store in (a, b) * 5))
+    assert len({event.message_id for event, _ in results}) == 1
+    assert sorted(dup for _, dup in results) == [False] + [True] * 9
+    assert await a.last_seq("r") == await b.last_seq("r") == 1
+
+
+async def until_two_writers_wait(conn: Any) -> None:
+    """Poll (PostgreSQL has no event for it) until two writer sessions wait for a lock."""
+    waiting = ("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+               "AND application_name = 'hubbub-writer' AND wait_event_type = 'Lock'")
+    while await conn.fetchval(waiting) < 2:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+
+
+async def test_a_write_that_deadlocks_with_another_node_is_retried_not_failed(
+        nodes: tuple[Store, Store], postgres_dsn: str) -> None:
+    # Users retrying through two nodes at once, in opposite orders, to different rooms:
+    # node a writes u1/c1, u9/g, u1/c2 to r1; node b writes u1/c2, u9/g, u1/c1 to r2. An
+    # outside transaction holds u9/g until both writers wait for it. When it rolls back,
+    # one writer takes g and then waits for the other's first message, while the other
+    # waits for g: a deadlock, which PostgreSQL breaks by failing one statement. That write
+    # goes back to its node's queue, finds the original on its next try, and nobody sees
+    # an error.
+    import asyncpg
+
+    from hubbub.store.postgres import PostgresStore
+
+    a, b = nodes
+
+    def retry(room: str, user: str, cid: str) -> NewChat:
+        return NewChat(room_id=room, user_id=user, username=user.upper(), content=cid,
+                       created_at=T0, client_msg_id=cid)
+
+    blocker = await asyncpg.connect(postgres_dsn)
+    try:
+        tx = blocker.transaction()
+        await tx.start()
+        await blocker.execute("INSERT INTO messages (room_id, message_id, seq, user_id, "
+                              "username, content, created_at, client_msg_id) VALUES "
+                              "('elsewhere', 'm0', 1, 'u9', 'U9', 'x', 0, 'g')")
+        writes = asyncio.gather(
+            a.append_chat(retry("r1", "u1", "c1")), a.append_chat(retry("r1", "u9", "g")),
+            a.append_chat(retry("r1", "u1", "c2")),
+            b.append_chat(retry("r2", "u1", "c2")), b.append_chat(retry("r2", "u9", "g")),
+            b.append_chat(retry("r2", "u1", "c1")))
+        async with asyncio.timeout(10):
+            await until_two_writers_wait(blocker)
+        await tx.rollback()
+        results = await writes
+    finally:
+        await blocker.close()
+    assert isinstance(a, PostgresStore) and isinstance(b, PostgresStore)
+    assert a.retried_writes + b.retried_writes >= 1  # the path under test was taken
+    by_cid: dict[str | None, set[str]] = {}
+    for event, _ in results:
+        by_cid.setdefault(event.client_msg_id, set()).add(event.message_id)
+    assert {cid: len(ids) for cid, ids in by_cid.items()} == {"c1": 1, "c2": 1, "g": 1}
+    assert sorted(dup for _, dup in results) == [False] * 3 + [True] * 3
+    rows = await query(postgres_dsn, "SELECT room_id, seq FROM events ORDER BY room_id, seq")
+    assert len(rows) == 3
+    for room in {r for r, _ in rows}:
+        seqs = [seq for r, seq in rows if r == room]
+        assert seqs == list(range(1, len(seqs) + 1))
+
+
+async def test_two_nodes_deleting_one_message_at_once_succeed_once(
+        nodes: tuple[Store, Store]) -> None:
+    a, b = nodes
+    m = await chat(a)
+    results = await asyncio.gather(
+        a.delete_message("r", m.message_id, "u1", False, T0 + 1),
+        b.delete_message("r", m.message_id, "u1", False, T0 + 1),
+        return_exceptions=True)
+    refused = [r for r in results if isinstance(r, ProtocolError)]
+    assert len(refused) == 1 and refused[0].code == ErrorCode.CONFLICT
+    assert await a.last_seq("r") == 2
+
+
+async def test_migrations_run_once_when_two_stores_open_a_new_database_at_once(
+        postgres_server: PostgresServer, postgres_store: Callable[[], Store]) -> None:
+    from hubbub.store.postgres import PostgresStore
+
+    for _ in range(5):
+        dsn = postgres_server.new_database()
+        try:
+            stores = [PostgresStore(dsn) for _ in range(3)]
+            opened = await asyncio.gather(*(s.open() for s in stores), return_exceptions=True)
+            try:
+                assert opened == [None, None, None]
+                for i, store in enumerate(stores):
+                    await chat(store, content=f"from {i}")
+                assert await stores[0].last_seq("r") == 3
+            finally:
+                for store in stores:
+                    await store.close()
+            rows = await query(dsn, "SELECT version FROM schema_version ORDER BY version")
+            assert [v for (v,) in rows] == VERSIONS
+        finally:
+            postgres_server.release_database(dsn)
+
+
+async def test_reopening_does_not_run_the_migrations_again(
+        postgres_store: Callable[[], Store], postgres_dsn: str) -> None:
+    for content in ("first", "second"):
+        store = postgres_store()
+        await store.open()
+        try:
+            await chat(store, content=content)
+        finally:
+            await store.close()
+    rows = await query(postgres_dsn, "SELECT version FROM schema_version ORDER BY version")
+    assert [v for (v,) in rows] == VERSIONS
+
+
+def migrate_cli(dsn: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hubbub", "migrate", "--store", dsn],
+                          capture_output=True, text=True, timeout=60)
+
+
+async def test_hubbub_migrate_brings_a_new_database_to_the_current_schema(
+        postgres_store: Callable[[], Store], postgres_dsn: str) -> None:
+    for _ in range(2):  # the second run finds nothing to do
+        done = migrate_cli(postgres_dsn)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == f"schema version {VERSIONS[-1]}"
+    rows = await query(postgres_dsn, "SELECT version FROM schema_version ORDER BY version")
+    assert [v for (v,) in rows] == VERSIONS
+    store = postgres_store()
+    await store.open()
+    try:
+        assert (await chat(store)).seq == 1
+    finally:
+        await store.close()
+
+
+def test_hubbub_migrate_reports_an_unreachable_server(
+        postgres_store: Callable[[], Store], postgres_server: PostgresServer) -> None:
+    done = migrate_cli(postgres_server.dsn("no_such_database"))
+    assert done.returncode == 2
+    assert "cannot connect to the PostgreSQL store" in done.stderr
+
+
+def test_open_store_makes_a_postgres_store_for_both_url_schemes(
+        postgres_store: Callable[[], Store]) -> None:
+    from hubbub.store.postgres import PostgresStore
+
+    for url in ("postgresql://u:p@db.example:5432/hubbub", "postgres://db.example/hubbub"):
+        store = open_store(url)
+        assert isinstance(store, PostgresStore) and store.dsn == url
+
+
+async def test_opening_an_unreachable_database_is_a_config_error(
+        postgres_store: Callable[[], Store], postgres_server: PostgresServer) -> None:
+    store = open_store(postgres_server.dsn("no_such_database"))
+    with pytest.raises(ConfigError, match="cannot connect"):
+        await store.open()
+
+
+async def test_writes_queued_together_commit_in_one_transaction(
+        postgres_store: Callable[[], Store]) -> None:
+    from hubbub.store.postgres import PostgresStore
+
+    store = postgres_store()
+    assert isinstance(store, PostgresStore)
+    await store.open()
+    try:
+        m = await chat(store, content="original")
+        commits = store.commits
+        results = await asyncio.gather(
+            chat(store, content="good 1"),
+            store.edit_message("r", m.message_id, "u2", "hijack", 1),
+            chat(store, content="good 2"),
+            store.last_seq("r"),
+            return_exceptions=True)
+        assert isinstance(results[1], ProtocolError)
+        assert store.commits == commits + 1
+        assert [getattr(r, "seq", None) for r in results[:3]] == [2, None, 3]
+        assert results[3] == 3
+    finally:
+        await store.close()
+
+
+async def test_text_with_a_nul_character_is_a_bad_request_and_writes_nothing(
+        postgres_store: Callable[[], Store]) -> None:
+    store = postgres_store()
+    await store.open()
+    try:
+        good, *refused = await asyncio.gather(
+            chat(store, content="fine"), chat(store, content="a\x00b"),
+            chat(store, room="r\x00"), chat(store, user="u\x00"), return_exceptions=True)
+        assert isinstance(good, ChatEvent) and good.seq == 1
+        for exc in refused:
+            assert isinstance(exc, ProtocolError) and exc.code == ErrorCode.BAD_REQUEST
+        assert await store.last_seq("r") == 1
+        assert [m.content for m in await full_history(store)] == ["fine"]
+    finally:
+        await store.close()
+
+
+async def test_the_writer_reconnects_after_its_connection_is_killed(
+        postgres_store: Callable[[], Store], postgres_dsn: str) -> None:
+    store = postgres_store()
+    await store.open()
+    try:
+        await chat(store, content="before")
+        killed = await query(postgres_dsn, "SELECT pg_terminate_backend(pid) FROM "
+                                           "pg_stat_activity WHERE application_name = "
+                                           "'hubbub-writer' AND datname = current_database()")
+        assert killed == [(True,)]
+        # The batch that finds the connection dead had not committed: it runs again on a
+        # new connection, so the caller sees no error.
+        after = await chat(store, content="after")
+        assert after.seq == 2
+        assert [m.content for m in await full_history(store)] == ["before", "after"]
+    finally:
+        await store.close()
+
+
+async def test_the_call_log_is_idempotent_per_call_and_newest_first(
+        postgres_store: Callable[[], Store]) -> None:
+    store = postgres_store()
+    await store.open()
+    try:
+        first = CallRecord(call_id="c1", caller="u1", callee="u2", started_at=T0,
+                           ended_at=T0 + 10, end_reason="timeout")
+        second = CallRecord(call_id="c2", caller="u2", callee="u1", started_at=T0 + 20,
+                            answered_at=T0 + 22, ended_at=T0 + 30, end_reason="hangup",
+                            ended_by="u1", room_id="r")
+        await store.record_call(first)
+        await store.record_call(second)
+        await store.record_call(second)
+        calls = await store.call_history("u1", 10)
+        assert [c.call_id for c in calls] == ["c2", "c1"]
+        assert calls[0].duration_ms == 8 and calls[1].duration_ms is None
+        assert [c.call_id for c in await store.call_history("u3", 10)] == []
+    finally:
+        await store.close()
+
+
+async def test_a_write_after_close_fails_instead_of_waiting_forever(
+        postgres_store: Callable[[], Store]) -> None:
+    store = postgres_store()
+    await store.open()
+    await store.close()
+    async with asyncio.timeout(5):
+        with pytest.raises(RuntimeError, match="closed"):
+            await chat(store)
+        with pytest.raises(RuntimeError, match="closed"):
+            await store.last_seq("r")
+        with pytest.raises(RuntimeError, match="closed"):
+            await store.history("r", None, None, 10)
