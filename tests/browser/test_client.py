@@ -5,6 +5,7 @@ signalled through hubbub; the client reconnects by itself across a server restar
 gets what it missed exactly once; a refused token stops it for good.
 """
 
+import signal
 from typing import Any
 
 import aiohttp
@@ -173,3 +174,25 @@ async def test_a_refused_token_stops_the_client(tmp_path: Any, browser: Browser)
         assert await page.evaluate("harness.hub.state") == "closed"
     finally:
         server.stop()
+
+
+async def test_a_silent_server_is_noticed_by_the_heartbeat(server: Hubbub,
+                                                           browser: Browser) -> None:
+    page = await browser.harness_page("ann", server)
+    await page.evaluate("harness.connect('ann', 'Ann', {heartbeatMs: 300, connectTimeoutMs: 2000})")
+    await page.evaluate("r => harness.hub.joinRoom(r)", ROOM)
+    await page.wait_for_timeout(1200)  # four pings, all answered
+    assert await page.evaluate("[harness.hub.state, harness.of('close').length]") == ["open", 0]
+
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGSTOP)  # the TCP connection stays, nothing answers
+    try:
+        await until(page, "harness.of('close').length === 1", "the heartbeat to give up",
+                    timeout=5000)
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    close = await page.evaluate("harness.of('close')[0]")
+    assert close == {"code": 4000, "reason": "heartbeat timeout", "willReconnect": True}
+    await until(page, "harness.of('reconnect').length === 1", "the reconnect", timeout=20000,
+                dump="harness.events.map(m => [m.type, m.payload])")
+    assert await page.evaluate("harness.hub.state") == "open"
