@@ -260,9 +260,13 @@ def _reason(payload: dict[str, Any], reason: str | None) -> dict[str, Any]:
 
 
 async def _gather(type_: str, waits: list[Awaitable[Any]]) -> None:
-    for result in await asyncio.gather(*waits, return_exceptions=True):
-        if isinstance(result, Exception):
-            log.error("%s handler failed", type_, exc_info=result)
+    # One after the other, in the reader's own task (no gather: a handler may call
+    # disconnect(), which must not wait for the task the handler runs in).
+    for wait in waits:
+        try:
+            await wait
+        except Exception:
+            log.exception("%s handler failed", type_)
 
 
 __all__ = ["Client", "Event", "HubbubRequestError"]
