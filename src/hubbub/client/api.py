@@ -168,7 +168,9 @@ class Client:
 
     # ---- operations (PROTOCOL §Client libraries, snake_case) -------------------------------
     async def set_presence(self, status: Literal["online", "away", "busy"]) -> None:
+        """Set your status; it is restored after each reconnect."""
         await self._conn.request("presence", {"status": status})
+        self._conn.status = status
 
     async def join_room(self, room_id: str | int, since: int | None = None) -> f.JoinAck:
         return msgspec.json.decode(await self._conn.join(str(room_id), since), type=f.JoinAck)

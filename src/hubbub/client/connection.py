@@ -95,6 +95,7 @@ class Connection:
     heartbeat: float = 20.0
     welcome: msgspec.Raw | None = None
     rooms: dict[str, int] = field(default_factory=dict)  # room -> last seq seen
+    status: str | None = None  # the last presence status set; restored on reconnect
     _http: aiohttp.ClientSession | None = None
     _ws: aiohttp.ClientWebSocketResponse | None = None
     _pending: dict[str, "asyncio.Future[msgspec.Raw]"] = field(default_factory=dict)
@@ -221,6 +222,9 @@ class Connection:
         replay the missed events to the handlers, then re-send the unacked chats. Only then
         is the client `connected`: requests sent earlier would not find it in its rooms, and
         new chats would overtake the older ones waiting in the outbox."""
+        if self.status is not None:
+            with contextlib.suppress(ConnectionError):  # before the rejoins: they carry it
+                await self._send({"type": "presence", "payload": {"status": self.status}})
         for room, last in list(self.rooms.items()):
             try:
                 ack = msgspec.json.decode(await self.join(room, since=last), type=_JoinAck)
