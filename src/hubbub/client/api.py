@@ -86,6 +86,7 @@ class Client:
             "userId": user_id, "username": username or user_id}
         self._handlers: dict[str, list[Handler]] = defaultdict(list)
         self._queue: asyncio.Queue[Event] | None = None
+        self._tasks: set[asyncio.Future[Any]] = set()  # running coroutine handlers
         self._conn = Connection(url, auth, self._on_frame, self._on_state, reconnect=reconnect,
                                 backoff=Backoff(backoff_base, backoff_cap),
                                 request_timeout=request_timeout)
@@ -96,9 +97,7 @@ class Client:
         """Open and authenticate; returns the server's `welcome`."""
         raw = await self._conn.open()
         self.welcome = msgspec.json.decode(raw, type=f.Welcome)
-        opened = self._emit(Event("open", {"reconnected": False}))
-        if opened is not None:
-            await opened
+        self._emit(Event("open", {"reconnected": False}))
         return self.welcome
 
     async def disconnect(self) -> None:
@@ -139,11 +138,13 @@ class Client:
             if not types or event.type in types:
                 return event
 
-    def _emit(self, event: Event) -> Awaitable[None] | None:
-        """Run the handlers; an exception in one is logged, never fatal to the client."""
+    def _emit(self, event: Event) -> None:
+        """Call the handlers in order. A coroutine handler runs as a task of its own (it
+        starts in order, right after): it may await requests, whose acks the connection's
+        reader delivers, and it may call disconnect(). An exception in a handler is logged,
+        never fatal to the client."""
         if self._queue is not None:
             self._queue.put_nowait(event)
-        waits: list[Awaitable[Any]] = []
         for handler in list(self._handlers.get(event.type, ())):
             try:
                 result = handler(event)
@@ -151,20 +152,24 @@ class Client:
                 log.exception("%s handler %r failed", event.type, handler)
                 continue
             if result is not None and inspect.isawaitable(result):
-                waits.append(result)
-        if waits:
-            return _gather(event.type, waits)
-        return None
+                task = asyncio.ensure_future(result)
+                self._tasks.add(task)
+                task.add_done_callback(self._handler_done)
 
-    def _on_frame(self, env: Envelope) -> Awaitable[None] | None:
-        return self._emit(Event(env.type, _decode(env.type, env.payload)))
+    def _handler_done(self, task: "asyncio.Future[Any]") -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a handler failed", exc_info=task.exception())
 
-    def _on_state(self, state: str, info: dict[str, Any]) -> Awaitable[None] | None:
+    def _on_frame(self, env: Envelope) -> None:
+        self._emit(Event(env.type, _decode(env.type, env.payload)))
+
+    def _on_state(self, state: str, info: dict[str, Any]) -> None:
         if state == "open":
             raw = self._conn.welcome
             if raw is not None:
                 self.welcome = msgspec.json.decode(raw, type=f.Welcome)
-        return self._emit(Event(state, info))
+        self._emit(Event(state, info))
 
     # ---- operations (PROTOCOL §Client libraries, snake_case) -------------------------------
     async def set_presence(self, status: Literal["online", "away", "busy"]) -> None:
@@ -259,16 +264,6 @@ def _reason(payload: dict[str, Any], reason: str | None) -> dict[str, Any]:
     if reason is not None:
         payload["reason"] = reason
     return payload
-
-
-async def _gather(type_: str, waits: list[Awaitable[Any]]) -> None:
-    # One after the other, in the reader's own task (no gather: a handler may call
-    # disconnect(), which must not wait for the task the handler runs in).
-    for wait in waits:
-        try:
-            await wait
-        except Exception:
-            log.exception("%s handler failed", type_)
 
 
 __all__ = ["Client", "Event", "HubbubRequestError"]
