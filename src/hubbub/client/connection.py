@@ -2,10 +2,11 @@
 
 It owns the socket, the pending requests (frame id -> future), the outbox of unacked
 chats, the rooms to rejoin and the last seq seen per room. When the socket drops it
-reconnects with full-jitter exponential backoff, authenticates again, rejoins every
-room with `since` = the last seq it saw (missed events are delivered to the handlers in
-order, once) and re-sends the unacked chats with their `clientMsgId` (the server answers
-a retry with the original ack, so nothing is posted twice).
+reconnects with full-jitter exponential backoff, authenticates again, restores the
+presence status, rejoins every room with `since` = the last seq it saw (missed events are
+delivered to the handlers in order, once) and re-sends the unacked chats with their
+`clientMsgId` (the server answers a retry with the original ack, so nothing is posted
+twice).
 """
 
 import asyncio
@@ -157,7 +158,7 @@ class Connection:
         await asyncio.wait_for(self._connected.wait(), timeout)
 
     async def _establish(self) -> msgspec.Raw:
-        """Open the socket, authenticate, rejoin rooms, re-send the outbox."""
+        """Open the socket and authenticate (rooms and the outbox: see _resume)."""
         assert self._http is not None
         self._ws = await self._http.ws_connect(self.url, heartbeat=self.heartbeat,
                                                max_msg_size=0)
