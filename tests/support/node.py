@@ -1,15 +1,27 @@
 """Build a Node and drive it frame by frame, with no network: for unit tests of features."""
 
+from collections.abc import Coroutine
 from typing import Any
 
 import msgspec
 
 from hubbub import config
-from hubbub.core.effects import Close, Effect, Effects, Reply, ToAll, ToRoom, ToRooms, ToUser
+from hubbub.core.effects import (
+    Close,
+    Effect,
+    Effects,
+    Later,
+    Reply,
+    ToAll,
+    ToRoom,
+    ToRooms,
+    ToUser,
+)
 from hubbub.core.session import Session
 from hubbub.features.dispatch import handle_frame
 from hubbub.features.node import Node
 from hubbub.features.system import close_session, open_session, tick
+from hubbub.ids import UserId
 from hubbub.store.sqlite import SqliteStore
 from tests.support.clock import FakeClock
 
@@ -38,20 +50,48 @@ def frame(type_: str, payload: dict[str, Any] | None = None, id: str | None = No
     return msgspec.json.encode(data)
 
 
+def run_now(coro: Coroutine[Any, Any, Effects]) -> Effects:
+    """Run a coroutine that never waits on I/O (rules over the in-process directory) to its
+    end, right here. Handlers that touch the store do wait: use `asend` for those."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        result: Effects = done.value
+        return result
+    coro.close()
+    raise AssertionError("this handler waits on I/O: use asend")
+
+
+def settle(effects: Effects) -> Effects:
+    """Carry out `Later` effects (directory work) like the hub does, in place."""
+    out: Effects = []
+    for e in effects:
+        out += settle(run_now(e.work)) if isinstance(e, Later) else [e]
+    return out
+
+
+async def asettle(effects: Effects) -> Effects:
+    out: Effects = []
+    for e in effects:
+        out += await asettle(await e.work) if isinstance(e, Later) else [e]
+    return out
+
+
 def send(node: Node, s: Session, type_: str, payload: dict[str, Any] | None = None,
          id: str | None = None) -> Effects:
     result = handle_frame(node, s, frame(type_, payload, id))
-    assert isinstance(result, list), "synchronous handler expected"
-    return result
+    if not isinstance(result, list):
+        result = run_now(result)  # type: ignore[arg-type]
+    return settle(result)
 
 
 async def asend(node: Node, s: Session, type_: str, payload: dict[str, Any] | None = None,
                 id: str | None = None) -> Effects:
     """Like `send`, for any handler: awaits the store-bound ones."""
     result = handle_frame(node, s, frame(type_, payload, id))
-    if isinstance(result, list):
-        return result
-    return await result
+    if not isinstance(result, list):
+        result = await result
+    return await asettle(result)
 
 
 def connect(node: Node, user: str, username: str | None = None) -> Session:
@@ -63,11 +103,18 @@ def connect(node: Node, user: str, username: str | None = None) -> Session:
 
 
 def disconnect(node: Node, s: Session) -> Effects:
-    return close_session(node, s.conn)
+    return settle(close_session(node, s.conn))
 
 
 def advance(node: Node, clock: FakeClock, ms: int) -> Effects:
-    return tick(node, clock.advance(ms))
+    return settle(tick(node, clock.advance(ms)))
+
+
+def status_of(node: Node, user: str) -> str:
+    """A user's presence status as the (in-process) directory knows it."""
+    info = run_now(node.directory.presence([UserId(user)]))  # type: ignore[arg-type]
+    found = info.get(UserId(user))  # type: ignore[attr-defined]
+    return str(found.status) if found else "offline"
 
 
 def payload(effect: Effect) -> dict[str, Any]:

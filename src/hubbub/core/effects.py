@@ -4,7 +4,9 @@ Deciding who receives an event is kept apart from delivering it (the hub encodes
 event once and queues the same bytes for every local recipient).
 """
 
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from hubbub.ids import ConnId, RoomId, UserId
 from hubbub.protocol.codes import CloseCode
@@ -82,5 +84,13 @@ class LogCall:
     record: CallRecord
 
 
-Effect = Reply | ToRoom | ToRooms | ToUser | ToConns | ToAll | Close | LogCall
+@dataclass(slots=True, frozen=True)
+class Later:
+    """Work on the shared directory whose outcome decides further effects (a join, leave
+    or offline seen cluster-wide); the hub awaits it and carries out what it returns."""
+
+    work: "Coroutine[Any, Any, list[Effect]]"
+
+
+Effect = Reply | ToRoom | ToRooms | ToUser | ToConns | ToAll | Close | LogCall | Later
 Effects = list[Effect]

@@ -28,6 +28,8 @@ def check_content(content: str, max_chars: int) -> str:
     if len(content) > max_chars:
         raise ProtocolError(ErrorCode.BAD_REQUEST,
                             f"content is longer than {max_chars} characters")
+    if "\x00" in content:  # PostgreSQL text cannot hold it; refused on every backend alike
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "content must not contain U+0000")
     return content
 
 

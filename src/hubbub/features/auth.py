@@ -91,7 +91,7 @@ def welcome(node: Node, s: Session, frame_id: str | None) -> Reply:
     ), frame_id)
 
 
-def establish(node: Node, s: Session, ident: Identity, frame_id: str | None) -> Effects:
+async def establish(node: Node, s: Session, ident: Identity, frame_id: str | None) -> Effects:
     """Bind an identity to the connection, mark the user online, send `welcome`."""
     limit = node.settings.max_connections_per_user
     if limit and len(node.user_conns.get(ident.user_id, ())) >= limit:
@@ -103,16 +103,20 @@ def establish(node: Node, s: Session, ident: Identity, frame_id: str | None) -> 
     now = node.clock.now_ms()
     node.presence.connect(ident.user_id, ident.username, now)
     conns = node.user_conns.setdefault(ident.user_id, set())
-    if not conns:
+    first_here = not conns
+    if first_here:
         node.fanout.user_opened(ident.user_id)
     conns.add(s.conn)
     if ident.expires_at_ms is not None:
         node.add_deadline(ident.expires_at_ms, s.conn)
     log.info("authenticated conn=%s user=%s", s.conn, ident.user_id)
+    if first_here:
+        await node.directory.user_up(ident.user_id, ident.username, now)
     return [welcome(node, s, frame_id)]
 
 
-def authenticate_token(node: Node, s: Session, token: str, frame_id: str | None) -> Effects:
+async def authenticate_token(node: Node, s: Session, token: str,
+                             frame_id: str | None) -> Effects:
     secret = node.settings.jwt_secret
     if not secret:
         raise ProtocolError(ErrorCode.BAD_REQUEST,
@@ -122,10 +126,10 @@ def authenticate_token(node: Node, s: Session, token: str, frame_id: str | None)
     except CloseConnection as exc:
         log.info("auth failed conn=%s: %s", s.conn, exc.reason)
         return [Close(s.conn, exc.code, exc.reason)]
-    return establish(node, s, ident, frame_id)
+    return await establish(node, s, ident, frame_id)
 
 
-def handle_auth(node: Node, s: Session, frame: Auth | Presence) -> Effects:
+async def handle_auth(node: Node, s: Session, frame: Auth | Presence) -> Effects:
     """`auth` (either mode) or, in dev identity mode, a first `presence` frame."""
     if s.authenticated:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "already authenticated")
@@ -134,12 +138,12 @@ def handle_auth(node: Node, s: Session, frame: Auth | Presence) -> Effects:
         token = frame.payload.token if isinstance(frame, Auth) else None
         if not token:
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "send {type: auth, payload: {token}}")
-        return authenticate_token(node, s, token, frame.id)
+        return await authenticate_token(node, s, token, frame.id)
     if p.user_id is None:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "dev identity mode: payload needs userId")
     uid = user_id(p.user_id)
-    effects = establish(node, s, Identity(uid, p.username or uid), frame.id)
-    if isinstance(frame, Presence) and frame.payload.status != "online":
-        effects += set_status(node, s, frame.payload.status)
+    effects = await establish(node, s, Identity(uid, p.username or uid), frame.id)
+    if isinstance(frame, Presence) and frame.payload.status != "online" and s.identity:
+        effects += await set_status(node, uid, frame.payload.status)
     return effects
 

@@ -138,7 +138,7 @@ def handle_frame(node: Node, s: Session, data: bytes | str) -> Effects | Awaitab
             raise ProtocolError(ErrorCode.RATE_LIMITED, "too many frames", retry_after_ms=wait)
         if s.identity is None:
             if t is Auth or (t is Presence and node.settings.dev_identity):
-                return handle_auth(node, s, frame)  # type: ignore[arg-type]
+                return _guarded(node, s, handle_auth(node, s, frame), fid)  # type: ignore[arg-type]
             if t is Ping:
                 return handle_ping(node, s, frame)  # type: ignore[arg-type]
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "authenticate first")

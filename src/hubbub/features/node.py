@@ -15,6 +15,8 @@ from hubbub.core.presence import PresenceTracker
 from hubbub.core.rooms import RoomRegistry
 from hubbub.core.session import Limits, Session
 from hubbub.core.typing_indicators import TypingTracker
+from hubbub.directory.base import Directory
+from hubbub.directory.memory import MemoryDirectory
 from hubbub.errors import ProtocolError
 from hubbub.ids import ConnId, RoomId, UserId
 from hubbub.metrics import Metrics
@@ -92,6 +94,8 @@ class Node:
     # Set by the server once opened (hubbub.store.open_store); rules never reach past it.
     store: Store = field(init=False)
     fanout: Fanout = field(default_factory=LocalOnly)
+    # Cluster-wide presence and membership; in-process for a lone node.
+    directory: Directory = field(default_factory=MemoryDirectory)
     # This node's number: the high bits of its connection ids (0 for a lone node).
     number: int = 0
     # (deadline_ms, conn): unauthenticated connections' auth deadline, tokens' expiry.

@@ -1,34 +1,60 @@
-"""`presence` frames (PROTOCOL §Presence) and the presence side of connects and disconnects."""
+"""`presence` frames (PROTOCOL §Presence) and the presence side of connects and disconnects.
 
-from hubbub.core.effects import Effects, Reply, ToRooms
-from hubbub.core.presence import Status, UserPresence
+The directory holds each user's status cluster-wide; this node's PresenceTracker only
+counts its own connections and runs the grace period after the last one closes.
+"""
+
+from collections.abc import Iterable
+
+from hubbub.core.effects import Effects, Reply, ToRoom, ToRooms
+from hubbub.core.presence import Status
 from hubbub.core.session import Session
+from hubbub.directory.base import PresenceInfo
 from hubbub.features.node import Node
-from hubbub.ids import UserId
-from hubbub.protocol.frames import Presence, PresenceAck, PresenceEvent
+from hubbub.ids import RoomId, UserId
+from hubbub.protocol.frames import LeaveRoomEvent, Presence, PresenceAck, PresenceEvent
 
 
-def presence_event(node: Node, uid: UserId, offline: UserPresence | None = None) -> Effects:
-    """Tell everyone who shares a room with `uid` about its presence (PROTOCOL §Presence).
-    `offline` is the final state of a user whose grace period just ended."""
-    p = offline or node.presence.get(uid)
-    rooms = tuple(node.rooms.rooms_of(uid))
-    if p is None or not rooms:
+def presence_to(rooms: Iterable[RoomId], uid: UserId, info: PresenceInfo) -> Effects:
+    """PROTOCOL §Presence: a change goes to every user who shares a room with `uid`."""
+    targets = tuple(sorted(rooms))
+    if not targets:
         return []
-    return [ToRooms(rooms, "presence", PresenceEvent(
-        user_id=uid, username=p.username, status=p.status, last_seen=p.last_seen_ms))]
+    return [ToRooms(targets, "presence", PresenceEvent(
+        user_id=uid, username=info.username, status=info.status,  # type: ignore[arg-type]
+        last_seen=info.last_seen_ms))]
 
 
-def set_status(node: Node, s: Session, status: Status) -> Effects:
+async def set_status(node: Node, uid: UserId, status: Status) -> Effects:
+    d = node.directory
+    if not await d.set_status(uid, status, node.clock.now_ms()):
+        return []
+    info = (await d.presence([uid])).get(uid)
+    return presence_to(await d.rooms_of(uid), uid, info) if info else []
+
+
+async def handle_presence(node: Node, s: Session, frame: Presence) -> Effects:
     assert s.identity is not None
-    uid = s.identity.user_id
-    if not node.presence.set_status(uid, status, node.clock.now_ms()):
-        return []
-    return presence_event(node, uid)
-
-
-def handle_presence(node: Node, s: Session, frame: Presence) -> Effects:
-    effects = set_status(node, s, frame.payload.status)
+    effects = await set_status(node, s.identity.user_id, frame.payload.status)
     if frame.id is not None:
-        effects.insert(0, Reply(s.conn, "ack", PresenceAck(status=frame.payload.status), frame.id))
+        effects.insert(0, Reply(s.conn, "ack", PresenceAck(status=frame.payload.status),
+                                frame.id))
+    return effects
+
+
+async def released(node: Node, uid: UserId, username: str, rooms: list[RoomId],
+                   last_seen_ms: int | None) -> Effects:
+    """This node stopped holding `uid` in `rooms` (a lingering membership ended) and, with
+    `last_seen_ms`, stopped holding the user at all (their grace period ended here). Tells
+    the others only what changed cluster-wide: offline first, then the rooms left."""
+    d = node.directory
+    effects: Effects = []
+    if last_seen_ms is not None:
+        before = await d.rooms_of(uid)
+        if await d.user_down(uid, last_seen_ms):
+            effects += presence_to(before, uid, PresenceInfo(username, "offline", last_seen_ms))
+    for room in rooms:
+        if await d.remove_member(room, uid):
+            effects.append(ToRoom(room, "leave_room", LeaveRoomEvent(
+                room_id=room, user_id=uid, username=username)))
     return effects

@@ -1,11 +1,18 @@
-"""`join_room` / `leave_room` (PROTOCOL §Client → server)."""
+"""`join_room` / `leave_room` (PROTOCOL §Client → server).
 
-from hubbub.core.effects import Effects, Reply, ToRoom
+Membership has two levels: this node's connections in a room (core.rooms, for delivery)
+and the users in a room on any node (the directory, for member lists and for announcing
+a join or a leave exactly once, however many devices and nodes a user has).
+"""
+
+from hubbub.core.effects import Effects, Later, Reply, ToRoom
 from hubbub.core.session import Session
+from hubbub.directory.base import PresenceInfo
 from hubbub.errors import ProtocolError
 from hubbub.features.node import Node
+from hubbub.features.presence import released
 from hubbub.features.typing_indicators import stop_typing
-from hubbub.ids import RoomId, room_id
+from hubbub.ids import RoomId, UserId, room_id
 from hubbub.protocol.codes import ErrorCode
 from hubbub.protocol.frames import (
     JoinAck,
@@ -18,28 +25,40 @@ from hubbub.protocol.frames import (
 )
 
 
-def member_list(node: Node, room: RoomId) -> list[Member]:
-    out = []
-    for uid in node.rooms.members(room):
-        p = node.presence.get(uid)
-        out.append(Member(user_id=uid, username=p.username if p else uid,
-                          status=p.status if p else "offline"))
-    return out
+async def member_list(node: Node, room: RoomId) -> tuple[list[Member], dict[UserId, PresenceInfo]]:
+    users = await node.directory.members(room)
+    infos = await node.directory.presence(users)
+    members = []
+    for uid in users:
+        p = infos.get(uid)
+        members.append(Member(user_id=uid, username=p.username if p else uid,
+                              status=p.status if p else "online"))  # type: ignore[arg-type]
+    return members, infos
+
+
+def _room_limit(node: Node) -> ProtocolError:
+    return ProtocolError(ErrorCode.FORBIDDEN,
+                         f"a connection may be in at most {node.limits.max_rooms} rooms")
 
 
 async def handle_join(node: Node, s: Session, frame: JoinRoom) -> Effects:
     assert s.identity is not None
     room = room_id(frame.payload.room_id)
     ident = s.identity
+    uid = ident.user_id
     if not ident.may_join(room):
         raise ProtocolError(ErrorCode.FORBIDDEN, f"you may not join room {room!r}")
     if room not in s.rooms and len(s.rooms) >= node.limits.max_rooms:
-        raise ProtocolError(ErrorCode.FORBIDDEN,
-                            f"a connection may be in at most {node.limits.max_rooms} rooms")
+        raise _room_limit(node)
     since = frame.payload.since
-    ack = JoinAck(room_id=room, members=[], last_seq=0)
+    # Cluster-wide first: is the user new to the room (announce it once), who is there.
+    newly = False
+    if not node.rooms.is_member(room, uid):
+        newly = await node.directory.add_member(room, uid)
+    members, infos = await member_list(node, room)
     if not node.rooms.conns(room):
         await node.fanout.room_opened(room)
+    ack = JoinAck(room_id=room, members=members, last_seq=0)
     # The position read is ordered with the room's writes (Store contract), and nothing
     # is awaited between it and taking our place in the room: live events from here on
     # are exactly those after `lastSeq`.
@@ -49,27 +68,32 @@ async def handle_join(node: Node, s: Session, frame: JoinRoom) -> Effects:
         recovery = await node.store.events_since(room, since, node.settings.recovery_limit)
         ack.last_seq, ack.recovered = recovery.last_seq, recovery.complete
         ack.missed = recovery.events
-    if s.closing or s.conn not in node.sessions:
+    if s.closing or s.conn not in node.sessions or (
+            room not in s.rooms and len(s.rooms) >= node.limits.max_rooms):
         if not node.rooms.conns(room):
             node.fanout.room_closed(room)
-        return []
+        if not node.rooms.is_member(room, uid):  # undo the directory entry, quietly
+            await node.directory.remove_member(room, uid)
+        if s.closing or s.conn not in node.sessions:
+            return []
+        raise _room_limit(node)  # other joins of this connection won the race
     node.fanout.room_position(room, ack.last_seq)
     effects: Effects = [Reply(s.conn, "ack", ack, frame.id)]
     if room not in s.rooms:
-        if len(s.rooms) >= node.limits.max_rooms:  # joins raced while we waited
-            raise ProtocolError(ErrorCode.FORBIDDEN,
-                                f"a connection may be in at most {node.limits.max_rooms} rooms")
         s.rooms.add(room)
-        if node.rooms.join(room, ident.user_id, s.conn):
+        node.rooms.join(room, uid, s.conn)
+        if newly:
+            p = infos.get(uid)
             effects.append(ToRoom(room, "join_room", JoinRoomEvent(
-                room_id=room, user_id=ident.user_id, username=ident.username,
-                status=node.presence.status(ident.user_id)), exclude_user=ident.user_id))
-    ack.members = member_list(node, room)
+                room_id=room, user_id=uid, username=ident.username,
+                status=p.status if p else "online"),  # type: ignore[arg-type]
+                exclude_user=uid))
     return effects
 
 
 def leave(node: Node, s: Session, room: RoomId) -> Effects:
-    """Take this connection out of `room`; ends its typing; tells the others if the user left."""
+    """Take this connection out of `room` and end its typing; if that was the user's last
+    connection here in the room, the directory decides whether the room hears a leave."""
     assert s.identity is not None
     ident = s.identity
     s.rooms.discard(room)
@@ -78,8 +102,7 @@ def leave(node: Node, s: Session, room: RoomId) -> Effects:
     if not node.rooms.conns(room):
         node.fanout.room_closed(room)
     if left:
-        effects.append(ToRoom(room, "leave_room", LeaveRoomEvent(
-            room_id=room, user_id=ident.user_id, username=ident.username)))
+        effects.append(Later(released(node, ident.user_id, ident.username, [room], None)))
     return effects
 
 
@@ -90,3 +113,6 @@ def handle_leave(node: Node, s: Session, frame: LeaveRoom) -> Effects:
     effects = leave(node, s, room)
     effects.insert(0, Reply(s.conn, "ack", RoomAck(room_id=room), frame.id))
     return effects
+
+
+__all__ = ["LeaveRoomEvent", "handle_join", "handle_leave", "leave", "member_list"]

@@ -4,10 +4,11 @@
 import heapq
 import logging
 
-from hubbub.core.effects import Close, Effects, Reply, ToAll, ToRoom
+from hubbub.core.effects import Close, Effects, Later, Reply, ToAll, ToRoom
 from hubbub.core.session import Session
+from hubbub.directory.base import PresenceInfo
 from hubbub.features.node import Node
-from hubbub.features.presence import presence_event
+from hubbub.features.presence import presence_to, released
 from hubbub.features.typing_indicators import expire_typing, stop_typing
 from hubbub.ids import ConnId, UserId
 from hubbub.protocol.codes import CloseCode
@@ -66,6 +67,7 @@ def close_session(node: Node, conn: ConnId) -> Effects:
         if not conns:
             del node.user_conns[uid]
             node.fanout.user_closed(uid)
+            effects.append(Later(_idle(node, uid)))
     effects += node.calls.connection_closed(uid, conn, len(conns or ()), now)
     effects += node.calls.drain_log()
     s.rooms.clear()
@@ -74,9 +76,19 @@ def close_session(node: Node, conn: ConnId) -> Effects:
     return effects
 
 
-def _leave_lingering(node: Node, uid: UserId, username: str) -> Effects:
-    return [ToRoom(room, "leave_room", LeaveRoomEvent(room_id=room, user_id=uid, username=username))
-            for room in node.rooms.purge_lingering(uid)]
+async def _idle(node: Node, uid: UserId) -> Effects:
+    await node.directory.user_idle(uid)
+    return []
+
+
+def _release_lingering(node: Node, uid: UserId, username: str,
+                       last_seen_ms: int | None) -> Effects:
+    """The grace period of `uid` ended here: drop the memberships no connection holds and,
+    with `last_seen_ms`, the user; the directory decides what the others hear."""
+    rooms = node.rooms.purge_lingering(uid)
+    if not rooms and last_seen_ms is None:
+        return []
+    return [Later(released(node, uid, username, rooms, last_seen_ms))]
 
 
 def tick(node: Node, now_ms: int) -> Effects:
@@ -86,13 +98,12 @@ def tick(node: Node, now_ms: int) -> Effects:
     effects += node.calls.expire(now_ms)
     effects += node.calls.drain_log()
     for uid, gone in node.presence.expire(now_ms):
-        effects += presence_event(node, uid, offline=gone)
-        effects += _leave_lingering(node, uid, gone.username)
+        effects += _release_lingering(node, uid, gone.username, gone.last_seen_ms)
     while node.lingering and node.lingering[0][0] <= now_ms:
         _, uid = heapq.heappop(node.lingering)
         p = node.presence.get(uid)
         if p is not None and p.connections:
-            effects += _leave_lingering(node, uid, p.username)
+            effects += _release_lingering(node, uid, p.username, None)
     while node.deadlines and node.deadlines[0][0] <= now_ms:
         _, conn = heapq.heappop(node.deadlines)
         s = node.sessions.get(conn)
@@ -102,6 +113,24 @@ def tick(node: Node, now_ms: int) -> Effects:
             effects.append(Close(conn, CloseCode.AUTH_FAILED, "authentication timeout"))
         elif s.identity.expires_at_ms is not None and s.identity.expires_at_ms <= now_ms:
             effects.append(Close(conn, CloseCode.AUTH_FAILED, "token expired"))
+    return effects
+
+
+async def housekeeping(node: Node, now_ms: int) -> Effects:
+    """Every few seconds: tell the directory this node lives, and release what dead nodes
+    held (their users leave rooms and go offline for everyone else)."""
+    d = node.directory
+    await d.heartbeat(now_ms)
+    effects: Effects = []
+    for gone in await d.reap(now_ms):
+        if gone.went_offline:
+            effects += presence_to(gone.rooms_before, gone.user,
+                                   PresenceInfo(gone.username, "offline", gone.last_seen_ms))
+        effects += [ToRoom(room, "leave_room", LeaveRoomEvent(
+            room_id=room, user_id=gone.user, username=gone.username))
+            for room in gone.rooms_left]
+    if effects:
+        log.info("released what dead nodes held: %d events", len(effects))
     return effects
 
 

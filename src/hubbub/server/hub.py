@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from hubbub.core.effects import (
     Close,
     Effect,
+    Later,
     LogCall,
     Reply,
     ToAll,
@@ -112,6 +113,8 @@ class Hub:
                 self.close(e.conn, e.code, e.reason)  # type: ignore[union-attr]
             elif t is LogCall:
                 self._log_call(e)  # type: ignore[arg-type]
+            elif t is Later:
+                self._later(e)  # type: ignore[arg-type]
             else:
                 self._broadcast(e, fan)
 
@@ -197,6 +200,21 @@ class Hub:
     def deliver_all(self, type_: str, frame: bytes) -> None:
         self.deliver_conns([c for c, s in self.node.sessions.items() if s.identity], type_,
                            frame)
+
+    def _later(self, e: Later) -> None:
+        task = self.loop.create_task(e.work)
+        self._background.add(task)  # type: ignore[arg-type]
+        task.add_done_callback(self._later_done)
+
+    def _later_done(self, task: "asyncio.Task[list[Effect]]") -> None:
+        self._background.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            log.error("directory work failed: %r", exc)
+            return
+        self.run(task.result())
 
     def _log_call(self, e: LogCall) -> None:
         task = self.loop.create_task(self.node.store.record_call(e.record))

@@ -75,7 +75,7 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
     token = request.query.get("token")
     if token and not session.closing:
         try:
-            hub.run(authenticate_token(node, session, token, None))
+            hub.run(await authenticate_token(node, session, token, None))
         except ProtocolError as exc:  # dev identity mode: say so instead of waiting 10 s
             hub.run(refused(node, session, exc, None))
     close_reason = ""

@@ -177,3 +177,9 @@ def test_bounds_with_one_seq_between_them_are_accepted() -> None:
 
 def test_zero_is_a_valid_after_seq() -> None:
     assert page(None, 0, 10).after == 0
+
+
+def test_content_with_a_nul_character_is_bad_request() -> None:
+    with pytest.raises(ProtocolError) as err:
+        check_content("a\x00b", 100)
+    assert err.value.code == ErrorCode.BAD_REQUEST

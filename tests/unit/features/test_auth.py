@@ -14,7 +14,7 @@ from hubbub.features.system import open_session
 from hubbub.ids import UserId
 from hubbub.protocol.codes import CloseCode
 from tests.support.clock import FakeClock
-from tests.support.node import advance, asend, connect, disconnect, error_code, payload
+from tests.support.node import advance, asend, connect, disconnect, error_code, payload, status_of
 from tests.unit.features.conftest import MakeNode
 from tests.unit.features.helpers import closes, inbox, join
 
@@ -117,13 +117,13 @@ async def test_dev_mode_first_presence_frame_authenticates(node: Node) -> None:
 async def test_dev_mode_first_presence_frame_sets_its_status(node: Node) -> None:
     s = open_session(node)
     welcome_of(await asend(node, s, "presence", {"userId": "u1", "status": "away"}))
-    assert node.presence.status(UserId("u1")) == "away"
+    assert status_of(node, "u1") == "away"
 
 
 async def test_dev_mode_auth_marks_the_user_online(node: Node) -> None:
     s = open_session(node)
     await asend(node, s, "auth", {"userId": "u1"})
-    assert node.presence.status(UserId("u1")) == "online"
+    assert status_of(node, "u1") == "online"
     assert node.user_conns[UserId("u1")] == {s.conn}
 
 
@@ -365,14 +365,14 @@ async def test_token_from_the_query_string_authenticates_without_a_frame_id(
     jwt_node: Node, clock: FakeClock
 ) -> None:
     s = open_session(jwt_node)
-    effects = authenticate_token(jwt_node, s, token(clock, name="Ann"), None)
+    effects = await authenticate_token(jwt_node, s, token(clock, name="Ann"), None)
     assert welcome_of(effects)["username"] == "Ann"
     assert isinstance(effects[0], Reply) and effects[0].id is None
 
 
 async def test_bad_token_from_the_query_string_closes_with_4001(jwt_node: Node) -> None:
     s = open_session(jwt_node)
-    assert_closed_4001(authenticate_token(jwt_node, s, "nope", None), s)
+    assert_closed_4001(await authenticate_token(jwt_node, s, "nope", None), s)
 
 
 async def test_token_expiry_closes_a_live_connection_with_4001_at_exp(

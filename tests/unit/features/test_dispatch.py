@@ -18,7 +18,7 @@ from hubbub.features.system import open_session
 from hubbub.ids import RoomId, UserId
 from hubbub.protocol.codes import STRIKE_CODES, CloseCode, ErrorCode
 from tests.support.clock import FakeClock
-from tests.support.node import asend, connect, error_code, make_node, payload
+from tests.support.node import asend, connect, error_code, make_node, payload, status_of
 from tests.unit.features.conftest import MakeNode
 from tests.unit.features.helpers import closes, inbox, join, received
 
@@ -186,7 +186,7 @@ async def test_a_rate_limited_frame_is_not_handled(make: MakeNode) -> None:
     await asend(node, ann, "presence", {"status": "busy"})
     effects = await asend(node, ann, "presence", {"status": "away"})
     assert error_code(effects) == "rate_limited"
-    assert node.presence.status(UserId("ann")) == "busy"
+    assert status_of(node, "ann") == "busy"
 
 
 async def test_a_rate_limited_client_is_served_again_after_retry_after_ms(
@@ -268,7 +268,7 @@ async def test_a_foreign_user_id_or_from_is_forbidden_and_nothing_is_broadcast(
     assert inbox(node, effects, bob) == [] and inbox(node, effects, carol) == []
     assert ann.rooms == {"r1"}
     assert node.rooms.is_member(RoomId("r1"), UserId("ann"))
-    assert node.presence.status(UserId("ann")) == "online"
+    assert status_of(node, "ann") == "online"
     assert not node.typing.is_typing(RoomId("r1"), UserId("ann"))
 
 

@@ -4,7 +4,7 @@ from hubbub.core.effects import Reply
 from hubbub.features.node import Node
 from hubbub.ids import RoomId, UserId
 from tests.support.clock import FakeClock
-from tests.support.node import advance, asend, connect, disconnect, error_code, payload
+from tests.support.node import advance, asend, connect, disconnect, error_code, payload, status_of
 from tests.unit.features.conftest import MakeNode
 from tests.unit.features.helpers import inbox, join, received
 
@@ -16,7 +16,7 @@ async def test_several_devices_of_one_user_count_as_one_online_user(node: Node) 
     connect(node, "ann")
     connect(node, "ann")
     assert node.presence.online_count() == 1
-    assert node.presence.status(UserId("ann")) == "online"
+    assert status_of(node, "ann") == "online"
 
 
 async def test_closing_one_of_two_devices_keeps_the_user_online(
@@ -27,7 +27,7 @@ async def test_closing_one_of_two_devices_keeps_the_user_online(
         await join(node, s, "r1")
     effects = disconnect(node, ann1) + advance(node, clock, GRACE_MS * 2)
     assert received(node, effects, bob, "presence") == []
-    assert node.presence.status(UserId("ann")) == "online"
+    assert status_of(node, "ann") == "online"
 
 
 async def test_last_connection_closing_is_not_offline_during_the_grace_period(
@@ -38,7 +38,7 @@ async def test_last_connection_closing_is_not_offline_during_the_grace_period(
     await join(node, bob, "r1")
     effects = disconnect(node, ann) + advance(node, clock, GRACE_MS - 1)
     assert inbox(node, effects, bob) == []
-    assert node.presence.status(UserId("ann")) == "online"
+    assert status_of(node, "ann") == "online"
 
 
 async def test_last_connection_closing_is_offline_after_grace_with_last_seen_at_close(
@@ -54,7 +54,7 @@ async def test_last_connection_closing_is_offline_after_grace_with_last_seen_at_
     effects = advance(node, clock, 1)
     assert received(node, effects, bob, "presence") == [
         {"userId": "ann", "username": "Ann", "status": "offline", "lastSeen": closed_at}]
-    assert node.presence.status(UserId("ann")) == "offline"
+    assert status_of(node, "ann") == "offline"
 
 
 async def test_offline_is_sent_once(node: Node, clock: FakeClock) -> None:
@@ -98,7 +98,7 @@ async def test_a_user_in_no_room_goes_offline_without_a_broadcast(
     connect(node, "bob")
     disconnect(node, ann)
     assert advance(node, clock, GRACE_MS) == []
-    assert node.presence.status(UserId("ann")) == "offline"
+    assert status_of(node, "ann") == "offline"
 
 
 async def test_lingering_room_membership_is_purged_with_leave_room_after_grace(
@@ -137,7 +137,7 @@ async def test_reconnect_within_grace_sends_no_offline_and_no_leave_room(
     effects += await join(node, again, "r1")
     effects += advance(node, clock, GRACE_MS * 3)
     assert inbox(node, effects, bob) == []
-    assert node.presence.status(UserId("ann")) == "online"
+    assert status_of(node, "ann") == "online"
     assert node.rooms.is_member(RoomId("r1"), UserId("ann"))
 
 
@@ -150,7 +150,7 @@ async def test_reconnect_within_grace_keeps_the_chosen_status(
     advance(node, clock, 1000)
     connect(node, "ann")
     advance(node, clock, GRACE_MS * 2)
-    assert node.presence.status(UserId("ann")) == "away"
+    assert status_of(node, "ann") == "away"
 
 
 async def test_reconnect_without_rejoining_leaves_the_lingering_room_after_grace(
@@ -163,7 +163,7 @@ async def test_reconnect_without_rejoining_leaves_the_lingering_room_after_grace
     connect(node, "ann")
     effects = advance(node, clock, GRACE_MS)
     assert [t for t, _ in inbox(node, effects, bob)] == ["leave_room"]
-    assert node.presence.status(UserId("ann")) == "online"
+    assert status_of(node, "ann") == "online"
 
 
 async def test_a_dropped_device_membership_lingers_while_another_device_stays_online(
@@ -248,7 +248,7 @@ async def test_status_set_on_one_device_is_the_users_status(node: Node) -> None:
     ann1 = connect(node, "ann")
     connect(node, "ann")
     await asend(node, ann1, "presence", {"status": "busy"})
-    assert node.presence.status(UserId("ann")) == "busy"
+    assert status_of(node, "ann") == "busy"
 
 
 async def test_presence_frame_with_an_id_is_acked_with_the_status(node: Node) -> None:
@@ -269,7 +269,7 @@ async def test_offline_is_not_a_status_a_client_may_set(node: Node) -> None:
     ann = connect(node, "ann")
     effects = await asend(node, ann, "presence", {"status": "offline"}, id="p")
     assert error_code(effects) == "bad_request"
-    assert node.presence.status(UserId("ann")) == "online"
+    assert status_of(node, "ann") == "online"
 
 
 async def test_presence_with_another_users_id_is_forbidden_and_not_broadcast(
@@ -281,5 +281,5 @@ async def test_presence_with_another_users_id_is_forbidden_and_not_broadcast(
     effects = await asend(node, ann, "presence", {"status": "away", "userId": "bob"}, id="p")
     assert error_code(effects) == "forbidden"
     assert inbox(node, effects, bob) == []
-    assert node.presence.status(UserId("ann")) == "online"
-    assert node.presence.status(UserId("bob")) == "online"
+    assert status_of(node, "ann") == "online"
+    assert status_of(node, "bob") == "online"

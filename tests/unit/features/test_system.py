@@ -5,7 +5,7 @@ from hubbub.features.node import Node
 from hubbub.features.system import announce, close_session, open_session
 from hubbub.ids import UserId
 from tests.support.clock import FakeClock
-from tests.support.node import asend, connect, payload
+from tests.support.node import asend, connect, payload, settle
 from tests.unit.features.helpers import inbox
 
 
@@ -46,13 +46,13 @@ async def test_closing_an_unauthenticated_connection_has_no_effects(node: Node) 
 
 async def test_closing_a_connection_twice_is_harmless(node: Node) -> None:
     s = connect(node, "ann")
-    close_session(node, s.conn)
+    settle(close_session(node, s.conn))
     assert close_session(node, s.conn) == []
 
 
 async def test_closing_a_connection_forgets_it_among_the_users_connections(node: Node) -> None:
     ann1, ann2 = connect(node, "ann"), connect(node, "ann")
-    close_session(node, ann1.conn)
+    settle(close_session(node, ann1.conn))
     assert node.user_conns[UserId("ann")] == {ann2.conn}
-    close_session(node, ann2.conn)
+    settle(close_session(node, ann2.conn))
     assert UserId("ann") not in node.user_conns

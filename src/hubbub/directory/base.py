@@ -1,0 +1,102 @@
+"""The Directory contract: who is online and who is in which room, across every node.
+
+Every backend passes the same contract suite (tests/contract/test_directory.py).
+
+Each node reports only what its own connections hold: "this node holds user U" (U has a
+connection here) and "this node holds U in room R". A user is online while some live
+node holds them, and a member of R while some live node holds them in R; the answers
+that matter to the rules — *first* holder, *last* holder — are decided atomically, so
+two nodes never both announce the same join, leave or offline.
+
+Nodes heartbeat. A node silent for `node_ttl_ms` is presumed dead: `reap()`, run by any
+live node, releases everything it held, once, and returns the departures it caused
+(users who left rooms or went offline) so the reaping node can tell the others.
+"""
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+from hubbub.ids import RoomId, UserId
+
+DEFAULT_NODE_TTL_MS = 10_000
+
+
+@dataclass(slots=True, frozen=True)
+class PresenceInfo:
+    username: str
+    status: str  # online | away | busy | offline
+    last_seen_ms: int
+
+
+@dataclass(slots=True)
+class Departure:
+    """What releasing a dead node's holdings changed for one user."""
+
+    user: UserId
+    username: str
+    rooms_left: list[RoomId] = field(default_factory=list)
+    # The rooms the user was in before (who must hear that they went offline).
+    rooms_before: list[RoomId] = field(default_factory=list)
+    went_offline: bool = False
+    last_seen_ms: int = 0
+
+
+class Directory(ABC):
+    node_id: str
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect and announce this node (a first heartbeat)."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Release everything this node holds and leave."""
+
+    @abstractmethod
+    async def heartbeat(self, now_ms: int) -> None:
+        """This node is alive (call every few seconds)."""
+
+    @abstractmethod
+    async def user_up(self, user: UserId, username: str, now_ms: int) -> bool:
+        """This node now has a connection of `user` (idempotent). True when no live node
+        held them before (they came online); their status then starts as `online`."""
+
+    @abstractmethod
+    async def user_idle(self, user: UserId) -> None:
+        """This node still holds `user` (a grace period runs) but has no connection of
+        theirs: they cannot be reached here, e.g. for a call."""
+
+    @abstractmethod
+    async def user_down(self, user: UserId, now_ms: int) -> bool:
+        """This node no longer holds `user`. True when no live node holds them any more:
+        they are offline, with lastSeen = now_ms."""
+
+    @abstractmethod
+    async def set_status(self, user: UserId, status: str, now_ms: int) -> bool:
+        """The user chose a status; True when it changed."""
+
+    @abstractmethod
+    async def presence(self, users: list[UserId]) -> dict[UserId, PresenceInfo]:
+        """What is known of each user; users never seen are absent."""
+
+    @abstractmethod
+    async def is_online(self, user: UserId) -> bool:
+        """Some live node has a connection of `user` (not only a grace period)."""
+
+    @abstractmethod
+    async def add_member(self, room: RoomId, user: UserId) -> bool:
+        """This node now holds `user` in `room`; True when no live node held them there."""
+
+    @abstractmethod
+    async def remove_member(self, room: RoomId, user: UserId) -> bool:
+        """This node no longer holds `user` in `room`; True when no live node does."""
+
+    @abstractmethod
+    async def members(self, room: RoomId) -> list[UserId]: ...
+
+    @abstractmethod
+    async def rooms_of(self, user: UserId) -> set[RoomId]: ...
+
+    @abstractmethod
+    async def reap(self, now_ms: int) -> list[Departure]:
+        """Release the holdings of nodes silent for longer than the node TTL."""

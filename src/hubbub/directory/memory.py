@@ -1,0 +1,162 @@
+"""The in-process Directory: the default for one node, and several nodes in one process
+(tests) when they share one `MemoryDirectoryState`."""
+
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from hubbub.directory.base import DEFAULT_NODE_TTL_MS, Departure, Directory, PresenceInfo
+from hubbub.ids import RoomId, UserId
+
+
+@dataclass
+class MemoryDirectoryState:
+    """What a Redis server is to RedisDirectory."""
+
+    heartbeats: dict[str, int] = field(default_factory=dict)
+    # user -> nodes holding them; (room, user) -> nodes holding them there
+    user_nodes: dict[UserId, set[str]] = field(default_factory=lambda: defaultdict(set))
+    # user -> nodes with a connection of theirs (not only a grace period)
+    connected: dict[UserId, set[str]] = field(default_factory=lambda: defaultdict(set))
+    member_nodes: dict[tuple[RoomId, UserId], set[str]] = field(
+        default_factory=lambda: defaultdict(set))
+    room_members: dict[RoomId, set[UserId]] = field(default_factory=lambda: defaultdict(set))
+    user_rooms: dict[UserId, set[RoomId]] = field(default_factory=lambda: defaultdict(set))
+    info: dict[UserId, PresenceInfo] = field(default_factory=dict)
+
+
+class MemoryDirectory(Directory):
+    def __init__(self, state: MemoryDirectoryState | None = None, node_id: str | None = None,
+                 node_ttl_ms: int = DEFAULT_NODE_TTL_MS) -> None:
+        self.node_id = node_id or secrets.token_hex(4)
+        self.state = state or MemoryDirectoryState()
+        self.node_ttl_ms = node_ttl_ms
+
+    async def start(self) -> None:
+        self.state.heartbeats[self.node_id] = 0
+
+    async def close(self) -> None:
+        self._release(self.node_id, 0)
+        self.state.heartbeats.pop(self.node_id, None)
+
+    async def heartbeat(self, now_ms: int) -> None:
+        self.state.heartbeats[self.node_id] = now_ms
+
+    # ---- presence ----------------------------------------------------------------------
+    async def user_up(self, user: UserId, username: str, now_ms: int) -> bool:
+        nodes = self.state.user_nodes[user]
+        first = not nodes
+        nodes.add(self.node_id)
+        self.state.connected[user].add(self.node_id)
+        old = self.state.info.get(user)
+        status = "online" if first or old is None else old.status
+        self.state.info[user] = PresenceInfo(username, status, now_ms)
+        return first
+
+    async def user_idle(self, user: UserId) -> None:
+        self._disconnected(user, self.node_id)
+
+    def _disconnected(self, user: UserId, node: str) -> None:
+        nodes = self.state.connected.get(user)
+        if nodes is not None:
+            nodes.discard(node)
+            if not nodes:
+                del self.state.connected[user]
+
+    async def user_down(self, user: UserId, now_ms: int) -> bool:
+        return self._user_down(user, self.node_id, now_ms)
+
+    def _user_down(self, user: UserId, node: str, now_ms: int) -> bool:
+        self._disconnected(user, node)
+        nodes = self.state.user_nodes.get(user)
+        if nodes is None or node not in nodes:
+            return False
+        nodes.discard(node)
+        if nodes:
+            return False
+        del self.state.user_nodes[user]
+        old = self.state.info.get(user)
+        self.state.info[user] = PresenceInfo(old.username if old else user, "offline", now_ms)
+        return True
+
+    async def set_status(self, user: UserId, status: str, now_ms: int) -> bool:
+        old = self.state.info.get(user)
+        if old is None or old.status == status:
+            return False
+        self.state.info[user] = PresenceInfo(old.username, status, now_ms)
+        return True
+
+    async def presence(self, users: list[UserId]) -> dict[UserId, PresenceInfo]:
+        info = self.state.info
+        return {u: info[u] for u in users if u in info}
+
+    async def is_online(self, user: UserId) -> bool:
+        return bool(self.state.connected.get(user))
+
+    # ---- membership --------------------------------------------------------------------
+    async def add_member(self, room: RoomId, user: UserId) -> bool:
+        nodes = self.state.member_nodes[(room, user)]
+        first = not nodes
+        nodes.add(self.node_id)
+        self.state.room_members[room].add(user)
+        self.state.user_rooms[user].add(room)
+        return first
+
+    async def remove_member(self, room: RoomId, user: UserId) -> bool:
+        return self._remove_member(room, user, self.node_id)
+
+    def _remove_member(self, room: RoomId, user: UserId, node: str) -> bool:
+        key = (room, user)
+        nodes = self.state.member_nodes.get(key)
+        if nodes is None or node not in nodes:
+            return False
+        nodes.discard(node)
+        if nodes:
+            return False
+        del self.state.member_nodes[key]
+        members = self.state.room_members[room]
+        members.discard(user)
+        if not members:
+            del self.state.room_members[room]
+        rooms = self.state.user_rooms[user]
+        rooms.discard(room)
+        if not rooms:
+            del self.state.user_rooms[user]
+        return True
+
+    async def members(self, room: RoomId) -> list[UserId]:
+        return sorted(self.state.room_members.get(room, ()))
+
+    async def rooms_of(self, user: UserId) -> set[RoomId]:
+        return set(self.state.user_rooms.get(user, ()))
+
+    # ---- dead nodes ----------------------------------------------------------------------
+    async def reap(self, now_ms: int) -> list[Departure]:
+        dead = [n for n, seen in self.state.heartbeats.items()
+                if n != self.node_id and now_ms - seen > self.node_ttl_ms]
+        departures: list[Departure] = []
+        for node in dead:
+            departures += self._release(node, now_ms)
+            del self.state.heartbeats[node]
+        return departures
+
+    def _release(self, node: str, now_ms: int) -> list[Departure]:
+        out: dict[UserId, Departure] = {}
+        before = {u: sorted(rooms) for u, rooms in self.state.user_rooms.items()}
+
+        def departure(user: UserId) -> Departure:
+            if user not in out:
+                info = self.state.info.get(user)
+                out[user] = Departure(user, info.username if info else user,
+                                      rooms_before=before.get(user, []))
+            return out[user]
+
+        for (room, user), nodes in list(self.state.member_nodes.items()):
+            if node in nodes and self._remove_member(room, user, node):
+                departure(user).rooms_left.append(room)
+        for user, nodes in list(self.state.user_nodes.items()):
+            if node in nodes and self._user_down(user, node, now_ms):
+                d = departure(user)
+                d.went_offline = True
+                d.last_seen_ms = now_ms
+        return list(out.values())
