@@ -50,7 +50,9 @@ class Directory(ABC):
 
     @abstractmethod
     async def close(self) -> None:
-        """Release everything this node holds and leave."""
+        """Disconnect. What this node held stays until another node reaps it after the
+        node TTL: that delay is also the grace in which its clients, closed with 1001,
+        reconnect elsewhere without their rooms hearing them leave."""
 
     @abstractmethod
     async def heartbeat(self, now_ms: int) -> None:

@@ -13,6 +13,8 @@ from hubbub.broker.base import Broker
 from hubbub.broker.memory import MemoryBroker
 from hubbub.config import Settings
 from hubbub.core.clock import Clock, SystemClock
+from hubbub.directory.base import Directory
+from hubbub.directory.memory import MemoryDirectory
 from hubbub.features.node import Node
 from hubbub.protocol.codes import CloseCode
 from hubbub.server.fanout import Fanout
@@ -49,14 +51,23 @@ def make_broker(settings: Settings) -> Broker:
     return RedisBroker(settings.redis)
 
 
+def make_directory(settings: Settings, node_id: str) -> Directory:
+    if not settings.redis:
+        return MemoryDirectory(node_id=node_id)
+    from hubbub.directory.redis import RedisDirectory
+
+    return RedisDirectory(settings.redis, node_id)
+
+
 class Server:
     """One running hubbub node. `start()` binds and listens; `stop()` closes all with 1001."""
 
     def __init__(self, settings: Settings, clock: Clock | None = None,
-                 broker: Broker | None = None) -> None:
+                 broker: Broker | None = None, directory: Directory | None = None) -> None:
         self.settings = settings
         self.node = Node(settings, clock or SystemClock())
         self.broker = broker or make_broker(settings)
+        self.node.directory = directory or make_directory(settings, self.broker.node_id)
         self.fanout: Fanout | None = None
         self.hub: Hub | None = None
         self.runner: web.AppRunner | None = None
@@ -77,6 +88,8 @@ class Server:
             log.warning(DEV_MODE_WARNING)
         self.node.store = open_store(st.store, synchronous=st.sqlite_synchronous)
         await self.node.store.open()
+        await self.node.directory.start()
+        await self.node.directory.heartbeat(self.node.clock.now_ms())
         app = self.build_app()
         assert self.hub is not None
         if self.broker.clustered:
@@ -114,6 +127,7 @@ class Server:
         await self.runner.cleanup()
         if self.fanout is not None:
             await self.fanout.close()
+        await self.node.directory.close()
         await self.node.store.close()
 
 

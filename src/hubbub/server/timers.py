@@ -1,53 +1,55 @@
-"""The node's two clocks: a fast tick for time-based rules, a slow one for heartbeats."""
+"""The node's clocks: a fast tick for time-based rules, directory housekeeping, and the
+WebSocket heartbeat."""
 
 import asyncio
 import logging
+from collections.abc import Callable
 
-from hubbub.features.system import tick
+from hubbub.core.effects import Later
+from hubbub.features.system import housekeeping, tick
 from hubbub.server.hub import Hub
 
 log = logging.getLogger("hubbub.timers")
 
 TICK_S = 0.1
+# Directory heartbeat and reaping of dead nodes (well inside the node TTL).
+HOUSEKEEPING_S = 2.5
 
 
 class Timers:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
-        self._handles: list[asyncio.TimerHandle] = []
+        self._handles: dict[str, asyncio.TimerHandle] = {}
 
     def start(self) -> None:
-        self._schedule_tick()
+        self._every("tick", TICK_S, self._tick)
+        self._every("housekeeping", HOUSEKEEPING_S, self._housekeeping)
         if self.hub.node.settings.heartbeat > 0:
-            self._schedule_heartbeat()
+            self._every("heartbeat", self.hub.node.settings.heartbeat, self.hub.heartbeat)
 
     def stop(self) -> None:
-        for h in self._handles:
-            h.cancel()
+        for handle in self._handles.values():
+            handle.cancel()
         self._handles.clear()
 
-    def _schedule_tick(self) -> None:
-        self._handles = [h for h in self._handles if not h.cancelled()]
-        self._handles.append(self.hub.loop.call_later(TICK_S, self._tick))
+    def _every(self, name: str, seconds: float, fn: Callable[[], None]) -> None:
+        def run() -> None:
+            try:
+                fn()
+            except Exception:  # a bug in one rule must not stop time for all the others
+                log.exception("%s failed", name)
+            if name in self._handles:
+                self._handles[name] = self.hub.loop.call_later(seconds, run)
+
+        self._handles[name] = self.hub.loop.call_later(seconds, run)
 
     def _tick(self) -> None:
-        try:
-            node = self.hub.node
-            now = node.clock.now_ms()
-            self.hub.run(tick(node, now))
-            if self.hub.fanout is not None:
-                self.hub.fanout.fill_gaps(now)
-        except Exception:  # a bug in one rule must not stop time for all the others
-            log.exception("tick failed")
-        self._schedule_tick()
+        node = self.hub.node
+        now = node.clock.now_ms()
+        self.hub.run(tick(node, now))
+        if self.hub.fanout is not None:
+            self.hub.fanout.fill_gaps(now)
 
-    def _schedule_heartbeat(self) -> None:
-        self._handles.append(
-            self.hub.loop.call_later(self.hub.node.settings.heartbeat, self._heartbeat))
-
-    def _heartbeat(self) -> None:
-        try:
-            self.hub.heartbeat()
-        except Exception:
-            log.exception("heartbeat failed")
-        self._schedule_heartbeat()
+    def _housekeeping(self) -> None:
+        node = self.hub.node
+        self.hub.run([Later(housekeeping(node, node.clock.now_ms()))])

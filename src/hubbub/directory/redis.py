@@ -1,0 +1,212 @@
+"""The Directory on Redis, shared by every node of a cluster (`--redis`).
+
+Holdings are Redis sets of node ids, changed by Lua scripts so that "first holder" and
+"last holder" are decided atomically. Each node also lists what it holds under its own
+key, so whichever live node reaps a dead one can release exactly that, once (a lock per
+dead node). Keys, under the `hubbub:dir:` prefix:
+
+    nodes              zset   node -> last heartbeat (ms)
+    held:NODE          set    what NODE holds: "u|USER" and "m|ROOM|USER"
+    un:USER / uc:USER  set    nodes holding USER / with a connection of USER
+    u:USER             hash   username, status, lastSeen
+    mn:ROOM|USER       set    nodes holding USER in ROOM
+    rm:ROOM / ur:USER  set    users in ROOM / rooms of USER
+"""
+
+import secrets
+from typing import Any
+
+from hubbub.directory.base import DEFAULT_NODE_TTL_MS, Departure, Directory, PresenceInfo
+from hubbub.errors import ConfigError
+from hubbub.ids import RoomId, UserId
+
+try:
+    import redis.asyncio as aioredis
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ConfigError("--redis needs the redis extra: pip install 'hubbub[redis]'") from exc
+
+SEP = "|"
+
+_ADD_MEMBER = """
+local added = redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[4])
+redis.call('SADD', KEYS[2], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[3])
+if added == 1 and redis.call('SCARD', KEYS[1]) == 1 then return 1 end
+return 0
+"""
+
+_REMOVE_MEMBER = """
+local removed = redis.call('SREM', KEYS[1], ARGV[1])
+redis.call('SREM', KEYS[4], ARGV[4])
+if removed == 1 and redis.call('SCARD', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[2])
+  redis.call('SREM', KEYS[3], ARGV[3])
+  return 1
+end
+return 0
+"""
+
+_USER_UP = """
+local added = redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[4])
+local first = added == 1 and redis.call('SCARD', KEYS[1]) == 1
+if first or redis.call('HGET', KEYS[3], 'status') == false then
+  redis.call('HSET', KEYS[3], 'username', ARGV[2], 'status', 'online', 'lastSeen', ARGV[3])
+else
+  redis.call('HSET', KEYS[3], 'username', ARGV[2], 'lastSeen', ARGV[3])
+end
+if first then return 1 end
+return 0
+"""
+
+_USER_DOWN = """
+redis.call('SREM', KEYS[2], ARGV[1])
+local removed = redis.call('SREM', KEYS[1], ARGV[1])
+redis.call('SREM', KEYS[4], ARGV[3])
+if removed == 1 and redis.call('SCARD', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[3], 'status', 'offline', 'lastSeen', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+_SET_STATUS = """
+local old = redis.call('HGET', KEYS[1], 'status')
+if old == false or old == ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'lastSeen', ARGV[2])
+return 1
+"""
+
+
+class RedisDirectory(Directory):
+    def __init__(self, url: str, node_id: str | None = None, *, prefix: str = "hubbub:dir:",
+                 node_ttl_ms: int = DEFAULT_NODE_TTL_MS) -> None:
+        self.url = url
+        self.node_id = node_id or secrets.token_hex(4)
+        self.p = prefix
+        self.node_ttl_ms = node_ttl_ms
+        self._r: Any = None
+        self._scripts: dict[str, Any] = {}
+
+    # ---- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        self._r = aioredis.Redis.from_url(self.url, decode_responses=True,
+                                          socket_keepalive=True, health_check_interval=5)
+        for name, source in (("add", _ADD_MEMBER), ("remove", _REMOVE_MEMBER),
+                             ("up", _USER_UP), ("down", _USER_DOWN), ("status", _SET_STATUS)):
+            self._scripts[name] = self._r.register_script(source)
+        try:
+            await self._r.ping()
+        except (OSError, aioredis.RedisError) as exc:
+            raise ConfigError(f"cannot reach Redis for the directory: {exc}") from None
+
+    async def close(self) -> None:
+        if self._r is not None:
+            await self._r.aclose()
+
+    async def heartbeat(self, now_ms: int) -> None:
+        await self._r.zadd(self.p + "nodes", {self.node_id: now_ms})
+
+    # ---- keys --------------------------------------------------------------------------
+    def _user_keys(self, user: str, node: str) -> list[str]:
+        p = self.p
+        return [f"{p}un:{user}", f"{p}uc:{user}", f"{p}u:{user}", f"{p}held:{node}"]
+
+    def _member_keys(self, room: str, user: str, node: str) -> list[str]:
+        p = self.p
+        return [f"{p}mn:{room}{SEP}{user}", f"{p}rm:{room}", f"{p}ur:{user}", f"{p}held:{node}"]
+
+    # ---- presence ----------------------------------------------------------------------
+    async def user_up(self, user: UserId, username: str, now_ms: int) -> bool:
+        return bool(await self._scripts["up"](
+            keys=self._user_keys(user, self.node_id),
+            args=[self.node_id, username, now_ms, f"u{SEP}{user}"]))
+
+    async def user_idle(self, user: UserId) -> None:
+        await self._r.srem(f"{self.p}uc:{user}", self.node_id)
+
+    async def user_down(self, user: UserId, now_ms: int) -> bool:
+        return await self._down(user, self.node_id, now_ms)
+
+    async def _down(self, user: str, node: str, now_ms: int) -> bool:
+        return bool(await self._scripts["down"](
+            keys=self._user_keys(user, node), args=[node, now_ms, f"u{SEP}{user}"]))
+
+    async def set_status(self, user: UserId, status: str, now_ms: int) -> bool:
+        return bool(await self._scripts["status"](keys=[f"{self.p}u:{user}"],
+                                                  args=[status, now_ms]))
+
+    async def presence(self, users: list[UserId]) -> dict[UserId, PresenceInfo]:
+        if not users:
+            return {}
+        pipe = self._r.pipeline(transaction=False)
+        for user in users:
+            pipe.hmget(f"{self.p}u:{user}", "username", "status", "lastSeen")
+        out: dict[UserId, PresenceInfo] = {}
+        for user, (username, status, last_seen) in zip(users, await pipe.execute(),
+                                                        strict=True):
+            if status is not None:
+                out[user] = PresenceInfo(username or user, status, int(last_seen or 0))
+        return out
+
+    async def is_online(self, user: UserId) -> bool:
+        return bool(await self._r.scard(f"{self.p}uc:{user}"))
+
+    # ---- membership --------------------------------------------------------------------
+    async def add_member(self, room: RoomId, user: UserId) -> bool:
+        return bool(await self._scripts["add"](
+            keys=self._member_keys(room, user, self.node_id),
+            args=[self.node_id, user, room, f"m{SEP}{room}{SEP}{user}"]))
+
+    async def remove_member(self, room: RoomId, user: UserId) -> bool:
+        return await self._remove(room, user, self.node_id)
+
+    async def _remove(self, room: str, user: str, node: str) -> bool:
+        return bool(await self._scripts["remove"](
+            keys=self._member_keys(room, user, node),
+            args=[node, user, room, f"m{SEP}{room}{SEP}{user}"]))
+
+    async def members(self, room: RoomId) -> list[UserId]:
+        return sorted(UserId(u) for u in await self._r.smembers(f"{self.p}rm:{room}"))
+
+    async def rooms_of(self, user: UserId) -> set[RoomId]:
+        return {RoomId(r) for r in await self._r.smembers(f"{self.p}ur:{user}")}
+
+    # ---- dead nodes ----------------------------------------------------------------------
+    async def reap(self, now_ms: int) -> list[Departure]:
+        dead = await self._r.zrangebyscore(self.p + "nodes", "-inf",
+                                           now_ms - self.node_ttl_ms)
+        departures: list[Departure] = []
+        for node in dead:
+            if node == self.node_id:
+                continue
+            # One reaper per dead node, even if several live nodes notice at once.
+            if not await self._r.set(f"{self.p}reaping:{node}", self.node_id, nx=True,
+                                     px=60_000):
+                continue
+            departures += await self._release(node, now_ms)
+            await self._r.zrem(self.p + "nodes", node)
+        return departures
+
+    async def _release(self, node: str, now_ms: int) -> list[Departure]:
+        held: set[str] = await self._r.smembers(f"{self.p}held:{node}")
+        users = sorted({h.split(SEP)[-1] for h in held})
+        out: dict[str, Departure] = {}
+        for user in users:
+            info = (await self.presence([UserId(user)])).get(UserId(user))
+            out[user] = Departure(UserId(user), info.username if info else user,
+                                  rooms_before=sorted(await self.rooms_of(UserId(user))))
+        for h in sorted(held):
+            parts = h.split(SEP)
+            if parts[0] == "m" and await self._remove(parts[1], parts[2], node):
+                out[parts[2]].rooms_left.append(RoomId(parts[1]))
+        for h in held:
+            parts = h.split(SEP)
+            if parts[0] == "u" and await self._down(parts[1], node, now_ms):
+                d = out[parts[1]]
+                d.went_offline = True
+                d.last_seen_ms = now_ms
+        await self._r.delete(f"{self.p}held:{node}")
+        return [d for d in out.values() if d.went_offline or d.rooms_left]
