@@ -134,9 +134,13 @@ class RedisBroker(Broker):
             pubsub = self._redis.pubsub()
             try:
                 await pubsub.ping()
-                if self._topics:
-                    await pubsub.subscribe(*(self._channel(t) for t in self._topics))
+                held = set(self._topics)
+                if held:
+                    await pubsub.subscribe(*(self._channel(t) for t in held))
                 self._pubsub = pubsub
+                # subscribe() calls made meanwhile saw no connection and left it to us.
+                if missed := self._topics - held:
+                    await pubsub.subscribe(*(self._channel(t) for t in missed))
                 self.connected.set()
                 if delay > 0.1:
                     log.info("Redis is back: fan-out resumed on %d topics", len(self._topics))
@@ -166,8 +170,11 @@ class RedisBroker(Broker):
             channel = channel.decode() if isinstance(channel, bytes) else channel
             if kind == "message":
                 data: bytes = msg["data"]
-                if data[:n] != me and self._on_message is not None:
-                    self._on_message(channel[plen:], data[n:])
+                topic = channel[plen:]
+                # Redis may still send a topic whose UNSUBSCRIBE is on its way: once
+                # unsubscribe() returned, that topic is not delivered any more.
+                if data[:n] != me and topic in self._topics and self._on_message is not None:
+                    self._on_message(topic, data[n:])
             elif kind == "subscribe":
                 for fut in self._confirm.pop(channel, ()):
                     if not fut.done():
