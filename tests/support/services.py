@@ -8,6 +8,8 @@
   it is dropped, and the next test reuses it (faster than CREATE DATABASE with fsync on).
 - `redis_server` (session): `redis-server` on a free port, no persistence.
 - `redis_url` (per test): its URL, with every key flushed before the test.
+- `dedicated_redis` (per test): a `redis-server` of the test's own, which it may stop and
+  start again on the same port (a Redis restart, as clients see it).
 
 When a binary is missing the fixture skips, except in CI (`tests.conftest.IN_CI`), where
 it fails: a missing service must never turn the suite green (DESIGN §5.4).
@@ -239,6 +241,7 @@ def redis_command(port: int, *args: str, timeout: float = 5.0) -> bytes:
 class RedisServer:
     root: Path
     port: int
+    exe: str = "redis-server"
 
     @property
     def pidfile(self) -> Path:
@@ -252,7 +255,28 @@ class RedisServer:
         if reply != b"+OK":
             raise RuntimeError(f"FLUSHALL answered {reply!r}")
 
-    def stop(self) -> None:
+    def launch(self) -> bool:
+        """Start `redis-server` on `self.port` and wait for it to answer; False if it died
+        (the port was taken)."""
+        subprocess.run([self.exe, "--port", str(self.port), "--bind", "127.0.0.1",
+                        "--save", "", "--appendonly", "no", "--daemonize", "yes",
+                        "--pidfile", str(self.pidfile), "--dir", str(self.root),
+                        "--logfile", str(self.root / "redis.log")],
+                       check=True, capture_output=True, timeout=30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                if redis_command(self.port, "PING", timeout=1.0) == b"+PONG":
+                    return True
+            pid = self._pid()
+            if pid is not None and not _alive(pid):
+                return False
+            time.sleep(0.02)
+        return False
+
+    def shutdown(self) -> None:
+        """Stop the server process (every client connection drops); keep its folder, so
+        `start_again()` can bring it back on the same port. Nothing is persisted."""
         with contextlib.suppress(OSError):
             redis_command(self.port, "SHUTDOWN", "NOSAVE", timeout=2.0)
         pid = self._pid()
@@ -263,6 +287,16 @@ class RedisServer:
             if _alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, 9)
+        self.pidfile.unlink(missing_ok=True)
+
+    def start_again(self) -> None:
+        """After `shutdown()`: the same Redis address answers again (empty)."""
+        if not self.launch():
+            raise RuntimeError(f"redis-server did not restart on port {self.port}:\n"
+                               f"{_log_tail(self.root / 'redis.log')}")
+
+    def stop(self) -> None:
+        self.shutdown()
         shutil.rmtree(self.root, ignore_errors=True)
 
     def _pid(self) -> int | None:
@@ -287,23 +321,12 @@ def start_redis() -> RedisServer:
     if exe is None:
         unavailable("redis-server is not installed (Debian: redis-server)")
     root = _tmp_root("hubbub-redis-")
-    server = RedisServer(root, 0)
+    server = RedisServer(root, 0, exe)
     try:
-        for _attempt in range(3):
+        for _attempt in range(3):  # a free port may be taken between the probe and the start
             server.port = free_port()
-            subprocess.run([exe, "--port", str(server.port), "--bind", "127.0.0.1",
-                            "--save", "", "--appendonly", "no", "--daemonize", "yes",
-                            "--pidfile", str(server.pidfile), "--dir", str(root),
-                            "--logfile", str(root / "redis.log")],
-                           check=True, capture_output=True, timeout=30)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                with contextlib.suppress(OSError):
-                    if redis_command(server.port, "PING", timeout=1.0) == b"+PONG":
-                        return server
-                if server._pid() is not None and not _alive(server._pid() or 0):
-                    break  # it died (port taken?): try another port
-                time.sleep(0.02)
+            if server.launch():
+                return server
         raise RuntimeError(f"redis-server did not start:\n{_log_tail(root / 'redis.log')}")
     except BaseException:
         server.stop()
@@ -324,3 +347,14 @@ def redis_url(redis_server: RedisServer) -> str:
     """The throwaway Redis, emptied for this test: `redis://127.0.0.1:PORT/0`."""
     redis_server.flush()
     return redis_server.url()
+
+
+@pytest.fixture
+def dedicated_redis() -> Iterator[RedisServer]:
+    """A Redis of this test's own, which the test may stop (`shutdown()`) and start again
+    on the same port (`start_again()`): for what happens to clients when Redis restarts."""
+    server = start_redis()
+    try:
+        yield server
+    finally:
+        server.stop()

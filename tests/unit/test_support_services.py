@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import services
-from tests.support.services import PostgresServer, redis_command
+from tests.support.services import PostgresServer, RedisServer, redis_command
 
 
 def test_a_missing_service_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,3 +51,15 @@ def test_redis_url_is_an_empty_redis(redis_url: str) -> None:
     assert redis_command(port, "PING") == b"+PONG"
     assert redis_command(port, "SET", "k", "v") == b"+OK"
     assert redis_command(port, "DBSIZE") == b":1"
+
+
+def test_a_dedicated_redis_starts_again_on_the_same_port_and_empty(
+        dedicated_redis: RedisServer) -> None:
+    port = dedicated_redis.port
+    assert redis_command(port, "SET", "k", "v") == b"+OK"
+    dedicated_redis.shutdown()
+    with pytest.raises(OSError):
+        redis_command(port, "PING", timeout=1.0)
+    dedicated_redis.start_again()
+    assert dedicated_redis.port == port
+    assert redis_command(port, "DBSIZE") == b":0"

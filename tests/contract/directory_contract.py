@@ -1,0 +1,409 @@
+"""The contract suite of `hubbub.directory.base.Directory` (presence and membership across
+nodes; calls are not covered here yet), written against the abstract contract.
+
+Every backend runs exactly these tests (DESIGN §5.4). A backend's test module provides one
+fixture, `backend`, returning a `DirectoryBackend`: how to make the directory of one more
+node on the backend's one shared state (a `MemoryDirectoryState`, a Redis server). Then it
+subclasses `DirectoryContract`:
+
+    @pytest.fixture
+    def backend() -> DirectoryBackend: ...
+
+    class TestMemoryDirectory(DirectoryContract): ...
+
+Time is passed in (`now_ms`): the nodes get a small node TTL and the tests move time by
+passing later values, so a dead node is reaped without anybody sleeping (DESIGN §5.9).
+"""
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import pytest
+
+from hubbub.directory.base import Departure, Directory, PresenceInfo
+from hubbub.ids import RoomId, UserId
+
+T0 = 1_700_000_000_000
+TTL = 1_000  # ms: the node TTL every directory of the suite is made with
+
+U1, U2, U3 = UserId("u1"), UserId("u2"), UserId("u3")
+R1, R2, R3 = RoomId("r1"), RoomId("r2"), RoomId("r3")
+
+
+@dataclass
+class DirectoryBackend:
+    """`make(node_id, node_ttl_ms)` returns the unstarted directory of one more node, on the
+    state every directory made by this backend shares."""
+
+    name: str
+    make: Callable[[str, int], Directory]
+
+
+@dataclass
+class Nodes:
+    a: Directory
+    b: Directory
+    c: Directory
+
+    @property
+    def all(self) -> list[Directory]:
+        return [self.a, self.b, self.c]
+
+    async def heartbeat(self, now_ms: int, *nodes: Directory) -> None:
+        for node in nodes or self.all:
+            await node.heartbeat(now_ms)
+
+
+def by_user(departures: list[Departure]) -> dict[UserId, Departure]:
+    users = [d.user for d in departures]
+    assert len(users) == len(set(users)), f"a user departed twice: {departures}"
+    return {d.user: d for d in departures}
+
+
+def left(d: Departure) -> list[RoomId]:
+    return sorted(d.rooms_left)  # the contract gives no order for the rooms left
+
+
+async def status(directory: Directory, user: UserId) -> PresenceInfo | None:
+    return (await directory.presence([user])).get(user)
+
+
+class DirectoryContract:
+    """Subclass it in a `test_directory*.py` module that defines the `backend` fixture."""
+
+    @pytest.fixture
+    async def nodes(self, backend: DirectoryBackend) -> AsyncIterator[Nodes]:
+        """The directories of three live nodes a, b, c (started, heartbeat at T0)."""
+        made: list[Directory] = []
+        try:
+            for name in ("node-a", "node-b", "node-c"):
+                directory = backend.make(name, TTL)
+                await directory.start()
+                made.append(directory)
+                await directory.heartbeat(T0)
+            yield Nodes(*made)
+        finally:
+            for directory in made:
+                await directory.close()
+
+    # ---- presence: first and last holder -------------------------------------------------
+    async def test_the_first_node_to_hold_a_user_brings_them_online(self, nodes: Nodes) -> None:
+        assert await nodes.a.user_up(U1, "Ann", T0) is True
+        assert await nodes.b.user_up(U1, "Ann", T0 + 1) is False
+        assert await nodes.a.user_up(U1, "Ann", T0 + 2) is False  # idempotent per node
+        for node in nodes.all:
+            assert await node.is_online(U1) is True
+
+    async def test_a_user_comes_online_with_status_online_and_their_username(
+            self, nodes: Nodes) -> None:
+        await nodes.a.user_up(U1, "Ann", T0)
+        for node in nodes.all:
+            assert await status(node, U1) == PresenceInfo("Ann", "online", T0)
+
+    async def test_a_user_held_by_two_nodes_goes_offline_only_when_the_last_lets_go(
+            self, nodes: Nodes) -> None:
+        await nodes.a.user_up(U1, "Ann", T0)
+        await nodes.b.user_up(U1, "Ann", T0)
+        assert await nodes.a.user_down(U1, T0 + 10) is False
+        assert await nodes.c.is_online(U1) is True
+        assert (await status(nodes.c, U1) or PresenceInfo("", "", 0)).status == "online"
+        assert await nodes.b.user_down(U1, T0 + 20) is True
+        assert await nodes.c.is_online(U1) is False
+        assert await status(nodes.c, U1) == PresenceInfo("Ann", "offline", T0 + 20)
+
+    async def test_user_down_from_a_node_that_does_not_hold_the_user_changes_nothing(
+            self, nodes: Nodes) -> None:
+        await nodes.a.user_up(U1, "Ann", T0)
+        assert await nodes.c.user_down(U1, T0 + 10) is False
+        assert await nodes.c.user_down(U2, T0 + 10) is False  # never seen at all
+        assert await nodes.b.is_online(U1) is True
+        assert await status(nodes.b, U1) == PresenceInfo("Ann", "online", T0)
+        assert await status(nodes.b, U2) is None
+
+    async def test_user_down_says_true_once(self, nodes: Nodes) -> None:
+        await nodes.a.user_up(U1, "Ann", T0)
+        assert await nodes.a.user_down(U1, T0 + 10) is True
+        assert await nodes.a.user_down(U1, T0 + 20) is False
+        assert await status(nodes.b, U1) == PresenceInfo("Ann", "offline", T0 + 10)
+
+    async def test_an_idle_user_is_not_online_while_the_node_still_holds_them(
+            self, nodes: Nodes) -> None:
+        await nodes.a.user_up(U1, "Ann", T0)
+        await nodes.a.user_idle(U1)
+        assert await nodes.b.is_online(U1) is False
+        # The grace period: not reachable, yet not offline for anybody.
+        assert (await status(nodes.b, U1) or PresenceInfo("", "", 0)).status == "online"
+        assert await nodes.b.user_up(U1, "Ann", T0 + 5) is False  # a still holds them
+        assert await nodes.c.is_online(U1) is True
+
+    async def test_the_idle_last_holder_still_decides_offline(self, nodes: Nodes) -> None:
+        await nodes.a.user_up(U1, "Ann", T0)
+        await nodes.a.user_idle(U1)
+        assert await nodes.a.user_down(U1, T0 + 10) is True
+        assert await status(nodes.b, U1) == PresenceInfo("Ann", "offline", T0 + 10)
+
+    async def test_a_reconnect_during_the_grace_is_not_a_new_online(self, nodes: Nodes) -> None:
+        await nodes.a.user_up(U1, "Ann", T0)
+        await nodes.a.user_idle(U1)
+        assert await nodes.a.user_up(U1, "Ann", T0 + 5) is False
+        assert await nodes.b.is_online(U1) is True
+
+    async def test_idle_on_one_node_leaves_the_user_reachable_through_another(
+            self, nodes: Nodes) -> None:
+        await nodes.a.user_up(U1, "Ann", T0)
+        await nodes.b.user_up(U1, "Ann", T0)
+        await nodes.a.user_idle(U1)
+        assert await nodes.c.is_online(U1) is True
+        await nodes.b.user_idle(U1)
+        assert await nodes.c.is_online(U1) is False
+
+    async def test_a_user_back_after_going_offline_is_online_again(self, nodes: Nodes) -> None:
+        await nodes.a.user_up(U1, "Ann", T0)
+        await nodes.a.set_status(U1, "away", T0 + 1)
+        await nodes.a.user_down(U1, T0 + 2)
+        assert await nodes.b.user_up(U1, "Ann", T0 + 3) is True
+        assert await status(nodes.c, U1) == PresenceInfo("Ann", "online", T0 + 3)
+
+    # ---- presence: status ----------------------------------------------------------------
+    async def test_set_status_is_true_only_when_the_status_changes(self, nodes: Nodes) -> None:
+        await nodes.a.user_up(U1, "Ann", T0)
+        assert await nodes.a.set_status(U1, "away", T0 + 1) is True
+        assert await nodes.a.set_status(U1, "away", T0 + 2) is False
+        assert await nodes.b.set_status(U1, "away", T0 + 3) is False  # from any node
+        assert await status(nodes.c, U1) == PresenceInfo("Ann", "away", T0 + 1)
+        assert await nodes.b.set_status(U1, "online", T0 + 4) is True
+        assert await status(nodes.c, U1) == PresenceInfo("Ann", "online", T0 + 4)
+
+    async def test_set_status_of_a_user_never_seen_changes_nothing(self, nodes: Nodes) -> None:
+        assert await nodes.a.set_status(U1, "busy", T0) is False
+        assert await nodes.b.presence([U1]) == {}
+
+    async def test_a_second_device_on_another_node_keeps_the_chosen_status(
+            self, nodes: Nodes) -> None:
+        await nodes.a.user_up(U1, "Ann", T0)
+        await nodes.a.set_status(U1, "busy", T0 + 1)
+        assert await nodes.b.user_up(U1, "Ann", T0 + 2) is False
+        assert (await status(nodes.c, U1) or PresenceInfo("", "", 0)).status == "busy"
+
+    async def test_presence_answers_for_known_users_only(self, nodes: Nodes) -> None:
+        await nodes.a.user_up(U1, "Ann", T0)
+        await nodes.b.user_up(U2, "Bob", T0 + 1)
+        await nodes.b.user_down(U2, T0 + 2)
+        assert await nodes.c.presence([U1, U2, U3]) == {
+            U1: PresenceInfo("Ann", "online", T0), U2: PresenceInfo("Bob", "offline", T0 + 2)}
+        assert await nodes.c.presence([]) == {}
+
+    # ---- membership ----------------------------------------------------------------------
+    async def test_the_first_node_to_hold_a_user_in_a_room_adds_them(self, nodes: Nodes) -> None:
+        assert await nodes.a.add_member(R1, U1) is True
+        assert await nodes.b.add_member(R1, U1) is False
+        assert await nodes.a.add_member(R1, U1) is False  # idempotent per node
+        assert await nodes.a.add_member(R2, U1) is True  # rooms are independent
+        assert await nodes.c.members(R1) == [U1]
+
+    async def test_a_member_leaves_only_when_the_last_node_lets_go(self, nodes: Nodes) -> None:
+        await nodes.a.add_member(R1, U1)
+        await nodes.b.add_member(R1, U1)
+        assert await nodes.a.remove_member(R1, U1) is False
+        assert await nodes.c.members(R1) == [U1]
+        assert await nodes.c.rooms_of(U1) == {R1}
+        assert await nodes.b.remove_member(R1, U1) is True
+        assert await nodes.c.members(R1) == []
+        assert await nodes.c.rooms_of(U1) == set()
+
+    async def test_remove_member_from_a_node_that_does_not_hold_them_changes_nothing(
+            self, nodes: Nodes) -> None:
+        await nodes.a.add_member(R1, U1)
+        assert await nodes.c.remove_member(R1, U1) is False
+        assert await nodes.c.remove_member(R2, U2) is False  # never there at all
+        assert await nodes.b.members(R1) == [U1]
+        assert await nodes.a.remove_member(R1, U1) is True
+        assert await nodes.a.remove_member(R1, U1) is False  # once
+
+    async def test_members_lists_the_users_of_every_node_once_sorted(self, nodes: Nodes) -> None:
+        await nodes.a.add_member(R1, U2)
+        await nodes.b.add_member(R1, U3)
+        await nodes.c.add_member(R1, U1)
+        await nodes.a.add_member(R1, U1)
+        for node in nodes.all:
+            assert await node.members(R1) == [U1, U2, U3]
+
+    async def test_rooms_of_lists_the_rooms_a_user_is_in_on_any_node(self, nodes: Nodes) -> None:
+        await nodes.a.add_member(R1, U1)
+        await nodes.b.add_member(R2, U1)
+        await nodes.b.add_member(R3, U2)
+        assert await nodes.c.rooms_of(U1) == {R1, R2}
+        assert await nodes.c.rooms_of(U2) == {R3}
+
+    async def test_an_empty_room_has_no_members_and_a_stranger_no_rooms(self, nodes: Nodes):
+        assert await nodes.a.members(R1) == []
+        assert await nodes.a.rooms_of(U1) == set()
+
+    # ---- atomic decisions -----------------------------------------------------------------
+    async def test_concurrent_add_member_from_two_nodes_is_first_exactly_once(
+            self, nodes: Nodes) -> None:
+        calls = [(nodes.a if i % 2 else nodes.b).add_member(R1, U1) for i in range(50)]
+        firsts = await asyncio.gather(*calls)
+        assert firsts.count(True) == 1
+        assert await nodes.c.members(R1) == [U1]
+
+    async def test_concurrent_remove_member_by_its_two_holders_is_last_exactly_once(
+            self, nodes: Nodes) -> None:
+        for round_ in range(20):
+            room = RoomId(f"room{round_}")
+            await nodes.a.add_member(room, U1)
+            await nodes.b.add_member(room, U1)
+            lasts = await asyncio.gather(nodes.a.remove_member(room, U1),
+                                         nodes.b.remove_member(room, U1))
+            assert sorted(lasts) == [False, True]
+            assert await nodes.c.members(room) == []
+
+    async def test_concurrent_user_up_from_two_nodes_is_first_exactly_once(
+            self, nodes: Nodes) -> None:
+        calls = [(nodes.a if i % 2 else nodes.b).user_up(U1, "Ann", T0) for i in range(50)]
+        firsts = await asyncio.gather(*calls)
+        assert firsts.count(True) == 1
+
+    async def test_concurrent_user_down_by_its_two_holders_is_last_exactly_once(
+            self, nodes: Nodes) -> None:
+        for round_ in range(20):
+            now = T0 + 10 * round_
+            await nodes.a.user_up(U1, "Ann", now)
+            await nodes.b.user_up(U1, "Ann", now)
+            lasts = await asyncio.gather(nodes.a.user_down(U1, now + 1),
+                                         nodes.b.user_down(U1, now + 1))
+            assert sorted(lasts) == [False, True]
+
+    # ---- dead nodes ------------------------------------------------------------------------
+    async def test_a_node_silent_past_the_ttl_is_reaped_its_users_leave_and_go_offline(
+            self, nodes: Nodes) -> None:
+        await nodes.a.user_up(U1, "Ann", T0)
+        await nodes.a.add_member(R1, U1)
+        await nodes.a.add_member(R2, U1)
+        now = T0 + TTL + 1
+        await nodes.heartbeat(now, nodes.b, nodes.c)  # a stopped
+        gone = by_user(await nodes.b.reap(now))
+        assert set(gone) == {U1}
+        d = gone[U1]
+        assert (d.username, left(d), d.rooms_before, d.went_offline, d.last_seen_ms) == (
+            "Ann", [R1, R2], [R1, R2], True, now)
+        assert await nodes.c.members(R1) == []
+        assert await nodes.c.rooms_of(U1) == set()
+        assert await nodes.c.is_online(U1) is False
+        assert await status(nodes.c, U1) == PresenceInfo("Ann", "offline", now)
+
+    async def test_a_node_is_not_reaped_before_its_ttl_has_passed(self, nodes: Nodes) -> None:
+        await nodes.a.user_up(U1, "Ann", T0)
+        await nodes.a.add_member(R1, U1)
+        await nodes.heartbeat(T0 + TTL - 1, nodes.b)
+        assert await nodes.b.reap(T0 + TTL - 1) == []
+        assert await nodes.c.members(R1) == [U1]
+        assert await nodes.c.is_online(U1) is True
+
+    async def test_a_node_that_keeps_heartbeating_is_never_reaped(self, nodes: Nodes) -> None:
+        await nodes.a.user_up(U1, "Ann", T0)
+        await nodes.a.add_member(R1, U1)
+        for step in range(1, 21):  # ten TTLs, a heartbeat every half TTL
+            now = T0 + step * TTL // 2
+            await nodes.heartbeat(now)
+            assert await nodes.b.reap(now) == []
+            assert await nodes.c.reap(now) == []
+        assert await nodes.c.members(R1) == [U1]
+        assert await nodes.c.is_online(U1) is True
+
+    async def test_a_node_never_reaps_itself(self, nodes: Nodes) -> None:
+        await nodes.a.user_up(U1, "Ann", T0)
+        assert await nodes.a.reap(T0 + 10 * TTL) == []
+        assert await nodes.b.is_online(U1) is True
+
+    async def test_two_nodes_reaping_at_once_release_a_dead_nodes_holdings_once(
+            self, nodes: Nodes) -> None:
+        for user, name in ((U1, "Ann"), (U2, "Bob")):
+            await nodes.a.user_up(user, name, T0)
+            await nodes.a.add_member(R1, user)
+        await nodes.a.add_member(R2, U2)
+        now = T0 + TTL + 1
+        await nodes.heartbeat(now, nodes.b, nodes.c)
+        seen_by_b, seen_by_c = await asyncio.gather(nodes.b.reap(now), nodes.c.reap(now))
+        gone = by_user(seen_by_b + seen_by_c)  # nobody twice
+        assert {u: (left(d), d.went_offline) for u, d in gone.items()} == {
+            U1: ([R1], True), U2: ([R1, R2], True)}
+        later = now + TTL
+        await nodes.heartbeat(later, nodes.b, nodes.c)
+        assert await nodes.b.reap(later) == []
+        assert await nodes.c.reap(later) == []
+
+    async def test_a_user_also_held_by_a_live_node_only_leaves_the_rooms_the_dead_node_held(
+            self, nodes: Nodes) -> None:
+        await nodes.a.user_up(U1, "Ann", T0)
+        await nodes.a.add_member(R1, U1)
+        await nodes.a.add_member(R2, U1)
+        await nodes.b.user_up(U1, "Ann", T0)
+        await nodes.b.add_member(R1, U1)
+        now = T0 + TTL + 1
+        await nodes.heartbeat(now, nodes.b, nodes.c)
+        gone = by_user(await nodes.c.reap(now))
+        assert set(gone) == {U1}
+        assert (left(gone[U1]), gone[U1].rooms_before, gone[U1].went_offline) == (
+            [R2], [R1, R2], False)
+        assert await nodes.b.members(R1) == [U1]
+        assert await nodes.b.members(R2) == []
+        assert await nodes.b.is_online(U1) is True
+        assert (await status(nodes.b, U1) or PresenceInfo("", "", 0)).status == "online"
+
+    async def test_a_user_held_elsewhere_in_every_room_does_not_depart_at_all(
+            self, nodes: Nodes) -> None:
+        for node in (nodes.a, nodes.b):
+            await node.user_up(U1, "Ann", T0)
+            await node.add_member(R1, U1)
+        now = T0 + TTL + 1
+        await nodes.heartbeat(now, nodes.b, nodes.c)
+        assert await nodes.c.reap(now) == []
+        assert await nodes.c.members(R1) == [U1]
+
+    async def test_a_user_in_their_grace_period_on_the_dead_node_goes_offline(
+            self, nodes: Nodes) -> None:
+        await nodes.a.user_up(U1, "Ann", T0)
+        await nodes.a.add_member(R1, U1)
+        await nodes.a.user_idle(U1)
+        now = T0 + TTL + 1
+        await nodes.heartbeat(now, nodes.b, nodes.c)
+        gone = by_user(await nodes.b.reap(now))
+        assert (left(gone[U1]), gone[U1].went_offline) == ([R1], True)
+        assert await status(nodes.c, U1) == PresenceInfo("Ann", "offline", now)
+
+    async def test_departures_say_who_left_which_rooms_and_who_went_offline(
+            self, nodes: Nodes) -> None:
+        # On the dead node a: u1 in r1 (only there); u2 in r1 and r2 but also on b in r2;
+        # u3 only in a room (a membership lingering after their presence moved to c).
+        await nodes.a.user_up(U1, "Ann", T0)
+        await nodes.a.add_member(R1, U1)
+        await nodes.a.user_up(U2, "Bob", T0)
+        await nodes.a.add_member(R1, U2)
+        await nodes.a.add_member(R2, U2)
+        await nodes.b.user_up(U2, "Bob", T0)
+        await nodes.b.add_member(R2, U2)
+        await nodes.c.user_up(U3, "Cy", T0)
+        await nodes.a.add_member(R3, U3)
+        now = T0 + 5 * TTL
+        await nodes.heartbeat(now, nodes.b, nodes.c)
+        gone = by_user(await nodes.b.reap(now))
+        summary = {u: (d.username, left(d), d.rooms_before, d.went_offline)
+                   for u, d in gone.items()}
+        assert summary == {
+            U1: ("Ann", [R1], [R1], True),
+            U2: ("Bob", [R1], [R1, R2], False),
+            U3: ("Cy", [R3], [R3], False),
+        }
+        assert gone[U1].last_seen_ms == now
+        assert await nodes.c.members(R1) == []
+        assert await nodes.c.members(R2) == [U2]
+        assert await nodes.c.is_online(U3) is True
+
+    async def test_a_dead_node_that_held_nothing_causes_no_departures(self, nodes: Nodes):
+        await nodes.b.user_up(U1, "Ann", T0)
+        now = T0 + TTL + 1
+        await nodes.heartbeat(now, nodes.b)
+        assert await nodes.b.reap(now) == []  # a and c are dead, holding nothing
+        assert await nodes.b.is_online(U1) is True
