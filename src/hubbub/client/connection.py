@@ -107,6 +107,9 @@ class Connection:
     _closing: bool = False
     _ended: bool = False  # the final `close` event went out
     _generation: int = 0  # connections established so far
+    _pacer: "asyncio.Task[None] | None" = None  # re-sends rate-limited chats one by one
+    _pace_until: float = 0.0  # loop time before which the pacer sends nothing
+    _limited: asyncio.Event = field(default_factory=asyncio.Event)  # a chat was refused
     _connected: asyncio.Event = field(default_factory=asyncio.Event)
     close_code: int | None = None
 
@@ -125,6 +128,7 @@ class Connection:
     async def close(self) -> None:
         self._closing = True
         self._connected.clear()
+        self._stop_pacer()
         if self._ws is not None and not self._ws.closed:
             await self._ws.close()
         # A handler may call this from the reader itself: that task then ends on its own.
@@ -142,6 +146,7 @@ class Connection:
         """No more reconnects: fail what waits (the outbox too), then the final `close`."""
         self._closing = self._ended = True
         self._connected.clear()
+        self._stop_pacer()
         self._fail_pending(ConnectionError(f"connection closed ({code})"), include_outbox=True)
         await self._state("close", {"code": code, "final": True})
 
@@ -235,6 +240,7 @@ class Connection:
             await self._state("rejoined", {"roomId": room, "recovered": bool(ack.recovered),
                                            "lastSeq": ack.last_seq})
         # Chats queued while this loop awaits are picked up too, in the order they came.
+        self._stop_pacer()  # one from the previous connection: this sends all
         while todo := [o for o in self._outbox.values() if o.sent_on != self._generation]:
             for out in todo:
                 await self._send_outgoing(out)
@@ -261,6 +267,11 @@ class Connection:
         return False
 
     async def _dispatch(self, env: Envelope) -> None:
+        if env.type == "error" and env.id in self._outbox:
+            err = msgspec.json.decode(env.payload, type=_ErrorPayload)
+            if err.code == "rate_limited":  # not an answer: the chat goes out again later
+                self._hold(self._outbox[env.id], err.retry_after_ms or 1000)
+                return
         if env.id is not None and env.type in ("ack", "error", "pong", "welcome"):
             fut = self._pending.pop(env.id, None)
             out = self._outbox.pop(env.id, None)
@@ -360,7 +371,8 @@ class Connection:
         frame_id = f"c{next(self._ids)}"
         out = _Outgoing({"type": "chat", "id": frame_id, "payload": payload}, fut)
         self._outbox[frame_id] = out
-        if self.connected:  # else _resume sends it, after the rooms are rejoined
+        # Else _resume sends it, after the rooms are rejoined, or the pacer, in its turn.
+        if self.connected and not self._pacing:
             await self._send_outgoing(out)
         return await fut
 
@@ -368,6 +380,47 @@ class Connection:
         out.sent_on = self._generation
         with contextlib.suppress(ConnectionError):
             await self._send(out.frame)
+
+    # ---- rate-limited chats ---------------------------------------------------------------
+    @property
+    def _pacing(self) -> bool:
+        return self._pacer is not None and not self._pacer.done()
+
+    def _hold(self, out: _Outgoing, retry_after_ms: int) -> None:
+        """The server refused a chat for its rate (a long outbox re-sent at once exceeds the
+        chat burst). It waits `retryAfterMs`; from then on the unsent chats go out one at a
+        time, each after the previous one's answer, in order: resending them all at once
+        would only collect more refusals, each a strike towards a 4008."""
+        loop = asyncio.get_running_loop()
+        out.sent_on = 0  # unsent
+        self._pace_until = max(self._pace_until, loop.time() + retry_after_ms / 1000)
+        self._limited.set()
+        if not self._pacing:
+            self._pacer = loop.create_task(self._pace(self._generation))
+
+    async def _pace(self, generation: int) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(max(0.0, self._pace_until - loop.time()))
+            if generation != self._generation or not self.connected:
+                return  # _resume re-sends everything on the next connection
+            out = next((o for o in self._outbox.values() if o.sent_on != generation), None)
+            if out is None:
+                return
+            self._limited.clear()
+            await self._send_outgoing(out)
+            limited = loop.create_task(self._limited.wait())
+            answered: asyncio.Future[Any] = out.future
+            try:
+                await asyncio.wait([answered, limited], timeout=self.request_timeout,
+                                   return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                limited.cancel()
+
+    def _stop_pacer(self) -> None:
+        if self._pacer is not None:
+            self._pacer.cancel()
+            self._pacer = None
 
     def _fail_pending(self, exc: Exception, include_outbox: bool = False) -> None:
         for fut in self._pending.values():

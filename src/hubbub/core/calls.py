@@ -149,9 +149,11 @@ class Calls:
     # ---- transitions ------------------------------------------------------------------------
     def offer(self, *, call_id: str, caller: UserId, conn: ConnId, callee: UserId,
               room: RoomId | None, sdp: SessionDescription | None,
-              candidate: dict[str, object] | None, now_ms: int) -> Effects:
+              candidate: dict[str, object] | None, now_ms: int,
+              callee_busy: bool = False) -> Effects:
         """A new callId starts a ringing call; a known one is a re-offer (before an
-        answer) or a renegotiation / ICE restart (in an active call)."""
+        answer) or a renegotiation / ICE restart (in an active call). `callee_busy`: the
+        callee is in a call this node does not hold (another node's)."""
         existing = self.calls.get(call_id)
         if existing is not None:
             call = self._get(call_id, caller)
@@ -176,7 +178,7 @@ class Calls:
         call = Call(call_id=call_id, caller=caller, callee=callee, room=room, caller_conn=conn,
                     started_at_ms=now_ms)
         self.stats.started += 1
-        if self.live_call_of(callee) is not None:
+        if callee_busy or self.live_call_of(callee) is not None:
             # PROTOCOL §Calls: a callee already in a call -> the caller hears `busy`.
             self.stats.busy += 1
             self._finish(call, "busy", callee, now_ms)
@@ -190,9 +192,7 @@ class Calls:
         return [ToUser(callee, "webrtc", self._relay(call, "offer", caller, sdp, candidate))]
 
     def answer(self, *, call_id: str, user: UserId, conn: ConnId,
-               sdp: SessionDescription | None, siblings: tuple[ConnId, ...],
-               now_ms: int) -> Effects:
-        """`siblings`: the answering user's other connections (they stop ringing)."""
+               sdp: SessionDescription | None, now_ms: int) -> Effects:
         call = self._get(call_id, user)
         relay = self._relay(call, "answer", user, sdp, None)
         if call.state is CallState.ACTIVE:  # renegotiation answer
@@ -207,9 +207,8 @@ class Calls:
         self.stats.ring_ms_total += now_ms - call.started_at_ms
         effects = self._to_side(call, call.caller, "webrtc", relay)
         # The callee's other devices stop ringing (PROTOCOL §Calls: first answer wins).
-        if siblings:
-            effects.append(ToConns(siblings, "call_end", CallEndEvent(
-                call_id=call_id, by=user, reason="answered_elsewhere")))
+        effects.append(ToUser(user, "call_end", CallEndEvent(
+            call_id=call_id, by=user, reason="answered_elsewhere"), exclude_conn=conn))
         return effects
 
     def ice(self, *, call_id: str, user: UserId, conn: ConnId,

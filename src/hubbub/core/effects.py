@@ -51,6 +51,7 @@ class ToUser:
     user: UserId
     type: str
     payload: Out
+    exclude_conn: ConnId | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -92,5 +93,16 @@ class Later:
     work: "Coroutine[Any, Any, list[Effect]]"
 
 
-Effect = Reply | ToRoom | ToRooms | ToUser | ToConns | ToAll | Close | LogCall | Later
+@dataclass(slots=True, frozen=True)
+class Forward:
+    """A call frame whose call lives on another node: hand it to that node's rules."""
+
+    home: int
+    conn: ConnId
+    user: UserId
+    username: str
+    frame: bytes
+
+
+Effect = Reply | ToRoom | ToRooms | ToUser | ToConns | ToAll | Close | LogCall | Later | Forward
 Effects = list[Effect]

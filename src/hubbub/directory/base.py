@@ -41,6 +41,27 @@ class Departure:
     last_seen_ms: int = 0
 
 
+@dataclass(slots=True, frozen=True)
+class CallInfo:
+    """Where a call lives: its parties and the node whose rules own it (its home)."""
+
+    call_id: str
+    caller: UserId
+    callee: UserId
+    home: int  # the home node's number (routes frames to it)
+    home_node: str  # the home node's id (reaps it with the node)
+    state: str = "ringing"
+
+
+@dataclass(slots=True, frozen=True)
+class Claim:
+    """The answer to `claim_call`: `ok`, `taken` (the callId is in use), `caller_busy` or
+    `callee_busy` (with the call that party is in)."""
+
+    outcome: str
+    other: CallInfo | None = None
+
+
 class Directory(ABC):
     node_id: str
 
@@ -102,3 +123,28 @@ class Directory(ABC):
     @abstractmethod
     async def reap(self, now_ms: int) -> list[Departure]:
         """Release the holdings of nodes silent for longer than the node TTL."""
+
+    # ---- calls: one live call per user, cluster-wide -------------------------------------
+    @abstractmethod
+    async def claim_call(self, call: CallInfo) -> Claim:
+        """Atomically: the callId is new and neither party is in a live call; then both
+        are in this one. Otherwise nothing changes and the claim says why."""
+
+    @abstractmethod
+    async def call_info(self, call_id: str) -> CallInfo | None: ...
+
+    @abstractmethod
+    async def call_of(self, user: UserId) -> CallInfo | None:
+        """The live call `user` is in, if any."""
+
+    @abstractmethod
+    async def set_call_state(self, call_id: str, state: str) -> None: ...
+
+    @abstractmethod
+    async def release_call(self, call_id: str) -> None:
+        """The call ended: its parties are free again (idempotent)."""
+
+    @abstractmethod
+    async def reap_calls(self, now_ms: int) -> list[CallInfo]:
+        """Release the calls whose home node is dead (call before `reap`); returns them,
+        once, so their parties can be told the call ended."""

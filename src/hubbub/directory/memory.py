@@ -3,9 +3,16 @@
 
 import secrets
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from hubbub.directory.base import DEFAULT_NODE_TTL_MS, Departure, Directory, PresenceInfo
+from hubbub.directory.base import (
+    DEFAULT_NODE_TTL_MS,
+    CallInfo,
+    Claim,
+    Departure,
+    Directory,
+    PresenceInfo,
+)
 from hubbub.ids import RoomId, UserId
 
 
@@ -23,6 +30,8 @@ class MemoryDirectoryState:
     room_members: dict[RoomId, set[UserId]] = field(default_factory=lambda: defaultdict(set))
     user_rooms: dict[UserId, set[RoomId]] = field(default_factory=lambda: defaultdict(set))
     info: dict[UserId, PresenceInfo] = field(default_factory=dict)
+    calls: dict[str, CallInfo] = field(default_factory=dict)
+    user_call: dict[UserId, str] = field(default_factory=dict)
 
 
 class MemoryDirectory(Directory):
@@ -159,3 +168,44 @@ class MemoryDirectory(Directory):
                 d.went_offline = True
                 d.last_seen_ms = now_ms
         return list(out.values())
+
+    # ---- calls -----------------------------------------------------------------------------
+    async def claim_call(self, call: CallInfo) -> Claim:
+        st = self.state
+        if call.call_id in st.calls:
+            return Claim("taken", st.calls[call.call_id])
+        for party, outcome in ((call.caller, "caller_busy"), (call.callee, "callee_busy")):
+            current = st.user_call.get(party)
+            if current is not None:
+                return Claim(outcome, st.calls.get(current))
+        st.calls[call.call_id] = call
+        st.user_call[call.caller] = st.user_call[call.callee] = call.call_id
+        return Claim("ok", call)
+
+    async def call_info(self, call_id: str) -> CallInfo | None:
+        return self.state.calls.get(call_id)
+
+    async def call_of(self, user: UserId) -> CallInfo | None:
+        call_id = self.state.user_call.get(user)
+        return self.state.calls.get(call_id) if call_id else None
+
+    async def set_call_state(self, call_id: str, state: str) -> None:
+        call = self.state.calls.get(call_id)
+        if call is not None:
+            self.state.calls[call_id] = replace(call, state=state)
+
+    async def release_call(self, call_id: str) -> None:
+        call = self.state.calls.pop(call_id, None)
+        if call is None:
+            return
+        for party in (call.caller, call.callee):
+            if self.state.user_call.get(party) == call_id:
+                del self.state.user_call[party]
+
+    async def reap_calls(self, now_ms: int) -> list[CallInfo]:
+        dead = {n for n, seen in self.state.heartbeats.items()
+                if n != self.node_id and now_ms - seen > self.node_ttl_ms}
+        gone = [c for c in self.state.calls.values() if c.home_node in dead]
+        for call in gone:
+            await self.release_call(call.call_id)
+        return gone

@@ -16,7 +16,14 @@ dead node). Keys, under the `hubbub:dir:` prefix:
 import secrets
 from typing import Any
 
-from hubbub.directory.base import DEFAULT_NODE_TTL_MS, Departure, Directory, PresenceInfo
+from hubbub.directory.base import (
+    DEFAULT_NODE_TTL_MS,
+    CallInfo,
+    Claim,
+    Departure,
+    Directory,
+    PresenceInfo,
+)
 from hubbub.errors import ConfigError
 from hubbub.ids import RoomId, UserId
 
@@ -80,6 +87,35 @@ return 1
 """
 
 
+_CLAIM_CALL = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'taken', ARGV[1]} end
+local mine = redis.call('GET', KEYS[2])
+if mine then return {'caller_busy', mine} end
+local theirs = redis.call('GET', KEYS[3])
+if theirs then return {'callee_busy', theirs} end
+redis.call('HSET', KEYS[1], 'caller', ARGV[2], 'callee', ARGV[3], 'home', ARGV[4],
+           'home_node', ARGV[5], 'state', 'ringing')
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[1])
+redis.call('SADD', KEYS[4], ARGV[1])
+return {'ok', ARGV[1]}
+"""
+
+_RELEASE_CALL = """
+local caller = redis.call('HGET', KEYS[1], 'caller')
+local callee = redis.call('HGET', KEYS[1], 'callee')
+local home = redis.call('HGET', KEYS[1], 'home_node')
+if not caller then return 0 end
+for _, party in ipairs({caller, callee}) do
+  local key = ARGV[2] .. 'ucall:' .. party
+  if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
+end
+redis.call('SREM', ARGV[2] .. 'calls:' .. home, ARGV[1])
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
+
 class RedisDirectory(Directory):
     def __init__(self, url: str, node_id: str | None = None, *, prefix: str = "hubbub:dir:",
                  node_ttl_ms: int = DEFAULT_NODE_TTL_MS) -> None:
@@ -95,7 +131,8 @@ class RedisDirectory(Directory):
         self._r = aioredis.Redis.from_url(self.url, decode_responses=True,
                                           socket_keepalive=True, health_check_interval=5)
         for name, source in (("add", _ADD_MEMBER), ("remove", _REMOVE_MEMBER),
-                             ("up", _USER_UP), ("down", _USER_DOWN), ("status", _SET_STATUS)):
+                             ("up", _USER_UP), ("down", _USER_DOWN), ("status", _SET_STATUS),
+                             ("claim", _CLAIM_CALL), ("release", _RELEASE_CALL)):
             self._scripts[name] = self._r.register_script(source)
         try:
             await self._r.ping()
@@ -210,3 +247,50 @@ class RedisDirectory(Directory):
                 d.last_seen_ms = now_ms
         await self._r.delete(f"{self.p}held:{node}")
         return [d for d in out.values() if d.went_offline or d.rooms_left]
+
+    # ---- calls -----------------------------------------------------------------------------
+    async def claim_call(self, call: CallInfo) -> Claim:
+        p = self.p
+        outcome, other_id = await self._scripts["claim"](
+            keys=[f"{p}call:{call.call_id}", f"{p}ucall:{call.caller}",
+                  f"{p}ucall:{call.callee}", f"{p}calls:{call.home_node}"],
+            args=[call.call_id, call.caller, call.callee, call.home, call.home_node])
+        if outcome == "ok":
+            return Claim("ok", call)
+        return Claim(outcome, await self.call_info(other_id))
+
+    async def call_info(self, call_id: str) -> CallInfo | None:
+        h = await self._r.hgetall(f"{self.p}call:{call_id}")
+        if not h:
+            return None
+        return CallInfo(call_id, UserId(h["caller"]), UserId(h["callee"]), int(h["home"]),
+                        h["home_node"], h["state"])
+
+    async def call_of(self, user: UserId) -> CallInfo | None:
+        call_id = await self._r.get(f"{self.p}ucall:{user}")
+        return await self.call_info(call_id) if call_id else None
+
+    async def set_call_state(self, call_id: str, state: str) -> None:
+        key = f"{self.p}call:{call_id}"
+        if await self._r.exists(key):
+            await self._r.hset(key, "state", state)
+
+    async def release_call(self, call_id: str) -> None:
+        await self._scripts["release"](keys=[f"{self.p}call:{call_id}"],
+                                       args=[call_id, self.p])
+
+    async def reap_calls(self, now_ms: int) -> list[CallInfo]:
+        dead = await self._r.zrangebyscore(self.p + "nodes", "-inf",
+                                           now_ms - self.node_ttl_ms)
+        gone: list[CallInfo] = []
+        for node in dead:
+            if node == self.node_id or not await self._r.set(
+                    f"{self.p}reaping-calls:{node}", self.node_id, nx=True, px=60_000):
+                continue
+            for call_id in await self._r.smembers(f"{self.p}calls:{node}"):
+                info = await self.call_info(call_id)
+                await self.release_call(call_id)
+                if info is not None:
+                    gone.append(info)
+            await self._r.delete(f"{self.p}calls:{node}")
+        return gone

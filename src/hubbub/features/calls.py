@@ -1,24 +1,39 @@
 """`webrtc`, `call_reject`, `call_end` (PROTOCOL §Calls): who may call whom, then the
-call state machine in core decides where each frame goes."""
+call state machine in core decides where each frame goes.
+
+A call lives on one node, its *home*: the node where the offer arrived. The directory
+makes "one live call per user" hold cluster-wide and tells any node where a call lives;
+a frame about a call that lives elsewhere is forwarded there and handled by the same
+rules, as if its sender were local (the answer goes back through the fan-out).
+"""
 
 import secrets
 from collections.abc import Coroutine
 from typing import Any
 
-from hubbub.core.effects import Effects, Reply
+import msgspec
+
+from hubbub.core.effects import Effects, Forward, Later, Reply, ToUser
+from hubbub.core.identity import Identity
 from hubbub.core.session import Session
+from hubbub.directory.base import CallInfo
 from hubbub.errors import ProtocolError
-from hubbub.features.node import Node
-from hubbub.ids import RoomId, UserId, room_id, user_id
+from hubbub.features.node import Node, error
+from hubbub.ids import ConnId, RoomId, UserId, room_id, user_id
 from hubbub.protocol.codes import ErrorCode
+from hubbub.protocol.envelope import BadFrame, parse
 from hubbub.protocol.frames import (
     CallAck,
     CallEnd,
+    CallEndEvent,
     CallHistory,
     CallHistoryAck,
     CallReject,
+    Inbound,
     WebRTC,
 )
+
+Result = Effects | Coroutine[Any, Any, Effects]
 
 
 async def _may_call(node: Node, caller: UserId, callee: UserId, room: RoomId | None) -> None:
@@ -45,71 +60,131 @@ def _ack(node: Node, s: Session, frame_id: str | None, call_id: str) -> Effects:
                   frame_id)]
 
 
-def handle_webrtc(node: Node, s: Session,
-                  frame: WebRTC) -> Effects | Coroutine[Any, Any, Effects]:
-    """Relay frames of a known call synchronously (the hot path of a call); a new call
-    first checks, cluster-wide, that the caller may call the callee."""
+def finished(node: Node) -> Effects:
+    """Calls that just ended: into the call log, and their parties are free again."""
+    logs = node.calls.drain_log()
+    if not logs:
+        return []
+    ids = [e.record.call_id for e in logs]  # type: ignore[union-attr]
+    return [*logs, Later(_release(node, ids))]
+
+
+async def _release(node: Node, call_ids: list[str]) -> Effects:
+    for call_id in call_ids:
+        await node.directory.release_call(call_id)
+    return []
+
+
+async def _set_state(node: Node, call_id: str, state: str) -> Effects:
+    await node.directory.set_call_state(call_id, state)
+    return []
+
+
+def _elsewhere(node: Node, s: Session, frame: Inbound, call_id: str) -> Result | None:
+    """None when the call lives here; else a coroutine that forwards the frame home."""
+    if call_id in node.calls.calls:
+        return None
+    return _forward(node, s, frame, call_id)
+
+
+async def _forward(node: Node, s: Session, frame: Inbound, call_id: str) -> Effects:
+    assert s.identity is not None
+    info = await node.directory.call_info(call_id)
+    if info is None or info.home == node.number:
+        raise ProtocolError(ErrorCode.NOT_FOUND, f"no call {call_id!r}")
+    if s.identity.user_id not in (info.caller, info.callee):
+        raise ProtocolError(ErrorCode.FORBIDDEN, "only the two parties may act on a call")
+    return [Forward(info.home, s.conn, s.identity.user_id, s.identity.username,
+                    msgspec.json.encode(frame))]
+
+
+# ---- webrtc ------------------------------------------------------------------------------
+def handle_webrtc(node: Node, s: Session, frame: WebRTC) -> Result:
+    """Relay frames of a call that lives here synchronously (the hot path of a call); a
+    new call first checks, cluster-wide, that the caller may call the callee."""
     p = frame.payload
     to = user_id(p.to)
     if p.kind in ("offer", "answer") and p.sdp is None:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"a {p.kind} needs `sdp`")
-    if p.kind == "offer":
+    if p.kind == "offer" and (p.call_id is None or p.call_id not in node.calls.calls):
         call_id = p.call_id or secrets.token_urlsafe(12)
-        if call_id not in node.calls.calls:
-            return _new_call(node, s, frame, call_id, to)
-        return _relay(node, s, frame, to, call_id)
+        return _offer(node, s, frame, call_id, to)
     if p.call_id is None:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"a {p.kind} needs `callId`")
-    return _relay(node, s, frame, to, p.call_id)
+    return _elsewhere(node, s, frame, p.call_id) or _relay(node, s, frame, to, p.call_id)
 
 
-async def _new_call(node: Node, s: Session, frame: WebRTC, call_id: str, to: UserId) -> Effects:
+async def _offer(node: Node, s: Session, frame: WebRTC, call_id: str, to: UserId) -> Effects:
+    """An offer for a callId this node does not hold: a renegotiation of a call that
+    lives elsewhere, or a new call that starts here."""
     assert s.identity is not None
     p, me = frame.payload, s.identity.user_id
+    info = await node.directory.call_info(call_id) if p.call_id else None
+    if info is not None and info.home != node.number:
+        return await _forward(node, s, frame, call_id)
     room = room_id(p.room_id) if p.room_id is not None else None
     await _may_call(node, me, to, room)
     if call_id in node.calls.calls:  # the same offer twice, raced while we checked
         return _relay(node, s, frame, to, call_id)
+    claim = await node.directory.claim_call(CallInfo(call_id, me, to, node.number,
+                                                     node.directory.node_id))
+    if claim.outcome == "taken":
+        raise ProtocolError(ErrorCode.CONFLICT, f"callId {call_id!r} is already in use")
+    if claim.outcome == "caller_busy":
+        other = claim.other
+        if other is not None and other.caller == to and other.state == "ringing":
+            # Glare: both called each other; the first offer wins (docs/topics/calls.md).
+            raise ProtocolError(ErrorCode.CONFLICT,
+                                f"{to} is calling you (callId {other.call_id}): answer it")
+        raise ProtocolError(ErrorCode.CONFLICT, "you are already in a call; end it first")
     effects = node.calls.offer(call_id=call_id, caller=me, conn=s.conn, callee=to, room=room,
-                               sdp=p.sdp, candidate=p.candidate, now_ms=node.clock.now_ms())
-    return _ack(node, s, frame.id, call_id) + effects + node.calls.drain_log()
+                               sdp=p.sdp, candidate=p.candidate, now_ms=node.clock.now_ms(),
+                               callee_busy=claim.outcome == "callee_busy")
+    return _ack(node, s, frame.id, call_id) + effects + finished(node)
 
 
 def _relay(node: Node, s: Session, frame: WebRTC, to: UserId, call_id: str) -> Effects:
     assert s.identity is not None
     p, me, now = frame.payload, s.identity.user_id, node.clock.now_ms()
+    call = node.calls.calls.get(call_id)
+    if call is not None and call.is_party(me) and call.peer_of(me) != to:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "`to` is not the other party")
     if p.kind == "offer":
         room = room_id(p.room_id) if p.room_id is not None else None
         effects = node.calls.offer(call_id=call_id, caller=me, conn=s.conn, callee=to, room=room,
                                    sdp=p.sdp, candidate=p.candidate, now_ms=now)
+    elif p.kind == "answer":
+        was_ringing = call is not None and call.answered_at_ms is None
+        effects = node.calls.answer(call_id=call_id, user=me, conn=s.conn, sdp=p.sdp,
+                                    now_ms=now)
+        if was_ringing:
+            effects.append(Later(_set_state(node, call_id, "active")))
     else:
-        call = node.calls.calls.get(call_id)
-        if call is not None and call.is_party(me) and call.peer_of(me) != to:
-            raise ProtocolError(ErrorCode.BAD_REQUEST, "`to` is not the other party")
-        if p.kind == "answer":
-            siblings = tuple(c for c in node.user_conns.get(me, ()) if c != s.conn)
-            effects = node.calls.answer(call_id=call_id, user=me, conn=s.conn, sdp=p.sdp,
-                                        siblings=siblings, now_ms=now)
-        else:
-            effects = node.calls.ice(call_id=call_id, user=me, conn=s.conn,
-                                     candidate=p.candidate)
-    return _ack(node, s, frame.id, call_id) + effects + node.calls.drain_log()
+        effects = node.calls.ice(call_id=call_id, user=me, conn=s.conn, candidate=p.candidate)
+    return _ack(node, s, frame.id, call_id) + effects + finished(node)
 
 
-def handle_call_reject(node: Node, s: Session, frame: CallReject) -> Effects:
+# ---- reject, end, history ------------------------------------------------------------------
+def handle_call_reject(node: Node, s: Session, frame: CallReject) -> Result:
     assert s.identity is not None
     p = frame.payload
+    elsewhere = _elsewhere(node, s, frame, p.call_id)
+    if elsewhere is not None:
+        return elsewhere
     effects = node.calls.reject(call_id=p.call_id, user=s.identity.user_id, reason=p.reason,
                                 now_ms=node.clock.now_ms())
-    return _ack(node, s, frame.id, p.call_id) + effects + node.calls.drain_log()
+    return _ack(node, s, frame.id, p.call_id) + effects + finished(node)
 
 
-def handle_call_end(node: Node, s: Session, frame: CallEnd) -> Effects:
+def handle_call_end(node: Node, s: Session, frame: CallEnd) -> Result:
     assert s.identity is not None
     p = frame.payload
+    elsewhere = _elsewhere(node, s, frame, p.call_id)
+    if elsewhere is not None:
+        return elsewhere
     effects = node.calls.hang_up(call_id=p.call_id, user=s.identity.user_id, reason=p.reason,
                                  now_ms=node.clock.now_ms())
-    return _ack(node, s, frame.id, p.call_id) + effects + node.calls.drain_log()
+    return _ack(node, s, frame.id, p.call_id) + effects + finished(node)
 
 
 async def handle_call_history(node: Node, s: Session, frame: CallHistory) -> Effects:
@@ -117,3 +192,81 @@ async def handle_call_history(node: Node, s: Session, frame: CallHistory) -> Eff
     assert s.identity is not None
     calls = await node.store.call_history(s.identity.user_id, frame.payload.limit)
     return [Reply(s.conn, "ack", CallHistoryAck(calls=calls), frame.id)]
+
+
+# ---- the home side of forwarded frames, departures ------------------------------------------
+_CALL_FRAMES: dict[type[Inbound], Any] = {
+    WebRTC: handle_webrtc, CallReject: handle_call_reject, CallEnd: handle_call_end}
+
+
+def forwarded(node: Node, conn: ConnId, user: UserId, username: str, data: bytes) -> Result:
+    """A call frame another node forwarded to this one, the call's home. It is handled
+    like a local frame of a connection that lives on that node. No frame: that
+    connection closed (see `connection_closed`)."""
+    if not data:
+        return _departed(node, user, conn)
+    s = Session(conn=conn, opened_at_ms=node.clock.now_ms(), limits=node.limits,
+                identity=Identity(user, username))
+    try:
+        frame = parse(data)
+    except BadFrame:
+        return []
+    if not isinstance(frame, WebRTC | CallReject | CallEnd):
+        return []
+    call_id = frame.payload.call_id or ""
+    try:
+        if call_id not in node.calls.calls:
+            # Forwarded here, but the call already ended and was forgotten.
+            raise ProtocolError(ErrorCode.NOT_FOUND, f"no call {call_id!r}")
+        result = _CALL_FRAMES[type(frame)](node, s, frame)
+    except ProtocolError as exc:
+        return error(conn, exc, frame.id)
+    if isinstance(result, list):
+        return result
+    return _answer_errors(result, conn, frame.id)
+
+
+async def _answer_errors(work: Coroutine[Any, Any, Effects], conn: ConnId,
+                         frame_id: str | None) -> Effects:
+    try:
+        return await work
+    except ProtocolError as exc:
+        return error(conn, exc, frame_id)
+
+
+def calls_of_dead_nodes(gone: list[CallInfo]) -> Effects:
+    """Calls whose home node died: both parties hear `call_end` (disconnected)."""
+    effects: Effects = []
+    for info in gone:
+        event = CallEndEvent(call_id=info.call_id, by=info.callee, reason="disconnected")
+        effects += [ToUser(info.caller, "call_end", event), ToUser(info.callee, "call_end", event)]
+    return effects
+
+
+def connection_closed(node: Node, user: UserId, username: str, conn: ConnId,
+                      local_left: int) -> Effects:
+    """A connection of `user` closed on this node (`local_left` of theirs remain here).
+    PROTOCOL §Calls: the user's last connection anywhere ends their call
+    (`disconnected`); an owning connection with siblings left unbinds its side."""
+    return [Later(_connection_closed(node, user, username, conn, local_left))]
+
+
+async def _connection_closed(node: Node, user: UserId, username: str, conn: ConnId,
+                             local_left: int) -> Effects:
+    d = node.directory
+    if not local_left:
+        await d.user_idle(user)
+    if node.calls.live_call_of(user) is not None:
+        return await _departed(node, user, conn, local_left)
+    info = await d.call_of(user)
+    if info is not None and info.home != node.number:
+        return [Forward(info.home, conn, user, username, b"")]
+    return []
+
+
+async def _departed(node: Node, user: UserId, conn: ConnId, local_left: int = 0) -> Effects:
+    """On the call's home: a connection of `user` closed somewhere."""
+    if node.calls.live_call_of(user) is None:
+        return []
+    left = local_left or int(await node.directory.is_online(user))
+    return node.calls.connection_closed(user, conn, left, node.clock.now_ms()) + finished(node)

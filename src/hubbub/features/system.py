@@ -7,6 +7,7 @@ import logging
 from hubbub.core.effects import Close, Effects, Later, Reply, ToAll, ToRoom
 from hubbub.core.session import Session
 from hubbub.directory.base import PresenceInfo
+from hubbub.features import calls
 from hubbub.features.node import Node
 from hubbub.features.presence import presence_to, released
 from hubbub.features.typing_indicators import expire_typing, stop_typing
@@ -67,18 +68,11 @@ def close_session(node: Node, conn: ConnId) -> Effects:
         if not conns:
             del node.user_conns[uid]
             node.fanout.user_closed(uid)
-            effects.append(Later(_idle(node, uid)))
-    effects += node.calls.connection_closed(uid, conn, len(conns or ()), now)
-    effects += node.calls.drain_log()
+    effects += calls.connection_closed(node, uid, name, conn, len(conns or ()))
     s.rooms.clear()
     node.presence.disconnect(uid, now)
     heapq.heappush(node.lingering, (now + node.presence.grace_ms, uid))
     return effects
-
-
-async def _idle(node: Node, uid: UserId) -> Effects:
-    await node.directory.user_idle(uid)
-    return []
 
 
 def _release_lingering(node: Node, uid: UserId, username: str,
@@ -96,7 +90,7 @@ def tick(node: Node, now_ms: int) -> Effects:
     grace periods, authentication deadlines and token expiry."""
     effects = expire_typing(node, now_ms)
     effects += node.calls.expire(now_ms)
-    effects += node.calls.drain_log()
+    effects += calls.finished(node)
     for uid, gone in node.presence.expire(now_ms):
         effects += _release_lingering(node, uid, gone.username, gone.last_seen_ms)
     while node.lingering and node.lingering[0][0] <= now_ms:
@@ -121,7 +115,7 @@ async def housekeeping(node: Node, now_ms: int) -> Effects:
     held (their users leave rooms and go offline for everyone else)."""
     d = node.directory
     await d.heartbeat(now_ms)
-    effects: Effects = []
+    effects = calls.calls_of_dead_nodes(await d.reap_calls(now_ms))
     for gone in await d.reap(now_ms):
         if gone.went_offline:
             effects += presence_to(gone.rooms_before, gone.user,

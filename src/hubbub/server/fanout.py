@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from hubbub.broker.base import Broker
+from hubbub.core.effects import Forward
 from hubbub.core.sequencer import Sequencer
 from hubbub.ids import ConnId, RoomId, UserId
 from hubbub.protocol.frames import encode_stored
@@ -41,6 +42,9 @@ class Message(msgspec.Struct, array_like=True, omit_defaults=True):
     exclude: str | None = None
     seq: int | None = None
     id: int | None = None  # dedupes a "rooms" message arriving on several room topics
+    exclude_conn: int | None = None
+    # A forwarded call frame: who sent it (conn, user, username).
+    sender: tuple[int, str, str] | None = None
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -117,9 +121,16 @@ class Fanout:
         for room in rooms:
             self.broker.publish(f"room:{room}", data)
 
-    def user(self, user: UserId, type_: str, frame: bytes) -> None:
+    def user(self, user: UserId, type_: str, frame: bytes, exclude: ConnId | None) -> None:
         self.broker.publish(f"user:{user}", _encode(Message(
-            kind="user", origin=self.node_number, type=type_, frame=frame, user=user)))
+            kind="user", origin=self.node_number, type=type_, frame=frame, user=user,
+            exclude_conn=exclude)))
+
+    def forward(self, e: Forward) -> None:
+        """A call frame for the node whose rules own the call."""
+        self.broker.publish(f"node:{e.home}", _encode(Message(
+            kind="call", origin=self.node_number, type="call", frame=e.frame,
+            sender=(e.conn, e.user, e.username))))
 
     def conns(self, conns: list[ConnId], type_: str, frame: bytes) -> None:
         by_node: dict[int, list[int]] = {}
@@ -152,8 +163,11 @@ class Fanout:
             self._remember(key)
             hub.deliver_rooms(tuple(RoomId(r) for r in msg.rooms), msg.type, msg.frame)
         elif kind == "user" and msg.user is not None:
-            hub.deliver_conns(hub.node.user_conns.get(UserId(msg.user), ()), msg.type,
-                              msg.frame)
+            hub.deliver_user(UserId(msg.user), msg.type, msg.frame,
+                             ConnId(msg.exclude_conn) if msg.exclude_conn else None)
+        elif kind == "call" and msg.sender is not None:
+            conn, user, username = msg.sender
+            hub.forwarded(ConnId(conn), UserId(user), username, msg.frame)
         elif kind == "conns" and msg.conns is not None:
             hub.deliver_conns([ConnId(c) for c in msg.conns], msg.type, msg.frame)
         elif kind == "all":

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from hubbub.core.effects import (
     Close,
     Effect,
+    Forward,
     Later,
     LogCall,
     Reply,
@@ -26,6 +27,7 @@ from hubbub.core.effects import (
     ToUser,
 )
 from hubbub.core.session import Session
+from hubbub.features import calls
 from hubbub.features.node import Node
 from hubbub.features.system import close_session
 from hubbub.ids import ConnId, RoomId, UserId
@@ -115,6 +117,9 @@ class Hub:
                 self._log_call(e)  # type: ignore[arg-type]
             elif t is Later:
                 self._later(e)  # type: ignore[arg-type]
+            elif t is Forward:
+                if fan is not None:
+                    fan.forward(e)  # type: ignore[arg-type]
             else:
                 self._broadcast(e, fan)
 
@@ -129,9 +134,9 @@ class Hub:
             if fan is not None:
                 fan.rooms(e.rooms, e.type, frame)
         elif isinstance(e, ToUser):
-            self.deliver_conns(self.node.user_conns.get(e.user, ()), e.type, frame)
+            self.deliver_user(e.user, e.type, frame, e.exclude_conn)
             if fan is not None:
-                fan.user(e.user, e.type, frame)
+                fan.user(e.user, e.type, frame, e.exclude_conn)
         elif isinstance(e, ToConns):
             mine = self.node.number
             local = [c for c in e.conns if node_of(c) == mine]
@@ -144,11 +149,15 @@ class Hub:
                 fan.everyone(e.type, frame)
 
     def _reply(self, e: Reply) -> None:
-        conn = self.conns.get(e.conn)
-        if conn is None:
-            return
         if e.type == "ack" and e.id is None:
             return  # PROTOCOL §Transport: a client frame without `id` gets no ack
+        conn = self.conns.get(e.conn)
+        if conn is None:
+            # The answer to a call frame another node forwarded here goes back to it.
+            if self.fanout is not None and node_of(e.conn) != self.node.number:
+                self.fanout.conns([e.conn], e.type,
+                                  framing.text_frame(encode(e.type, e.payload, e.id)))
+            return
         if e.type == "welcome":
             assert conn.session.identity is not None
             conn.user = conn.session.identity.user_id
@@ -197,9 +206,20 @@ class Hub:
                 n += 1
         self.node.metrics.frames_out[type_] += n
 
+    def deliver_user(self, user: UserId, type_: str, frame: bytes,
+                     exclude: ConnId | None) -> None:
+        conns = self.node.user_conns.get(user, ())
+        self.deliver_conns([c for c in conns if c != exclude] if exclude else conns, type_,
+                           frame)
+
     def deliver_all(self, type_: str, frame: bytes) -> None:
         self.deliver_conns([c for c, s in self.node.sessions.items() if s.identity], type_,
                            frame)
+
+    def forwarded(self, conn: ConnId, user: UserId, username: str, frame: bytes) -> None:
+        """A call frame from another node: this node is the call's home."""
+        result = calls.forwarded(self.node, conn, user, username, frame)
+        self.run(result if isinstance(result, list) else [Later(result)])
 
     def _later(self, e: Later) -> None:
         task = self.loop.create_task(e.work)

@@ -40,7 +40,7 @@ def inbox(effects: Effects) -> Inbox:
     out: Inbox = {c: [] for c in ALL}
     for e in effects:
         if isinstance(e, ToUser):
-            targets: tuple[ConnId, ...] = CONNS[e.user]
+            targets: tuple[ConnId, ...] = tuple(c for c in CONNS[e.user] if c != e.exclude_conn)
         elif isinstance(e, ToConns):
             targets = e.conns
         else:
@@ -79,9 +79,7 @@ def offer(calls: Calls, *, caller: UserId = ANN, conn: ConnId = A1, callee: User
 
 def answer(calls: Calls, *, user: UserId = BOB, conn: ConnId = B1, call_id: str = "c1",
            now_ms: int = T0 + 1000) -> Effects:
-    siblings = tuple(c for c in CONNS[user] if c != conn)
-    return calls.answer(call_id=call_id, user=user, conn=conn, sdp=ANSWER, siblings=siblings,
-                        now_ms=now_ms)
+    return calls.answer(call_id=call_id, user=user, conn=conn, sdp=ANSWER, now_ms=now_ms)
 
 
 def ice(calls: Calls, user: UserId, conn: ConnId, call_id: str = "c1") -> Effects:
