@@ -22,6 +22,10 @@ def _run(main: Coroutine[Any, Any, int]) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = config.load(args)
     logs.setup(settings.log_format, settings.log_level)
+    if settings.workers > 1:
+        from hubbub.server.workers import run_workers
+
+        return run_workers(settings, sys.argv[1:])
     from hubbub.server.app import serve
 
     return _run(serve(settings))

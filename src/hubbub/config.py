@@ -41,6 +41,7 @@ class Settings:
     heartbeat: float = _opt(20.0, "seconds between WebSocket pings (0 = off)")
     max_frame: int = _opt(65536, "largest client frame in bytes (close 1009 above)")
     workers: int = _opt(1, "processes sharing the port (needs --redis)")
+    reuse_port: bool = _opt(False, "share the port with other processes (set by --workers)")
     # hubbub's own
     max_queue: int = _opt(1 << 20, "bytes a reader may fall behind before close 1013")
     rate_limit: float = _opt(100.0, "frames per second per connection (burst 2x); 0 = no limits")

@@ -101,7 +101,8 @@ class Server:
                                     shutdown_timeout=2.0)
         await self.runner.setup()
         family = socket.AF_INET6 if ":" in st.host else socket.AF_INET
-        sock = socket.create_server((st.host, st.port), family=family, backlog=st.backlog)
+        sock = socket.create_server((st.host, st.port), family=family, backlog=st.backlog,
+                                    reuse_port=st.reuse_port)
         self.port = sock.getsockname()[1]
         site = web.SockSite(self.runner, sock, backlog=st.backlog)
         await site.start()
