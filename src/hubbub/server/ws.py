@@ -14,7 +14,7 @@ from hubbub.features.auth import authenticate_token
 from hubbub.features.dispatch import handle_frame, refused
 from hubbub.features.node import error
 from hubbub.features.system import admit, open_session
-from hubbub.protocol.codes import ErrorCode
+from hubbub.protocol.codes import CloseCode, ErrorCode
 from hubbub.server import framing
 from hubbub.server.hub import CLOSE_GRACE_S, Conn, Hub
 
@@ -44,6 +44,14 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _remote(request: web.Request) -> str:
@@ -90,6 +98,10 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
                 # are void, or an expired or abusive session would go on acting.
                 continue
             if kind is WSMsgType.TEXT:
+                if not msg.data.isascii() and not _utf8(msg.data):
+                    # RFC 6455 §8.1: a text frame that is not UTF-8 fails the connection.
+                    hub.close(conn.id, CloseCode.INVALID_DATA, "text frame is not UTF-8")
+                    continue
                 try:
                     result = handle_frame(node, session, msg.data)
                     if inspect.isawaitable(result):
