@@ -111,6 +111,7 @@ class Connection:
     _pace_until: float = 0.0  # loop time before which the pacer sends nothing
     _limited: asyncio.Event = field(default_factory=asyncio.Event)  # a chat was refused
     _connected: asyncio.Event = field(default_factory=asyncio.Event)
+    _can_send: bool = False  # authenticated, and the rejoin frames are on the wire
     close_code: int | None = None
 
     # ---- lifecycle ------------------------------------------------------------------
@@ -122,12 +123,14 @@ class Connection:
             await self._http.close()
             raise
         self._connected.set()
+        self._can_send = True
         self._reader = asyncio.get_running_loop().create_task(self._run())
         return welcome
 
     async def close(self) -> None:
         self._closing = True
         self._connected.clear()
+        self._can_send = False
         self._stop_pacer()
         if self._ws is not None and not self._ws.closed:
             await self._ws.close()
@@ -146,6 +149,7 @@ class Connection:
         """No more reconnects: fail what waits (the outbox too), then the final `close`."""
         self._closing = self._ended = True
         self._connected.clear()
+        self._can_send = False
         self._stop_pacer()
         self._fail_pending(ConnectionError(f"connection closed ({code})"), include_outbox=True)
         await self._state("close", {"code": code, "final": True})
@@ -194,6 +198,7 @@ class Connection:
         while True:
             await self._read_until_closed()
             self._connected.clear()
+            self._can_send = False
             code = self.close_code
             self._fail_pending(ConnectionError(f"connection lost ({code})"))
             if self._closing:  # close() was called: it sends the final `close` itself
@@ -226,14 +231,22 @@ class Connection:
     async def _resume(self) -> None:
         """On every (re)connection: rejoin each room with `since` = the last seq seen and
         replay the missed events to the handlers, then re-send the unacked chats. Only then
-        is the client `connected`: requests sent earlier would not find it in its rooms, and
-        new chats would overtake the older ones waiting in the outbox."""
+        is the client `connected` (new chats would otherwise overtake the older ones waiting
+        in the outbox). Requests may go out as soon as the rejoin frames are written: the
+        server handles a connection's frames in order, so they find the rooms joined."""
         if self.status is not None:
             with contextlib.suppress(ConnectionError):  # before the rejoins: they carry it
                 await self._send({"type": "presence", "payload": {"status": self.status}})
+        rejoins = []
         for room, last in list(self.rooms.items()):
             try:
-                ack = msgspec.json.decode(await self.join(room, since=last), type=_JoinAck)
+                rejoins.append((room, *await self._send_join(room, last)))
+            except ConnectionError as exc:
+                log.warning("rejoining %s failed: %s", room, exc)
+        self._can_send = True
+        for room, frame_id, fut in rejoins:
+            try:
+                ack = msgspec.json.decode(await self._answer(frame_id, fut), type=_JoinAck)
             except (HubbubRequestError, TimeoutError, ConnectionError) as exc:
                 log.warning("rejoining %s failed: %s", room, exc)
                 continue
@@ -315,6 +328,10 @@ class Connection:
 
     async def join(self, room: str, since: int | None = None) -> msgspec.Raw:
         """Join (or rejoin) a room; remembered for rejoining after reconnects."""
+        return await self._answer(*await self._send_join(room, since))
+
+    async def _send_join(self, room: str,
+                         since: int | None) -> tuple[str, "asyncio.Future[msgspec.Raw]"]:
         payload: dict[str, Any] = {"roomId": room}
         if since is not None:
             payload["since"] = since
@@ -323,11 +340,18 @@ class Connection:
         self._joins[frame_id] = str(room)
         try:
             await self._send({"type": "join_room", "id": frame_id, "payload": payload})
-            raw = await asyncio.wait_for(fut, self.request_timeout)
+        except BaseException:
+            self._pending.pop(frame_id, None)
+            self._joins.pop(frame_id, None)
+            raise
+        return frame_id, fut
+
+    async def _answer(self, frame_id: str, fut: "asyncio.Future[msgspec.Raw]") -> msgspec.Raw:
+        try:
+            return await asyncio.wait_for(fut, self.request_timeout)
         finally:
             self._pending.pop(frame_id, None)
             self._joins.pop(frame_id, None)
-        return raw
 
     # ---- requests -----------------------------------------------------------------------
     def _request_future(self) -> "asyncio.Future[msgspec.Raw]":
@@ -344,8 +368,8 @@ class Connection:
 
     async def request(self, type_: str, payload: dict[str, Any]) -> msgspec.Raw:
         """Send a frame with an id and wait for its ack (or raise HubbubRequestError).
-        Raises ConnectionError at once while not connected (or still rejoining)."""
-        if not self.connected:
+        Raises ConnectionError at once while there is no authenticated connection."""
+        if not self._can_send:
             raise ConnectionError("not connected")
         fut = self._request_future()
         frame_id: str = fut.frame_id  # type: ignore[attr-defined]
@@ -357,7 +381,7 @@ class Connection:
 
     async def send(self, type_: str, payload: dict[str, Any]) -> None:
         """Fire and forget (typing): dropped while disconnected."""
-        if self.connected:
+        if self._can_send:
             with contextlib.suppress(ConnectionError):
                 await self._send({"type": type_, "payload": payload})
 

@@ -97,8 +97,12 @@ class Server:
             self.fanout = Fanout(self.hub, self.broker, self.node.number)
             await self.fanout.start()
             self.hub.fanout = self.node.fanout = self.fanout
+        # aiohttp closes a connection that has not sent a complete request within the
+        # keep-alive timeout from its start: with a short one that is our handshake
+        # deadline against slowloris clients (docs/topics/security.md).
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                    shutdown_timeout=2.0)
+                                    shutdown_timeout=2.0,
+                                    keepalive_timeout=st.handshake_timeout)
         await self.runner.setup()
         family = socket.AF_INET6 if ":" in st.host else socket.AF_INET
         sock = socket.create_server((st.host, st.port), family=family, backlog=st.backlog,
