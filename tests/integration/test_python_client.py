@@ -799,6 +799,41 @@ async def test_the_presence_status_is_restored_after_a_reconnect(
     assert members == {"ann": "away", "carol": "online"}
 
 
+async def test_a_handler_may_answer_replayed_events(
+        restartable: Callable[..., Restartable], make_client: ClientFactory) -> None:
+    # A network drop (the server stays up): while ann is away bob posts; when ann is back
+    # her handler gets the missed chats from the rejoin and answers each with a request.
+    server = restartable()
+    await server.start()
+    async with Gate(server.port) as gate:
+        ann = make_client(gate.ws, "ann")
+        bob = make_client(server.ws, "bob")
+        ann_rec, bob_rec = Recorder(ann), Recorder(bob)
+        for client in (ann, bob):
+            await client.connect()
+            await client.join_room(ROOM)
+        answered: list[str] = []
+
+        async def seen(event: Event) -> None:
+            chat = event.payload
+            if chat.user_id == "bob":
+                await ann.react(ROOM, chat.message_id, "👀")
+                answered.append(chat.content)
+
+        ann.on("chat", seen)
+        gate.shut()
+        await ann_rec.until(lambda: ann_rec.of("close"))
+        for i in range(3):
+            await bob.send_chat_message(ROOM, f"while away {i}")
+        gate.open = True
+        await bob_rec.until(lambda: len(bob_rec.of("reaction")) == 3)
+        assert answered == [f"while away {i}" for i in range(3)]
+        assert [r["recovered"] for r in rejoined(ann_rec)] == [True]
+        assert not ann_rec.of("error")
+        # No leave/join flapping for bob: ann's membership lingered while she was away.
+        assert not bob_rec.of("leave_room")
+
+
 async def test_chats_sent_while_disconnected_are_delivered_once_after_the_reconnect(
         restartable: Callable[..., Restartable], make_client: ClientFactory) -> None:
     server = restartable()
