@@ -91,7 +91,12 @@ class Fanout:
 
     def room_position(self, room: RoomId, last_seq: int) -> None:
         """A local connection joined at `last_seq`: order the room's events after it."""
-        if self.clustered:
+        if self.clustered and not self.sequencer.tracking(room):
+            # Only for the room's first local connection. Moving a tracked room forward
+            # would drop the events up to `last_seq` that the connections already in it
+            # have not received yet (in flight from another node, or held for a gap). A
+            # newcomer may then also get a few events at or below its lastSeq, which
+            # clients skip by seq.
             self.sequencer.start(room, last_seq)
 
     def room_closed(self, room: RoomId) -> None:
