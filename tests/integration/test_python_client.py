@@ -827,6 +827,7 @@ async def test_a_handler_may_answer_replayed_events(
             await bob.send_chat_message(ROOM, f"while away {i}")
         gate.open = True
         await bob_rec.until(lambda: len(bob_rec.of("reaction")) == 3)
+        await eventually(lambda: len(answered) == 3)  # each after its react's ack
         assert answered == [f"while away {i}" for i in range(3)]
         assert [r["recovered"] for r in rejoined(ann_rec)] == [True]
         assert not ann_rec.of("error")
