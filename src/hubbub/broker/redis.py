@@ -77,19 +77,44 @@ class RedisBroker(Broker):
 
     # ---- subscriptions ----------------------------------------------------------------
     async def subscribe(self, topic: str) -> None:
+        channel = self._channel(topic)
         if topic in self._topics:
+            if self._confirm.get(channel):
+                # An earlier call's SUBSCRIBE is not confirmed yet: returning now would
+                # break the promise of `subscribe` for this caller. Wait for it too.
+                await self._confirmed(topic, self._waiter(channel))
             return
         self._topics.add(topic)
         pubsub = self._pubsub
         if pubsub is None:
             return  # the listener subscribes to every topic when it (re)connects
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._confirm.setdefault(self._channel(topic), []).append(fut)
+        fut = self._waiter(channel)
         try:
-            await pubsub.subscribe(self._channel(topic))
+            await pubsub.subscribe(channel)
+        except (RedisError, OSError) as exc:
+            self._forget(channel, fut)
+            log.warning("subscribe %s failed (%s); the listener will retry", topic, exc)
+            return
+        await self._confirmed(topic, fut)
+
+    def _waiter(self, channel: str) -> "asyncio.Future[None]":
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._confirm.setdefault(channel, []).append(fut)
+        return fut
+
+    def _forget(self, channel: str, fut: "asyncio.Future[None]") -> None:
+        waiting = self._confirm.get(channel)
+        if waiting is not None and fut in waiting:
+            waiting.remove(fut)
+            if not waiting:
+                del self._confirm[channel]
+
+    async def _confirmed(self, topic: str, fut: "asyncio.Future[None]") -> None:
+        try:
             await asyncio.wait_for(asyncio.shield(fut), 5)
-        except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("subscribe %s not confirmed (%s); the listener will retry", topic, exc)
+        except TimeoutError:
+            self._forget(self._channel(topic), fut)
+            log.warning("subscribe %s not confirmed; the listener will retry", topic)
 
     def unsubscribe(self, topic: str) -> None:
         if topic not in self._topics:
