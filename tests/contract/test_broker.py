@@ -13,7 +13,7 @@ from hubbub.broker.base import Broker
 from hubbub.broker.memory import MemoryBroker, MemoryBus
 from hubbub.broker.redis import RedisBroker
 from tests.contract.broker_contract import WAIT, BrokerBackend, BrokerContract, Inbox
-from tests.support.services import RedisServer
+from tests.support.services import RedisServer, redis_command
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -126,3 +126,20 @@ async def test_messages_published_while_redis_is_down_are_dropped_not_queued(
     dedicated_redis.start_again()
     await publish_until_received(a, inbox, "room:1")
     assert not [d for d in inbox.on("room:1") if d.startswith(b"down")]
+
+
+async def test_a_second_subscribe_to_a_topic_returns_only_once_the_first_is_in_place(
+        dedicated_redis: RedisServer,
+        two_on_own_redis: tuple[RedisBroker, RedisBroker, Inbox]) -> None:
+    # Two joins of one room on one node both await subscribe(); the second must not return
+    # while Redis has not yet taken the first's SUBSCRIBE (publishes would miss this node).
+    a, b, inbox = two_on_own_redis
+    assert redis_command(dedicated_redis.port, "CLIENT", "PAUSE", "1500", "ALL") == b"+OK"
+    first = asyncio.create_task(b.subscribe("room:1"))
+    await asyncio.sleep(0)  # its SUBSCRIBE is sent, and waits in the paused Redis
+    second = asyncio.create_task(b.subscribe("room:1"))
+    await asyncio.wait([second], timeout=0.3)
+    assert first.done() or not second.done()
+    await asyncio.wait_for(asyncio.gather(first, second), WAIT)
+    a.publish("room:1", b"after both")
+    assert await inbox.wait_for("room:1", 1) == [b"after both"]
