@@ -29,6 +29,7 @@ from hubbub.ids import RoomId, UserId
 
 try:
     import redis.asyncio as aioredis
+    from redis.exceptions import ConnectionError as RedisConnectionError
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ConfigError("--redis needs the redis extra: pip install 'hubbub[redis]'") from exc
 
@@ -128,8 +129,11 @@ class RedisDirectory(Directory):
 
     # ---- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
+        # After a Redis restart every pooled connection is stale: retry a command on a new
+        # one rather than fail it (holdings are sets: a repeated command changes nothing).
         self._r = aioredis.Redis.from_url(self.url, decode_responses=True,
-                                          socket_keepalive=True, health_check_interval=5)
+                                          socket_keepalive=True, health_check_interval=5,
+                                          retry_on_error=[RedisConnectionError])
         for name, source in (("add", _ADD_MEMBER), ("remove", _REMOVE_MEMBER),
                              ("up", _USER_UP), ("down", _USER_DOWN), ("status", _SET_STATUS),
                              ("claim", _CLAIM_CALL), ("release", _RELEASE_CALL)):
