@@ -226,7 +226,8 @@ class Connection:
             log.info("connection error: %s", exc)
         finally:
             resume.cancel()
-            self.close_code = ws.close_code
+            code = ws.close_code  # a plain int in the events, not aiohttp's WSCloseCode
+            self.close_code = None if code is None else int(code)
 
     async def _resume(self) -> None:
         """On every (re)connection: rejoin each room with `since` = the last seq seen and
