@@ -177,7 +177,7 @@ class Connection:
             if msg.type is not aiohttp.WSMsgType.TEXT:
                 code = self._ws.close_code
                 if code in NO_RECONNECT:  # e.g. 4001: a bad or expired token
-                    self.close_code = code
+                    self.close_code = int(code)
                     raise HubbubRequestError(
                         "unauthorized", f"the server closed the connection ({code} {msg.extra})")
                 raise ConnectionError(f"server closed during authentication ({code})")
