@@ -28,5 +28,10 @@ class CloseConnection(HubbubError):
         self.reason = reason
 
 
+class StoreUnavailable(HubbubError):
+    """The store could not make a write durable (disk full, read-only, unreachable).
+    Nothing was acked; the client gets `internal` with this message and may retry."""
+
+
 class ConfigError(HubbubError):
     """The settings cannot work together (reported at start, exit code 2)."""

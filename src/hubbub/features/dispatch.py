@@ -12,7 +12,7 @@ from typing import Any
 
 from hubbub.core.effects import Close, Effects
 from hubbub.core.session import Session
-from hubbub.errors import ProtocolError
+from hubbub.errors import ProtocolError, StoreUnavailable
 from hubbub.features.auth import handle_auth
 from hubbub.features.calls import (
     handle_call_end,
@@ -107,9 +107,15 @@ def _check_identity(s: Session, frame: Any) -> None:
 
 
 def _internal(node: Node, s: Session, fid: str | None) -> Effects:
-    """A bug or a failing store: the frame still gets its one answer, `internal`."""
+    """A bug: the frame still gets its one answer, `internal`."""
     log.exception("internal error handling a frame on conn=%s", s.conn)
     return refused(node, s, ProtocolError(ErrorCode.INTERNAL, "internal error"), fid)
+
+
+def _unavailable(node: Node, s: Session, exc: StoreUnavailable, fid: str | None) -> Effects:
+    """The store failed a write: nothing was acked or broadcast; say why."""
+    log.error("store unavailable on conn=%s: %s", s.conn, exc)
+    return refused(node, s, ProtocolError(ErrorCode.INTERNAL, str(exc)), fid)
 
 
 async def _guarded(node: Node, s: Session, coro: Awaitable[Effects], fid: str | None) -> Effects:
@@ -117,6 +123,8 @@ async def _guarded(node: Node, s: Session, coro: Awaitable[Effects], fid: str | 
         return await coro
     except ProtocolError as exc:
         return refused(node, s, exc, fid)
+    except StoreUnavailable as exc:
+        return _unavailable(node, s, exc, fid)
     except Exception:
         return _internal(node, s, fid)
 

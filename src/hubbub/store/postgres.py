@@ -30,7 +30,7 @@ import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type informat
 import msgspec
 
 from hubbub.core import messages as rules
-from hubbub.errors import ConfigError, ProtocolError
+from hubbub.errors import ConfigError, ProtocolError, StoreUnavailable
 from hubbub.protocol.codes import ErrorCode
 from hubbub.protocol.frames import (
     CallRecord,
@@ -288,10 +288,11 @@ class PostgresStore(Store):
                 log.warning("PostgreSQL writer connection lost; reconnecting")
                 results, retry = await self._commit(batch)
         except Exception as exc:
-            error = exc.__cause__ if isinstance(exc, _ConnectionLost) else exc
+            cause = (exc.__cause__ if isinstance(exc, _ConnectionLost) else exc) or exc
+            error = StoreUnavailable(f"the store could not persist this: {cause}")
             for w in batch:
                 if not w.fut.done():
-                    w.fut.set_exception(error or exc)
+                    w.fut.set_exception(error)
             return
         for w, (ok, value) in zip(batch, results, strict=False):
             if w.fut.done():  # the caller was cancelled; its write stands

@@ -9,6 +9,7 @@ fsynced before anyone is told it happened.
 """
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 import uuid
@@ -19,7 +20,7 @@ from typing import Any, Literal, TypeVar
 import msgspec
 
 from hubbub.core import messages as rules
-from hubbub.errors import ConfigError
+from hubbub.errors import ConfigError, StoreUnavailable
 from hubbub.protocol.frames import (
     CallRecord,
     ChatEvent,
@@ -39,6 +40,10 @@ Op = Callable[[sqlite3.Connection], Any]
 _encode = msgspec.json.Encoder().encode
 _MESSAGE_COLS = ("message_id, seq, user_id, username, content, created_at, edited_at, "
                  "deleted_at, client_msg_id, reply_to")
+
+
+def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
+    return StoreUnavailable(f"the store could not persist this: {exc}")
 
 
 def migrate(db: sqlite3.Connection) -> int:
@@ -156,20 +161,26 @@ class SqliteStore(Store):
         if db is None:
             raise RuntimeError("store is closed")
         results: list[tuple[bool, Any]] = []
-        db.execute("BEGIN IMMEDIATE")
         try:
+            db.execute("BEGIN IMMEDIATE")
             for op, _ in batch:
                 db.execute("SAVEPOINT w")
                 try:
                     results.append((True, op(db)))
+                except sqlite3.Error as exc:
+                    raise _unavailable(exc) from exc
                 except Exception as exc:  # refused or failed: undo this write only
                     db.execute("ROLLBACK TO w")
                     results.append((False, exc))
                 db.execute("RELEASE w")
             db.execute("COMMIT")
-        except BaseException:
+        except BaseException as exc:
             if db.in_transaction:
-                db.execute("ROLLBACK")
+                # If even the rollback fails, the transaction ended with the error.
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise _unavailable(exc) from exc
             raise
         self.commits += 1
         self.committed_writes += sum(1 for ok, _ in results if ok)

@@ -1,0 +1,50 @@
+"""A store that cannot write (full or read-only) refuses with a clear error and never
+acks or broadcasts what it did not persist."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hubbub.server.app import Server
+from tests.support.server import running_server, ws_url
+from tests.support.wsclient import WsClient
+
+
+def _pragma(server: Server, sql: str) -> Any:
+    store: Any = server.node.store
+    return store._read(lambda db: db.execute(sql).fetchall())
+
+
+@pytest.mark.parametrize(("break_it", "mend_it", "says"), [
+    ("PRAGMA query_only = 1", "PRAGMA query_only = 0", "readonly"),
+    ("PRAGMA max_page_count = 1", "PRAGMA max_page_count = 1073741823", "full"),
+])
+async def test_a_chat_the_store_cannot_persist_is_refused_and_not_broadcast(
+        tmp_path: Path, break_it: str, mend_it: str, says: str) -> None:
+    async with running_server(store=f"sqlite:///{tmp_path}/db.sqlite") as server, \
+            await WsClient.open(ws_url(server)) as ann, \
+            await WsClient.open(ws_url(server)) as bob:
+        await ann.auth("ann")
+        await bob.auth("bob")
+        await ann.join("r")
+        await bob.join("r")
+        assert (await ann.request("chat", {"roomId": "r", "content": "one"}, id="c1"))[
+            "type"] == "ack"
+        await bob.expect("chat", content="one")
+        if "max_page_count" in break_it:
+            pages = (await _pragma(server, "PRAGMA page_count"))[0][0]
+            break_it = f"PRAGMA max_page_count = {pages}"
+        await _pragma(server, break_it)
+        refused = await ann.request("chat", {"roomId": "r", "content": "x" * 3000}, id="c2")
+        assert refused["type"] == "error"
+        assert refused["payload"]["code"] == "internal"
+        assert says in refused["payload"]["message"]
+        await _pragma(server, mend_it)
+        ok = await ann.request("chat", {"roomId": "r", "content": "three"}, id="c3")
+        assert ok["type"] == "ack"
+        # Bob saw "one" and "three" only, in seq order with no gap.
+        third = await bob.expect("chat", content="three")
+        assert third["payload"]["seq"] == 2
+        history = await bob.request("history", {"roomId": "r"}, id="h")
+        assert [m["content"] for m in history["payload"]["messages"]] == ["one", "three"]
