@@ -236,7 +236,7 @@ class DirectoryContract:
         assert await nodes.c.rooms_of(U1) == {R1, R2}
         assert await nodes.c.rooms_of(U2) == {R3}
 
-    async def test_an_empty_room_has_no_members_and_a_stranger_no_rooms(self, nodes: Nodes):
+    async def test_an_empty_room_has_no_members_and_a_stranger_no_rooms(self, nodes: Nodes) -> None:
         assert await nodes.a.members(R1) == []
         assert await nodes.a.rooms_of(U1) == set()
 
@@ -401,7 +401,7 @@ class DirectoryContract:
         assert await nodes.c.members(R2) == [U2]
         assert await nodes.c.is_online(U3) is True
 
-    async def test_a_dead_node_that_held_nothing_causes_no_departures(self, nodes: Nodes):
+    async def test_a_dead_node_that_held_nothing_causes_no_departures(self, nodes: Nodes) -> None:
         await nodes.b.user_up(U1, "Ann", T0)
         now = T0 + TTL + 1
         await nodes.heartbeat(now, nodes.b)

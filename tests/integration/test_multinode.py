@@ -1,0 +1,648 @@
+"""Several hubbub nodes serving one set of rooms (PROTOCOL §Running the server: `--redis` =
+share fan-out and presence with other nodes; DESIGN §1: a client may land on any node).
+
+Every scenario runs on two clusters of two nodes each:
+- `memory`: two Servers in this process joined by one MemoryBus (the Broker), one
+  MemoryDirectoryState (the Directory) and one SQLite file (the Store) — the cross-node
+  logic without any service;
+- `redis`: two real `hubbub serve` processes on different ports sharing a Redis and a
+  PostgreSQL database, as they run in production.
+Then what only real processes can show: a node killed with SIGKILL, and Redis restarting.
+Without redis-server or PostgreSQL the `redis` runs skip locally and fail in CI
+(tests/support/services.py). Timeouts bound waits; nothing asserts how fast things are.
+"""
+
+import asyncio
+import contextlib
+import importlib.util
+import itertools
+import signal
+import subprocess
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from hubbub import config
+from hubbub.broker.base import MessageHandler
+from hubbub.broker.memory import MemoryBroker, MemoryBus
+from hubbub.directory.memory import MemoryDirectory, MemoryDirectoryState
+from hubbub.server.app import Server
+from tests.support.server import Process, start_process
+from tests.support.services import RedisServer, unavailable
+from tests.support.wsclient import WsClient
+
+ROOM = "lobby"
+ADMIN = "admin-token"
+GRACE = 0.3  # --presence-grace (s)
+TYPING = 0.5  # --typing-timeout (s)
+WAIT = 10.0  # s: bounds a wait for something that must happen
+# A SIGKILLed node is presumed dead after the node TTL (10 s, not configurable) and reaped
+# by the next housekeeping of a live node (every 2.5 s): bound the wait well above that.
+DEAD_NODE_WAIT = 30.0
+ROOM_EVENTS = ("chat", "message_edit", "message_delete", "reaction")
+
+SETTINGS: dict[str, Any] = {"presence_grace": GRACE, "typing_timeout": TYPING,
+                            "admin_token": ADMIN, "rate_limit": 0, "log_level": "warning"}
+FLAGS = ["--presence-grace", str(GRACE), "--typing-timeout", str(TYPING),
+         "--admin-token", ADMIN, "--rate-limit", "0", "--log-level", "warning"]
+
+
+# ---- clusters -------------------------------------------------------------------------------
+
+
+@dataclass
+class Cluster:
+    """Nodes serving the same rooms; `urls[i]` is node i's http://HOST:PORT."""
+
+    urls: list[str]
+    brokers: list[MemoryBroker] = field(default_factory=list)  # in-process clusters only
+
+    def ws(self, node: int) -> str:
+        return self.urls[node].replace("http://", "ws://") + "/ws"
+
+
+class GatedBroker(MemoryBroker):
+    """A MemoryBroker whose node receives nothing while `hold()` is on (a slow link), then
+    everything held, in order, on `release()`."""
+
+    def __init__(self, bus: MemoryBus) -> None:
+        super().__init__(bus)
+        self.held: list[tuple[str, bytes]] | None = None
+        self._deliver: MessageHandler = lambda topic, data: None
+
+    async def start(self, on_message: MessageHandler) -> None:
+        def gated(topic: str, data: bytes) -> None:
+            if self.held is None:
+                on_message(topic, data)
+            else:
+                self.held.append((topic, data))
+
+        self._deliver = on_message
+        await super().start(gated)
+
+    def hold(self) -> None:
+        self.held = []
+
+    def release(self) -> None:
+        held, self.held = self.held or [], None
+        for topic, data in held:
+            self._deliver(topic, data)
+
+
+@contextlib.asynccontextmanager
+async def memory_cluster(db: Path, nodes: int = 2,
+                         broker: Callable[[MemoryBus], MemoryBroker] = MemoryBroker,
+                         ) -> AsyncIterator[Cluster]:
+    """Servers in this process sharing one MemoryBus, MemoryDirectoryState and SQLite file."""
+    bus, state = MemoryBus(), MemoryDirectoryState()
+    async with contextlib.AsyncExitStack() as stack:
+        servers, brokers = [], []
+        for _ in range(nodes):
+            brokers.append(broker(bus))
+            server = Server(config.load(env={}, port=0, store="sqlite:///" + str(db),
+                                        **SETTINGS),
+                            broker=brokers[-1],
+                            directory=MemoryDirectory(state, brokers[-1].node_id))
+            await server.start()
+            stack.push_async_callback(server.stop)
+            servers.append(server)
+        yield Cluster([s.url for s in servers], brokers)
+
+
+@dataclass
+class Node:
+    """A `hubbub serve` process whose stderr is drained (and kept for failure reports)."""
+
+    process: Process
+    stderr: list[str] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, *args: str) -> "Node":
+        node = cls(start_process(*args, *FLAGS))
+        pipe = node.process.proc.stderr
+        assert pipe is not None
+        threading.Thread(target=lambda: node.stderr.extend(pipe), daemon=True).start()
+        return node
+
+    @property
+    def url(self) -> str:
+        return self.process.url
+
+    @property
+    def ws(self) -> str:
+        return self.process.ws
+
+    def kill(self) -> None:
+        self.process.proc.send_signal(signal.SIGKILL)
+        self.process.proc.wait(15)
+
+    def stop(self) -> None:
+        proc = self.process.proc
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(15)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@contextlib.contextmanager
+def process_nodes(redis_url: str, store: str, nodes: int = 2) -> Iterator[list[Node]]:
+    """`hubbub serve` processes on their own ports sharing `redis_url` and `store`."""
+    started: list[Node] = []
+    try:
+        for _ in range(nodes):
+            started.append(Node.start("--redis", redis_url, "--store", store))
+        yield started
+    finally:
+        for node in started:
+            node.stop()
+        logs = "".join(line for node in started for line in node.stderr)
+        if "Traceback" in logs:
+            print(f"stderr of the nodes:\n{logs}")
+
+
+@pytest.fixture
+def store_url(postgres_dsn: str) -> str:
+    if importlib.util.find_spec("asyncpg") is None:
+        unavailable("asyncpg is not installed (pip install -e '.[dev]' or hubbub[postgres])")
+    return postgres_dsn
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Cluster]:
+    if request.param == "memory":
+        async with memory_cluster(tmp_path / "hubbub.db") as c:
+            yield c
+        return
+    redis_url: str = request.getfixturevalue("redis_url")
+    store: str = request.getfixturevalue("store_url")
+    with process_nodes(redis_url, store) as nodes:
+        yield Cluster([n.url for n in nodes])
+
+
+# ---- clients --------------------------------------------------------------------------------
+
+
+class Peer(WsClient):
+    """A WsClient that keeps the frames skipped while waiting for an ack: a member's
+    broadcasts from the other node may arrive before it, and every one is checked."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, session: aiohttp.ClientSession):
+        super().__init__(ws, session)
+        self.backlog: deque[dict[str, Any]] = deque()
+
+    async def recv(self, timeout: float = WAIT) -> dict[str, Any]:
+        if self.backlog:
+            return self.backlog.popleft()
+        return await super().recv(timeout)
+
+    async def request(self, type_: str, payload: dict[str, Any] | None = None,
+                      id: str = "r1") -> dict[str, Any]:
+        await self.send(type_, payload, id)
+        skipped: list[dict[str, Any]] = []
+        try:
+            while True:
+                frame = await super().recv(WAIT)
+                if frame.get("id") == id:
+                    return frame
+                skipped.append(frame)
+        finally:
+            self.backlog.extend(skipped)
+
+
+async def online(ws_url: str, user: str, username: str | None = None) -> Peer:
+    client = await Peer.open(ws_url)
+    assert isinstance(client, Peer)
+    await client.auth(user, username or user.upper())
+    return client
+
+
+async def member(ws_url: str, user: str, room: str = ROOM, **join: Any) -> Peer:
+    client = await online(ws_url, user)
+    await client.join(room, **join)
+    return client
+
+
+_ids = itertools.count()
+
+
+async def request(client: WsClient, type_: str, **payload: Any) -> dict[str, Any]:
+    """Send with a fresh id; return the ack payload (fails on an error)."""
+    frame = await client.request(type_, payload, id=f"q{next(_ids)}")
+    assert frame["type"] == "ack", frame
+    ack: dict[str, Any] = frame["payload"]
+    return ack
+
+
+async def chat(client: WsClient, content: str, room: str = ROOM) -> dict[str, Any]:
+    return await request(client, "chat", roomId=room, content=content)
+
+
+async def room_events(client: WsClient, count: int,
+                      timeout: float = WAIT) -> list[dict[str, Any]]:
+    """The next `count` persisted room events this client receives, as {type, **payload}."""
+    out: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout):
+        while len(out) < count:
+            frame = await client.recv(timeout)
+            if frame["type"] in ROOM_EVENTS:
+                out.append({"type": frame["type"], **frame["payload"]})
+    return out
+
+
+async def frames_until(client: WsClient, type_: str, timeout: float = WAIT,
+                       **match: Any) -> list[dict[str, Any]]:
+    """Every frame received up to and including the first `type_` matching `match`."""
+    out: list[dict[str, Any]] = []
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = await client.recv(timeout)
+            out.append(frame)
+            payload = frame.get("payload") or {}
+            if frame["type"] == type_ and all(payload.get(k) == v for k, v in match.items()):
+                return out
+
+
+def about(frames: list[dict[str, Any]], type_: str, user: str) -> list[dict[str, Any]]:
+    return [f["payload"] for f in frames
+            if f["type"] == type_ and (f.get("payload") or {}).get("userId") == user]
+
+
+def member_ids(join_ack: dict[str, Any]) -> list[str]:
+    return [m["userId"] for m in join_ack["payload"]["members"]]
+
+
+async def announce(url: str, content: str, token: str = ADMIN) -> int:
+    async with aiohttp.ClientSession() as http, http.post(
+            url + "/api/announcements", json={"content": content},
+            headers={"Authorization": f"Bearer {token}"}) as resp:
+        return resp.status
+
+
+# ---- chat and the other room events ----------------------------------------------------------
+
+
+async def test_a_chat_is_acked_and_reaches_the_members_on_both_nodes(cluster: Cluster) -> None:
+    async with (await member(cluster.ws(0), "u1") as u1, await member(cluster.ws(0), "u2") as u2,
+                await member(cluster.ws(1), "u3") as u3):
+        ack = await chat(u1, "hello from node 0")
+        assert ack["seq"] == 1
+        for client in (u1, u2, u3):  # the sender included (PROTOCOL: chat)
+            [event] = await room_events(client, 1)
+            assert (event["seq"], event["userId"], event["username"], event["content"],
+                    event["messageId"]) == (1, "u1", "U1", "hello from node 0",
+                                            ack["messageId"])
+        ack = await chat(u3, "hello from node 1")
+        assert ack["seq"] == 2
+        for client in (u1, u2, u3):
+            [event] = await room_events(client, 1)
+            assert (event["seq"], event["userId"], event["content"]) == (
+                2, "u3", "hello from node 1")
+
+
+async def test_edits_reactions_and_deletes_cross_nodes_in_seq_order(cluster: Cluster) -> None:
+    async with (await member(cluster.ws(0), "u1") as u1,
+                await member(cluster.ws(1), "u2") as u2):
+        msg = (await chat(u1, "first draft"))["messageId"]
+        await request(u2, "reaction", roomId=ROOM, messageId=msg, emoji="👍", op="add")
+        await request(u1, "message_edit", roomId=ROOM, messageId=msg, content="final")
+        await request(u2, "reaction", roomId=ROOM, messageId=msg, emoji="👍", op="remove")
+        await request(u1, "message_delete", roomId=ROOM, messageId=msg)
+        expected = [(1, "chat", "u1"), (2, "reaction", "u2"), (3, "message_edit", "u1"),
+                    (4, "reaction", "u2"), (5, "message_delete", "u1")]
+        for client in (u1, u2):
+            events = await room_events(client, 5)
+            assert [(e["seq"], e["type"], e["userId"]) for e in events] == expected
+            assert {e["messageId"] for e in events} == {msg}
+            assert events[2]["content"] == "final"
+            assert [(e["emoji"], e["op"]) for e in events if e["type"] == "reaction"] == [
+                ("👍", "add"), ("👍", "remove")]
+
+
+async def test_history_read_on_one_node_has_what_was_written_on_the_other(
+        cluster: Cluster) -> None:
+    async with (await member(cluster.ws(0), "u1") as u1,
+                await member(cluster.ws(1), "u2") as u2):
+        msg = (await chat(u1, "one"))["messageId"]
+        await chat(u2, "two")
+        await request(u2, "reaction", roomId=ROOM, messageId=msg, emoji="🎉", op="add")
+        await request(u1, "message_edit", roomId=ROOM, messageId=msg, content="one, edited")
+        page = await request(u2, "history", roomId=ROOM, limit=10)
+        assert [(m["seq"], m["content"]) for m in page["messages"]] == [
+            (1, "one, edited"), (2, "two")]
+        assert page["messages"][0]["reactions"] == {"🎉": ["u2"]}
+
+
+async def test_typing_crosses_nodes_and_ends_by_itself_without_a_refresh(
+        cluster: Cluster) -> None:
+    async with (await member(cluster.ws(0), "u1") as u1,
+                await member(cluster.ws(1), "u2") as u2):
+        await u1.send("typing", {"roomId": ROOM, "isTyping": True})
+        start = await u2.expect("typing", userId="u1")
+        assert start["payload"] == {"roomId": ROOM, "userId": "u1", "username": "U1",
+                                    "isTyping": True}
+        # PROTOCOL §Typing: with no refresh, the server itself says it stopped.
+        stop = await u2.expect("typing", userId="u1")
+        assert stop["payload"]["isTyping"] is False
+
+
+async def test_a_chat_ends_typing_for_the_members_on_the_other_node(cluster: Cluster) -> None:
+    async with (await member(cluster.ws(0), "u1") as u1,
+                await member(cluster.ws(1), "u2") as u2):
+        await u1.send("typing", {"roomId": ROOM, "isTyping": True})
+        await u2.expect("typing", userId="u1", isTyping=True)
+        await chat(u1, "done typing")
+        frames = await frames_until(u2, "typing", userId="u1", isTyping=False)
+        assert [f["type"] for f in frames] == ["chat", "typing"]
+
+
+# ---- presence ----------------------------------------------------------------------------------
+
+
+async def test_a_status_change_on_one_node_is_seen_on_the_other(cluster: Cluster) -> None:
+    async with (await member(cluster.ws(0), "u1") as u1,
+                await member(cluster.ws(1), "u2") as u2):
+        await request(u1, "presence", status="away")
+        event = await u2.expect("presence", userId="u1")
+        assert (event["payload"]["status"], event["payload"]["username"]) == ("away", "U1")
+        async with await online(cluster.ws(1), "u3") as u3:
+            listed = {m["userId"]: m["status"] for m in (await u3.join(ROOM))["payload"][
+                "members"]}
+        assert listed == {"u1": "away", "u2": "online", "u3": "online"}
+
+
+async def test_a_user_whose_last_connection_closes_is_seen_offline_on_the_other_node(
+        cluster: Cluster) -> None:
+    async with await member(cluster.ws(1), "u2") as u2:
+        u1 = await member(cluster.ws(0), "u1")
+        await u2.expect("join_room", userId="u1")
+        await u1.close()
+        # After the grace period (PROTOCOL §Presence), then the lingering membership ends.
+        frames = await frames_until(u2, "leave_room", userId="u1")
+        [offline] = about(frames, "presence", "u1")
+        assert (offline["status"], offline["username"]) == ("offline", "U1")
+        assert isinstance(offline["lastSeen"], int)
+        listed = member_ids(await u2.request("join_room", {"roomId": ROOM}, id="again"))
+        assert listed == ["u2"]
+
+
+async def test_a_quick_reconnect_to_the_other_node_is_no_offline_and_no_leave(
+        cluster: Cluster) -> None:
+    async with await member(cluster.ws(1), "u2") as u2:
+        first = await member(cluster.ws(0), "u1")
+        await u2.expect("join_room", userId="u1")
+        await first.close()
+        async with await member(cluster.ws(1), "u1") as second:
+            # A barrier: u9 goes through node 0's grace period after u1's ended there.
+            u9 = await member(cluster.ws(0), "u9")
+            await u2.expect("join_room", userId="u9")
+            await u9.close()
+            frames = await frames_until(u2, "leave_room", userId="u9")
+            assert about(frames, "presence", "u1") == []
+            assert about(frames, "leave_room", "u1") == []
+            assert about(frames, "join_room", "u1") == []
+            await chat(second, "still here")
+
+
+# ---- membership ------------------------------------------------------------------------------
+
+
+async def test_joins_and_leaves_cross_nodes_and_member_lists_span_both(
+        cluster: Cluster) -> None:
+    async with await member(cluster.ws(0), "u1") as u1:
+        u2 = await online(cluster.ws(1), "u2")
+        async with u2:
+            ack = await u2.join(ROOM)
+            assert member_ids(ack) == ["u1", "u2"]
+            assert {m["userId"]: (m["username"], m["status"])
+                    for m in ack["payload"]["members"]} == {
+                "u1": ("U1", "online"), "u2": ("U2", "online")}
+            joined = await u1.expect("join_room", userId="u2")
+            assert joined["payload"]["roomId"] == ROOM
+            assert joined["payload"]["username"] == "U2"
+            async with await online(cluster.ws(0), "u3") as u3:
+                assert member_ids(await u3.join(ROOM)) == ["u1", "u2", "u3"]
+                await request(u2, "leave_room", roomId=ROOM)
+                for client in (u1, u3):
+                    left = await client.expect("leave_room", userId="u2")
+                    assert left["payload"]["roomId"] == ROOM
+                again = await u3.request("join_room", {"roomId": ROOM}, id="again")
+                assert member_ids(again) == ["u1", "u3"]
+
+
+async def test_two_devices_of_one_user_on_two_nodes_are_one_member(cluster: Cluster) -> None:
+    async with await member(cluster.ws(1), "obs") as obs:
+        phone = await member(cluster.ws(0), "u1")
+        await obs.expect("join_room", userId="u1")
+        laptop = await online(cluster.ws(1), "u1")
+        ack = await laptop.join(ROOM)
+        assert member_ids(ack) == ["obs", "u1"]  # listed once
+        # A barrier through node 0: u9 joins there after the laptop joined here.
+        u9 = await member(cluster.ws(0), "u9")
+        frames = await frames_until(obs, "join_room", userId="u9")
+        assert about(frames, "join_room", "u1") == []  # one join_room for both devices
+        # The phone goes away: u1 stays online and in the room through the laptop. u9 closes
+        # after the phone and waits out the same grace on the same node: a barrier.
+        await phone.close()
+        await u9.close()
+        frames = await frames_until(obs, "leave_room", userId="u9")
+        assert about(frames, "presence", "u1") == []
+        assert about(frames, "leave_room", "u1") == []
+        async with await online(cluster.ws(0), "late") as late:
+            listed = {m["userId"]: m["status"] for m in (await late.join(ROOM))[
+                "payload"]["members"]}
+        assert listed == {"obs": "online", "u1": "online", "late": "online"}
+        await chat(laptop, "still in")
+        [event] = await room_events(obs, 1)
+        assert event["userId"] == "u1"
+        await laptop.close()
+        frames = await frames_until(obs, "leave_room", userId="u1")
+        assert [p["status"] for p in about(frames, "presence", "u1")] == ["offline"]
+
+
+async def test_a_client_recovers_missed_events_with_since_on_the_other_node(
+        cluster: Cluster) -> None:
+    async with await member(cluster.ws(0), "u1") as u1:
+        u2 = await member(cluster.ws(0), "u2")
+        await chat(u2, "before I left")
+        [seen] = await room_events(u2, 1)
+        await u2.close()
+        first = await chat(u1, "missed one")
+        await request(u1, "message_edit", roomId=ROOM, messageId=first["messageId"],
+                      content="missed one, edited")
+        await chat(u1, "missed two")
+        async with await online(cluster.ws(1), "u2") as back:
+            ack = (await back.join(ROOM, since=seen["seq"]))["payload"]
+            assert (ack["lastSeq"], ack["recovered"]) == (4, True)
+            assert [(e["type"], e["payload"]["seq"]) for e in ack["missed"]] == [
+                ("chat", 2), ("message_edit", 3), ("chat", 4)]
+            assert ack["missed"][1]["payload"]["content"] == "missed one, edited"
+            await chat(u1, "live again")
+            [live] = await room_events(back, 1)
+            assert (live["seq"], live["content"]) == (5, "live again")
+
+
+async def test_an_event_in_flight_reaches_the_members_of_a_node_where_someone_joins_meanwhile(
+        tmp_path: Path) -> None:
+    # In-process only: node 1's link is held while node 0 commits a chat and a newcomer
+    # joins on node 1 at a lastSeq that already counts that chat.
+    async with memory_cluster(tmp_path / "hubbub.db", broker=GatedBroker) as cluster:
+        link = cluster.brokers[1]
+        assert isinstance(link, GatedBroker)
+        async with (await member(cluster.ws(0), "u1") as u1,
+                    await member(cluster.ws(1), "u2") as u2):
+            link.hold()
+            in_flight = await chat(u1, "in flight")
+            async with await online(cluster.ws(1), "late") as late:
+                assert (await late.join(ROOM))["payload"]["lastSeq"] == in_flight["seq"]
+                link.release()
+                after = await chat(u1, "after")
+                events = await room_events(u2, 2)
+                assert [(e["seq"], e["content"]) for e in events] == [
+                    (in_flight["seq"], "in flight"), (after["seq"], "after")]
+
+
+# ---- node-wide ----------------------------------------------------------------------------------
+
+
+async def test_an_announcement_posted_on_one_node_reaches_clients_on_both(
+        cluster: Cluster) -> None:
+    async with (await online(cluster.ws(0), "u1") as u1, await online(cluster.ws(1), "u2") as u2,
+                await member(cluster.ws(1), "u3") as u3):
+        assert await announce(cluster.urls[0], "maintenance at noon") == 202
+        for client in (u1, u2, u3):
+            event = await client.expect("announcement")
+            assert event["payload"]["content"] == "maintenance at noon"
+            assert isinstance(event["payload"]["createdAt"], int)
+
+
+async def test_concurrent_chats_from_both_nodes_arrive_everywhere_in_seq_order_without_gaps(
+        cluster: Cluster) -> None:
+    per_sender = 100
+    async with (await member(cluster.ws(0), "s0") as s0, await member(cluster.ws(1), "s1") as s1,
+                await member(cluster.ws(0), "w0") as w0, await member(cluster.ws(1), "w1") as w1):
+
+        async def burst(sender: WsClient, name: str) -> list[int]:
+            for i in range(per_sender):  # no waiting for acks: a pipelined burst
+                await sender.send("chat", {"roomId": ROOM, "content": f"{name} {i}"},
+                                  id=f"{name}-{i}")
+            seqs: list[int] = []
+            async with asyncio.timeout(WAIT * 3):
+                while len(seqs) < per_sender:
+                    frame = await sender.recv(WAIT)
+                    if frame["type"] == "ack" and frame.get("id", "").startswith(name):
+                        seqs.append(frame["payload"]["seq"])
+            return seqs
+
+        acked = await asyncio.gather(burst(s0, "s0"), burst(s1, "s1"))
+        total = 2 * per_sender
+        assert sorted(acked[0] + acked[1]) == list(range(1, total + 1))
+        for watcher in (w0, w1):
+            events = await room_events(watcher, total, timeout=WAIT * 3)
+            assert [e["seq"] for e in events] == list(range(1, total + 1))
+            for name in ("s0", "s1"):  # each sender's chats in the order they were sent
+                assert [e["content"] for e in events if e["userId"] == name] == [
+                    f"{name} {i}" for i in range(per_sender)]
+
+
+# ---- only real processes: a node dies, Redis restarts -------------------------------------------
+
+
+async def test_a_killed_nodes_users_go_offline_elsewhere_and_its_clients_resume_on_the_other(
+        redis_url: str, store_url: str) -> None:
+    with process_nodes(redis_url, store_url) as (doomed, survivor):
+        doomed_ws, survivor_ws = doomed.ws, survivor.ws
+        async with await member(survivor_ws, "obs") as obs:
+            gone = await member(doomed_ws, "gone")  # will not come back
+            mover = await member(doomed_ws, "mover")  # reconnects to the survivor at once
+            await obs.expect("join_room", userId="mover")
+            await chat(gone, "last words")
+            [seen] = await room_events(mover, 1)
+            doomed.kill()
+            with contextlib.suppress(AssertionError):
+                await gone.closed()
+            await gone.close()
+            await mover.close()
+            # What the clients of the dead node miss: chats on the survivor.
+            await chat(obs, "while you were away")
+            await chat(obs, "and more")
+            async with await online(survivor_ws, "mover") as moved:
+                ack = (await moved.join(ROOM, since=seen["seq"]))["payload"]
+                assert ack["recovered"] is True
+                assert [e["payload"]["content"] for e in ack["missed"]] == [
+                    "while you were away", "and more"]
+                assert [m["userId"] for m in ack["members"]] == ["gone", "mover", "obs"]
+                # The dead node is reaped after its TTL: those it held and nobody else holds
+                # leave and go offline for everybody; `mover` is held here now and does not.
+                frames = await frames_until(obs, "leave_room", timeout=DEAD_NODE_WAIT,
+                                            userId="gone")
+                [offline] = about(frames, "presence", "gone")
+                assert offline["status"] == "offline"
+                assert about(frames, "presence", "mover") == []
+                assert about(frames, "leave_room", "mover") == []
+                listed = member_ids(await obs.request("join_room", {"roomId": ROOM}, id="j2"))
+                assert listed == ["mover", "obs"]
+                await chat(moved, "back on the other node")
+                [event] = await room_events(obs, 1)
+                assert (event["userId"], event["content"]) == ("mover", "back on the other node")
+
+
+async def chats_until_one_crosses(sender: WsClient, receiver: WsClient,
+                                  timeout: float = DEAD_NODE_WAIT) -> tuple[int, list[int]]:
+    """Chat from `sender` until `receiver` (on another node) gets a chat; returns the last
+    seq acked and the seqs received."""
+    received: list[int] = []
+    async with asyncio.timeout(timeout):
+        while not received:
+            last_acked = (await chat(sender, "probe"))["seq"]
+            with contextlib.suppress(TimeoutError):
+                received = [e["seq"] for e in await room_events(receiver, 1, timeout=0.5)]
+    return last_acked, received
+
+
+async def test_after_a_redis_restart_fan_out_between_the_nodes_resumes_by_itself(
+        dedicated_redis: RedisServer, store_url: str) -> None:
+    with process_nodes(dedicated_redis.url(), store_url) as (a, b):
+        async with await member(a.ws, "u1") as u1, await member(b.ws, "u2") as u2:
+            await chat(u1, "before")
+            [first] = await room_events(u2, 1)
+            dedicated_redis.shutdown()
+            await chat(u1, "while Redis is down")  # durable: acked by the store
+            dedicated_redis.start_again()
+            last_acked, received = await chats_until_one_crosses(u1, u2)
+            # What the broker lost while Redis was away is filled from the store, in order.
+            received = [first["seq"], *received]
+            more = last_acked - received[-1]
+            received += [e["seq"] for e in await room_events(u2, more)] if more > 0 else []
+            assert received == list(range(1, last_acked + 1))
+
+
+async def test_after_a_redis_restart_member_lists_and_leaves_still_span_both_nodes(
+        dedicated_redis: RedisServer, store_url: str) -> None:
+    # Redis comes back empty: each node tells the directory again what it holds.
+    with process_nodes(dedicated_redis.url(), store_url) as (a, b):
+        async with await member(a.ws, "u1") as u1, await member(b.ws, "u2") as u2:
+            dedicated_redis.shutdown()
+            dedicated_redis.start_again()
+            await chats_until_one_crosses(u1, u2)
+            async with await online(b.ws, "u3") as u3:
+                listed: list[str] = []
+                async with asyncio.timeout(WAIT):  # a housekeeping round or two
+                    while listed != ["u1", "u2", "u3"]:
+                        ack = await u3.request("join_room", {"roomId": ROOM},
+                                               id=f"j{next(_ids)}")
+                        listed = member_ids(ack)
+                        await asyncio.sleep(0.5)
+            await u1.close()  # and leaving is heard again
+            frames = await frames_until(u2, "leave_room", userId="u1")
+            assert [p["status"] for p in about(frames, "presence", "u1")] == ["offline"]
