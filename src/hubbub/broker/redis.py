@@ -12,6 +12,7 @@ import contextlib
 import logging
 import secrets
 from typing import Any
+from urllib.parse import urlsplit
 
 from hubbub.broker.base import Broker, MessageHandler
 from hubbub.errors import ConfigError
@@ -29,8 +30,13 @@ PREFIX = "hubbub:"
 
 
 class RedisBroker(Broker):
-    def __init__(self, url: str, node_id: str | None = None, prefix: str = PREFIX) -> None:
+    def __init__(self, url: str, node_id: str | None = None, prefix: str | None = None) -> None:
         self.url = url
+        if prefix is None:
+            # Pub/sub ignores the database number: name channels after it, so clusters
+            # on different databases of one Redis server stay apart.
+            db = urlsplit(url).path.strip("/") or "0"
+            prefix = f"{PREFIX}{db}:"
         self.node_id = node_id or secrets.token_hex(ID_LEN // 2)
         if len(self.node_id) != ID_LEN:
             raise ValueError(f"node id must be {ID_LEN} characters")
@@ -142,15 +148,19 @@ class RedisBroker(Broker):
             batch, self._queue = self._queue, []
             if not batch:
                 continue
-            try:
-                pipe = self._redis.pipeline(transaction=False)
-                for channel, data in batch:
-                    pipe.publish(channel, data)
-                await pipe.execute()
-            except (RedisError, OSError) as exc:
-                self.dropped += len(batch)
-                log.warning("publish failed, %d messages dropped: %s", len(batch), exc)
-                await asyncio.sleep(0.2)
+            for attempt in (1, 2):
+                try:
+                    pipe = self._redis.pipeline(transaction=False)
+                    for channel, data in batch:
+                        pipe.publish(channel, data)
+                    await pipe.execute()
+                    break
+                except (RedisError, OSError) as exc:
+                    if attempt == 1:
+                        continue  # a pooled connection gone stale after a Redis restart
+                    self.dropped += len(batch)
+                    log.warning("publish failed, %d messages dropped: %s", len(batch), exc)
+                    await asyncio.sleep(0.2)
 
     # ---- listening ----------------------------------------------------------------------
     async def _listen(self) -> None:

@@ -24,21 +24,10 @@ from hubbub.protocol import frames as f
 log = logging.getLogger("hubbub.client")
 
 
-# A message deleted after it was sent has its content erased from the stored events: a
-# `join_room` `since` replay (`missed`) carries its `chat` and `message_edit` events with
-# `"content": null`. These accept that; they are the frames types otherwise.
-class ChatEvent(f.ChatEvent):
-    content: str | None  # type: ignore[assignment]  # None: deleted since
-
-
-class MessageEditEvent(f.MessageEditEvent):
-    content: str | None  # type: ignore[assignment]  # None: deleted since
-
-
 # The payload type of every server -> client frame, decoded for the handlers.
 EVENT_TYPES: dict[str, type[msgspec.Struct]] = {
-    "chat": ChatEvent,
-    "message_edit": MessageEditEvent,
+    "chat": f.ChatEvent,
+    "message_edit": f.MessageEditEvent,
     "message_delete": f.MessageDeleteEvent,
     "reaction": f.ReactionEvent,
     "typing": f.TypingEvent,

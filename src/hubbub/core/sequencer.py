@@ -35,13 +35,12 @@ class Sequencer(Generic[T]):
         return r.last if r else None
 
     def start(self, room: RoomId, last_seq: int) -> None:
-        """This node delivers `room` from now on; everything up to `last_seq` is known."""
-        r = self._rooms.get(room)
-        if r is None:
+        """The first local connection joined `room` at `last_seq`: order from there. A
+        room already ordered keeps its position: events between it and a later joiner's
+        `last_seq` may still be on their way, and the connections already in the room
+        need them (the joiner's client skips seqs it already has)."""
+        if room not in self._rooms:
             self._rooms[room] = _Room(last_seq)
-        elif last_seq > r.last:
-            r.last = last_seq
-            r.held = {s: v for s, v in r.held.items() if s > last_seq}
 
     def stop(self, room: RoomId) -> None:
         self._rooms.pop(room, None)
@@ -76,6 +75,13 @@ class Sequencer(Generic[T]):
                 r.filling = True
                 due.append((room, r.last))
         return due
+
+    def fill_failed(self, room: RoomId, now_ms: int) -> None:
+        """Reading the gap from the store failed: try again after another wait."""
+        r = self._rooms.get(room)
+        if r is not None:
+            r.filling = False
+            r.gap_since_ms = now_ms
 
     def filled(self, room: RoomId, events: list[tuple[int, T]], now_ms: int) -> list[T]:
         """Events read from the store after a gap: deliver them and what they unblock."""

@@ -76,8 +76,11 @@ class Directory(ABC):
         reconnect elsewhere without their rooms hearing them leave."""
 
     @abstractmethod
-    async def heartbeat(self, now_ms: int) -> None:
-        """This node is alive (call every few seconds)."""
+    async def heartbeat(self, now_ms: int) -> bool:
+        """This node is alive (call every few seconds). True when the directory did not
+        know it: its first heartbeat, or it had been reaped (cut off longer than the node
+        TTL) or the directory lost its data (Redis restarted empty) — then the node tells
+        it again what it holds."""
 
     @abstractmethod
     async def user_up(self, user: UserId, username: str, now_ms: int) -> bool:

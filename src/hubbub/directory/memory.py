@@ -42,13 +42,15 @@ class MemoryDirectory(Directory):
         self.node_ttl_ms = node_ttl_ms
 
     async def start(self) -> None:
-        self.state.heartbeats[self.node_id] = 0
+        return None
 
     async def close(self) -> None:
         return None
 
-    async def heartbeat(self, now_ms: int) -> None:
+    async def heartbeat(self, now_ms: int) -> bool:
+        known = self.node_id in self.state.heartbeats
         self.state.heartbeats[self.node_id] = now_ms
+        return not known
 
     # ---- presence ----------------------------------------------------------------------
     async def user_up(self, user: UserId, username: str, now_ms: int) -> bool:

@@ -6,10 +6,10 @@ key, so whichever live node reaps a dead one can release exactly that, once (a l
 dead node). Keys, under the `hubbub:dir:` prefix:
 
     nodes              zset   node -> last heartbeat (ms)
-    held:NODE          set    what NODE holds: "u|USER" and "m|ROOM|USER"
+    held:NODE          set    what NODE holds: "u^USER" and "m^ROOM^USER" (^ = \x1f)
     un:USER / uc:USER  set    nodes holding USER / with a connection of USER
     u:USER             hash   username, status, lastSeen
-    mn:ROOM|USER       set    nodes holding USER in ROOM
+    mn:ROOM^USER       set    nodes holding USER in ROOM
     rm:ROOM / ur:USER  set    users in ROOM / rooms of USER
 """
 
@@ -33,7 +33,8 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without the extra
     raise ConfigError("--redis needs the redis extra: pip install 'hubbub[redis]'") from exc
 
-SEP = "|"
+# Neither a user id nor a room id can hold a control character (hubbub.ids).
+SEP = "\x1f"
 
 _ADD_MEMBER = """
 local added = redis.call('SADD', KEYS[1], ARGV[1])
@@ -147,8 +148,8 @@ class RedisDirectory(Directory):
         if self._r is not None:
             await self._r.aclose()
 
-    async def heartbeat(self, now_ms: int) -> None:
-        await self._r.zadd(self.p + "nodes", {self.node_id: now_ms})
+    async def heartbeat(self, now_ms: int) -> bool:
+        return bool(await self._r.zadd(self.p + "nodes", {self.node_id: now_ms}))
 
     # ---- keys --------------------------------------------------------------------------
     def _user_keys(self, user: str, node: str) -> list[str]:

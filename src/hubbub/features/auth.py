@@ -27,7 +27,9 @@ def verify_token(secret: str, token: str) -> Identity:
             # `exp` is honoured exactly, with no leeway: a token is refused at auth from the
             # same millisecond at which a live connection using it is closed (4001).
             token, secret, algorithms=["HS256"],
-            options={"require": ["sub"], "verify_exp": True},
+            # `iat` is informational (RFC 7519 §4.1.6): an issuer whose clock runs a
+            # little ahead must not get its fresh tokens refused.
+            options={"require": ["sub"], "verify_exp": True, "verify_iat": False},
         )
     except jwt.ExpiredSignatureError:
         raise CloseConnection(CloseCode.AUTH_FAILED, "token expired") from None
@@ -83,6 +85,8 @@ def welcome(node: Node, s: Session, frame_id: str | None) -> Reply:
             max_rooms_per_connection=node.limits.max_rooms,
             max_content_chars=node.limits.max_content_chars,
             frames_per_second=node.limits.frames_per_second,
+            chats_per_second=node.limits.chats_per_second,
+            chat_burst=int(node.limits.chat_burst),
             typing_timeout_ms=node.typing.timeout_ms,
         ),
         ice_servers=ice_servers(st.stun, st.turn, st.turn_secret, s.identity.user_id, now,
@@ -99,19 +103,23 @@ async def establish(node: Node, s: Session, ident: Identity, frame_id: str | Non
         s.closing = True
         return [Close(s.conn, CloseCode.OVERLOADED,
                       f"{ident.user_id} already has {limit} open connections")]
+    uid, now = ident.user_id, node.clock.now_ms()
+    if not node.user_conns.get(uid):
+        # The directory first: if it cannot be told, the connection stays unauthenticated.
+        await node.directory.user_up(uid, ident.username, now)
+        if s.closing or s.conn not in node.sessions:
+            if not node.user_conns.get(uid) and node.presence.get(uid) is None:
+                await node.directory.user_down(uid, now)  # closed while we waited
+            return []
     s.identity = ident
-    now = node.clock.now_ms()
-    node.presence.connect(ident.user_id, ident.username, now)
-    conns = node.user_conns.setdefault(ident.user_id, set())
-    first_here = not conns
-    if first_here:
-        node.fanout.user_opened(ident.user_id)
+    node.presence.connect(uid, ident.username, now)
+    conns = node.user_conns.setdefault(uid, set())
+    if not conns:
+        node.fanout.user_opened(uid)
     conns.add(s.conn)
     if ident.expires_at_ms is not None:
         node.add_deadline(ident.expires_at_ms, s.conn)
-    log.info("authenticated conn=%s user=%s", s.conn, ident.user_id)
-    if first_here:
-        await node.directory.user_up(ident.user_id, ident.username, now)
+    log.info("authenticated conn=%s user=%s", s.conn, uid)
     return [welcome(node, s, frame_id)]
 
 

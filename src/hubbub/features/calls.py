@@ -123,6 +123,8 @@ async def _offer(node: Node, s: Session, frame: WebRTC, call_id: str, to: UserId
     if info is not None and info.home != node.number:
         return await _forward(node, s, frame, call_id)
     room = room_id(p.room_id) if p.room_id is not None else None
+    if to == me:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "you cannot call yourself")
     await _may_call(node, me, to, room)
     if call_id in node.calls.calls:  # the same offer twice, raced while we checked
         return _relay(node, s, frame, to, call_id)
@@ -137,9 +139,15 @@ async def _offer(node: Node, s: Session, frame: WebRTC, call_id: str, to: UserId
             raise ProtocolError(ErrorCode.CONFLICT,
                                 f"{to} is calling you (callId {other.call_id}): answer it")
         raise ProtocolError(ErrorCode.CONFLICT, "you are already in a call; end it first")
-    effects = node.calls.offer(call_id=call_id, caller=me, conn=s.conn, callee=to, room=room,
-                               sdp=p.sdp, candidate=p.candidate, now_ms=node.clock.now_ms(),
-                               callee_busy=claim.outcome == "callee_busy")
+    try:
+        effects = node.calls.offer(call_id=call_id, caller=me, conn=s.conn, callee=to,
+                                   room=room, sdp=p.sdp, candidate=p.candidate,
+                                   now_ms=node.clock.now_ms(),
+                                   callee_busy=claim.outcome == "callee_busy")
+    except ProtocolError:
+        if claim.outcome == "ok":  # the rules refused it: the parties are not in a call
+            await node.directory.release_call(call_id)
+        raise
     return _ack(node, s, frame.id, call_id) + effects + finished(node)
 
 

@@ -13,7 +13,13 @@ from hubbub.features.presence import presence_to, released
 from hubbub.features.typing_indicators import expire_typing, stop_typing
 from hubbub.ids import ConnId, UserId
 from hubbub.protocol.codes import CloseCode
-from hubbub.protocol.frames import AnnouncementEvent, LeaveRoomEvent, Ping, Pong
+from hubbub.protocol.frames import (
+    AnnouncementEvent,
+    JoinRoomEvent,
+    LeaveRoomEvent,
+    Ping,
+    Pong,
+)
 
 log = logging.getLogger("hubbub.system")
 
@@ -110,12 +116,39 @@ def tick(node: Node, now_ms: int) -> Effects:
     return effects
 
 
+async def _tell_again(node: Node, now_ms: int) -> Effects:
+    """The directory forgot this node (it was reaped while cut off, or Redis lost its
+    data): tell it again who is here and in which rooms, and tell the others whoever
+    that brings back."""
+    d = node.directory
+    effects: Effects = []
+    for uid in list(node.user_conns):
+        p = node.presence.get(uid)
+        username = p.username if p else uid
+        if await d.user_up(uid, username, now_ms):
+            effects += presence_to(await d.rooms_of(uid), uid,
+                                   PresenceInfo(username, "online", now_ms))
+    for room in list(node.rooms):
+        for uid in list(node.rooms.members(room)):
+            p = node.presence.get(uid)
+            if await d.add_member(room, uid):
+                effects.append(ToRoom(room, "join_room", JoinRoomEvent(
+                    room_id=room, user_id=uid, username=p.username if p else uid,
+                    status="online"), exclude_user=uid))
+    if node.user_conns:
+        log.warning("the directory did not know this node: told it again about %d users",
+                    len(node.user_conns))
+    return effects
+
+
 async def housekeeping(node: Node, now_ms: int) -> Effects:
     """Every few seconds: tell the directory this node lives, and release what dead nodes
     held (their users leave rooms and go offline for everyone else)."""
     d = node.directory
-    await d.heartbeat(now_ms)
-    effects = calls.calls_of_dead_nodes(await d.reap_calls(now_ms))
+    effects: Effects = []
+    if await d.heartbeat(now_ms):
+        effects += await _tell_again(node, now_ms)
+    effects += calls.calls_of_dead_nodes(await d.reap_calls(now_ms))
     for gone in await d.reap(now_ms):
         if gone.went_offline:
             effects += presence_to(gone.rooms_before, gone.user,

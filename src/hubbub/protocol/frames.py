@@ -226,6 +226,8 @@ class Limits(Out):
     max_rooms_per_connection: int
     max_content_chars: int
     frames_per_second: float
+    chats_per_second: float
+    chat_burst: int
     typing_timeout_ms: int
 
 
@@ -315,7 +317,8 @@ class ChatEvent(Out):
     seq: int
     user_id: str
     username: str
-    content: str
+    # None only in a replay (`missed`) of a message deleted since: its content is erased.
+    content: str | None
     created_at: int
     client_msg_id: str | None = None
     reply_to: str | None = None
@@ -326,7 +329,7 @@ class MessageEditEvent(Out):
     message_id: str
     seq: int
     user_id: str
-    content: str
+    content: str | None  # None only in a replay of a message deleted since
     edited_at: int
 
 

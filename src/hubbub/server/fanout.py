@@ -192,7 +192,12 @@ class Fanout:
 
     async def _fill(self, room: RoomId, after: int) -> None:
         node = self.hub.node
-        recovery = await node.store.events_since(room, after, node.settings.recovery_limit)
+        try:
+            recovery = await node.store.events_since(room, after, node.settings.recovery_limit)
+        except Exception as exc:
+            log.warning("filling a seq gap in room %s failed (%s); will retry", room, exc)
+            self.sequencer.fill_failed(room, node.clock.now_ms())
+            return
         events: list[tuple[int, Held]] = []
         for ev in recovery.events:
             seq = msgspec.json.decode(ev.payload, type=_Seq).seq

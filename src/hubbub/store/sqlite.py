@@ -422,7 +422,10 @@ class SqliteStore(Store):
 
 async def run_migrations(path: str) -> int:
     """`hubbub migrate`: bring a database file to the current schema; returns its version."""
-    db = sqlite3.connect(path, isolation_level=None)
+    try:
+        db = sqlite3.connect(path, isolation_level=None)
+    except sqlite3.OperationalError as exc:
+        raise ConfigError(f"cannot open SQLite database {path!r}: {exc}") from None
     try:
         return migrate(db)
     finally:

@@ -83,6 +83,7 @@ async def test_dev_mode_auth_frame_sends_welcome_with_user_id_and_username(
     assert w["iceServers"] == []
     assert w["limits"] == {"maxFrameBytes": 65536, "maxRoomsPerConnection": 100,
                            "maxContentChars": 4000, "framesPerSecond": 100.0,
+                           "chatsPerSecond": 20.0, "chatBurst": 40,
                            "typingTimeoutMs": 3000}
     assert s.identity is not None and s.identity.user_id == "u1"
 
