@@ -61,7 +61,9 @@ class Cluster:
     """Nodes serving the same rooms; `urls[i]` is node i's http://HOST:PORT."""
 
     urls: list[str]
-    brokers: list[MemoryBroker] = field(default_factory=list)  # in-process clusters only
+    # In-process clusters only:
+    brokers: list[MemoryBroker] = field(default_factory=list)
+    servers: list[Server] = field(default_factory=list)
 
     def ws(self, node: int) -> str:
         return self.urls[node].replace("http://", "ws://") + "/ws"
@@ -112,7 +114,7 @@ async def memory_cluster(db: Path, nodes: int = 2,
             await server.start()
             stack.push_async_callback(server.stop)
             servers.append(server)
-        yield Cluster([s.url for s in servers], brokers)
+        yield Cluster([s.url for s in servers], brokers, servers)
 
 
 @dataclass
@@ -510,6 +512,43 @@ async def test_an_event_in_flight_reaches_the_members_of_a_node_where_someone_jo
                 events = await room_events(u2, 2)
                 assert [(e["seq"], e["content"]) for e in events] == [
                     (in_flight["seq"], "in flight"), (after["seq"], "after")]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "handle_join reads lastSeq from the store, and an event from another node that this "
+    "node delivers to the room during that read (the room already has local members) "
+    "never reaches the joiner: see the Scale-out report"))
+async def test_a_newcomer_gets_an_event_delivered_on_its_node_while_its_join_read_the_position(
+        tmp_path: Path) -> None:
+    # In-process only: node 1's store answers the newcomer's position read, then waits
+    # while node 0 commits a chat that node 1 delivers to the member already there.
+    async with (memory_cluster(tmp_path / "hubbub.db") as cluster,
+                await member(cluster.ws(0), "u1") as u1, await member(cluster.ws(1), "u2") as u2):
+        store = cluster.servers[1].node.store
+        read_position = store.last_seq
+        position_read, go_on = asyncio.Event(), asyncio.Event()
+
+        async def slow_last_seq(room: str) -> int:
+            seq = await read_position(room)
+            position_read.set()
+            await go_on.wait()
+            return seq
+
+        store.last_seq = slow_last_seq  # type: ignore[method-assign]
+        async with await online(cluster.ws(1), "late") as late:
+            await late.send("join_room", {"roomId": ROOM}, id="j")
+            await position_read.wait()
+            during = await chat(u1, "during the join")
+            await room_events(u2, 1)  # delivered on node 1 to the member there
+            go_on.set()
+            last_seq = (await late.expect("ack"))["payload"]["lastSeq"]
+            after = await chat(u1, "after")
+            seqs: list[int] = []
+            while after["seq"] not in seqs:
+                seqs += [e["seq"] for e in await room_events(late, 1)]
+            # PROTOCOL §Ordering: every event after lastSeq, in seq order.
+            assert [q for q in seqs if q > last_seq] == [
+                e["seq"] for e in (during, after) if e["seq"] > last_seq]
 
 
 # ---- node-wide ----------------------------------------------------------------------------------
