@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from hubbub.directory.base import Departure, Directory, PresenceInfo
+from hubbub.directory.base import CallInfo, Departure, Directory, PresenceInfo
 from hubbub.ids import RoomId, UserId
 
 T0 = 1_700_000_000_000
@@ -293,6 +293,19 @@ class DirectoryContract:
         assert await nodes.c.is_online(U1) is False
         assert await status(nodes.c, U1) == PresenceInfo("Ann", "offline", now)
 
+    async def test_a_heartbeat_says_whether_the_directory_had_forgotten_the_node(
+            self, backend: DirectoryBackend, nodes: Nodes) -> None:
+        fresh = backend.make("node-d", TTL)
+        await fresh.start()
+        try:
+            assert await fresh.heartbeat(T0) is True  # never seen before
+            assert await fresh.heartbeat(T0 + 1) is False
+            await nodes.heartbeat(T0 + TTL + 2, nodes.a)
+            await nodes.a.reap(T0 + TTL + 2)  # fresh was silent past the TTL
+            assert await fresh.heartbeat(T0 + TTL + 3) is True  # reaped: tell it again
+        finally:
+            await fresh.close()
+
     async def test_a_node_is_not_reaped_before_its_ttl_has_passed(self, nodes: Nodes) -> None:
         await nodes.a.user_up(U1, "Ann", T0)
         await nodes.a.add_member(R1, U1)
@@ -407,3 +420,60 @@ class DirectoryContract:
         await nodes.heartbeat(now, nodes.b)
         assert await nodes.b.reap(now) == []  # a and c are dead, holding nothing
         assert await nodes.b.is_online(U1) is True
+
+    # ---- calls: one live call per user ---------------------------------------------------
+    @staticmethod
+    def call(call_id: str, caller: UserId, callee: UserId, home: Directory) -> CallInfo:
+        return CallInfo(call_id, caller, callee, 7, home.node_id)
+
+    async def test_a_call_claims_both_parties(self, nodes: Nodes) -> None:
+        c1 = self.call("c1", U1, U2, nodes.a)
+        assert (await nodes.a.claim_call(c1)).outcome == "ok"
+        assert await nodes.b.call_of(U1) == c1
+        assert await nodes.c.call_of(U2) == c1
+        assert await nodes.b.call_info("c1") == c1
+
+    async def test_a_call_id_in_use_is_taken(self, nodes: Nodes) -> None:
+        await nodes.a.claim_call(self.call("c1", U1, U2, nodes.a))
+        assert (await nodes.b.claim_call(self.call("c1", U3, UserId("u4"), nodes.b))
+                ).outcome == "taken"
+        assert await nodes.b.call_of(U3) is None
+
+    async def test_a_caller_in_a_call_or_a_busy_callee_is_refused_with_that_call(
+            self, nodes: Nodes) -> None:
+        c1 = self.call("c1", U1, U2, nodes.a)
+        await nodes.a.claim_call(c1)
+        mine = await nodes.b.claim_call(self.call("c2", U2, U3, nodes.b))
+        assert (mine.outcome, mine.other) == ("caller_busy", c1)
+        theirs = await nodes.b.claim_call(self.call("c3", U3, U1, nodes.b))
+        assert (theirs.outcome, theirs.other) == ("callee_busy", c1)
+        assert await nodes.c.call_of(U3) is None
+
+    async def test_two_nodes_claiming_calls_with_one_user_at_once_get_one_ok(
+            self, nodes: Nodes) -> None:
+        claims = await asyncio.gather(*(
+            (nodes.a if i % 2 else nodes.b).claim_call(
+                self.call(f"c{i}", UserId(f"caller{i}"), U1, nodes.a if i % 2 else nodes.b))
+            for i in range(20)))
+        assert sorted(c.outcome for c in claims).count("ok") == 1
+
+    async def test_a_released_call_frees_both_parties_and_is_gone(self, nodes: Nodes) -> None:
+        await nodes.a.claim_call(self.call("c1", U1, U2, nodes.a))
+        await nodes.a.set_call_state("c1", "active")
+        assert (await nodes.b.call_info("c1")).state == "active"  # type: ignore[union-attr]
+        await nodes.b.release_call("c1")
+        await nodes.b.release_call("c1")  # idempotent
+        assert await nodes.c.call_info("c1") is None
+        assert await nodes.c.call_of(U1) is None
+        assert (await nodes.c.claim_call(self.call("c2", U2, U1, nodes.c))).outcome == "ok"
+
+    async def test_the_calls_of_a_dead_home_node_are_released_once(self, nodes: Nodes) -> None:
+        c1 = self.call("c1", U1, U2, nodes.a)
+        await nodes.a.claim_call(c1)
+        await nodes.b.claim_call(self.call("c2", U3, UserId("u4"), nodes.b))
+        now = T0 + TTL + 1
+        await nodes.heartbeat(now, nodes.b, nodes.c)  # a stopped
+        first, second = await asyncio.gather(nodes.b.reap_calls(now), nodes.c.reap_calls(now))
+        assert sorted([c.call_id for c in first + second]) == ["c1"]
+        assert await nodes.b.call_of(U1) is None
+        assert await nodes.b.call_of(U3) is not None  # b is alive: its call stays

@@ -514,10 +514,6 @@ async def test_an_event_in_flight_reaches_the_members_of_a_node_where_someone_jo
                     (in_flight["seq"], "in flight"), (after["seq"], "after")]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "handle_join reads lastSeq from the store, and an event from another node that this "
-    "node delivers to the room during that read (the room already has local members) "
-    "never reaches the joiner: see the Scale-out report"))
 async def test_a_newcomer_gets_an_event_delivered_on_its_node_while_its_join_read_the_position(
         tmp_path: Path) -> None:
     # In-process only: node 1's store answers the newcomer's position read, then waits

@@ -218,8 +218,9 @@ class RedisDirectory(Directory):
 
     # ---- dead nodes ----------------------------------------------------------------------
     async def reap(self, now_ms: int) -> list[Departure]:
+        # "(" makes the bound exclusive: a node silent for *longer* than the TTL is dead.
         dead = await self._r.zrangebyscore(self.p + "nodes", "-inf",
-                                           now_ms - self.node_ttl_ms)
+                                           f"({now_ms - self.node_ttl_ms}")
         departures: list[Departure] = []
         for node in dead:
             if node == self.node_id:
@@ -285,8 +286,9 @@ class RedisDirectory(Directory):
                                        args=[call_id, self.p])
 
     async def reap_calls(self, now_ms: int) -> list[CallInfo]:
+        # "(" makes the bound exclusive: a node silent for *longer* than the TTL is dead.
         dead = await self._r.zrangebyscore(self.p + "nodes", "-inf",
-                                           now_ms - self.node_ttl_ms)
+                                           f"({now_ms - self.node_ttl_ms}")
         gone: list[CallInfo] = []
         for node in dead:
             if node == self.node_id or not await self._r.set(

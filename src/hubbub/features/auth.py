@@ -106,6 +106,7 @@ async def establish(node: Node, s: Session, ident: Identity, frame_id: str | Non
     uid, now = ident.user_id, node.clock.now_ms()
     if not node.user_conns.get(uid):
         # The directory first: if it cannot be told, the connection stays unauthenticated.
+        await node.fanout.user_opened(uid)
         await node.directory.user_up(uid, ident.username, now)
         if s.closing or s.conn not in node.sessions:
             if not node.user_conns.get(uid) and node.presence.get(uid) is None:
@@ -113,10 +114,7 @@ async def establish(node: Node, s: Session, ident: Identity, frame_id: str | Non
             return []
     s.identity = ident
     node.presence.connect(uid, ident.username, now)
-    conns = node.user_conns.setdefault(uid, set())
-    if not conns:
-        node.fanout.user_opened(uid)
-    conns.add(s.conn)
+    node.user_conns.setdefault(uid, set()).add(s.conn)
     if ident.expires_at_ms is not None:
         node.add_deadline(ident.expires_at_ms, s.conn)
     log.info("authenticated conn=%s user=%s", s.conn, uid)

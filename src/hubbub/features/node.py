@@ -33,11 +33,15 @@ class Fanout(Protocol):
     def room_position(self, room: RoomId, last_seq: int) -> None:
         """A local connection joined `room` at `last_seq`."""
 
+    def delivered(self, room: RoomId) -> int | None:
+        """The last seq of `room` this node delivered to its connections, if it orders it."""
+
     def room_closed(self, room: RoomId) -> None:
         """The last local connection left `room`."""
 
-    def user_opened(self, user: UserId) -> None:
-        """The first local connection of `user` authenticated."""
+    async def user_opened(self, user: UserId) -> None:
+        """The first local connection of `user` is authenticating; returns once events
+        for the user reach this node."""
 
     def user_closed(self, user: UserId) -> None:
         """The last local connection of `user` closed."""
@@ -52,10 +56,13 @@ class LocalOnly:
     def room_position(self, room: RoomId, last_seq: int) -> None:
         return None
 
+    def delivered(self, room: RoomId) -> int | None:
+        return None
+
     def room_closed(self, room: RoomId) -> None:
         return None
 
-    def user_opened(self, user: UserId) -> None:
+    async def user_opened(self, user: UserId) -> None:
         return None
 
     def user_closed(self, user: UserId) -> None:

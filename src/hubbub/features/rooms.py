@@ -62,12 +62,19 @@ async def handle_join(node: Node, s: Session, frame: JoinRoom) -> Effects:
     # The position read is ordered with the room's writes (Store contract), and nothing
     # is awaited between it and taking our place in the room: live events from here on
     # are exactly those after `lastSeq`.
-    if since is None:
-        ack.last_seq = await node.store.last_seq(room)
-    else:
+    # With several nodes this node may meanwhile have delivered newer events to the room
+    # (they arrive from the others, not through the store): the joiner's position is then
+    # the room's delivered one, and a recovery is read again up to it.
+    for _ in range(3):
+        if since is None:
+            ack.last_seq = max(await node.store.last_seq(room),
+                               node.fanout.delivered(room) or 0)
+            break
         recovery = await node.store.events_since(room, since, node.settings.recovery_limit)
         ack.last_seq, ack.recovered = recovery.last_seq, recovery.complete
         ack.missed = recovery.events
+        if recovery.last_seq >= (node.fanout.delivered(room) or 0):
+            break
     if s.closing or s.conn not in node.sessions or (
             room not in s.rooms and len(s.rooms) >= node.limits.max_rooms):
         if not node.rooms.conns(room):

@@ -104,9 +104,12 @@ class Fanout:
             self.broker.unsubscribe(f"room:{room}")
             self.sequencer.stop(room)
 
-    def user_opened(self, user: UserId) -> None:
+    async def user_opened(self, user: UserId) -> None:
         if self.clustered:
-            self._spawn(self.broker.subscribe(f"user:{user}"))
+            await self.broker.subscribe(f"user:{user}")
+
+    def delivered(self, room: RoomId) -> int | None:
+        return self.sequencer.last(room) if self.clustered else None
 
     def user_closed(self, user: UserId) -> None:
         if self.clustered:
