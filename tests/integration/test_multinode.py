@@ -547,6 +547,94 @@ async def test_a_newcomer_gets_an_event_delivered_on_its_node_while_its_join_rea
                 e["seq"] for e in (during, after) if e["seq"] > last_seq]
 
 
+# ---- calls whose parties sit on different nodes ------------------------------------------------
+
+OFFER = {"type": "offer", "sdp": "v=0 offer"}
+ANSWER = {"type": "answer", "sdp": "v=0 answer"}
+
+
+async def test_a_call_across_nodes_rings_every_device_is_answered_relayed_and_hung_up(
+        cluster: Cluster) -> None:
+    # The call lives on node 0 (the caller's); the callee answers from node 1.
+    async with (await member(cluster.ws(0), "ann") as ann,
+                await member(cluster.ws(1), "bob") as bob1,
+                await member(cluster.ws(0), "bob") as bob0):
+        ack = await request(ann, "webrtc", kind="offer", to="bob", callId="x1", sdp=OFFER)
+        assert ack == {"callId": "x1", "state": "ringing"}
+        for device in (bob1, bob0):
+            ring = (await device.expect("webrtc", kind="offer"))["payload"]
+            assert (ring["from"], ring["callId"], ring["sdp"]) == ("ann", "x1", OFFER)
+        answered = await request(bob1, "webrtc", kind="answer", to="ann", callId="x1",
+                                 sdp=ANSWER)
+        assert answered == {"callId": "x1", "state": "active"}
+        got = (await ann.expect("webrtc", kind="answer"))["payload"]
+        assert (got["from"], got["sdp"]) == ("bob", ANSWER)
+        assert (await bob0.expect("call_end"))["payload"]["reason"] == "answered_elsewhere"
+        await ann.send("webrtc", {"kind": "ice_candidate", "to": "bob", "callId": "x1",
+                                  "candidate": {"candidate": "from ann"}})
+        got = (await bob1.expect("webrtc", kind="ice_candidate"))["payload"]
+        assert got["candidate"] == {"candidate": "from ann"}
+        await bob1.send("webrtc", {"kind": "ice_candidate", "to": "ann", "callId": "x1",
+                                   "candidate": {"candidate": "from bob"}})
+        got = (await ann.expect("webrtc", kind="ice_candidate"))["payload"]
+        assert got["candidate"] == {"candidate": "from bob"}
+        ended = await request(bob1, "call_end", callId="x1")
+        assert ended["state"] == "ended"
+        assert (await ann.expect("call_end"))["payload"] == {
+            "callId": "x1", "by": "bob", "reason": "hangup"}
+
+
+async def test_a_third_user_on_another_node_cannot_touch_the_call(cluster: Cluster) -> None:
+    async with (await member(cluster.ws(0), "ann") as ann,
+                await member(cluster.ws(0), "bob") as bob,
+                await member(cluster.ws(1), "eve") as eve):
+        await request(ann, "webrtc", kind="offer", to="bob", callId="x2", sdp=OFFER)
+        await bob.expect("webrtc", kind="offer")
+        for frame, payload in (
+                ("webrtc", {"kind": "ice_candidate", "to": "bob", "callId": "x2",
+                            "candidate": {"candidate": "evil"}}),
+                ("webrtc", {"kind": "answer", "to": "ann", "callId": "x2", "sdp": ANSWER}),
+                ("call_end", {"callId": "x2"})):
+            refused = await eve.request(frame, payload, id=f"e{next(_ids)}")
+            assert refused["type"] == "error"
+            assert refused["payload"]["code"] == "forbidden"
+        # The call still rings: bob answers it.
+        assert (await request(bob, "webrtc", kind="answer", to="ann", callId="x2",
+                              sdp=ANSWER))["state"] == "active"
+        got = await frames_until(ann, "webrtc", kind="answer")
+        assert not [f for f in got if (f.get("payload") or {}).get("candidate") == "evil"]
+
+
+async def test_a_callee_in_a_call_on_another_node_is_busy(cluster: Cluster) -> None:
+    async with (await member(cluster.ws(0), "ann") as ann,
+                await member(cluster.ws(1), "bob") as bob,
+                await member(cluster.ws(1), "cy") as cy):
+        await request(cy, "webrtc", kind="offer", to="bob", callId="x3", sdp=OFFER)
+        await bob.expect("webrtc", kind="offer")
+        await request(bob, "webrtc", kind="answer", to="cy", callId="x3", sdp=ANSWER)
+        busy = await request(ann, "webrtc", kind="offer", to="bob", callId="x4", sdp=OFFER)
+        assert busy["state"] == "ended"
+        assert (await ann.expect("call_reject"))["payload"] == {
+            "callId": "x4", "by": "bob", "reason": "busy"}
+
+
+async def test_the_callees_last_connection_closing_on_another_node_ends_the_call(
+        cluster: Cluster) -> None:
+    async with await member(cluster.ws(0), "ann") as ann:
+        async with await member(cluster.ws(1), "bob") as bob:
+            await request(ann, "webrtc", kind="offer", to="bob", callId="x5", sdp=OFFER)
+            await bob.expect("webrtc", kind="offer")
+            await request(bob, "webrtc", kind="answer", to="ann", callId="x5", sdp=ANSWER)
+            await ann.expect("webrtc", kind="answer")
+        assert (await ann.expect("call_end"))["payload"] == {
+            "callId": "x5", "by": "bob", "reason": "disconnected"}
+        # Both are free again: ann can call someone else at once.
+        async with await member(cluster.ws(1), "cy") as cy:
+            assert (await request(ann, "webrtc", kind="offer", to="cy", callId="x6",
+                                  sdp=OFFER))["state"] == "ringing"
+            await cy.expect("webrtc", kind="offer")
+
+
 # ---- node-wide ----------------------------------------------------------------------------------
 
 
