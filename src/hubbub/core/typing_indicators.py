@@ -1,7 +1,7 @@
 """Typing indicators (PROTOCOL §Typing).
 
-- `isTyping: true` goes out at most once per user per room per `throttle_ms`; repeats
-  inside that window are absorbed but still refresh the expiry.
+- `isTyping: true` goes out at most once per user per room per `throttle_ms`, even
+  across stops; repeats inside that window are absorbed but still refresh the expiry.
 - With no refresh for `timeout_ms` the server itself sends `isTyping: false`.
 - A chat in the room, leaving it or disconnecting ends typing: `false` once.
 """
@@ -18,6 +18,9 @@ Key = tuple[RoomId, UserId]
 class _Typing:
     last_sent_ms: int
     expires_ms: int
+    # False while this typing spell's `true` was absorbed: the others think the user is
+    # not typing, so ending it must not send them a `false`.
+    shown: bool = True
 
 
 class TypingTracker:
@@ -26,27 +29,44 @@ class TypingTracker:
         self.throttle_ms = throttle_ms
         self._active: dict[Key, _Typing] = {}
         self._deadlines: list[tuple[int, RoomId, UserId]] = []
+        # When each (room, user) last had a `true` broadcast, kept across stops for the
+        # throttle window, so toggling true/false cannot send more than one per window.
+        self._last_true: dict[Key, int] = {}
+        self._forget: list[tuple[int, RoomId, UserId]] = []
 
     def is_typing(self, room: RoomId, user: UserId) -> bool:
         return (room, user) in self._active
 
     def start(self, room: RoomId, user: UserId, now_ms: int) -> bool:
         """`isTyping: true` arrived; True when it must be broadcast."""
+        key = (room, user)
         expires = now_ms + self.timeout_ms
-        state = self._active.get((room, user))
         heapq.heappush(self._deadlines, (expires, room, user))
+        state = self._active.get(key)
         if state is None:
-            self._active[(room, user)] = _Typing(now_ms, expires)
+            last = self._last_true.get(key)
+            if last is not None and now_ms - last < self.throttle_ms:
+                self._active[key] = _Typing(last, expires, shown=False)
+                return False
+            self._active[key] = _Typing(now_ms, expires)
+            self._sent_true(key, now_ms)
             return True
         state.expires_ms = expires
         if now_ms - state.last_sent_ms >= self.throttle_ms:
             state.last_sent_ms = now_ms
+            state.shown = True
+            self._sent_true(key, now_ms)
             return True
         return False
 
+    def _sent_true(self, key: Key, now_ms: int) -> None:
+        self._last_true[key] = now_ms
+        heapq.heappush(self._forget, (now_ms + self.throttle_ms, key[0], key[1]))
+
     def stop(self, room: RoomId, user: UserId) -> bool:
         """Typing ended (false, chat, leave, disconnect); True when `false` must be sent."""
-        return self._active.pop((room, user), None) is not None
+        state = self._active.pop((room, user), None)
+        return state is not None and state.shown
 
     def next_deadline(self) -> int | None:
         return self._deadlines[0][0] if self._deadlines else None
@@ -59,5 +79,10 @@ class TypingTracker:
             state = self._active.get((room, user))
             if state is not None and state.expires_ms == deadline:
                 del self._active[(room, user)]
-                ended.append((room, user))
+                if state.shown:
+                    ended.append((room, user))
+        while self._forget and self._forget[0][0] <= now_ms:
+            due, room, user = heapq.heappop(self._forget)
+            if self._last_true.get((room, user)) == due - self.throttle_ms:
+                del self._last_true[(room, user)]
         return ended

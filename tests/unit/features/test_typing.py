@@ -137,14 +137,31 @@ async def test_typing_false_cancels_the_server_expiry(node: Node, clock: FakeClo
     assert flags(node, advance(node, clock, TIMEOUT_MS * 2), bob) == []
 
 
-async def test_typing_again_after_false_is_broadcast_at_once(
+async def test_typing_again_within_a_second_of_the_last_true_is_absorbed_even_after_false(
+    node: Node, clock: FakeClock
+) -> None:
+    # PROTOCOL §Typing: `true` at most once per user per room per second, toggling or not.
+    ann, bob = await ann_and_bob(node)
+    await typing(node, ann, True)
+    await typing(node, ann, False)
+    clock.advance(10)
+    assert flags(node, await typing(node, ann, True), bob) == []
+    assert flags(node, await typing(node, ann, False), bob) == []  # nothing to take back
+    clock.advance(990)
+    assert flags(node, await typing(node, ann, True), bob) == [True]
+
+
+async def test_an_absorbed_true_is_shown_by_the_first_refresh_after_the_second(
     node: Node, clock: FakeClock
 ) -> None:
     ann, bob = await ann_and_bob(node)
     await typing(node, ann, True)
     await typing(node, ann, False)
-    clock.advance(10)
+    clock.advance(500)
+    assert flags(node, await typing(node, ann, True), bob) == []
+    clock.advance(500)
     assert flags(node, await typing(node, ann, True), bob) == [True]
+    assert flags(node, await typing(node, ann, False), bob) == [False]
 
 
 async def test_typing_again_after_false_expires_on_its_own_schedule(
