@@ -1,0 +1,103 @@
+"""Properties of Sequencer (core/sequencer.py; PROTOCOL §Ordering) under any arrival order,
+duplicates, replays, late joiners and gap fills from the store (which may fail).
+
+Whatever happens, a room's events leave in strictly increasing seq order with no gap; once
+every event has arrived (or been read from the store), every one has left, exactly once.
+"""
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+
+from hubbub.core.sequencer import Sequencer
+from hubbub.ids import RoomId
+
+T0 = 1_700_000_000_000
+ROOM = RoomId("r")
+MAX_WAIT = 200
+LIMIT = 1000  # Store.events_since: all events after a seq, or none beyond the limit
+
+
+class SequencerMachine(RuleBasedStateMachine):
+    @initialize(total=st.integers(min_value=1, max_value=40),
+                start=st.integers(min_value=0, max_value=5))
+    def setup(self, total: int, start: int) -> None:
+        self.seq: Sequencer[int] = Sequencer(MAX_WAIT)
+        self.now = T0
+        self.first = start + 1
+        self.total = start + total
+        self.seq.start(ROOM, start)
+        self.committed = start  # the store holds every seq up to here
+        self.arrived: set[int] = set()
+        self.delivered: list[int] = []
+        self.pending_fill: int | None = None  # `after` of a fill that was asked for
+
+    def _deliver(self, items: list[int]) -> None:
+        self.delivered += items
+
+    @rule(data=st.data(), dt=st.integers(min_value=0, max_value=150))
+    def an_event_arrives(self, data: st.DataObject, dt: int) -> None:
+        """A live publish: any committed-or-about-to-be seq, a duplicate, or a replay."""
+        seq = data.draw(st.integers(min_value=max(1, self.first - 3), max_value=self.total))
+        self.now += dt
+        self.committed = max(self.committed, seq)  # committed before it was published
+        self.arrived.add(seq)
+        self._deliver(self.seq.offer(ROOM, seq, seq, self.now))
+
+    @rule(last=st.integers(min_value=0, max_value=45))
+    def another_local_connection_joins(self, last: int) -> None:
+        # It joined at the store's position then; the room keeps its own order.
+        self.seq.start(ROOM, min(last, self.committed))
+
+    @rule(dt=st.integers(min_value=0, max_value=400))
+    def the_gap_timer_runs(self, dt: int) -> None:
+        self.now += dt
+        for room, after in self.seq.overdue(self.now):
+            assert room == ROOM
+            assert self.pending_fill is None, "a gap was reported twice before its fill"
+            assert after == (self.delivered[-1] if self.delivered else self.first - 1)
+            self.pending_fill = after
+
+    @precondition(lambda self: self.pending_fill is not None)
+    @rule(more=st.integers(min_value=0, max_value=5), fails=st.booleans())
+    def the_store_answers_the_fill(self, more: int, fails: bool) -> None:
+        after = self.pending_fill
+        assert after is not None
+        self.pending_fill = None
+        if fails:
+            self.seq.fill_failed(ROOM, self.now)
+            return
+        # Writes may have committed more since: the store has at least what was published.
+        self.committed = min(self.total, self.committed + more)
+        events = [(s, s) for s in range(after + 1, self.committed + 1)]
+        if len(events) > LIMIT:
+            events = []
+        self.arrived |= {s for s, _ in events}
+        self._deliver(self.seq.filled(ROOM, events, self.now))
+
+    @invariant()
+    def delivered_in_strictly_increasing_order_with_no_gap(self) -> None:
+        expected = list(range(self.first, self.first + len(self.delivered)))
+        assert self.delivered == expected
+
+    @invariant()
+    def everything_that_arrived_in_order_has_left(self) -> None:
+        # The longest run first, first+1, ... that arrived must have been delivered.
+        n = self.first
+        while n in self.arrived:
+            n += 1
+        assert len(self.delivered) >= n - self.first
+
+    def teardown(self) -> None:
+        if not hasattr(self, "seq"):
+            return
+        # Everything arrives in the end (each publish, or the store): all of it leaves.
+        for s in range(self.first, self.total + 1):
+            self.committed = self.total
+            self._deliver(self.seq.offer(ROOM, s, s, self.now))
+        assert self.delivered == list(range(self.first, self.total + 1))
+
+
+SequencerMachine.TestCase.settings = settings(max_examples=400, stateful_step_count=60,
+                                              deadline=None)
+TestSequencer = SequencerMachine.TestCase
