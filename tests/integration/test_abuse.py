@@ -400,11 +400,6 @@ async def test_join_leave_churn_leaves_bystanders_served_and_no_ghost_members():
                 len(joins_and_leaves(b.listener, u)) for u in churners), **numbers})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: a leave is announced by a background task (features/rooms.py leave -> Later("
-    "released)), a join inline; a join sent right behind a leave is decided before the "
-    "leave reaches the directory, so the others hear joins and leaves out of order and "
-    "keep a member who left"))
 async def test_pipelined_joins_and_leaves_are_announced_in_order():
     async with running_server() as server:
         listener = await Peer.open(server, "listener")

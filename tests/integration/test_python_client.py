@@ -1040,7 +1040,7 @@ async def _rest_history(server: "Restartable") -> list[dict[str, Any]]:
 
 async def test_no_reconnect_after_4001_token_expired_live(make_client: ClientFactory) -> None:
     async with running_server(jwt_secret=SECRET) as server:
-        ann = make_client(ws_url(server), token=token("ann", ttl_s=1))
+        ann = make_client(ws_url(server), token=token("ann", ttl_s=2, now_s=int(time.time())))
         rec = Recorder(ann)
         await ann.connect()
         await ann.join_room(ROOM)

@@ -1,5 +1,6 @@
 """Token buckets on an injected clock."""
 
+import math
 from dataclasses import dataclass
 
 
@@ -25,4 +26,4 @@ class TokenBucket:
         if self.tokens >= cost:
             self.tokens -= cost
             return 0
-        return max(1, int((cost - self.tokens) * 1000.0 / self.rate + 0.999))
+        return max(1, math.ceil((cost - self.tokens) * 1000.0 / self.rate))

@@ -73,9 +73,10 @@ def limits_from(settings: Settings) -> Limits:
     on = settings.rate_limit > 0
     return Limits(
         frames_per_second=settings.rate_limit if on else 0.0,
-        frame_burst=settings.rate_limit * 2,
+        # A burst below one frame would refuse every frame: at least one always fits.
+        frame_burst=max(1.0, settings.rate_limit * 2),
         chats_per_second=settings.chat_rate if on else 0.0,
-        chat_burst=settings.chat_rate * 2,
+        chat_burst=max(1.0, settings.chat_rate * 2),
         joins_per_second=10.0 if on else 0.0,
         join_burst=50.0,
         max_rooms=settings.max_rooms,

@@ -5,7 +5,7 @@ and the users in a room on any node (the directory, for member lists and for ann
 a join or a leave exactly once, however many devices and nodes a user has).
 """
 
-from hubbub.core.effects import Effects, Later, Reply, ToRoom
+from hubbub.core.effects import Effects, Reply, ToRoom
 from hubbub.core.session import Session
 from hubbub.directory.base import PresenceInfo
 from hubbub.errors import ProtocolError
@@ -98,9 +98,10 @@ async def handle_join(node: Node, s: Session, frame: JoinRoom) -> Effects:
     return effects
 
 
-def leave(node: Node, s: Session, room: RoomId) -> Effects:
+async def leave(node: Node, s: Session, room: RoomId) -> Effects:
     """Take this connection out of `room` and end its typing; if that was the user's last
-    connection here in the room, the directory decides whether the room hears a leave."""
+    connection here in the room, the directory decides whether the room hears a leave.
+    Awaited in line, not in the background: a join that follows must be announced after."""
     assert s.identity is not None
     ident = s.identity
     s.rooms.discard(room)
@@ -109,15 +110,15 @@ def leave(node: Node, s: Session, room: RoomId) -> Effects:
     if not node.rooms.conns(room):
         node.fanout.room_closed(room)
     if left:
-        effects.append(Later(released(node, ident.user_id, ident.username, [room], None)))
+        effects += await released(node, ident.user_id, ident.username, [room], None)
     return effects
 
 
-def handle_leave(node: Node, s: Session, frame: LeaveRoom) -> Effects:
+async def handle_leave(node: Node, s: Session, frame: LeaveRoom) -> Effects:
     room = room_id(frame.payload.room_id)
     if room not in s.rooms:
         raise ProtocolError(ErrorCode.NOT_IN_ROOM, f"not in room {room!r}")
-    effects = leave(node, s, room)
+    effects = await leave(node, s, room)
     effects.insert(0, Reply(s.conn, "ack", RoomAck(room_id=room), frame.id))
     return effects
 
