@@ -1,8 +1,8 @@
-"""Presence (PROTOCOL §Presence): one status per user, whatever their number of devices.
-
-A user is online while they have a connection. When the last one closes they stay as
-they were for `grace_ms`; only then do they become `offline` (with `lastSeen` = the
-moment the last connection closed), so a quick reconnect does not flap.
+"""Presence on this node (PROTOCOL §Presence): whatever their number of devices, a user
+is present while they have a connection here. When the last one closes they stay for
+`grace_ms`; only then do they become `offline` (with `lastSeen` = the moment the last
+connection closed), so a quick reconnect does not flap. The status a user chooses
+(away, busy) lives in the directory, cluster-wide (hubbub.directory).
 """
 
 import heapq
@@ -62,15 +62,6 @@ class PresenceTracker:
         if p.connections == 0:
             p.offline_at_ms = now_ms + self.grace_ms
             heapq.heappush(self._deadlines, (p.offline_at_ms, user))
-
-    def set_status(self, user: UserId, status: Status, now_ms: int) -> bool:
-        """The user chose a status; True when it changed."""
-        p = self._users.get(user)
-        if p is None or p.status == status:
-            return False
-        p.status = status
-        p.last_seen_ms = now_ms
-        return True
 
     def next_deadline(self) -> int | None:
         return self._deadlines[0][0] if self._deadlines else None

@@ -97,28 +97,6 @@ def test_a_user_expires_once() -> None:
     assert p.expire(T0 + GRACE * 2) == []
 
 
-def test_setting_a_new_status_is_a_change() -> None:
-    p = PresenceTracker(GRACE)
-    p.connect(ANN, "Ann", T0)
-    assert p.set_status(ANN, "away", T0 + 5) is True
-    assert p.status(ANN) == "away"
-    ann = p.get(ANN)
-    assert ann is not None and ann.last_seen_ms == T0 + 5
-
-
-def test_setting_the_same_status_is_no_change() -> None:
-    p = PresenceTracker(GRACE)
-    p.connect(ANN, "Ann", T0)
-    p.set_status(ANN, "busy", T0)
-    assert p.set_status(ANN, "busy", T0 + 1) is False
-
-
-def test_an_unknown_user_cannot_set_a_status() -> None:
-    p = PresenceTracker(GRACE)
-    assert p.set_status(ANN, "away", T0) is False
-    assert p.status(ANN) == "offline"
-
-
 def test_a_disconnect_of_an_unknown_user_is_ignored() -> None:
     p = PresenceTracker(GRACE)
     p.disconnect(ANN, T0)

@@ -30,7 +30,6 @@ class PresenceMachine(RuleBasedStateMachine):
         # The moment each user's last connection closed (None: never, or since reconnected).
         self.closed_at: dict[UserId, int | None] = dict.fromkeys(USERS)
         self.tracked: set[UserId] = set()  # the model: who the tracker should still know
-        self.status: dict[UserId, str] = {}
 
     def _call(self, fn, *args):  # type: ignore[no-untyped-def]
         try:
@@ -43,8 +42,6 @@ class PresenceMachine(RuleBasedStateMachine):
         self.now += dt
         came_online = self._call(self.p.connect, user, user.title(), self.now)
         assert came_online is (user not in self.tracked)
-        if user not in self.tracked:
-            self.status[user] = "online"
         self.tracked.add(user)
         self.conns[user] += 1
         self.closed_at[user] = None
@@ -64,16 +61,6 @@ class PresenceMachine(RuleBasedStateMachine):
         if user not in self.tracked:
             self._call(self.p.disconnect, user, self.now)
             assert self.p.get(user) is None
-
-    @rule(user=users, status=st.sampled_from(["online", "away", "busy"]))
-    def set_status(self, user: UserId, status: str) -> None:
-        # Only a connection sends `presence`; an unknown user's change is ignored.
-        if self.conns[user]:
-            changed = self._call(self.p.set_status, user, status, self.now)
-            assert changed is (self.status[user] != status)
-            self.status[user] = status
-        elif user not in self.tracked:
-            assert self._call(self.p.set_status, user, status, self.now) is False
 
     @rule(dt=steps)
     def time_passes_and_expire_runs(self, dt: int) -> None:
@@ -103,8 +90,7 @@ class PresenceMachine(RuleBasedStateMachine):
             closed = self.closed_at[user]
             within_grace = closed is not None and self.now < closed + self.grace
             if self.conns[user] or within_grace:
-                assert self.p.status(user) != "offline", user
-                assert self.p.status(user) == self.status[user]
+                assert self.p.status(user) == "online", user
             if user not in self.tracked:
                 assert self.p.status(user) == "offline"
         assert self.p.online_count() == len(self.tracked)
