@@ -196,6 +196,9 @@ async def handle_ws(request: web.Request) -> web.StreamResponse:
                     result = error(conn.id, ProtocolError(ErrorCode.INTERNAL, "internal error"),
                                    None)
                 hub.run(result)
+                # An idle connection would otherwise keep its last frame and effects (a
+                # join ack with its member list) alive until its next frame.
+                result = msg = None  # type: ignore[assignment]
             elif kind is WSMsgType.BINARY:
                 hub.run(refused(node, session, ProtocolError(
                     ErrorCode.BAD_REQUEST, "binary frames are not supported; send JSON text"),
