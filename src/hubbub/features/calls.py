@@ -8,7 +8,7 @@ rules, as if its sender were local (the answer goes back through the fan-out).
 """
 
 import secrets
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import msgspec
@@ -174,24 +174,23 @@ def _relay(node: Node, s: Session, frame: WebRTC, to: UserId, call_id: str) -> E
 
 # ---- reject, end, history ------------------------------------------------------------------
 def handle_call_reject(node: Node, s: Session, frame: CallReject) -> Result:
-    assert s.identity is not None
-    p = frame.payload
-    elsewhere = _elsewhere(node, s, frame, p.call_id)
-    if elsewhere is not None:
-        return elsewhere
-    effects = node.calls.reject(call_id=p.call_id, user=s.identity.user_id, reason=p.reason,
-                                now_ms=node.clock.now_ms())
-    return _ack(node, s, frame.id, p.call_id) + effects + finished(node)
+    return _control(node, s, frame, node.calls.reject)
 
 
 def handle_call_end(node: Node, s: Session, frame: CallEnd) -> Result:
+    return _control(node, s, frame, node.calls.hang_up)
+
+
+def _control(node: Node, s: Session, frame: CallReject | CallEnd,
+             action: Callable[..., Effects]) -> Result:
+    """`call_reject` / `call_end`: the call's home applies `action`; elsewhere, forward."""
     assert s.identity is not None
     p = frame.payload
     elsewhere = _elsewhere(node, s, frame, p.call_id)
     if elsewhere is not None:
         return elsewhere
-    effects = node.calls.hang_up(call_id=p.call_id, user=s.identity.user_id, reason=p.reason,
-                                 now_ms=node.clock.now_ms())
+    effects = action(call_id=p.call_id, user=s.identity.user_id, reason=p.reason,
+                     now_ms=node.clock.now_ms())
     return _ack(node, s, frame.id, p.call_id) + effects + finished(node)
 
 

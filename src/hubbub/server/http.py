@@ -186,6 +186,11 @@ def rest_identity(hub: Hub, request: web.Request) -> Identity | None:
     return Identity(uid, uid)
 
 
+def _unauthorized() -> web.Response:
+    return web.json_response({"error": "unauthorized"}, status=401,
+                             headers={"WWW-Authenticate": "Bearer"})
+
+
 _STATUS = {ErrorCode.FORBIDDEN: 403, ErrorCode.NOT_FOUND: 404, ErrorCode.UNAUTHORIZED: 401}
 
 
@@ -194,8 +199,7 @@ async def room_messages(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     ident = rest_identity(hub, request)
     if ident is None:
-        return web.json_response({"error": "unauthorized"}, status=401,
-                                 headers={"WWW-Authenticate": "Bearer"})
+        return _unauthorized()
     try:
         room = room_id(request.match_info["roomId"])
         limit = _query_int(request, "limit")
@@ -214,8 +218,7 @@ async def calls(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     ident = rest_identity(hub, request)
     if ident is None:
-        return web.json_response({"error": "unauthorized"}, status=401,
-                                 headers={"WWW-Authenticate": "Bearer"})
+        return _unauthorized()
     try:
         limit = _query_int(request, "limit")
         if limit is not None and not 1 <= limit <= 100:

@@ -43,6 +43,7 @@ from hubbub.protocol.frames import (
 )
 from hubbub.store.base import NewChat, Recovery, Store
 from hubbub.store.migrations import scripts
+from hubbub.store.rows import CALL_COLS, MESSAGE_COLS, call_record, history_message
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -57,10 +58,6 @@ MAX_RETRIES = 5
 # SQLSTATEs after which a write may simply run again in a new transaction.
 _RETRYABLE = frozenset({"40P01", "40001", "55P03"})  # deadlock, serialization, lock wait
 
-_MESSAGE_COLS = ("message_id, seq, user_id, username, content, created_at, edited_at, "
-                 "deleted_at, client_msg_id, reply_to")
-_CALL_COLS = ("call_id, caller, callee, room_id, started_at, answered_at, ended_at, "
-              "end_reason, ended_by")
 
 # Lock (and create) the rooms of a batch, always in the same order on every node.
 _LOCK_ROOMS = """
@@ -81,7 +78,7 @@ WITH m AS (
 INSERT INTO events (room_id, seq, type, message_id, user_id, created_at, payload)
 SELECT room_id, seq, 'chat', message_id, user_id, created_at, $10::text FROM m
 RETURNING seq"""
-_ORIGINAL_CHAT = (f"SELECT {_MESSAGE_COLS}, room_id FROM messages "
+_ORIGINAL_CHAT = (f"SELECT {MESSAGE_COLS}, room_id FROM messages "
                   "WHERE user_id = $1 AND client_msg_id = $2")
 _REF = ("SELECT user_id, deleted_at IS NOT NULL FROM messages "
         "WHERE room_id = $1 AND message_id = $2 FOR UPDATE")
@@ -114,7 +111,7 @@ INSERT INTO events (room_id, seq, type, message_id, user_id, created_at, payload
 SELECT $1::text, $6::bigint, 'reaction', $2::text, $4::text, $5::bigint, $7::text FROM r
 RETURNING seq"""
 _RECORD_CALL = f"""
-INSERT INTO calls ({_CALL_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+INSERT INTO calls ({CALL_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 ON CONFLICT (call_id) DO UPDATE SET caller = EXCLUDED.caller, callee = EXCLUDED.callee,
     room_id = EXCLUDED.room_id, started_at = EXCLUDED.started_at,
     answered_at = EXCLUDED.answered_at, ended_at = EXCLUDED.ended_at,
@@ -469,13 +466,10 @@ class PostgresStore(Store):
 
     async def call_history(self, user_id: str, limit: int) -> list[CallRecord]:
         rows = await self._readers().fetch(
-            f"SELECT {_CALL_COLS} FROM calls WHERE caller = $1 UNION ALL "
-            f"SELECT {_CALL_COLS} FROM calls WHERE callee = $1 AND caller <> $1 "
+            f"SELECT {CALL_COLS} FROM calls WHERE caller = $1 UNION ALL "
+            f"SELECT {CALL_COLS} FROM calls WHERE callee = $1 AND caller <> $1 "
             "ORDER BY started_at DESC, call_id LIMIT $2", user_id, limit)
-        return [CallRecord(call_id=r[0], caller=r[1], callee=r[2], room_id=r[3],
-                           started_at=r[4], answered_at=r[5], ended_at=r[6], end_reason=r[7],
-                           ended_by=r[8], duration_ms=None if r[5] is None else r[6] - r[5])
-                for r in rows]
+        return [call_record(r) for r in rows]
 
     async def last_seq(self, room_id: str) -> int:
         async def read(tx: _Tx) -> int:
@@ -509,7 +503,7 @@ class PostgresStore(Store):
             bounds.append(page.before)
             where.append(f"seq < ${len(args) + len(bounds)}")
         order = "DESC" if page.newest_first else "ASC"
-        sql = (f"SELECT {_MESSAGE_COLS} FROM messages WHERE {' AND '.join(where)} "
+        sql = (f"SELECT {MESSAGE_COLS} FROM messages WHERE {' AND '.join(where)} "
                f"ORDER BY seq {order} LIMIT ${len(args) + len(bounds) + 1}")
         async with self._readers().acquire() as conn, conn.transaction(
                 isolation="repeatable_read", readonly=True):  # messages and reactions agree
@@ -525,7 +519,7 @@ class PostgresStore(Store):
                     "SELECT message_id, emoji, user_id FROM reactions WHERE room_id = $1 "
                     "AND message_id = ANY($2::text[]) ORDER BY seq", room_id, ids)
                 reactions = rules.aggregate_reactions([(r[0], r[1], r[2]) for r in found])
-        return [_message(room_id, r, reactions.get(r[0])) for r in rows], has_more
+        return [history_message(room_id, r, reactions.get(r[0])) for r in rows], has_more
 
 
 class _ConnectionLost(Exception):
@@ -538,15 +532,3 @@ def _refusal(exc: Exception) -> Exception:
     if isinstance(exc, asyncpg.CharacterNotInRepertoireError):
         return ProtocolError(ErrorCode.BAD_REQUEST, "text must not contain U+0000 (NUL)")
     return exc
-
-
-def _message(room_id: str, r: Any, reactions: dict[str, list[str]] | None) -> HistoryMessage:
-    message_id, seq, user_id, username, content, created_at, edited_at, deleted_at = r[:8]
-    if deleted_at is not None:
-        return HistoryMessage(message_id=message_id, seq=seq, room_id=room_id,
-                              user_id=user_id, created_at=created_at, content=None,
-                              deleted=True, deleted_at=deleted_at)
-    return HistoryMessage(message_id=message_id, seq=seq, room_id=room_id, user_id=user_id,
-                          created_at=created_at, content=content, deleted=False,
-                          username=username, edited_at=edited_at, reactions=reactions or {},
-                          client_msg_id=r[8], reply_to=r[9])

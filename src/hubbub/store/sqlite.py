@@ -33,13 +33,12 @@ from hubbub.protocol.frames import (
 )
 from hubbub.store.base import NewChat, Recovery, Store
 from hubbub.store.migrations import scripts
+from hubbub.store.rows import CALL_COLS, MESSAGE_COLS, call_record, history_message
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 
 _encode = msgspec.json.Encoder().encode
-_MESSAGE_COLS = ("message_id, seq, user_id, username, content, created_at, edited_at, "
-                 "deleted_at, client_msg_id, reply_to")
 
 
 def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
@@ -239,7 +238,7 @@ class SqliteStore(Store):
         def op(db: sqlite3.Connection) -> tuple[ChatEvent, bool]:
             if chat.client_msg_id is not None:
                 row = db.execute(
-                    f"SELECT {_MESSAGE_COLS}, room_id FROM messages "
+                    f"SELECT {MESSAGE_COLS}, room_id FROM messages "
                     "WHERE user_id = ? AND client_msg_id = ?",
                     (chat.user_id, chat.client_msg_id)).fetchone()
                 if row is not None:
@@ -252,7 +251,7 @@ class SqliteStore(Store):
                               user_id=chat.user_id, username=chat.username,
                               content=chat.content, created_at=chat.created_at,
                               client_msg_id=chat.client_msg_id, reply_to=chat.reply_to)
-            db.execute(f"INSERT INTO messages ({_MESSAGE_COLS}, room_id) "
+            db.execute(f"INSERT INTO messages ({MESSAGE_COLS}, room_id) "
                        "VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?)",
                        (event.message_id, seq, chat.user_id, chat.username, chat.content,
                         chat.created_at, chat.client_msg_id, chat.reply_to, chat.room_id))
@@ -321,12 +320,9 @@ class SqliteStore(Store):
 
         return await self._write(write)
 
-    _CALL_COLS = ("call_id, caller, callee, room_id, started_at, answered_at, ended_at, "
-                  "end_reason, ended_by")
-
     async def record_call(self, call: CallRecord) -> None:
         def op(db: sqlite3.Connection) -> None:
-            db.execute(f"INSERT OR REPLACE INTO calls ({self._CALL_COLS}) "
+            db.execute(f"INSERT OR REPLACE INTO calls ({CALL_COLS}) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (call.call_id, call.caller, call.callee, call.room_id, call.started_at,
                         call.answered_at, call.ended_at, call.end_reason, call.ended_by))
@@ -336,14 +332,10 @@ class SqliteStore(Store):
     async def call_history(self, user_id: str, limit: int) -> list[CallRecord]:
         def read(db: sqlite3.Connection) -> list[CallRecord]:
             rows = db.execute(
-                f"SELECT {self._CALL_COLS} FROM calls WHERE caller = ? OR callee = ? "
+                f"SELECT {CALL_COLS} FROM calls WHERE caller = ? OR callee = ? "
                 "ORDER BY started_at DESC, rowid DESC LIMIT ?",
                 (user_id, user_id, limit)).fetchall()
-            return [CallRecord(call_id=r[0], caller=r[1], callee=r[2], room_id=r[3],
-                               started_at=r[4], answered_at=r[5], ended_at=r[6],
-                               end_reason=r[7], ended_by=r[8],
-                               duration_ms=None if r[5] is None else r[6] - r[5])
-                    for r in rows]
+            return [call_record(r) for r in rows]
 
         return await self._read(read)
 
@@ -383,7 +375,7 @@ class SqliteStore(Store):
                 where.append("seq < ?")
                 bounds.append(page.before)
             order = "DESC" if page.newest_first else "ASC"
-            rows = db.execute(f"SELECT {_MESSAGE_COLS} FROM messages WHERE "
+            rows = db.execute(f"SELECT {MESSAGE_COLS} FROM messages WHERE "
                               f"{' AND '.join(where)} ORDER BY seq {order} LIMIT ?",
                               (*args, *bounds, page.limit + 1)).fetchall()
             has_more = len(rows) > page.limit
@@ -391,7 +383,7 @@ class SqliteStore(Store):
             if page.newest_first:
                 rows.reverse()
             reactions = self._reactions(db, room_id, [r[0] for r in rows if r[7] is None])
-            return [self._message(room_id, r, reactions.get(r[0])) for r in rows], has_more
+            return [history_message(room_id, r, reactions.get(r[0])) for r in rows], has_more
 
         return await self._read(read)
 
@@ -405,19 +397,6 @@ class SqliteStore(Store):
                           f"AND message_id IN ({marks}) ORDER BY seq",
                           (room_id, *ids)).fetchall()
         return rules.aggregate_reactions(rows)
-
-    @staticmethod
-    def _message(room_id: str, r: tuple[Any, ...],
-                 reactions: dict[str, list[str]] | None) -> HistoryMessage:
-        message_id, seq, user_id, username, content, created_at, edited_at, deleted_at = r[:8]
-        if deleted_at is not None:
-            return HistoryMessage(message_id=message_id, seq=seq, room_id=room_id,
-                                  user_id=user_id, created_at=created_at, content=None,
-                                  deleted=True, deleted_at=deleted_at)
-        return HistoryMessage(message_id=message_id, seq=seq, room_id=room_id, user_id=user_id,
-                              created_at=created_at, content=content, deleted=False,
-                              username=username, edited_at=edited_at,
-                              reactions=reactions or {}, client_msg_id=r[8], reply_to=r[9])
 
 
 async def run_migrations(path: str) -> int:

@@ -1,0 +1,33 @@
+"""Row shapes shared by the SQL stores: the column lists they select and how a row
+becomes the wire struct, written once for SQLite and PostgreSQL alike."""
+
+from collections.abc import Sequence
+from typing import Any
+
+from hubbub.protocol.frames import CallRecord, HistoryMessage
+
+MESSAGE_COLS = ("message_id, seq, user_id, username, content, created_at, edited_at, "
+                "deleted_at, client_msg_id, reply_to")
+CALL_COLS = ("call_id, caller, callee, room_id, started_at, answered_at, ended_at, "
+             "end_reason, ended_by")
+
+
+def history_message(room_id: str, r: Sequence[Any],
+            reactions: dict[str, list[str]] | None) -> HistoryMessage:
+    """A MESSAGE_COLS row as history shows it: a deleted message is a tombstone."""
+    message_id, seq, user_id, username, content, created_at, edited_at, deleted_at = r[:8]
+    if deleted_at is not None:
+        return HistoryMessage(message_id=message_id, seq=seq, room_id=room_id,
+                              user_id=user_id, created_at=created_at, content=None,
+                              deleted=True, deleted_at=deleted_at)
+    return HistoryMessage(message_id=message_id, seq=seq, room_id=room_id, user_id=user_id,
+                          created_at=created_at, content=content, deleted=False,
+                          username=username, edited_at=edited_at, reactions=reactions or {},
+                          client_msg_id=r[8], reply_to=r[9])
+
+
+def call_record(r: Sequence[Any]) -> CallRecord:
+    """A CALL_COLS row of the call log."""
+    return CallRecord(call_id=r[0], caller=r[1], callee=r[2], room_id=r[3], started_at=r[4],
+                      answered_at=r[5], ended_at=r[6], end_reason=r[7], ended_by=r[8],
+                      duration_ms=None if r[5] is None else r[6] - r[5])
