@@ -37,6 +37,7 @@ from hubbub.store.rows import CALL_COLS, MESSAGE_COLS, call_record, history_mess
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
+Queued = tuple[Op, "asyncio.Future[Any]", bool]  # an op, its caller's future, refusable
 
 _encode = msgspec.json.Encoder().encode
 
@@ -93,7 +94,7 @@ class SqliteStore(Store):
         self._db: sqlite3.Connection | None = None
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="hubbub-sqlite")
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
+        self._pending: list[Queued] = []
         self._writing = False
         self._idle: asyncio.Event | None = None
         self._closed = False
@@ -132,12 +133,16 @@ class SqliteStore(Store):
         self._thread.shutdown(wait=True)
 
     # ---- the writer: group commit -----------------------------------------------------
-    def _write(self, op: Callable[[sqlite3.Connection], T]) -> "asyncio.Future[T]":
+    def _write(self, op: Callable[[sqlite3.Connection], T], *,
+               refusable: bool = True) -> "asyncio.Future[T]":
+        """Queue `op` for the next group commit. A `refusable` op (one that may raise a
+        ProtocolError) runs in a savepoint of its own, so a refusal undoes only it; the
+        others (appends, reads) skip that cost: a failure of theirs fails the batch."""
         assert self._loop is not None and self._idle is not None, "store is not open"
         if self._closed:  # the writer thread is gone: fail now rather than never resolve
             raise RuntimeError("store is closed")
         fut: asyncio.Future[T] = self._loop.create_future()
-        self._pending.append((op, fut))
+        self._pending.append((op, fut, refusable))
         if not self._writing:
             self._writing = True
             self._idle.clear()
@@ -154,15 +159,18 @@ class SqliteStore(Store):
         done = self._loop.run_in_executor(self._thread, self._commit, batch)
         done.add_done_callback(lambda f: self._resume(batch, f))
 
-    def _commit(self, batch: list[tuple[Op, "asyncio.Future[Any]"]]) -> list[tuple[bool, Any]]:
-        """On the store thread: one transaction, one savepoint per write."""
+    def _commit(self, batch: list[Queued]) -> list[tuple[bool, Any]]:
+        """On the store thread: one transaction, a savepoint per refusable write."""
         db = self._db
         if db is None:
             raise RuntimeError("store is closed")
         results: list[tuple[bool, Any]] = []
         try:
             db.execute("BEGIN IMMEDIATE")
-            for op, _ in batch:
+            for op, _, refusable in batch:
+                if not refusable:
+                    results.append((True, op(db)))
+                    continue
                 db.execute("SAVEPOINT w")
                 try:
                     results.append((True, op(db)))
@@ -185,10 +193,10 @@ class SqliteStore(Store):
         self.committed_writes += sum(1 for ok, _ in results if ok)
         return results
 
-    def _resume(self, batch: list[tuple[Op, "asyncio.Future[Any]"]],
+    def _resume(self, batch: list[Queued],
                 done: "asyncio.Future[list[tuple[bool, Any]]]") -> None:
         exc = done.exception()
-        for i, (_, fut) in enumerate(batch):
+        for i, (_, fut, _refusable) in enumerate(batch):
             if fut.cancelled():
                 continue
             if exc is not None:
@@ -258,7 +266,7 @@ class SqliteStore(Store):
             self._log(db, "chat", event, chat.created_at)
             return event, False
 
-        return await self._write(op)
+        return await self._write(op, refusable=False)
 
     async def edit_message(self, room_id: str, message_id: str, user_id: str, content: str,
                            now_ms: int) -> MessageEditEvent:
@@ -327,7 +335,7 @@ class SqliteStore(Store):
                        (call.call_id, call.caller, call.callee, call.room_id, call.started_at,
                         call.answered_at, call.ended_at, call.end_reason, call.ended_by))
 
-        await self._write(op)
+        await self._write(op, refusable=False)
 
     async def call_history(self, user_id: str, limit: int) -> list[CallRecord]:
         def read(db: sqlite3.Connection) -> list[CallRecord]:
@@ -341,7 +349,7 @@ class SqliteStore(Store):
 
     # ---- reads ------------------------------------------------------------------------
     async def last_seq(self, room_id: str) -> int:
-        return await self._write(lambda db: self._last_seq(db, room_id))
+        return await self._write(lambda db: self._last_seq(db, room_id), refusable=False)
 
     @staticmethod
     def _last_seq(db: sqlite3.Connection, room_id: str) -> int:
@@ -359,7 +367,7 @@ class SqliteStore(Store):
             return Recovery([StoredFrame(t, msgspec.Raw(p.encode())) for t, p in rows], True,
                             last)
 
-        return await self._write(read)
+        return await self._write(read, refusable=False)
 
     async def history(self, room_id: str, before_seq: int | None, after_seq: int | None,
                       limit: int) -> tuple[list[HistoryMessage], bool]:
