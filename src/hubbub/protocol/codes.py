@@ -32,6 +32,8 @@ class CloseCode(IntEnum):
     NORMAL = 1000
     GOING_AWAY = 1001
     PROTOCOL_ERROR = 1002
+    # Never sent: how a connection that ended without a close frame is logged and counted.
+    ABNORMAL = 1006
     INVALID_DATA = 1007
     POLICY = 1008
     TOO_LARGE = 1009

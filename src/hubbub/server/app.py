@@ -18,10 +18,11 @@ from hubbub.directory.memory import MemoryDirectory
 from hubbub.features.node import Node
 from hubbub.protocol.codes import CloseCode
 from hubbub.server.fanout import Fanout
-from hubbub.server.http import add_routes
+from hubbub.server.http import HUB, add_routes
 from hubbub.server.hub import Hub
+from hubbub.server.port import PortRouter
 from hubbub.server.timers import Timers
-from hubbub.server.ws import HUB, handle_ws
+from hubbub.server.ws import GatedProtocol
 from hubbub.store import open_store
 
 log = logging.getLogger("hubbub")
@@ -71,6 +72,7 @@ class Server:
         self.fanout: Fanout | None = None
         self.hub: Hub | None = None
         self.runner: web.AppRunner | None = None
+        self.listener: asyncio.Server | None = None
         self.timers: Timers | None = None
         self.port = 0
 
@@ -78,7 +80,6 @@ class Server:
         self.hub = Hub(self.node, asyncio.get_running_loop())
         app = web.Application(client_max_size=self.settings.max_frame)
         app[HUB] = self.hub
-        app.router.add_get("/ws", handle_ws)
         add_routes(app, self.hub)
         return app
 
@@ -97,9 +98,9 @@ class Server:
             self.fanout = Fanout(self.hub, self.broker, self.node.number)
             await self.fanout.start()
             self.hub.fanout = self.node.fanout = self.fanout
-        # aiohttp closes a connection that has not sent a complete request within the
-        # keep-alive timeout from its start: with a short one that is our handshake
-        # deadline against slowloris clients (docs/topics/security.md).
+        # The port router enforces the handshake deadline on a connection's first request;
+        # aiohttp's keep-alive timeout does the same for the ones after it
+        # (docs/topics/security.md).
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                     shutdown_timeout=2.0,
                                     keepalive_timeout=st.handshake_timeout)
@@ -108,8 +109,13 @@ class Server:
         sock = socket.create_server((st.host, st.port), family=family, backlog=st.backlog,
                                     reuse_port=st.reuse_port)
         self.port = sock.getsockname()[1]
-        site = web.SockSite(self.runner, sock, backlog=st.backlog)
-        await site.start()
+        http = self.runner.server
+        assert http is not None
+        hub, loop = self.hub, asyncio.get_running_loop()
+        timeout = st.handshake_timeout
+        self.listener = await loop.create_server(
+            lambda: PortRouter(lambda: GatedProtocol(hub), http, timeout, loop),
+            sock=sock, backlog=st.backlog)
         self.timers = Timers(self.hub)
         self.timers.start()
         log.info("hubbub node up: store=%s identity=%s fan-out=%s", redact_url(st.store),
@@ -124,8 +130,8 @@ class Server:
     async def stop(self) -> None:
         """Stop accepting, close every connection with 1001, release everything."""
         assert self.runner is not None and self.hub is not None
-        for site in list(self.runner.sites):
-            await site.stop()
+        if self.listener is not None:
+            self.listener.close()
         if self.timers:
             self.timers.stop()
         await self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down")

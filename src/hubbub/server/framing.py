@@ -22,5 +22,9 @@ def control_frame(opcode: int, payload: bytes = b"") -> bytes:
 PING = control_frame(0x9)
 
 
+def close_frame(code: int, reason: str) -> bytes:
+    return control_frame(0x8, int(code).to_bytes(2, "big") + reason.encode()[:123])
+
+
 def pong(payload: bytes) -> bytes:
     return control_frame(0xA, payload)

@@ -24,9 +24,9 @@ from hubbub.ids import room_id, user_id
 from hubbub.metrics import FLUSH_BUCKETS
 from hubbub.protocol.codes import ErrorCode
 from hubbub.server.hub import Hub
-from hubbub.server.ws import HUB
 
 WEB = resources.files("hubbub") / "web"
+HUB = web.AppKey("hubbub.hub", Hub)
 
 
 class _Collector:
@@ -272,11 +272,19 @@ async def demo_file(request: web.Request) -> web.Response:
 REGISTRY = web.AppKey("hubbub.registry", CollectorRegistry)
 
 
+async def not_an_upgrade(request: web.Request) -> web.Response:
+    """`/ws` reached the HTTP side: not a GET, or on a connection that already carried an
+    HTTP request (server/port.py routes a connection by its first request)."""
+    return web.Response(status=400, text="open /ws with a WebSocket upgrade (GET) on a new "
+                        "connection\n")
+
+
 def add_routes(app: web.Application, hub: Hub) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(hub))
     app[REGISTRY] = registry
     app.router.add_get("/healthz", healthz)
+    app.router.add_route("*", "/ws", not_an_upgrade)
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/api/announcements", announcements)
     app.router.add_get("/api/rooms/{roomId}/messages", room_messages)

@@ -47,6 +47,8 @@ class Transport(Protocol):
     def get_write_buffer_size(self) -> int: ...
     def abort(self) -> None: ...
     def is_closing(self) -> bool: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
 
 
 CloseFn = Callable[[int, str], Coroutine[Any, Any, object]]
@@ -263,9 +265,9 @@ class Hub:
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
         for conn in dirty:
-            self._write_out(conn)
+            self.write_out(conn)
 
-    def _write_out(self, conn: Conn) -> None:
+    def write_out(self, conn: Conn) -> None:
         if conn.closed or not conn.out:
             return
         data = conn.out[0] if len(conn.out) == 1 else b"".join(conn.out)
@@ -290,8 +292,7 @@ class Hub:
         conn.out.clear()
         conn.session.closing = True
         transport = conn.transport
-        transport.write(framing.control_frame(0x8, int(CloseCode.OVERLOADED).to_bytes(2, "big")
-                                              + b"too slow a reader"))
+        transport.write(framing.close_frame(CloseCode.OVERLOADED, "too slow a reader"))
         self.loop.call_later(CLOSE_GRACE_S, transport.abort)
 
     def close(self, conn_id: ConnId, code: int, reason: str) -> None:
@@ -300,7 +301,7 @@ class Hub:
         if conn is None or conn.closed:
             return
         conn.session.closing = True
-        self._write_out(conn)
+        self.write_out(conn)
         if conn.closed:  # dropped as a slow reader by that very write
             return
         conn.closed = True

@@ -1,16 +1,34 @@
-"""The `/ws` endpoint: the only module that speaks to the WebSocket library."""
+"""The `/ws` endpoint: the only module that speaks to the WebSocket library (picows).
+
+picows parses frames in C and calls back per frame, with no task and no queue per
+connection. hubbub keeps three things to itself: the RFC 6455 header checks (framegate.py,
+so that a bad frame fails the connection in order), the outbound path (the hub writes
+pre-built frames straight to the socket), and the close handshake.
+"""
 
 import asyncio
 import inspect
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
-from typing import Any, Protocol
-from urllib.parse import urlsplit
+from collections import deque
+from collections.abc import Awaitable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
-from aiohttp import WSMsgType, web
+from picows import (
+    WSAutoPingStrategy,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+)
+from picows.picows import WSProtocol  # type: ignore[attr-defined]
 
+from hubbub.core.effects import Effect
 from hubbub.errors import ProtocolError
 from hubbub.features.auth import authenticate_token
 from hubbub.features.dispatch import handle_frame, refused
@@ -18,21 +36,35 @@ from hubbub.features.node import error
 from hubbub.features.system import admit, open_session
 from hubbub.protocol.codes import CloseCode, ErrorCode
 from hubbub.server import framing
+from hubbub.server.framegate import Fail, FrameGate, PeerClose, Stop
 from hubbub.server.hub import CLOSE_GRACE_S, Conn, Hub
 
 log = logging.getLogger("hubbub.conn")
+# picows logs every connection at INFO; hubbub logs its own open/close lines.
+_picows_log = logging.getLogger("hubbub.picows")
+_picows_log.setLevel(logging.WARNING)
+# An adapter, not a Logger: picows would otherwise make a child Logger per connection.
+_PICOWS_LOGGER = logging.LoggerAdapter(_picows_log, {})
 
-HUB = web.AppKey("hubbub.hub", Hub)
+_TEXT, _BINARY, _CONT = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION
+_PING, _PONG = WSMsgType.PING, WSMsgType.PONG
+
+# Frames that wait behind a frame still being handled (a chat being stored). Past this
+# many the socket stops being read until they are done: a client cannot make the server
+# buffer without bound.
+PAUSE_READING_AT = 64
+# picows's read buffer starts here and grows only for a connection that needs more.
+READ_BUFFER_BYTES = 2048
 
 
-def origin_allowed(request: web.Request, allowed: list[str], bound_host: str) -> bool:
+def origin_allowed(origin: str | None, host: str | None, allowed: list[str],
+                   bound_host: str) -> bool:
     """Cross-site WebSocket hijacking guard (checked before the upgrade).
 
     No Origin header = not a browser: allowed. Same origin as the Host header: allowed.
     `--allowed-origin` set: those as well. Unset: any origin while bound to loopback.
     """
-    origin = request.headers.get("Origin")
-    if origin is None or urlsplit(origin).netloc == request.host:
+    if origin is None or urlsplit(origin).netloc == host:
         return True
     if allowed:
         return origin in allowed or "*" in allowed
@@ -56,168 +88,311 @@ def _utf8(data: bytes) -> bool:
     return True
 
 
-class _Parser(Protocol):
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]: ...
-    def feed_eof(self) -> None: ...
+class _Binary:
+    """A complete binary message: refused, in its turn."""
 
 
-# A frame header with the reserved opcode 3: aiohttp's reader fails it with 1002.
-_FAIL_1002 = b"\x83\x80"
+class _Auth:
+    __slots__ = ("token",)
+
+    def __init__(self, token: str) -> None:
+        self.token = token
 
 
-class MaskCheck:
-    """RFC 6455 §5.1: "The server MUST close the connection upon receiving a frame that is
-    not masked." aiohttp's reader unmasks a masked frame and takes an unmasked one as it is,
-    so this walks the frame headers in front of it and fails the connection (1002) at the
-    first unmasked frame. Frames before it are handled; nothing after it is. A header split
-    across reads is passed on once complete (at most 13 bytes later)."""
-
-    __slots__ = ("_held", "_inner", "_skip", "unmasked")
-
-    def __init__(self, inner: _Parser) -> None:
-        self._inner = inner
-        self._held = b""  # the start of a header split across reads, not passed on yet
-        self._skip = 0  # bytes of the current frame's payload still to come
-        self.unmasked = False
-
-    def feed_eof(self) -> None:
-        self._inner.feed_eof()
-
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        if self.unmasked:
-            return False, b""
-        buf = self._held + data if self._held else data
-        end, pos = len(buf), self._skip
-        while end - pos >= 2:
-            b1 = buf[pos + 1]
-            if not b1 & 0x80:
-                self.unmasked = True
-                return self._inner.feed_data(buf[:pos] + _FAIL_1002)
-            n = b1 & 0x7F
-            ext = 2 if n == 126 else 8 if n == 127 else 0
-            if end - pos < 6 + ext:
-                break
-            if ext:
-                n = int.from_bytes(buf[pos + 2:pos + 2 + ext], "big")
-            pos += 6 + ext + n
-        if pos >= end:
-            self._skip, self._held = pos - end, b""
-            return self._inner.feed_data(buf)
-        self._skip, self._held = 0, buf[pos:]
-        return self._inner.feed_data(buf[:pos]) if pos else (False, b"")
+_A_BINARY = _Binary()
+_Item = bytes | _Binary | _Auth | Fail | PeerClose
 
 
-class _Response(web.WebSocketResponse):
-    mask_check: MaskCheck | None = None
-    # The hub's flush: what it queued (answers to frames already handled) goes out before
-    # any close frame, also the ones aiohttp sends itself (1002, 1009, an answered close).
-    before_close: Callable[[], None] | None = None
+class Client(WSListener):
+    """One WebSocket connection. Its frames are handled one after another in arrival
+    order: a frame that waits on the store (a chat) holds the ones behind it, so a client's
+    chat, edit and leave take effect in the order it sent them."""
 
-    async def close(self, **kwargs: Any) -> bool:
-        if self.before_close is not None:
-            self.before_close()
-        return await super().close(**kwargs)
+    __slots__ = ("busy", "conn", "fragments", "gone", "hub", "paused", "peer_code", "pending",
+                 "protocol", "reason", "token", "ws")
 
-    def _post_start(self, request: web.BaseRequest, protocol: str | None,
-                    writer: Any) -> None:
-        """Put MaskCheck in front of the reader aiohttp installs, and pass it the bytes a
-        client sent right behind its upgrade request too (aiohttp's RequestHandler keeps
-        them in `_message_tail`). Without those private names, aiohttp's behaviour stays."""
-        proto: Any = request.protocol
-        tail: bytes = getattr(proto, "_message_tail", b"")
-        if tail:
-            proto._message_tail = b""
-        super()._post_start(request, protocol, writer)
-        inner = getattr(proto, "_payload_parser", None)
-        if inner is None:
-            if tail:
-                proto._message_tail = tail
-            return
-        self.mask_check = proto._payload_parser = MaskCheck(inner)
-        if tail:
-            self.mask_check.feed_data(tail)
+    def __init__(self, hub: Hub, protocol: "GatedProtocol", token: str | None) -> None:
+        self.hub = hub
+        self.protocol = protocol
+        self.token = token
+        self.ws: WSTransport | None = None
+        self.conn: Conn | None = None
+        self.pending: deque[_Item] | None = None  # made when a frame has to wait
+        self.busy = False
+        self.paused = False
+        self.gone = False
+        self.fragments: list[bytes] | None = None
+        self.peer_code: int | None = None
+        self.reason = ""
 
+    # ---- picows callbacks ----------------------------------------------------------------
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.ws = transport
+        # The upgrade's request and response stay referenced by picows for the connection's
+        # life; their headers are read by now (about 1 KiB per idle connection).
+        transport.request.headers.clear()
+        transport.response.headers.clear()
+        raw = transport.underlying_transport
+        peer = raw.get_extra_info("peername")
+        node = self.hub.node
+        session = open_session(node, f"{peer[0]}:{peer[1]}" if peer else "?",
+                               peer[0] if peer else "")
+        conn = self.conn = Conn(session, raw, self.close)
+        self.protocol.start(self, node.settings.max_frame)
+        self.hub.add(conn)
+        log.info("open conn=%s remote=%s", conn.id, session.remote)
+        self.hub.run(admit(node, session))
+        token, self.token = self.token, None
+        if token and not session.closing:
+            self.inbound(_Auth(token))
 
-def _remote(request: web.Request) -> str:
-    peer = request.transport.get_extra_info("peername") if request.transport else None
-    return f"{peer[0]}:{peer[1]}" if peer else "?"
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind is _TEXT and frame.fin:
+            self.inbound(frame.get_payload_as_bytes())
+        elif kind is _PING:
+            assert self.conn is not None
+            self.hub.queue(self.conn, framing.pong(frame.get_payload_as_bytes()))
+        elif kind is _PONG:
+            pass
+        elif kind is _CONT:
+            # The gate let it through, so a message is open.
+            assert self.fragments is not None
+            self.fragments.append(frame.get_payload_as_bytes())
+            if frame.fin:
+                parts, self.fragments = self.fragments, None
+                self.inbound(b"".join(parts[1:]) if parts[0] == b"T" else _A_BINARY)
+        elif kind is _TEXT:
+            self.fragments = [b"T", frame.get_payload_as_bytes()]
+        elif kind is _BINARY:
+            if frame.fin:
+                self.inbound(_A_BINARY)
+            else:
+                self.fragments = [b"B"]
 
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.gone = True
+        if not self.busy:
+            self._finish()
 
-async def handle_ws(request: web.Request) -> web.StreamResponse:
-    hub = request.app[HUB]
-    node = hub.node
-    st = node.settings
-    if not origin_allowed(request, st.allowed_origin, st.host):
-        log.info("refused upgrade from origin %r", request.headers.get("Origin"))
-        return web.Response(status=403, text="origin not allowed\n")
-    ws = _Response(autoping=False, autoclose=True, compress=False,
-                   max_msg_size=st.max_frame, timeout=2.0, decode_text=False)
-    await ws.prepare(request)
-    transport = request.transport
-    assert transport is not None
-
-    async def closer(code: int, reason: str) -> object:
-        return await ws.close(code=code, message=reason.encode()[:120])
-
-    session = open_session(node, _remote(request), request.remote or "")
-    conn = Conn(session, transport, closer)
-    ws.before_close = hub.flush
-    hub.add(conn)
-    log.info("open conn=%s remote=%s", conn.id, session.remote)
-    hub.run(admit(node, session))
-    token = request.query.get("token")
-    if token and not session.closing:
-        try:
-            hub.run(await authenticate_token(node, session, token, None))
-        except ProtocolError as exc:  # dev identity mode: say so instead of waiting 10 s
-            hub.run(refused(node, session, exc, None))
-    close_reason = ""
-    close_code: int | None = None
-    try:
-        while True:
-            msg = await ws.receive()
+    # ---- the inbound pipeline --------------------------------------------------------------
+    def received(self) -> None:
+        conn = self.conn
+        if conn is not None:
             conn.last_rx = time.monotonic()
-            kind = msg.type
-            if conn.closed and (kind is WSMsgType.TEXT or kind is WSMsgType.BINARY):
+
+    def inbound(self, item: _Item) -> None:
+        if self.busy:
+            pending = self.pending
+            if pending is None:
+                pending = self.pending = deque()
+            pending.append(item)
+            if len(pending) >= PAUSE_READING_AT and not self.paused:
+                self.paused = True
+                assert self.conn is not None
+                self.conn.transport.pause_reading()
+            return
+        work = self._step(item)
+        if work is not None:
+            self.busy = True
+            self.hub.loop.create_task(self._drain(work))
+
+    def stopped(self, stop: Stop) -> None:
+        """The gate stopped the stream: a bad frame, or the client's close frame."""
+        self.inbound(stop)
+
+    def _step(self, item: _Item) -> Awaitable[list[Effect]] | None:
+        """Handle one item now; an awaitable if it waits on the store or the directory."""
+        conn = self.conn
+        assert conn is not None
+        hub = self.hub
+        node = hub.node
+        if type(item) is bytes:
+            if conn.closed:
                 # We closed this connection (4001, 4008, 1001, 1013): frames still in flight
                 # are void, or an expired or abusive session would go on acting.
-                continue
-            if kind is WSMsgType.TEXT:
-                if not msg.data.isascii() and not _utf8(msg.data):
-                    # RFC 6455 §8.1: a text frame that is not UTF-8 fails the connection.
-                    hub.close(conn.id, CloseCode.INVALID_DATA, "text frame is not UTF-8")
-                    continue
-                try:
-                    result = handle_frame(node, session, msg.data)
-                    if inspect.isawaitable(result):
-                        result = await result
-                except Exception:
-                    log.exception("internal error conn=%s", conn.id)
-                    result = error(conn.id, ProtocolError(ErrorCode.INTERNAL, "internal error"),
-                                   None)
-                hub.run(result)
-                # An idle connection would otherwise keep its last frame and effects (a
-                # join ack with its member list) alive until its next frame.
-                result = msg = None  # type: ignore[assignment]
-            elif kind is WSMsgType.BINARY:
-                hub.run(refused(node, session, ProtocolError(
+                return None
+            if not item.isascii() and not _utf8(item):
+                # RFC 6455 §8.1: a text frame that is not UTF-8 fails the connection.
+                self.reason = "text frame is not UTF-8"
+                hub.close(conn.id, CloseCode.INVALID_DATA, self.reason)
+                return None
+            try:
+                result = handle_frame(node, conn.session, item)
+            except Exception:
+                log.exception("internal error conn=%s", conn.id)
+                result = error(conn.id, ProtocolError(ErrorCode.INTERNAL, "internal error"), None)
+            if inspect.isawaitable(result):
+                return result
+            hub.run(result)
+        elif type(item) is _Binary:
+            if not conn.closed:
+                hub.run(refused(node, conn.session, ProtocolError(
                     ErrorCode.BAD_REQUEST, "binary frames are not supported; send JSON text"),
                     None))
-            elif kind is WSMsgType.PING:
-                hub.queue(conn, framing.pong(msg.data))
-            elif kind is WSMsgType.PONG:
-                pass
-            else:
-                if kind is WSMsgType.ERROR:
-                    close_code = getattr(msg.data, "code", None)
-                    close_reason = "unmasked client frame" if ws.mask_check is not None \
-                        and ws.mask_check.unmasked else str(msg.data)
-                break
-        if conn.close_task is not None:
-            # We started the close (auth failure, abuse, shutdown): let it finish.
-            await asyncio.wait([conn.close_task], timeout=CLOSE_GRACE_S + 1.0)
-    except ConnectionError:
-        close_reason = close_reason or "connection lost"
-    finally:
-        hub.remove(conn, conn.close_code or close_code or ws.close_code, close_reason)
-    return ws
+        elif type(item) is _Auth:
+            return self._authenticate(item.token)
+        elif type(item) is Fail:
+            self.reason = item.reason
+            hub.close(conn.id, item.code, item.reason)
+        elif type(item) is PeerClose:
+            self._peer_closed(item)
+        return None
+
+    async def _authenticate(self, token: str) -> list[Effect]:
+        assert self.conn is not None
+        node, session = self.hub.node, self.conn.session
+        try:
+            return await authenticate_token(node, session, token, None)
+        except ProtocolError as exc:  # dev identity mode: say so instead of waiting 10 s
+            return refused(node, session, exc, None)
+
+    async def _drain(self, work: Awaitable[list[Effect]]) -> None:
+        hub = self.hub
+        try:
+            next_work: Awaitable[list[Effect]] | None = work
+            while next_work is not None:
+                try:
+                    result = await next_work
+                except Exception:
+                    assert self.conn is not None
+                    log.exception("internal error conn=%s", self.conn.id)
+                    result = error(self.conn.id, ProtocolError(ErrorCode.INTERNAL,
+                                                               "internal error"), None)
+                hub.run(result)
+                next_work = None
+                pending = self.pending
+                while pending and next_work is None:
+                    next_work = self._step(pending.popleft())
+            self.pending = None
+        finally:
+            self.busy = False
+            if self.paused:
+                self.paused = False
+                if not self.gone and self.conn is not None:
+                    self.conn.transport.resume_reading()
+            if self.gone:
+                self._finish()
+
+    # ---- closing -----------------------------------------------------------------------------
+    def _peer_closed(self, close: PeerClose) -> None:
+        """RFC 6455 §5.5.1: answer a close frame with one, after what is already queued,
+        then end the TCP connection (the server closes first, §7.1.1)."""
+        conn, ws = self.conn, self.ws
+        assert conn is not None and ws is not None
+        self.peer_code = close.code
+        if not conn.closed:  # else this is the answer to our close
+            self.hub.write_out(conn)
+            conn.closed = True
+            conn.session.closing = True
+            conn.transport.write(framing.close_frame(CloseCode.NORMAL, ""))
+        self.reason = self.reason or close.reason
+        ws.disconnect(graceful=True)
+
+    async def close(self, code: int, reason: str) -> None:
+        """The hub's closer: our close frame, then wait for the answer (or give up)."""
+        ws, conn = self.ws, self.conn
+        assert ws is not None and conn is not None
+        if ws.is_disconnected:
+            return
+        conn.transport.write(framing.close_frame(code, reason))
+        if self.protocol.gate_stopped():
+            # A bad frame failed the connection (§7.1.7): nothing more is read, so no
+            # answer to our close can come. End the TCP connection now.
+            ws.disconnect(graceful=True)
+            return
+        try:
+            await asyncio.wait_for(ws.wait_disconnected(), CLOSE_GRACE_S)
+        except TimeoutError:
+            ws.disconnect(graceful=False)
+
+    def _finish(self) -> None:
+        conn = self.conn
+        if conn is None or conn.id not in self.hub.conns:
+            return
+        code = conn.close_code or self.peer_code or CloseCode.ABNORMAL
+        reason = self.reason or ("connection lost" if code == CloseCode.ABNORMAL else "")
+        self.hub.remove(conn, code, reason)
+
+
+class GatedProtocol(WSProtocol):  # type: ignore[misc]
+    """picows's protocol with FrameGate in front of its parser. Until the upgrade is done
+    the bytes go to picows as they are (it reads the request); after it, each read is
+    walked by the gate and only the bytes of good frames reach the parser."""
+
+    __slots__ = ("_client", "_gate", "_view")
+
+    def __init__(self, hub: Hub) -> None:
+        st = hub.node.settings
+        self._client: Client | None = None
+        self._gate: FrameGate | None = None
+        self._view: memoryview | None = None
+
+        def listener(request: WSUpgradeRequest) -> Any:
+            return accept(hub, self, request)
+
+        super().__init__(
+            None, None, False, listener, _PICOWS_LOGGER,
+            False,  # disconnect_on_exception: hubbub answers its own errors
+            None,  # the handshake deadline is the port router's (server/port.py)
+            False, 20.0, 20.0, WSAutoPingStrategy.PING_WHEN_IDLE,  # the hub pings
+            False,  # pings are answered through the hub, in order
+            st.max_frame, None, READ_BUFFER_BYTES)
+
+    def start(self, client: Client, max_frame: int) -> None:
+        self._client = client
+        self._gate = FrameGate(max_frame)
+
+    def gate_stopped(self) -> bool:
+        return self._gate is not None and self._gate.stopped
+
+    def get_buffer(self, size_hint: int) -> memoryview:
+        view: memoryview = super().get_buffer(size_hint)
+        self._view = view
+        return view
+
+    def buffer_updated(self, nbytes: int) -> None:
+        gate = self._gate
+        if gate is None:
+            super().buffer_updated(nbytes)
+            return
+        client = self._client
+        assert client is not None and self._view is not None
+        client.received()
+        passed, stop = gate.feed(self._view[:nbytes])
+        self._view = None
+        if passed:
+            super().buffer_updated(passed)
+        if stop is not None:
+            client.stopped(stop)
+
+    def feed(self, data: bytes) -> None:
+        """Bytes already read off the socket (by the port router), as if read now."""
+        pos = 0
+        while pos < len(data):
+            view = self.get_buffer(-1)
+            n = min(len(view), len(data) - pos)
+            view[:n] = data[pos:pos + n]
+            self.buffer_updated(n)
+            pos += n
+
+    def upgrade(self, head: bytes, tail: bytes) -> None:
+        """The request head the router read, then what came right behind it (frames a
+        client sent without waiting for the 101)."""
+        self.feed(head)
+        if tail and self._gate is not None:
+            self.feed(tail)
+
+
+def accept(hub: Hub, protocol: GatedProtocol, request: WSUpgradeRequest) -> Any:
+    """picows's listener factory: refuse a foreign Origin before the upgrade."""
+    st = hub.node.settings
+    headers = request.headers
+    origin = headers.get("Origin")
+    if not origin_allowed(origin, headers.get("Host"), st.allowed_origin, st.host):
+        log.info("refused upgrade from origin %r", origin)
+        return WSUpgradeResponseWithListener(
+            WSUpgradeResponse.create_error_response(403, b"origin not allowed\n"), None)
+    query = urlsplit(request.path.decode("latin-1")).query
+    token = parse_qs(query).get("token", [None])[0] if "token=" in query else None
+    return Client(hub, protocol, token)
