@@ -6,6 +6,7 @@ import json
 import aiohttp
 
 from tests.integration.helpers import SECRET, clients, dev_client, http_get, metric, token
+from tests.integration.rawws import RawWs
 from tests.support.server import running_server, ws_url
 from tests.support.wsclient import WsClient
 
@@ -180,3 +181,62 @@ async def test_metrics_count_users_online_rooms_and_announcements():
         assert await metric(server, "hubbub_rooms") == 2
         assert await metric(server, "hubbub_announcements_total") == 1
         assert await metric(server, "hubbub_connections_opened_total") == 3
+
+
+# ---- one port: the router in front of picows and aiohttp (server/port.py) -----------------
+
+
+async def _raw_request(server, data: bytes) -> bytes:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(), timeout=10.0)
+    finally:
+        writer.close()
+
+
+async def test_a_request_head_over_16_kib_gets_431_and_the_server_goes_on():
+    async with running_server() as server:
+        answer = await _raw_request(
+            server, b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20_000)
+        assert answer.startswith(b"HTTP/1.1 431")
+        status, _, _ = await http_get(server, "/healthz")
+        assert status == 200
+
+
+async def test_a_post_to_ws_is_refused_with_400_by_the_http_side():
+    async with running_server() as server:
+        answer = await _raw_request(
+            server, b"POST /ws HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+                    b"Connection: close\r\n\r\n{}")
+        assert answer.startswith(b"HTTP/1.1 400")
+        assert b"WebSocket upgrade" in answer
+
+
+async def test_http_keep_alive_serves_several_requests_on_one_connection():
+    async with running_server() as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        try:
+            for _ in range(3):
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10.0)
+                assert head.startswith(b"HTTP/1.1 200")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                await reader.readexactly(length)
+        finally:
+            writer.close()
+
+
+async def test_a_connection_dropped_without_a_close_frame_is_counted_as_1006():
+    async with running_server() as server:
+        raw = await RawWs.connect(ws_url(server))
+        await raw.send_json("auth", {"userId": "gone"}, id="a")
+        await raw.expect("welcome")
+        raw.close()  # the TCP connection ends, with no close frame
+        for _ in range(100):
+            if await metric(server, "hubbub_connections_closed_total", code="1006"):
+                break
+            await asyncio.sleep(0.05)
+        assert await metric(server, "hubbub_connections_closed_total", code="1006") == 1

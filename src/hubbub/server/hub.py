@@ -41,6 +41,14 @@ log = logging.getLogger("hubbub.conn")
 # How long a connection we closed may take to finish the close handshake.
 CLOSE_GRACE_S = 2.0
 
+# Fan-out under load (docs/decisions/0018-fan-out-flush-waits-under-load.md): a socket
+# write costs ~5-10 us whatever its size, so when a flush wrote several frames per
+# connection and took a while, the next one waits FLUSH_WAIT_S and the frames that arrive
+# meanwhile share its writes. One frame per write (a relay) or a quick flush: no wait.
+FLUSH_COALESCING = 1.5  # frames per write from which waiting pays
+FLUSH_SLOW_S = 0.0005  # a flush shorter than this never delays the next one
+FLUSH_WAIT_S = 0.01
+
 
 class Transport(Protocol):
     def write(self, data: bytes) -> None: ...
@@ -83,6 +91,7 @@ class Hub:
         self.conns: dict[ConnId, Conn] = {}
         self._dirty: list[Conn] = []
         self._flush_scheduled = False
+        self._flush_at = 0.0  # loop time before which the next flush waits (0: none)
         self._close_tasks: set[asyncio.Task[object]] = set()
         self._background: set[asyncio.Task[None]] = set()
         # Set when this node is one of several (hubbub.server.fanout); None alone.
@@ -256,16 +265,30 @@ class Hub:
             self._dirty.append(conn)
             if not self._flush_scheduled:
                 self._flush_scheduled = True
-                self.loop.call_soon(self.flush)
+                if self._flush_at and self._flush_at > self.loop.time():
+                    self.loop.call_at(self._flush_at, self.flush)
+                else:
+                    self.loop.call_soon(self.flush)
         conn.out.append(data)
         conn.out_bytes += len(data)
 
     def flush(self) -> None:
-        """Write every dirty connection's buffer with one write each (once per loop turn)."""
+        """Write every dirty connection's buffer with one write each (once per loop turn, or
+        FLUSH_WAIT_S later under fan-out load)."""
         self._flush_scheduled = False
         dirty, self._dirty = self._dirty, []
+        if not dirty:
+            return
+        start = time.perf_counter()  # not loop.time(): uvloop's is cached per loop turn
+        frames = 0
         for conn in dirty:
+            frames += len(conn.out)
             self.write_out(conn)
+        cost = time.perf_counter() - start
+        if cost > FLUSH_SLOW_S and frames >= FLUSH_COALESCING * len(dirty):
+            self._flush_at = self.loop.time() + cost + FLUSH_WAIT_S
+        else:
+            self._flush_at = 0.0
 
     def write_out(self, conn: Conn) -> None:
         if conn.closed or not conn.out:

@@ -1,0 +1,108 @@
+"""The hub's flush policy (server/hub.py, ADR 0018): one write per connection per flush;
+the next flush waits FLUSH_WAIT_S only after a slow flush that carried several frames per
+write (fan-out under load), never after a relay-like flush of one frame per write."""
+
+import asyncio
+
+import pytest
+
+from hubbub.features.system import open_session
+from hubbub.server import hub as hub_module
+from hubbub.server.hub import Conn, Hub
+from tests.support.node import make_node
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def abort(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def _closer(code: int, reason: str) -> None:
+    return None
+
+
+def hub_with(n: int) -> tuple[Hub, list[Conn]]:
+    node = make_node()
+    hub = Hub(node, asyncio.get_running_loop())
+    conns = []
+    for _ in range(n):
+        conn = Conn(open_session(node), FakeTransport(), _closer)
+        hub.add(conn)
+        conns.append(conn)
+    return hub, conns
+
+
+def writes(conn: Conn) -> list[bytes]:
+    return conn.transport.writes  # type: ignore[attr-defined, no-any-return]
+
+
+async def test_frames_queued_in_one_turn_leave_in_one_write_per_connection() -> None:
+    hub, conns = hub_with(3)
+    for conn in conns:
+        hub.queue(conn, b"a")
+        hub.queue(conn, b"b")
+    assert all(writes(c) == [] for c in conns)
+    await asyncio.sleep(0)
+    assert all(writes(c) == [b"ab"] for c in conns)
+
+
+@pytest.mark.parametrize(("frames_per_conn", "waits"), [(1, False), (2, True)])
+async def test_the_next_flush_waits_only_after_a_slow_coalescing_one(
+        monkeypatch: pytest.MonkeyPatch, frames_per_conn: int, waits: bool) -> None:
+    monkeypatch.setattr(hub_module, "FLUSH_SLOW_S", -1.0)  # every flush counts as slow
+    monkeypatch.setattr(hub_module, "FLUSH_WAIT_S", 0.05)
+    hub, conns = hub_with(4)
+    for conn in conns:
+        for _ in range(frames_per_conn):
+            hub.queue(conn, b"x")
+    await asyncio.sleep(0)
+    assert all(len(writes(c)) == 1 for c in conns)
+    hub.queue(conns[0], b"next")
+    await asyncio.sleep(0)
+    assert (writes(conns[0])[-1] == b"next") is not waits
+    await asyncio.sleep(0.1)
+    assert writes(conns[0])[-1] == b"next"
+
+
+async def test_a_quick_flush_never_delays_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub_module, "FLUSH_SLOW_S", 3600.0)  # no flush is slow
+    hub, conns = hub_with(2)
+    for conn in conns:
+        hub.queue(conn, b"1")
+        hub.queue(conn, b"2")
+    await asyncio.sleep(0)
+    hub.queue(conns[1], b"3")
+    await asyncio.sleep(0)
+    assert writes(conns[1]) == [b"12", b"3"]
+
+
+async def test_closing_writes_what_is_queued_before_the_close(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub_module, "FLUSH_SLOW_S", -1.0)
+    monkeypatch.setattr(hub_module, "FLUSH_WAIT_S", 3600.0)
+    hub, conns = hub_with(1)
+    conn = conns[0]
+    hub.queue(conn, b"a")
+    hub.queue(conn, b"b")
+    await asyncio.sleep(0)
+    hub.queue(conn, b"waiting")  # held by the flush wait
+    hub.close(conn.id, 1000, "bye")
+    assert writes(conn)[-1] == b"waiting"
