@@ -7,12 +7,11 @@ pre-built frames straight to the socket), and the close handshake.
 """
 
 import asyncio
-import inspect
 import ipaddress
 import logging
-import time
 from collections import deque
 from collections.abc import Awaitable
+from time import monotonic
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -176,11 +175,6 @@ class Client(WSListener):
             self._finish()
 
     # ---- the inbound pipeline --------------------------------------------------------------
-    def received(self) -> None:
-        conn = self.conn
-        if conn is not None:
-            conn.last_rx = time.monotonic()
-
     def inbound(self, item: _Item) -> None:
         if self.busy:
             pending = self.pending
@@ -222,9 +216,10 @@ class Client(WSListener):
             except Exception:
                 log.exception("internal error conn=%s", conn.id)
                 result = error(conn.id, ProtocolError(ErrorCode.INTERNAL, "internal error"), None)
-            if inspect.isawaitable(result):
-                return result
-            hub.run(result)
+            if type(result) is list:
+                hub.run(result)
+            else:  # an awaitable: the frame waits on the store or the directory
+                return result  # type: ignore[return-value]
         elif type(item) is _Binary:
             if not conn.closed:
                 hub.run(refused(node, conn.session, ProtocolError(
@@ -358,7 +353,9 @@ class GatedProtocol(WSProtocol):  # type: ignore[misc]
             return
         client = self._client
         assert client is not None and self._view is not None
-        client.received()
+        conn = client.conn
+        if conn is not None:
+            conn.last_rx = monotonic()
         passed, stop = gate.feed(self._view[:nbytes])
         self._view = None
         if passed:
