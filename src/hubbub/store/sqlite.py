@@ -10,6 +10,7 @@ fsynced before anyone is told it happened.
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import time
 import uuid
@@ -40,6 +41,14 @@ Op = Callable[[sqlite3.Connection], Any]
 Queued = tuple[Op, "asyncio.Future[Any]", bool]  # an op, its caller's future, refusable
 
 _encode = msgspec.json.Encoder().encode
+log = logging.getLogger("hubbub.store")
+
+# WAL checkpoints run on a thread of their own, this often, instead of inside a commit
+# (SQLite's default, every 1,000 pages): a checkpoint copies pages into the database and
+# fsyncs it, and in the writer's path that stalled every chat in the batch behind it
+# (docs/decisions/0018-fan-out-flush-waits-under-load.md). Durability is unchanged: each
+# commit still fsyncs the WAL under synchronous=FULL.
+CHECKPOINT_EVERY_S = 0.5
 
 
 def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
@@ -98,6 +107,10 @@ class SqliteStore(Store):
         self._writing = False
         self._idle: asyncio.Event | None = None
         self._closed = False
+        self._checkpointer: ThreadPoolExecutor | None = None
+        self._checkpoint_db: sqlite3.Connection | None = None
+        self._checkpoint_timer: asyncio.TimerHandle | None = None
+        self._checkpoint_running: asyncio.Future[None] | None = None
         # Counters for /metrics and the bench: how well group commit batches.
         self.commits = 0
         self.committed_writes = 0
@@ -108,6 +121,11 @@ class SqliteStore(Store):
         self._idle = asyncio.Event()
         self._idle.set()
         await self._loop.run_in_executor(self._thread, self._open_sync)
+        if self.path != ":memory:":
+            self._checkpointer = ThreadPoolExecutor(1, thread_name_prefix="hubbub-checkpoint")
+            self._checkpoint_db = await self._loop.run_in_executor(
+                self._checkpointer, self._connect_checkpointer)
+            self._checkpoint_timer = self._loop.call_later(CHECKPOINT_EVERY_S, self._checkpoint)
 
     def _open_sync(self) -> None:
         try:
@@ -118,13 +136,52 @@ class SqliteStore(Store):
                               ) from None
         if self.path != ":memory:":
             _set_wal(db)
+            db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does them
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.execute("PRAGMA busy_timeout=5000")
         migrate(db)
         self._db = db
 
+    def _connect_checkpointer(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA busy_timeout=5000")
+        return db
+
+    def _checkpoint(self) -> None:
+        assert self._loop is not None
+        if self._closed or self._checkpointer is None:
+            return
+        running = self._checkpoint_running = self._loop.run_in_executor(
+            self._checkpointer, self._checkpoint_sync)
+        running.add_done_callback(self._checkpoint_done)
+
+    def _checkpoint_sync(self) -> None:
+        """PASSIVE: copy what no reader needs, never wait for the writer."""
+        if self._checkpoint_db is None:
+            return
+        try:
+            self._checkpoint_db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:  # a full disk, say: the WAL keeps it all until later
+            log.warning("WAL checkpoint failed: %s", exc)
+
+    def _checkpoint_done(self, done: "asyncio.Future[None]") -> None:
+        self._checkpoint_running = None
+        if not self._closed and self._loop is not None:
+            self._checkpoint_timer = self._loop.call_later(CHECKPOINT_EVERY_S, self._checkpoint)
+
     async def close(self) -> None:
         self._closed = True
+        if self._checkpoint_timer is not None:
+            self._checkpoint_timer.cancel()
+        if self._checkpoint_running is not None:
+            with contextlib.suppress(Exception):
+                await self._checkpoint_running
+        if self._checkpointer is not None:
+            ckpt, self._checkpoint_db = self._checkpoint_db, None
+            if ckpt is not None:
+                await asyncio.get_running_loop().run_in_executor(self._checkpointer, ckpt.close)
+            self._checkpointer.shutdown(wait=True)
+            self._checkpointer = None
         if self._idle is not None:
             await self._idle.wait()
         if self._db is not None and self._loop is not None:

@@ -1,0 +1,63 @@
+"""SQLite WAL checkpoints run on their own thread, not inside a commit (store/sqlite.py):
+the chats reach the database file itself while the writer never checkpoints."""
+
+import asyncio
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from hubbub.store import sqlite as sqlite_store
+from hubbub.store.base import NewChat
+from hubbub.store.sqlite import SqliteStore
+
+
+def rows_in_main_file(db: Path, tmp: Path) -> int:
+    """Chats in a copy of the database file alone: what a checkpoint has copied there."""
+    copy = tmp / "copy.db"
+    shutil.copy(db, copy)
+    with sqlite3.connect(copy) as conn:
+        try:
+            return int(conn.execute("SELECT count(*) FROM messages").fetchone()[0])
+        except sqlite3.OperationalError:  # not even the schema was copied yet
+            return 0
+
+
+async def _append(store: SqliteStore, n: int) -> None:
+    for i in range(n):
+        await store.append_chat(NewChat(room_id="r", user_id="u", username="U",
+                                        content=f"m{i}", created_at=i))
+
+
+async def test_the_checkpoint_thread_copies_committed_chats_into_the_database_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_EVERY_S", 0.02)
+    db = tmp_path / "hub.db"
+    store = SqliteStore(str(db))
+    await store.open()
+    try:
+        await _append(store, 50)
+        for _ in range(250):
+            if rows_in_main_file(db, tmp_path) == 50:
+                break
+            await asyncio.sleep(0.02)
+        assert rows_in_main_file(db, tmp_path) == 50
+    finally:
+        await store.close()
+
+
+async def test_without_the_checkpoint_thread_the_writer_does_not_checkpoint(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The control for the test above: the writer connection's autocheckpoint is off.
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_EVERY_S", 3600.0)
+    db = tmp_path / "hub.db"
+    store = SqliteStore(str(db))
+    await store.open()
+    try:
+        await _append(store, 50)
+        assert rows_in_main_file(db, tmp_path) == 0
+    finally:
+        await store.close()
+    # Closing the last connection checkpoints: nothing is left only in the WAL.
+    assert rows_in_main_file(db, tmp_path) == 50
