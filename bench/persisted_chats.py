@@ -1,7 +1,9 @@
 """Persisted chat throughput: chats/s and ack latency, 100 closed-loop senders (issue 3).
 
 Method
-  For each SQLite synchronous mode (FULL, the default, then NORMAL) the script starts a fresh
+  For each SQLite synchronous mode (FULL, the default, then NORMAL), and then on PostgreSQL
+  (row POSTGRES: `--postgres DSN`, $HUBBUB_BENCH_POSTGRES, else a throwaway cluster made as the
+  test suite makes it; its server processes are not pinned), the script starts a fresh
   `hubbub serve --sqlite-synchronous MODE` pinned to CPU 0 (new SQLite file on disk, `--rate-limit
   0`) and pins itself to CPU 1; with `--url` it measures that running server once instead.
   100 raw WebSocket clients (benchkit.WsClient: dev-identity auth, `join_room` with an id, wait for
@@ -38,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import sys
 import time
@@ -46,6 +49,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from benchkit import (
+    REPO,
     CpuMeter,
     CpuUse,
     Latency,
@@ -307,6 +311,8 @@ def run_mode(mode: str, args: argparse.Namespace) -> ModeResult:
     """Start a server in `mode` (or use --url), measure it, stop it."""
     if args.url:
         server = given_server(args.url, args.server_pid)
+    elif mode == "POSTGRES":
+        server = start_server(["--store", args.postgres])
     else:
         server = start_server(["--sqlite-synchronous", mode])
     window_s = args.quiet_wait + args.duration + DRAIN_TIMEOUT_S
@@ -319,10 +325,16 @@ def run_mode(mode: str, args: argparse.Namespace) -> ModeResult:
     return result
 
 
+def store_label(mode: str) -> str:
+    if mode == "POSTGRES":
+        return "PostgreSQL"
+    return f"SQLite {mode}" if mode in SYNC_MODES else mode
+
+
 def render(results: list[ModeResult]) -> str:
-    headers = ["synchronous", "chats/s (acks)", "p50 ms", "p99 ms", "max ms", "server CPU",
+    headers = ["store", "chats/s (acks)", "p50 ms", "p99 ms", "max ms", "server CPU",
                "loadgen CPU", "bg cores", "errors / drops", "verify", "seqs gapless"]
-    rows = [[r.synchronous, fmt(r.chats_per_s), fmt_ms(r.p50_ms), fmt_ms(r.p99_ms),
+    rows = [[store_label(r.synchronous), fmt(r.chats_per_s), fmt_ms(r.p50_ms), fmt_ms(r.p99_ms),
              fmt_ms(r.max_ms), fmt(r.server_cpu, 2), fmt(r.loadgen_cpu, 2),
              fmt(r.bg_cores, 2),
              fmt_counts({**r.errors, **{f"close {k}": v for k, v in r.dropped.items()}})
@@ -346,6 +358,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "work (default 10; --quick: 0)")
     ap.add_argument("--modes", default=",".join(SYNC_MODES),
                     help="comma list (default FULL,NORMAL)")
+    ap.add_argument("--postgres", metavar="DSN",
+                    help="also measure hubbub on this PostgreSQL database (row POSTGRES); "
+                         "default $HUBBUB_BENCH_POSTGRES, else a throwaway cluster when "
+                         "Debian's PostgreSQL is installed")
     ap.add_argument("--url", help="measure a running server (loopback) once instead")
     ap.add_argument("--server-pid", type=int, help="with --url: the server's pid, for its CPU")
     ap.add_argument("--out", help="output folder (default bench/results/persisted_chats-<stamp>/)")
@@ -355,13 +371,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quiet_wait is None:
         args.quiet_wait = 0.0 if args.quick else 10.0
     args.modes = ["as configured"] if args.url else args.modes.upper().split(",")
+    args.postgres = args.postgres or os.environ.get("HUBBUB_BENCH_POSTGRES")
     return args
+
+
+def throwaway_postgres() -> Any:
+    """The test suite's throwaway cluster (tests/support/services.py), or None."""
+    sys.path.insert(0, str(REPO))
+    from tests.support.services import postgres_bindir, start_postgres
+
+    if postgres_bindir() is None:
+        progress("no PostgreSQL installed: the POSTGRES row is skipped")
+        return None
+    return start_postgres()
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     pin_to_loadgen_cpu()
-    results = [run_mode(mode, args) for mode in args.modes]
+    cluster = None
+    if not args.url and not args.quick and "POSTGRES" not in args.modes:
+        if not args.postgres:
+            cluster = throwaway_postgres()
+            args.postgres = cluster.new_database() if cluster is not None else None
+        if args.postgres:
+            args.modes.append("POSTGRES")
+    try:
+        results = [run_mode(mode, args) for mode in args.modes]
+    finally:
+        if cluster is not None:
+            cluster.stop()
     out = output_dir(args.out, "persisted_chats")
     table = render(results)
     write_json(out / "persisted_chats.json", {

@@ -5,7 +5,8 @@
    as `.venv/bin/hubbub serve --port {port} --store sqlite:///{tmp}/bench.db --rate-limit 0
    --jwt-secret {jwt_secret}` (rate limits off: S1 must measure the fan-out, not the limiter).
    Its results.md/.json and S1 plot are copied to bench/results/<stamp>/shared-*.
-2. bench/persisted_chats.py: closed-loop persisted chats, SQLite synchronous FULL and NORMAL.
+2. bench/persisted_chats.py: closed-loop persisted chats, SQLite synchronous FULL and NORMAL,
+   and PostgreSQL (a throwaway local cluster when Debian's PostgreSQL is installed).
 3. bench/fanout.py: the typing fan-out ladder, 1,000 connections in 10 rooms of 100.
 
 Everything lands in bench/results/<stamp>/ (git-ignored). bench/RESULTS.md gets the date, the
@@ -152,9 +153,11 @@ def write_results_md(out: Path, results_md: Path, shared_dir: Path | None, quick
         f"({link(out / 'shared-results.md', results_md)})"
         + (f" · logs: `{link(shared_dir / 'logs', results_md)}/`" if shared_dir else ""),
         "",
-        "## Persisted chats (issue 3): 100 closed-loop senders, 10 rooms of 10",
+        "## Persisted chats (issues 3, 8): 100 closed-loop senders, 10 rooms of 10",
         "",
-        "`bench/persisted_chats.py`: chats/s = acks/s (committed before the ack); ack latency.",
+        "`bench/persisted_chats.py`: chats/s = acks/s (committed before the ack); ack latency. "
+        "SQLite rows by `--sqlite-synchronous`; the PostgreSQL row runs on a throwaway local "
+        "cluster (not pinned: its processes show as bg cores).",
         "",
         section_table(out, "persisted_chats"),
         "",
