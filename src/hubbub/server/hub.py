@@ -1,7 +1,8 @@
 """Local delivery: the connections of this node, their outbound buffers, slow readers.
 
 Every frame to a connection (ack, error, broadcast) goes through its one outbound
-buffer. Buffers are flushed once per event-loop turn with a single write each, and an
+buffer. Buffers are flushed once per event-loop turn (10 ms later under fan-out load)
+with a single write each, and an
 event is encoded once per broadcast (JSON and WebSocket header) whatever the number
 of recipients (DESIGN.md §4). A reader whose unsent bytes pass `--max-queue` is
 dropped with 1013 so that nobody else slows down.
