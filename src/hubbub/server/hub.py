@@ -1,11 +1,10 @@
 """Local delivery: the connections of this node, their outbound buffers, slow readers.
 
 Every frame to a connection (ack, error, broadcast) goes through its one outbound
-buffer. Buffers are flushed once per event-loop turn (10 ms later under fan-out load)
-with a single write each, and an
-event is encoded once per broadcast (JSON and WebSocket header) whatever the number
-of recipients (DESIGN.md §4). A reader whose unsent bytes pass `--max-queue` is
-dropped with 1013 so that nobody else slows down.
+buffer. Buffers are flushed once per event-loop turn (15 ms later under fan-out load)
+with a single write each, and an event is encoded once per broadcast (JSON and
+WebSocket header) whatever the number of recipients (DESIGN.md §4). A reader whose
+unsent bytes pass `--max-queue` is dropped with 1013 so that nobody else slows down.
 """
 
 import asyncio
@@ -48,7 +47,10 @@ CLOSE_GRACE_S = 2.0
 # meanwhile share its writes. One frame per write (a relay) or a quick flush: no wait.
 FLUSH_COALESCING = 1.5  # frames per write from which waiting pays
 FLUSH_SLOW_S = 0.0005  # a flush shorter than this never delays the next one
-FLUSH_WAIT_S = 0.01
+FLUSH_WAIT_S = 0.015
+# Connections written per callback: a flush of thousands would hold the loop for
+# milliseconds, and every read and store completion behind it would wait.
+FLUSH_CHUNK = 100
 
 
 class Transport(Protocol):
@@ -92,6 +94,11 @@ class Hub:
         self._dirty: list[Conn] = []
         self._flush_scheduled = False
         self._flush_at = 0.0  # loop time before which the next flush waits (0: none)
+        # The flush in progress: its connections, how far it got, what it wrote and cost.
+        self._pass: list[Conn] = []
+        self._pass_pos = 0
+        self._pass_frames = 0
+        self._pass_cost = 0.0
         self._close_tasks: set[asyncio.Task[object]] = set()
         self._background: set[asyncio.Task[None]] = set()
         # Set when this node is one of several (hubbub.server.fanout); None alone.
@@ -283,21 +290,37 @@ class Hub:
 
     def flush(self) -> None:
         """Write every dirty connection's buffer with one write each (once per loop turn, or
-        FLUSH_WAIT_S later under fan-out load)."""
-        self._flush_scheduled = False
-        dirty, self._dirty = self._dirty, []
-        if not dirty:
-            return
+        FLUSH_WAIT_S later under fan-out load), FLUSH_CHUNK connections per callback."""
+        self._pass, self._dirty = self._dirty, []
+        self._pass_pos = 0
+        self._pass_frames = 0
+        self._pass_cost = 0.0
+        self._flush_chunk()
+
+    def _flush_chunk(self) -> None:
+        todo, pos = self._pass, self._pass_pos
+        end = min(pos + FLUSH_CHUNK, len(todo))
         start = time.perf_counter()  # not loop.time(): uvloop's is cached per loop turn
         frames = 0
-        for conn in dirty:
+        for i in range(pos, end):
+            conn = todo[i]
             frames += len(conn.out)
             self.write_out(conn)
-        cost = time.perf_counter() - start
-        if cost > FLUSH_SLOW_S and frames >= FLUSH_COALESCING * len(dirty):
-            self._flush_at = self.loop.time() + cost + FLUSH_WAIT_S
+        self._pass_cost += time.perf_counter() - start
+        self._pass_frames += frames
+        if end < len(todo):
+            # Reads and store completions get a turn before the next chunk.
+            self._pass_pos = end
+            self.loop.call_soon(self._flush_chunk)
+            return
+        self._pass = []
+        if self._pass_cost > FLUSH_SLOW_S and self._pass_frames >= FLUSH_COALESCING * len(todo):
+            self._flush_at = self.loop.time() + FLUSH_WAIT_S
         else:
             self._flush_at = 0.0
+        self._flush_scheduled = False
+        if self._dirty:
+            self._schedule_flush()
 
     def write_out(self, conn: Conn) -> None:
         if conn.closed or not conn.out:

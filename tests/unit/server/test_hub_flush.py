@@ -106,3 +106,31 @@ async def test_closing_writes_what_is_queued_before_the_close(
     hub.queue(conn, b"waiting")  # held by the flush wait
     hub.close(conn.id, 1000, "bye")
     assert writes(conn)[-1] == b"waiting"
+
+
+async def test_a_flush_of_many_connections_goes_out_in_chunks_with_turns_between(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub_module, "FLUSH_CHUNK", 2)
+    hub, conns = hub_with(5)
+    for conn in conns:
+        hub.queue(conn, b"a")
+    written = []
+    for _ in range(3):
+        await asyncio.sleep(0)  # one loop turn: one chunk
+        written.append(sum(1 for c in conns if writes(c)))
+    assert written == [2, 4, 5]
+
+
+async def test_frames_queued_during_a_chunked_flush_ride_in_it_or_in_the_next(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub_module, "FLUSH_CHUNK", 2)
+    hub, conns = hub_with(4)
+    for conn in conns:
+        hub.queue(conn, b"a")
+    await asyncio.sleep(0)  # conns 0 and 1 written
+    hub.queue(conns[3], b"b")  # not written yet: joins this flush's write
+    hub.queue(conns[0], b"c")  # already written: the next flush
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert writes(conns[3]) == [b"ab"]
+    assert writes(conns[0]) == [b"a", b"c"]
