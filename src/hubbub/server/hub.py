@@ -94,6 +94,7 @@ class Hub:
         self._dirty: list[Conn] = []
         self._flush_scheduled = False
         self._flush_at = 0.0  # loop time before which the next flush waits (0: none)
+        self._answers: list[Conn] = []  # connections with an answer queued during a wait
         # The flush in progress: its connections, how far it got, what it wrote and cost.
         self._pass: list[Conn] = []
         self._pass_pos = 0
@@ -181,6 +182,13 @@ class Hub:
             conn.user = conn.session.identity.user_id
         self.node.metrics.frames_out[e.type] += 1
         self.queue(conn, framing.text_frame(encode(e.type, e.payload, e.id)))
+        if self._flush_at and not conn.closed:
+            # A flush is waiting out fan-out load: an answer to the client's own frame (an
+            # ack the client may be waiting on) does not wait with it. Its connection is
+            # written at the end of this turn, with everything queued before the answer.
+            if not self._answers:
+                self.loop.call_soon(self._write_answers)
+            self._answers.append(conn)
 
     # ---- local delivery: the same frame bytes for every recipient ------------------------
     def deliver_room(self, room: RoomId, type_: str, frame: bytes, exclude: UserId | None,
@@ -321,6 +329,11 @@ class Hub:
         self._flush_scheduled = False
         if self._dirty:
             self._schedule_flush()
+
+    def _write_answers(self) -> None:
+        answers, self._answers = self._answers, []
+        for conn in answers:
+            self.write_out(conn)
 
     def write_out(self, conn: Conn) -> None:
         if conn.closed or not conn.out:

@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from hubbub.core.effects import Reply
 from hubbub.features.system import open_session
 from hubbub.server import hub as hub_module
 from hubbub.server.hub import Conn, Hub
@@ -134,3 +135,21 @@ async def test_frames_queued_during_a_chunked_flush_ride_in_it_or_in_the_next(
         await asyncio.sleep(0)
     assert writes(conns[3]) == [b"ab"]
     assert writes(conns[0]) == [b"a", b"c"]
+
+
+async def test_an_answer_does_not_wait_with_the_flush_but_keeps_its_order(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub_module, "FLUSH_SLOW_S", -1.0)
+    monkeypatch.setattr(hub_module, "FLUSH_WAIT_S", 3600.0)
+    hub, conns = hub_with(2)
+    for conn in conns:
+        hub.queue(conn, b"a")
+        hub.queue(conn, b"b")
+    await asyncio.sleep(0)  # a coalescing flush: the next one waits an hour
+    hub.queue(conns[0], b"broadcast")
+    hub.queue(conns[1], b"broadcast")
+    hub.run([Reply(conns[0].id, "ack", {"ok": True}, "c1")])
+    await asyncio.sleep(0)
+    assert writes(conns[0])[-1].startswith(b"broadcast\x81")  # before the ack, one write
+    assert b'"type":"ack"' in writes(conns[0])[-1]
+    assert writes(conns[1]) == [b"ab"]  # no answer: still waiting
