@@ -193,6 +193,14 @@ class _Write:
     fut: "asyncio.Future[Any]"
     room: str | None  # the room whose next seq it may take: locked for its batch
     tries: int = 0
+    # A write that may be refused (rules, a missing message) runs in a savepoint of its
+    # own. One that cannot (a chat append) skips that round trip; if it fails anyway, the
+    # whole batch runs again with a savepoint for every write.
+    refusable: bool = True
+
+
+class _Redo(Exception):
+    """A write without a savepoint failed: the transaction is lost, run the batch again."""
 
 
 class PostgresStore(Store):
@@ -211,6 +219,7 @@ class PostgresStore(Store):
         self.commits = 0
         self.committed_writes = 0
         self.retried_writes = 0  # sent back to the queue after a deadlock with another node
+        self.redone_batches = 0  # run again with savepoints after a write without one failed
 
     # ---- lifecycle ---------------------------------------------------------------
     async def open(self) -> None:
@@ -240,7 +249,8 @@ class PostgresStore(Store):
             await pool.close()
 
     # ---- the writer: group commit -----------------------------------------------------
-    def _write(self, op: Callable[[_Tx], Awaitable[T]], room: str | None) -> "asyncio.Future[T]":
+    def _write(self, op: Callable[[_Tx], Awaitable[T]], room: str | None,
+               refusable: bool = True) -> "asyncio.Future[T]":
         assert self._loop is not None and self._idle is not None, "store is not open"
         if self._closed:  # the writer is gone: fail now rather than never resolve
             raise RuntimeError("store is closed")
@@ -248,7 +258,7 @@ class PostgresStore(Store):
         if room is not None and "\x00" in room:  # would fail the batch's lock statement
             fut.set_exception(_refusal(asyncpg.CharacterNotInRepertoireError("NUL")))
             return fut
-        self._pending.append(_Write(op, fut, room))
+        self._pending.append(_Write(op, fut, room, refusable=refusable))
         if not self._writing:
             self._writing = True
             self._idle.clear()
@@ -319,8 +329,17 @@ class PostgresStore(Store):
 
     async def _commit(self, batch: list[_Write]
                       ) -> tuple[list[tuple[bool, Any]], list[_Write]]:
-        """One transaction, one savepoint per write. Returns each write's outcome, in order,
-        and the writes (a suffix of the batch) that must run again in a new transaction."""
+        """One transaction, one savepoint per refusable write. Returns each write's outcome,
+        in order, and the writes (a suffix of the batch) that must run again in a new
+        transaction."""
+        try:
+            return await self._commit_once(batch, all_savepoints=False)
+        except _Redo:
+            self.redone_batches += 1
+            return await self._commit_once(batch, all_savepoints=True)
+
+    async def _commit_once(self, batch: list[_Write], all_savepoints: bool
+                           ) -> tuple[list[tuple[bool, Any]], list[_Write]]:
         conn = await self._writer()
         results: list[tuple[bool, Any]] = []
         retry: list[_Write] = []
@@ -333,9 +352,24 @@ class PostgresStore(Store):
                 seqs = {r: int(s) for r, s in await conn.fetch(_LOCK_ROOMS, rooms)}
             start = dict(seqs)
             tx = _Tx(conn, seqs)
+            savepoint = False
             for i, w in enumerate(batch):
-                await conn.execute("SAVEPOINT w" if i == 0 else "RELEASE SAVEPOINT w; SAVEPOINT w")
                 tx.claimed = None
+                if not (w.refusable or all_savepoints):
+                    try:
+                        value = await w.op(tx)
+                    except Exception as exc:
+                        if conn.is_closed():
+                            raise
+                        raise _Redo() from exc
+                    if tx.claimed is not None:
+                        room_id, seq = tx.claimed
+                        seqs[room_id] = seq
+                    results.append((True, value))
+                    continue
+                await conn.execute("RELEASE SAVEPOINT w; SAVEPOINT w" if savepoint
+                                   else "SAVEPOINT w")
+                savepoint = True
                 try:
                     value = await w.op(tx)
                 except Exception as exc:  # refused or failed: undo this write only
@@ -399,7 +433,7 @@ class PostgresStore(Store):
                              username=row[3], content=row[4] or "", created_at=row[5],
                              client_msg_id=row[8], reply_to=row[9]), True
 
-        return await self._write(op, chat.room_id)
+        return await self._write(op, chat.room_id, refusable=False)
 
     async def edit_message(self, room_id: str, message_id: str, user_id: str, content: str,
                            now_ms: int) -> MessageEditEvent:
