@@ -372,3 +372,47 @@ async def test_protocol_errors_from_one_client_leave_the_others_served():
         assert (await calm.request("ping", {}, id="p"))["type"] == "pong"
         ack = await calm.request("chat", {"roomId": "r", "content": "still here"}, id="c")
         assert ack["type"] == "ack"
+
+
+# ---- inbound backpressure (server/ws.py PAUSE_READING_AT) -----------------------------------
+
+
+async def test_frames_waiting_behind_a_store_write_pause_reading_then_all_are_answered_in_order():
+    from hubbub.server import ws as ws_module
+
+    async with running_server() as server:
+        store = server.node.store
+        release = asyncio.Event()
+        real_append = store.append_chat
+
+        async def slow_append(chat: Any) -> Any:
+            await release.wait()
+            return await real_append(chat)
+
+        store.append_chat = slow_append  # type: ignore[method-assign]
+        raw = await authed(server)
+        try:
+            await send(raw, text({"type": "join_room", "id": "j", "payload": {"roomId": "r"}}))
+            await raw.expect("ack")
+            n = ws_module.PAUSE_READING_AT + 16
+            await send(raw, text({"type": "chat", "id": "c", "payload": {
+                "roomId": "r", "content": "held"}}),
+                *[text({"type": "ping", "id": f"p{i}"}) for i in range(n)])
+            assert server.hub is not None
+            (conn,) = server.hub.conns.values()
+            transport: Any = conn.transport
+            for _ in range(200):  # the frames behind the chat pile up, then reading stops
+                if not transport.is_reading():
+                    break
+                await asyncio.sleep(0.01)
+            assert not transport.is_reading()
+            release.set()
+            answers = []
+            while len(answers) < n + 1:
+                frame = json.loads((await raw.read_frame())[1])
+                if frame["type"] != "chat":
+                    answers.append(frame.get("id"))
+            assert answers == ["c", *[f"p{i}" for i in range(n)]]
+            assert transport.is_reading()
+        finally:
+            raw.close()
