@@ -107,8 +107,8 @@ class Client(WSListener):
     order: a frame that waits on the store (a chat) holds the ones behind it, so a client's
     chat, edit and leave take effect in the order it sent them."""
 
-    __slots__ = ("busy", "conn", "fragments", "gone", "hub", "paused", "peer_code", "pending",
-                 "protocol", "reason", "token", "ws")
+    __slots__ = ("busy", "conn", "draining", "fragments", "gone", "hub", "paused", "peer_code",
+                 "pending", "protocol", "reason", "token", "ws")
 
     def __init__(self, hub: Hub, protocol: "GatedProtocol", token: str | None) -> None:
         self.hub = hub
@@ -118,6 +118,9 @@ class Client(WSListener):
         self.conn: Conn | None = None
         self.pending: deque[_Item] | None = None  # made when a frame has to wait
         self.busy = False
+        # The task that works through frames while one waits; held here, since the event
+        # loop keeps only a weak reference to a task.
+        self.draining: asyncio.Task[None] | None = None
         self.paused = False
         self.gone = False
         self.fragments: list[bytes] | None = None
@@ -189,7 +192,7 @@ class Client(WSListener):
         work = self._step(item)
         if work is not None:
             self.busy = True
-            self.hub.loop.create_task(self._drain(work))
+            self.draining = self.hub.loop.create_task(self._drain(work))
 
     def stopped(self, stop: Stop) -> None:
         """The gate stopped the stream: a bad frame, or the client's close frame."""
@@ -262,6 +265,7 @@ class Client(WSListener):
             self.pending = None
         finally:
             self.busy = False
+            self.draining = None
             if self.paused:
                 self.paused = False
                 if not self.gone and self.conn is not None:
