@@ -355,27 +355,19 @@ class PostgresStore(Store):
             savepoint = False
             for i, w in enumerate(batch):
                 tx.claimed = None
-                if not (w.refusable or all_savepoints):
-                    try:
-                        value = await w.op(tx)
-                    except Exception as exc:
-                        if conn.is_closed():
-                            raise
-                        raise _Redo() from exc
-                    if tx.claimed is not None:
-                        room_id, seq = tx.claimed
-                        seqs[room_id] = seq
-                    results.append((True, value))
-                    continue
-                await conn.execute("RELEASE SAVEPOINT w; SAVEPOINT w" if savepoint
-                                   else "SAVEPOINT w")
-                savepoint = True
+                own_savepoint = w.refusable or all_savepoints
+                if own_savepoint:
+                    await conn.execute("RELEASE SAVEPOINT w; SAVEPOINT w" if savepoint
+                                       else "SAVEPOINT w")
+                    savepoint = True
                 try:
                     value = await w.op(tx)
-                except Exception as exc:  # refused or failed: undo this write only
+                except Exception as exc:
                     if conn.is_closed():
                         raise
-                    await conn.execute("ROLLBACK TO SAVEPOINT w")
+                    if not own_savepoint:  # the transaction is lost: run the batch again
+                        raise _Redo() from exc
+                    await conn.execute("ROLLBACK TO SAVEPOINT w")  # undo this write only
                     if getattr(exc, "sqlstate", None) in _RETRYABLE:
                         retry = batch[i:]  # commit what came before, then run these again
                         break
