@@ -217,8 +217,7 @@ class Client(WSListener):
             try:
                 result = handle_frame(node, conn.session, item)
             except Exception:
-                log.exception("internal error conn=%s", conn.id)
-                result = error(conn.id, ProtocolError(ErrorCode.INTERNAL, "internal error"), None)
+                result = self._internal_error()
             if type(result) is list:
                 hub.run(result)
             else:  # an awaitable: the frame waits on the store or the directory
@@ -237,6 +236,12 @@ class Client(WSListener):
             self._peer_closed(item)
         return None
 
+    def _internal_error(self) -> list[Effect]:
+        """A bug below us (called from an `except`): log it, answer `internal`."""
+        assert self.conn is not None
+        log.exception("internal error conn=%s", self.conn.id)
+        return error(self.conn.id, ProtocolError(ErrorCode.INTERNAL, "internal error"), None)
+
     async def _authenticate(self, token: str) -> list[Effect]:
         assert self.conn is not None
         node, session = self.hub.node, self.conn.session
@@ -253,10 +258,7 @@ class Client(WSListener):
                 try:
                     result = await next_work
                 except Exception:
-                    assert self.conn is not None
-                    log.exception("internal error conn=%s", self.conn.id)
-                    result = error(self.conn.id, ProtocolError(ErrorCode.INTERNAL,
-                                                               "internal error"), None)
+                    result = self._internal_error()
                 hub.run(result)
                 next_work = None
                 pending = self.pending
