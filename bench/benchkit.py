@@ -24,6 +24,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections import Counter
@@ -456,3 +457,16 @@ def output_dir(given: str | None, name: str) -> Path:
 
 def write_json(path: Path, data: object) -> None:
     path.write_text(json.dumps(data, indent=1) + "\n")
+
+
+def throwaway_postgres() -> Any:
+    """The test suite's throwaway PostgreSQL cluster (tests/support/services.py), or None
+    when PostgreSQL is not installed. The caller stops it."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from tests.support.services import postgres_bindir, start_postgres
+
+    if postgres_bindir() is None:
+        print("no PostgreSQL installed: its rows are skipped", file=sys.stderr, flush=True)
+        return None
+    return start_postgres()

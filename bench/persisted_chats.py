@@ -49,7 +49,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from benchkit import (
-    REPO,
     CpuMeter,
     CpuUse,
     Latency,
@@ -68,6 +67,7 @@ from benchkit import (
     pin_to_loadgen_cpu,
     run_async,
     start_server,
+    throwaway_postgres,
     wait_for_quiet,
     write_json,
 )
@@ -375,17 +375,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.modes = ["as configured"] if args.url else args.modes.upper().split(",")
     args.postgres = args.postgres or os.environ.get("HUBBUB_BENCH_POSTGRES")
     return args
-
-
-def throwaway_postgres() -> Any:
-    """The test suite's throwaway cluster (tests/support/services.py), or None."""
-    sys.path.insert(0, str(REPO))
-    from tests.support.services import postgres_bindir, start_postgres
-
-    if postgres_bindir() is None:
-        progress("no PostgreSQL installed: the POSTGRES row is skipped")
-        return None
-    return start_postgres()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,13 +37,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from benchkit import Latency, fmt, fmt_ms, markdown_table, run_async
+from benchkit import Latency, fmt, fmt_ms, markdown_table, run_async, throwaway_postgres
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # tests.support.services: the throwaway PostgreSQL
-
-from hubbub.store.base import NewChat, Store  # noqa: E402
-from hubbub.store.sqlite import SqliteStore  # noqa: E402
+from hubbub.store.base import NewChat, Store
+from hubbub.store.sqlite import SqliteStore
 
 CALLERS = 100
 ROOMS = 10
@@ -75,7 +72,6 @@ async def measure(stores: list[Store], warmup: float, duration: float) -> dict[s
                 in_window += 1
                 latency.samples.append(done - started)
 
-    commits = [getattr(s, "commits", 0) for s in stores]
     tasks = [asyncio.create_task(caller(i)) for i in range(CALLERS)]
     await asyncio.sleep(warmup)
     commits = [getattr(s, "commits", 0) for s in stores]
@@ -135,13 +131,11 @@ def main() -> int:
         if args.dsn:
             dsns = [args.dsn, args.dsn]
         else:
-            from tests.support.services import start_postgres
-
-            server = start_postgres()
-            dsns = [server.new_database(), server.new_database()]
+            server = throwaway_postgres()
+            dsns = [server.new_database(), server.new_database()] if server else []
         try:
-            for label, nodes, dsn in (("PostgreSQL, 1 node", 1, dsns[0]),
-                                      ("PostgreSQL, 2 nodes", 2, dsns[1])):
+            for (label, nodes), dsn in zip((("PostgreSQL, 1 node", 1),
+                                            ("PostgreSQL, 2 nodes", 2)), dsns, strict=False):
                 rows.append((label, run_async(run_row(
                     lambda dsn=dsn, nodes=nodes: [PostgresStore(dsn) for _ in range(nodes)],
                     args.warmup, args.duration))))
