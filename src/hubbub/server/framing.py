@@ -23,7 +23,10 @@ PING = control_frame(0x9)
 
 
 def close_frame(code: int, reason: str) -> bytes:
-    return control_frame(0x8, int(code).to_bytes(2, "big") + reason.encode()[:123])
+    """A close frame; the reason is cut to fit 125 bytes at a character boundary, since a
+    close reason must be valid UTF-8 (RFC 6455 §5.5.1)."""
+    cut = reason.encode()[:123].decode(errors="ignore").encode()
+    return control_frame(0x8, int(code).to_bytes(2, "big") + cut)
 
 
 def pong(payload: bytes) -> bytes:

@@ -68,7 +68,7 @@ CloseFn = Callable[[int, str], Coroutine[Any, Any, object]]
 class Conn:
     """A live connection as the hub sees it: where its bytes go, and nothing else."""
 
-    __slots__ = ("close_code", "close_task", "closed", "closer", "id", "last_ping", "last_rx",
+    __slots__ = ("close_code", "closed", "closer", "id", "last_ping", "last_rx",
                  "out", "session", "transport", "user")
 
     def __init__(self, session: Session, transport: Transport, closer: CloseFn) -> None:
@@ -81,7 +81,6 @@ class Conn:
         self.user: UserId | None = None
         self.last_rx = time.monotonic()
         self.last_ping = 0.0
-        self.close_task: asyncio.Task[object] | None = None
         # The code *we* closed with; the peer's echo of it may differ (aiohttp answers 1000).
         self.close_code: int | None = None
 
@@ -365,19 +364,26 @@ class Hub:
     def close(self, conn_id: ConnId, code: int, reason: str) -> None:
         """Close one connection with a close code, after what is already queued for it."""
         conn = self.conns.get(conn_id)
-        if conn is None or conn.closed:
+        if conn is None or not self.begin_close(conn):
             return
-        conn.session.closing = True
-        self.write_out(conn)
-        if conn.closed:  # dropped as a slow reader by that very write
-            return
-        conn.closed = True
         conn.close_code = code
-        task = conn.close_task = self.loop.create_task(conn.closer(code, reason))
+        task = self.loop.create_task(conn.closer(code, reason))
         self._close_tasks.add(task)
         task.add_done_callback(self._close_tasks.discard)
         # A peer that never answers the close frame is cut off.
         self.loop.call_later(CLOSE_GRACE_S + 1.0, conn.transport.abort)
+
+    def begin_close(self, conn: Conn) -> bool:
+        """Write what is queued for `conn`, then nothing more goes out but its close frame.
+        False if it is closed already, or was dropped as a slow reader by that write."""
+        if conn.closed:
+            return False
+        conn.session.closing = True
+        self.write_out(conn)
+        if conn.closed:
+            return False
+        conn.closed = True
+        return True
 
     async def close_all(self, code: int, reason: str) -> None:
         for conn_id in list(self.conns):

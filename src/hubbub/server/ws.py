@@ -107,7 +107,7 @@ class Client(WSListener):
     order: a frame that waits on the store (a chat) holds the ones behind it, so a client's
     chat, edit and leave take effect in the order it sent them."""
 
-    __slots__ = ("busy", "conn", "draining", "fragments", "gone", "hub", "paused", "peer_code",
+    __slots__ = ("conn", "draining", "fragments", "gone", "hub", "paused", "peer_code",
                  "pending", "protocol", "reason", "token", "ws")
 
     def __init__(self, hub: Hub, protocol: "GatedProtocol", token: str | None) -> None:
@@ -117,9 +117,8 @@ class Client(WSListener):
         self.ws: WSTransport | None = None
         self.conn: Conn | None = None
         self.pending: deque[_Item] | None = None  # made when a frame has to wait
-        self.busy = False
-        # The task that works through frames while one waits; held here, since the event
-        # loop keeps only a weak reference to a task.
+        # The task that works through frames while one waits (None: frames are handled as
+        # they come); held here, since the event loop keeps only a weak reference to a task.
         self.draining: asyncio.Task[None] | None = None
         self.paused = False
         self.gone = False
@@ -174,12 +173,12 @@ class Client(WSListener):
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self.gone = True
-        if not self.busy:
+        if self.draining is None:
             self._finish()
 
     # ---- the inbound pipeline --------------------------------------------------------------
     def inbound(self, item: _Item) -> None:
-        if self.busy:
+        if self.draining is not None:
             pending = self.pending
             if pending is None:
                 pending = self.pending = deque()
@@ -191,7 +190,6 @@ class Client(WSListener):
             return
         work = self._step(item)
         if work is not None:
-            self.busy = True
             self.draining = self.hub.loop.create_task(self._drain(work))
 
     def stopped(self, stop: Stop) -> None:
@@ -266,7 +264,6 @@ class Client(WSListener):
                     next_work = self._step(pending.popleft())
             self.pending = None
         finally:
-            self.busy = False
             self.draining = None
             if self.paused:
                 self.paused = False
@@ -282,10 +279,7 @@ class Client(WSListener):
         conn, ws = self.conn, self.ws
         assert conn is not None and ws is not None
         self.peer_code = close.code
-        if not conn.closed:  # else this is the answer to our close
-            self.hub.write_out(conn)
-            conn.closed = True
-            conn.session.closing = True
+        if self.hub.begin_close(conn):  # else it answers our close (or a 1013 went out)
             conn.transport.write(framing.close_frame(CloseCode.NORMAL, ""))
         self.reason = self.reason or close.reason
         ws.disconnect(graceful=True)

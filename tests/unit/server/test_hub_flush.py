@@ -153,3 +153,23 @@ async def test_an_answer_does_not_wait_with_the_flush_but_keeps_its_order(
     assert writes(conns[0])[-1].startswith(b"broadcast\x81")  # before the ack, one write
     assert b'"type":"ack"' in writes(conns[0])[-1]
     assert writes(conns[1]) == [b"ab"]  # no answer: still waiting
+
+
+async def test_a_close_that_drops_a_slow_reader_sends_one_close_frame_only() -> None:
+    hub, conns = hub_with(1)
+    conn = conns[0]
+    conn.transport.get_write_buffer_size = lambda: hub.max_queue + 1  # type: ignore[method-assign]
+    hub.queue(conn, b"data")
+    assert hub.begin_close(conn) is False  # the flush itself dropped it with 1013
+    closes = [w for w in writes(conn) if w[:1] == b"\x88"]
+    assert [c[2:4] for c in closes] == [(1013).to_bytes(2, "big")]
+    assert hub.begin_close(conn) is False
+
+
+def test_a_long_close_reason_is_cut_at_a_character_boundary() -> None:
+    from hubbub.server.framing import close_frame
+
+    frame = close_frame(1013, "é" * 100)  # 200 bytes of UTF-8
+    assert len(frame) <= 2 + 125
+    frame[4:].decode()  # valid UTF-8: no half character at the end
+    assert frame[4:] == ("é" * 61).encode()
