@@ -482,7 +482,7 @@ class PostgresStore(Store):
                                   call.room_id, call.started_at, call.answered_at,
                                   call.ended_at, call.end_reason, call.ended_by)
 
-        await self._write(op, None)
+        await self._write(op, None, refusable=False)
 
     # ---- reads ------------------------------------------------------------------------
     def _readers(self) -> Any:
@@ -501,7 +501,7 @@ class PostgresStore(Store):
         async def read(tx: _Tx) -> int:
             return await tx.last_seq(room_id)
 
-        return await self._write(read, None)
+        return await self._write(read, None, refusable=False)
 
     async def events_since(self, room_id: str, after_seq: int, limit: int) -> Recovery:
         async def read(tx: _Tx) -> Recovery:
@@ -515,7 +515,7 @@ class PostgresStore(Store):
             return Recovery([StoredFrame(t, msgspec.Raw(p.encode())) for t, p in rows], True,
                             last)
 
-        return await self._write(read, None)
+        return await self._write(read, None, refusable=False)
 
     async def history(self, room_id: str, before_seq: int | None, after_seq: int | None,
                       limit: int) -> tuple[list[HistoryMessage], bool]:
