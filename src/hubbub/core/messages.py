@@ -8,9 +8,6 @@ from hubbub.errors import ProtocolError
 from hubbub.protocol.codes import ErrorCode
 
 MAX_PAGE = 100
-# PROTOCOL §Ordering: `join_room` with `since` returns at most this many missed events by
-# default; beyond it the ack says `recovered: false` and the client pages with `history`.
-DEFAULT_RECOVERY_LIMIT = 1000
 
 
 @dataclass(slots=True, frozen=True)

@@ -11,7 +11,7 @@ from hubbub.core.ice import ice_servers
 from hubbub.core.identity import Identity
 from hubbub.core.session import Session
 from hubbub.errors import CloseConnection, ProtocolError
-from hubbub.features.node import Node
+from hubbub.features.node import Node, refuse_connection
 from hubbub.features.presence import set_status
 from hubbub.ids import user_id
 from hubbub.protocol.codes import CloseCode, ErrorCode
@@ -99,10 +99,8 @@ async def establish(node: Node, s: Session, ident: Identity, frame_id: str | Non
     """Bind an identity to the connection, mark the user online, send `welcome`."""
     limit = node.settings.max_connections_per_user
     if limit and len(node.user_conns.get(ident.user_id, ())) >= limit:
-        node.metrics.refused_connections += 1
-        s.closing = True
-        return [Close(s.conn, CloseCode.OVERLOADED,
-                      f"{ident.user_id} already has {limit} open connections")]
+        return refuse_connection(node, s,
+                                 f"{ident.user_id} already has {limit} open connections")
     uid, now = ident.user_id, node.clock.now_ms()
     if not node.user_conns.get(uid):
         # The directory first: if it cannot be told, the connection stays unauthenticated.

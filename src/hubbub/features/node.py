@@ -10,7 +10,7 @@ from typing import Protocol
 from hubbub.config import Settings
 from hubbub.core.calls import Calls
 from hubbub.core.clock import Clock
-from hubbub.core.effects import Effects, Reply
+from hubbub.core.effects import Close, Effects, Reply
 from hubbub.core.presence import PresenceTracker
 from hubbub.core.rooms import RoomRegistry
 from hubbub.core.session import Limits, Session
@@ -20,6 +20,7 @@ from hubbub.directory.memory import MemoryDirectory
 from hubbub.errors import ProtocolError
 from hubbub.ids import ConnId, RoomId, UserId
 from hubbub.metrics import Metrics
+from hubbub.protocol.codes import CloseCode
 from hubbub.protocol.frames import ErrorPayload
 from hubbub.store.base import Store
 
@@ -139,3 +140,9 @@ def error(conn: ConnId, exc: ProtocolError, frame_id: str | None) -> Effects:
         )
     ]
 
+
+def refuse_connection(node: Node, s: Session, reason: str) -> Effects:
+    """A connection over a limit: closed politely with 1013, and counted."""
+    node.metrics.refused_connections += 1
+    s.closing = True
+    return [Close(s.conn, CloseCode.OVERLOADED, reason)]

@@ -8,7 +8,7 @@ from hubbub.core.effects import Close, Effects, Later, Reply, ToAll, ToRoom
 from hubbub.core.session import Session
 from hubbub.directory.base import PresenceInfo
 from hubbub.features import calls
-from hubbub.features.node import Node
+from hubbub.features.node import Node, refuse_connection
 from hubbub.features.presence import presence_to, released
 from hubbub.features.typing_indicators import expire_typing, stop_typing
 from hubbub.ids import ConnId, UserId
@@ -44,9 +44,7 @@ def admit(node: Node, s: Session) -> Effects:
         reason = "too many connections from your address"
     else:
         return []
-    node.metrics.refused_connections += 1
-    s.closing = True
-    return [Close(s.conn, CloseCode.OVERLOADED, reason)]
+    return refuse_connection(node, s, reason)
 
 
 def close_session(node: Node, conn: ConnId) -> Effects:

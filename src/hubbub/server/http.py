@@ -140,8 +140,7 @@ class _Announcement(msgspec.Struct):
 async def announcements(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     if not is_admin(hub, _bearer(request)):
-        return web.json_response({"error": "unauthorized"}, status=401,
-                                 headers={"WWW-Authenticate": "Bearer"})
+        return _unauthorized()
     body = await request.read()
     try:
         content = msgspec.json.decode(body, type=_Announcement).content
