@@ -27,9 +27,6 @@ class Sequencer(Generic[T]):
         self.max_wait_ms = max_wait_ms
         self._rooms: dict[RoomId, _Room[T]] = {}
 
-    def tracking(self, room: RoomId) -> bool:
-        return room in self._rooms
-
     def last(self, room: RoomId) -> int | None:
         r = self._rooms.get(room)
         return r.last if r else None

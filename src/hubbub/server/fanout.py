@@ -61,11 +61,13 @@ def node_of(conn: ConnId) -> int:
 
 
 class Fanout:
+    """This node's side of the shared broker; made only when the broker is clustered (one
+    node alone uses features.node.LocalOnly)."""
+
     def __init__(self, hub: "Hub", broker: Broker, node_number: int) -> None:
         self.hub = hub
         self.broker = broker
         self.node_number = node_number
-        self.clustered = broker.clustered
         self.sequencer: Sequencer[Held] = Sequencer()
         self._seen_rooms_msgs: deque[tuple[int, int]] = deque(maxlen=4096)
         self._seen_set: set[tuple[int, int]] = set()
@@ -74,9 +76,8 @@ class Fanout:
 
     async def start(self) -> None:
         await self.broker.start(self._received)
-        if self.clustered:
-            await self.broker.subscribe("all")
-            await self.broker.subscribe(f"node:{self.node_number}")
+        await self.broker.subscribe("all")
+        await self.broker.subscribe(f"node:{self.node_number}")
 
     async def close(self) -> None:
         for task in list(self._fill_tasks):
@@ -86,34 +87,29 @@ class Fanout:
     # ---- subscriptions, driven by the features (Node.fanout) -----------------------------
     async def room_opened(self, room: RoomId) -> None:
         """The first local connection is joining `room`: receive its events from now on."""
-        if self.clustered:
-            await self.broker.subscribe(f"room:{room}")
+        await self.broker.subscribe(f"room:{room}")
 
     def room_position(self, room: RoomId, last_seq: int) -> None:
         """A local connection joined at `last_seq`: order the room's events after it."""
-        if self.clustered and not self.sequencer.tracking(room):
-            # Only for the room's first local connection. Moving a tracked room forward
-            # would drop the events up to `last_seq` that the connections already in it
-            # have not received yet (in flight from another node, or held for a gap). A
-            # newcomer may then also get a few events at or below its lastSeq, which
-            # clients skip by seq.
-            self.sequencer.start(room, last_seq)
+        # Only the room's first local connection sets it (Sequencer.start keeps a tracked
+        # room's position). Moving a tracked room forward would drop the events up to
+        # `last_seq` that the connections already in it have not received yet (in flight
+        # from another node, or held for a gap). A newcomer may then also get a few events
+        # at or below its lastSeq, which clients skip by seq.
+        self.sequencer.start(room, last_seq)
 
     def room_closed(self, room: RoomId) -> None:
-        if self.clustered:
-            self.broker.unsubscribe(f"room:{room}")
-            self.sequencer.stop(room)
+        self.broker.unsubscribe(f"room:{room}")
+        self.sequencer.stop(room)
 
     async def user_opened(self, user: UserId) -> None:
-        if self.clustered:
-            await self.broker.subscribe(f"user:{user}")
+        await self.broker.subscribe(f"user:{user}")
 
     def delivered(self, room: RoomId) -> int | None:
-        return self.sequencer.last(room) if self.clustered else None
+        return self.sequencer.last(room)
 
     def user_closed(self, user: UserId) -> None:
-        if self.clustered:
-            self.broker.unsubscribe(f"user:{user}")
+        self.broker.unsubscribe(f"user:{user}")
 
     # ---- publishing (the hub calls these after delivering locally) --------------------------
     def room(self, room: RoomId, type_: str, frame: bytes, exclude: UserId | None,
