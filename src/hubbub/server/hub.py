@@ -100,7 +100,7 @@ class Hub:
         self._pass_frames = 0
         self._pass_cost = 0.0
         self._close_tasks: set[asyncio.Task[object]] = set()
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()
         # Set when this node is one of several (hubbub.server.fanout); None alone.
         self.fanout: Fanout | None = None
         self.max_queue = node.settings.max_queue
@@ -254,29 +254,28 @@ class Hub:
         self.run(result if isinstance(result, list) else [Later(result)])
 
     def _later(self, e: Later) -> None:
-        task = self.loop.create_task(e.work)
-        self._background.add(task)  # type: ignore[arg-type]
-        task.add_done_callback(self._later_done)
-
-    def _later_done(self, task: "asyncio.Task[list[Effect]]") -> None:
-        self._background.discard(task)
-        if task.cancelled():
-            return
-        exc = task.exception()
-        if exc is not None:
-            log.error("directory work failed: %r", exc)
-            return
-        self.run(task.result())
+        self._spawn(e.work, "directory work", self.run)
 
     def _log_call(self, e: LogCall) -> None:
-        task = self.loop.create_task(self.node.store.record_call(e.record))
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
+        self._spawn(self.node.store.record_call(e.record), "call log write")
 
-    def _background_done(self, task: "asyncio.Task[None]") -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("call log write failed: %r", task.exception())
+    def _spawn(self, work: Coroutine[Any, Any, Any], what: str,
+               then: Callable[[Any], None] | None = None) -> None:
+        """Run `work` in the background (held until done); `then` gets its result."""
+        task = self.loop.create_task(work)
+        self._background.add(task)
+
+        def done(task: "asyncio.Task[Any]") -> None:
+            self._background.discard(task)
+            if task.cancelled():
+                return
+            exc = task.exception()
+            if exc is not None:
+                log.error("%s failed: %r", what, exc)
+            elif then is not None:
+                then(task.result())
+
+        task.add_done_callback(done)
 
     # ---- the outbound path -----------------------------------------------------------
     def queue(self, conn: Conn, data: bytes) -> None:
