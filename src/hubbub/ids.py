@@ -9,6 +9,16 @@ from hubbub.protocol.codes import ErrorCode
 UserId = NewType("UserId", str)
 RoomId = NewType("RoomId", str)
 ConnId = NewType("ConnId", int)
+
+NODE_BITS = 32  # a connection id carries its node's number above these bits
+
+
+def conn_id(node_number: int, serial: int) -> ConnId:
+    return ConnId((node_number << NODE_BITS) | serial)
+
+
+def node_of(conn: ConnId) -> int:
+    return conn >> NODE_BITS
 CallId = NewType("CallId", str)
 
 _ROOM_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")

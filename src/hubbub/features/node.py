@@ -18,7 +18,7 @@ from hubbub.core.typing_indicators import TypingTracker
 from hubbub.directory.base import Directory
 from hubbub.directory.memory import MemoryDirectory
 from hubbub.errors import ProtocolError
-from hubbub.ids import ConnId, RoomId, UserId
+from hubbub.ids import ConnId, RoomId, UserId, conn_id
 from hubbub.metrics import Metrics
 from hubbub.protocol.codes import CloseCode
 from hubbub.protocol.frames import ErrorPayload
@@ -120,7 +120,7 @@ class Node:
         self.calls = Calls(int(self.settings.ring_timeout * 1000))
 
     def new_conn_id(self) -> ConnId:
-        return ConnId((self.number << 32) | next(self._conn_ids))
+        return conn_id(self.number, next(self._conn_ids))
 
     def add_deadline(self, when_ms: int, conn: ConnId) -> None:
         heapq.heappush(self.deadlines, (when_ms, conn))

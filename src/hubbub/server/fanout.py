@@ -18,7 +18,7 @@ import msgspec
 from hubbub.broker.base import Broker
 from hubbub.core.effects import Forward
 from hubbub.core.sequencer import Sequencer
-from hubbub.ids import ConnId, RoomId, UserId
+from hubbub.ids import ConnId, RoomId, UserId, node_of
 from hubbub.protocol.frames import encode_stored
 from hubbub.server import framing
 
@@ -52,13 +52,6 @@ _decode = msgspec.msgpack.Decoder(Message).decode
 
 # A persisted room event held for ordering: (frame, excluded user, type).
 Held = tuple[bytes, UserId | None, str]
-
-NODE_BITS = 32  # a connection id carries its node's number above these bits
-
-
-def node_of(conn: ConnId) -> int:
-    return conn >> NODE_BITS
-
 
 class Fanout:
     """This node's side of the shared broker; made only when the broker is clustered (one

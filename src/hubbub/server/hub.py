@@ -30,11 +30,11 @@ from hubbub.core.session import Session
 from hubbub.features import calls
 from hubbub.features.node import Node
 from hubbub.features.system import close_session
-from hubbub.ids import ConnId, RoomId, UserId
+from hubbub.ids import ConnId, RoomId, UserId, node_of
 from hubbub.protocol.codes import CloseCode
 from hubbub.protocol.frames import encode
 from hubbub.server import framing
-from hubbub.server.fanout import Fanout, node_of
+from hubbub.server.fanout import Fanout
 
 log = logging.getLogger("hubbub.conn")
 
