@@ -1,18 +1,8 @@
 """Connection limits refuse politely with 1013 instead of falling over."""
 
-import aiohttp
-
+from tests.integration.helpers import metric
 from tests.support.server import running_server, ws_url
 from tests.support.wsclient import WsClient
-
-
-async def _metric(server_url: str, name: str) -> float:
-    async with aiohttp.ClientSession() as http, http.get(server_url + "/metrics") as resp:
-        text = await resp.text()
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    raise AssertionError(f"{name} not in /metrics")
 
 
 async def test_a_connection_over_the_total_limit_is_closed_with_1013():
@@ -23,7 +13,7 @@ async def test_a_connection_over_the_total_limit_is_closed_with_1013():
         async with await WsClient.open(ws_url(server)) as c:
             assert await c.closed() == 1013
         assert (await a.request("ping", {}, id="p"))["type"] == "pong"
-        assert await _metric(server.url, "hubbub_connections_refused_total") == 1
+        assert await metric(server, "hubbub_connections_refused_total") == 1
 
 
 async def test_a_closed_connection_frees_its_place_under_the_total_limit():

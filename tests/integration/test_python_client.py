@@ -12,7 +12,6 @@ others talk, it connects through `Gate`, a TCP proxy the test can shut.
 """
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from hubbub.client import Client, Event, HubbubRequestError
 from hubbub.protocol import frames as f
 from tests.integration.helpers import SECRET, announce, token
 from tests.support.server import Process, running_server, start_process, ws_url
+from tests.support.services import free_port
 
 WAIT = 5.0  # seconds; only so a broken client fails a test instead of hanging it
 ROOM = "lobby"
@@ -525,13 +525,6 @@ async def test_requests_after_disconnect_fail_at_once(make_client: ClientFactory
 
 
 # ---- restarts: a real `hubbub serve` on a fixed port and SQLite file --------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Restartable:
