@@ -11,6 +11,8 @@ import struct
 from typing import Any
 from urllib.parse import urlsplit
 
+from tests.support.wsframes import client_frame
+
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
 
@@ -62,17 +64,7 @@ class RawWs:
 
     # ---- sending (client frames are masked, RFC 6455 §5.3) ---------------------------
     async def send_frame(self, opcode: int, payload: bytes, *, fin: bool = True) -> None:
-        n = len(payload)
-        head = bytes([(0x80 if fin else 0) | opcode])
-        if n < 126:
-            head += bytes([0x80 | n])
-        elif n < 65536:
-            head += struct.pack("!BH", 0x80 | 126, n)
-        else:
-            head += struct.pack("!BQ", 0x80 | 127, n)
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        await self.loop.sock_sendall(self.sock, head + mask + masked)
+        await self.loop.sock_sendall(self.sock, client_frame(opcode, payload, fin=fin))
 
     async def send_text(self, data: bytes | str) -> None:
         await self.send_frame(OP_TEXT, data.encode() if isinstance(data, str) else data)

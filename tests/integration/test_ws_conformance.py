@@ -19,28 +19,9 @@ import pytest
 
 from hubbub.server.app import Server
 from tests.integration.helpers import dev_client
-from tests.integration.rawws import OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, Ended, RawWs
+from tests.integration.rawws import OP_CLOSE, OP_CONT, OP_PING, OP_PONG, OP_TEXT, Ended, RawWs
 from tests.support.server import running_server, ws_url
-
-OP_CONT = 0x0
-
-
-def frame(opcode: int, payload: bytes = b"", *, fin: bool = True, masked: bool = True,
-          rsv: int = 0, length: int | None = None) -> bytes:
-    """One client frame, as given: any opcode, reserved bits, mask or none."""
-    n = len(payload) if length is None else length
-    head = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
-    bit = 0x80 if masked else 0
-    if n < 126:
-        head += bytes([bit | n])
-    elif n < 65536:
-        head += struct.pack("!BH", bit | 126, n)
-    else:
-        head += struct.pack("!BQ", bit | 127, n)
-    if not masked:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+from tests.support.wsframes import client_frame as frame
 
 
 def text(obj: dict[str, Any], **kwargs: Any) -> bytes:

@@ -29,25 +29,9 @@ from hubbub.server.framegate import (
     Stop,
     close_code_valid,
 )
+from tests.support.wsframes import client_frame as frame
 
 MAX = 70_000
-
-
-def frame(opcode: int, payload: bytes, *, fin: bool = True, masked: bool = True,
-          rsv: int = 0) -> bytes:
-    n = len(payload)
-    b0 = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
-    bit = 0x80 if masked else 0
-    if n < 126:
-        head = b0 + bytes([bit | n])
-    elif n < 65536:
-        head = b0 + struct.pack("!BH", bit | 126, n)
-    else:
-        head = b0 + struct.pack("!BQ", bit | 127, n)
-    if not masked:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
 def cut(stream: bytes, points: list[int]) -> list[bytes]:
