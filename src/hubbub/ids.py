@@ -1,6 +1,8 @@
 """Identifiers and the room-id rule of PROTOCOL.md §Transport."""
 
+import os
 import re
+import uuid
 from typing import NewType
 
 from hubbub.errors import ProtocolError
@@ -19,6 +21,19 @@ def conn_id(node_number: int, serial: int) -> ConnId:
 
 def node_of(conn: ConnId) -> int:
     return conn >> NODE_BITS
+
+
+def message_id(at_ms: int) -> str:
+    """A new message's id: a UUID version 7 (RFC 9562), its `createdAt` in unix
+    milliseconds, then 74 random bits. Ids made close in time sort close together, so
+    each chat adds to the end of the stores' indexes on `(room_id, message_id)` instead
+    of dirtying a random page of each in every commit (docs/decisions/0019)."""
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (at_ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64 \
+        | 0b10 << 62 | rand & 0x3FFF_FFFF_FFFF_FFFF
+    return str(uuid.UUID(int=value))
+
+
 CallId = NewType("CallId", str)
 
 _ROOM_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")

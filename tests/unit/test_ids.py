@@ -1,9 +1,11 @@
 """Identifiers (PROTOCOL §Transport: room ids; §Authentication: user ids)."""
 
+import uuid
+
 import pytest
 
 from hubbub.errors import ProtocolError
-from hubbub.ids import room_id, user_id
+from hubbub.ids import message_id, room_id, user_id
 
 
 @pytest.mark.parametrize(("wire", "room"), [(1, "1"), (0, "0"), (2**53, str(2**53)),
@@ -42,3 +44,18 @@ def test_other_user_ids_are_bad_request(user: str) -> None:
     with pytest.raises(ProtocolError) as info:
         user_id(user)
     assert info.value.code == "bad_request"
+
+
+def test_a_message_id_is_a_uuid_version_7_carrying_its_millisecond() -> None:
+    made = uuid.UUID(message_id(1_796_000_000_123))
+    assert made.version == 7 and made.variant == uuid.RFC_4122
+    assert made.int >> 80 == 1_796_000_000_123
+
+
+def test_message_ids_of_a_later_millisecond_sort_after_earlier_ones() -> None:
+    ids = [message_id(1_796_000_000_000 + ms) for ms in range(1000)]
+    assert sorted(ids) == ids
+
+
+def test_message_ids_made_in_one_millisecond_differ() -> None:
+    assert len({message_id(1_796_000_000_000) for _ in range(10_000)}) == 10_000

@@ -21,7 +21,6 @@ PostgreSQL has flushed it (`synchronous_commit`, on by default: keep it on).
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -31,6 +30,7 @@ import msgspec
 
 from hubbub.core import messages as rules
 from hubbub.errors import ConfigError, ProtocolError, StoreUnavailable
+from hubbub.ids import message_id
 from hubbub.protocol.codes import ErrorCode
 from hubbub.protocol.frames import (
     CallRecord,
@@ -405,7 +405,8 @@ class PostgresStore(Store):
     async def append_chat(self, chat: NewChat) -> tuple[ChatEvent, bool]:
         async def op(tx: _Tx) -> tuple[ChatEvent, bool]:
             seq = tx.next_seq(chat.room_id)
-            event = ChatEvent(room_id=chat.room_id, message_id=str(uuid.uuid4()), seq=seq,
+            event = ChatEvent(room_id=chat.room_id, message_id=message_id(chat.created_at),
+                              seq=seq,
                               user_id=chat.user_id, username=chat.username,
                               content=chat.content, created_at=chat.created_at,
                               client_msg_id=chat.client_msg_id, reply_to=chat.reply_to)

@@ -13,7 +13,6 @@ import contextlib
 import logging
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, TypeVar
@@ -22,6 +21,7 @@ import msgspec
 
 from hubbub.core import messages as rules
 from hubbub.errors import ConfigError, StoreUnavailable
+from hubbub.ids import message_id
 from hubbub.protocol.frames import (
     CallRecord,
     ChatEvent,
@@ -312,7 +312,8 @@ class SqliteStore(Store):
                                      created_at=row[5], client_msg_id=row[8],
                                      reply_to=row[9]), True
             seq = self._next_seq(db, chat.room_id)
-            event = ChatEvent(room_id=chat.room_id, message_id=str(uuid.uuid4()), seq=seq,
+            event = ChatEvent(room_id=chat.room_id, message_id=message_id(chat.created_at),
+                              seq=seq,
                               user_id=chat.user_id, username=chat.username,
                               content=chat.content, created_at=chat.created_at,
                               client_msg_id=chat.client_msg_id, reply_to=chat.reply_to)
