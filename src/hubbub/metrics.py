@@ -4,6 +4,7 @@ Incrementing a prometheus-client labelled child costs a dict lookup and a lock p
 a plain dict costs a fraction of that, and the totals are the same.
 """
 
+from bisect import bisect_left
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -28,8 +29,4 @@ class Metrics:
     def observe_flush(self, size: int) -> None:
         self.flushes += 1
         self.flush_bytes += size
-        for i, bound in enumerate(FLUSH_BUCKETS):
-            if size <= bound:
-                self.flush_buckets[i] += 1
-                return
-        self.flush_buckets[-1] += 1
+        self.flush_buckets[bisect_left(FLUSH_BUCKETS, size)] += 1

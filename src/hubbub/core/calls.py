@@ -105,6 +105,8 @@ class Calls:
 
     def drain_log(self) -> Effects:
         """`LogCall` effects for the calls that ended since the last drain."""
+        if not self._ended:  # the common case: asked after every call frame
+            return []
         ended, self._ended = self._ended, []
         return [LogCall(call.record()) for call in ended]
 

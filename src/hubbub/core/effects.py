@@ -2,6 +2,10 @@
 
 Deciding who receives an event is kept apart from delivering it (the hub encodes each
 event once and queues the same bytes for every local recipient).
+
+Effects are never changed once made, but they are not `frozen` dataclasses: a frozen
+dataclass's `__init__` sets each field through `object.__setattr__`, three times the cost
+of a plain one, and a relayed `webrtc` frame makes one or two effects.
 """
 
 from collections.abc import Coroutine
@@ -13,7 +17,7 @@ from hubbub.protocol.codes import CloseCode
 from hubbub.protocol.frames import CallRecord, Out
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Reply:
     """One frame to one connection (welcome, ack, error, pong)."""
 
@@ -23,7 +27,7 @@ class Reply:
     id: str | None = None
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class ToRoom:
     """An event for every connection in a room, optionally minus one user."""
 
@@ -35,7 +39,7 @@ class ToRoom:
     seq: int | None = None
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class ToRooms:
     """An event for every connection in any of these rooms, each connection once."""
 
@@ -44,7 +48,7 @@ class ToRooms:
     payload: Out
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class ToUser:
     """An event for every connection of one user."""
 
@@ -54,7 +58,7 @@ class ToUser:
     exclude_conn: ConnId | None = None
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class ToConns:
     """An event for exactly these connections (the owners of a call)."""
 
@@ -63,7 +67,7 @@ class ToConns:
     payload: Out
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class ToAll:
     """An event for every authenticated connection (announcements)."""
 
@@ -71,21 +75,21 @@ class ToAll:
     payload: Out
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Close:
     conn: ConnId
     code: CloseCode
     reason: str
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class LogCall:
     """Persist a finished call in the call log (not acked: best effort, logged on failure)."""
 
     record: CallRecord
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Later:
     """Work on the shared directory whose outcome decides further effects (a join, leave
     or offline seen cluster-wide); the hub awaits it and carries out what it returns."""
@@ -93,7 +97,7 @@ class Later:
     work: "Coroutine[Any, Any, list[Effect]]"
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Forward:
     """A call frame whose call lives on another node: hand it to that node's rules."""
 

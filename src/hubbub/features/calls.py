@@ -153,22 +153,22 @@ async def _offer(node: Node, s: Session, frame: WebRTC, call_id: str, to: UserId
 
 def _relay(node: Node, s: Session, frame: WebRTC, to: UserId, call_id: str) -> Effects:
     assert s.identity is not None
-    p, me, now = frame.payload, s.identity.user_id, node.clock.now_ms()
+    p, me = frame.payload, s.identity.user_id
     call = node.calls.calls.get(call_id)
     if call is not None and call.is_party(me) and call.peer_of(me) != to:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "`to` is not the other party")
-    if p.kind == "offer":
+    if p.kind == "ice_candidate":  # most frames of a call, and they need no clock
+        effects = node.calls.ice(call_id=call_id, user=me, conn=s.conn, candidate=p.candidate)
+    elif p.kind == "offer":
         room = room_id(p.room_id) if p.room_id is not None else None
         effects = node.calls.offer(call_id=call_id, caller=me, conn=s.conn, callee=to, room=room,
-                                   sdp=p.sdp, candidate=p.candidate, now_ms=now)
-    elif p.kind == "answer":
+                                   sdp=p.sdp, candidate=p.candidate, now_ms=node.clock.now_ms())
+    else:
         was_ringing = call is not None and call.answered_at_ms is None
         effects = node.calls.answer(call_id=call_id, user=me, conn=s.conn, sdp=p.sdp,
-                                    now_ms=now)
+                                    now_ms=node.clock.now_ms())
         if was_ringing:
             effects.append(Later(_set_state(node, call_id, "active")))
-    else:
-        effects = node.calls.ice(call_id=call_id, user=me, conn=s.conn, candidate=p.candidate)
     return _ack(node, s, frame.id, call_id) + effects + finished(node)
 
 

@@ -5,7 +5,6 @@ that touch the store are coroutines; the others run synchronously so the common 
 (typing, presence, relay) never pays for a task.
 """
 
-import inspect
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -168,9 +167,9 @@ def handle_frame(node: Node, s: Session, data: bytes | str) -> Effects | Awaitab
             raise ProtocolError(ErrorCode.UNKNOWN_TYPE,
                                 f"{_tag(t)!r} is not supported by this server yet")
         result = handler(node, s, frame)
-        if inspect.iscoroutine(result):
-            return _guarded(node, s, result, fid)
-        return result
+        if type(result) is list:
+            return result
+        return _guarded(node, s, result, fid)  # type: ignore[arg-type]  # a coroutine
     except ProtocolError as exc:
         return refused(node, s, exc, fid)
     except Exception:

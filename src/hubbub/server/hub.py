@@ -143,25 +143,29 @@ class Hub:
 
     def _broadcast(self, e: Effect, fan: "Fanout | None") -> None:
         frame = framing.text_frame(encode(e.type, e.payload))  # type: ignore[union-attr]
-        if isinstance(e, ToRoom):
-            self.deliver_room(e.room, e.type, frame, e.exclude_user, e.seq)
-            if fan is not None:
-                fan.room(e.room, e.type, frame, e.exclude_user, e.seq)
-        elif isinstance(e, ToRooms):
-            self.deliver_rooms(e.rooms, e.type, frame)
-            if fan is not None:
-                fan.rooms(e.rooms, e.type, frame)
-        elif isinstance(e, ToUser):
-            self.deliver_user(e.user, e.type, frame, e.exclude_conn)
-            if fan is not None:
-                fan.user(e.user, e.type, frame, e.exclude_conn)
-        elif isinstance(e, ToConns):
+        # `type(e) is`, not isinstance: effects are final classes, and this runs per event.
+        if type(e) is ToConns:
+            if fan is None:  # alone, every connection is this node's
+                self.deliver_conns(e.conns, e.type, frame)
+                return
             mine = self.node.number
             local = [c for c in e.conns if node_of(c) == mine]
             self.deliver_conns(local, e.type, frame)
-            if fan is not None and len(local) < len(e.conns):
+            if len(local) < len(e.conns):
                 fan.conns([c for c in e.conns if node_of(c) != mine], e.type, frame)
-        elif isinstance(e, ToAll):
+        elif type(e) is ToRoom:
+            self.deliver_room(e.room, e.type, frame, e.exclude_user, e.seq)
+            if fan is not None:
+                fan.room(e.room, e.type, frame, e.exclude_user, e.seq)
+        elif type(e) is ToRooms:
+            self.deliver_rooms(e.rooms, e.type, frame)
+            if fan is not None:
+                fan.rooms(e.rooms, e.type, frame)
+        elif type(e) is ToUser:
+            self.deliver_user(e.user, e.type, frame, e.exclude_conn)
+            if fan is not None:
+                fan.user(e.user, e.type, frame, e.exclude_conn)
+        elif type(e) is ToAll:
             self.deliver_all(e.type, frame)
             if fan is not None:
                 fan.everyone(e.type, frame)
