@@ -17,6 +17,10 @@ class RoomRegistry:
         self._user_rooms: dict[UserId, set[RoomId]] = {}
         # Connections per room, flattened for the fan-out hot path.
         self._conns: dict[RoomId, set[ConnId]] = {}
+        # A room's stamp changes whenever its connections do (stamps are never reused), so
+        # the hub can keep a room's local connections as a list between changes.
+        self._stamps: dict[RoomId, int] = {}
+        self._last_stamp = 0
 
     # ---- queries -------------------------------------------------------------
     def members(self, room: RoomId) -> dict[UserId, set[ConnId]]:
@@ -27,6 +31,10 @@ class RoomRegistry:
 
     def conns(self, room: RoomId) -> set[ConnId]:
         return self._conns.get(room, set())
+
+    def stamp(self, room: RoomId) -> int:
+        """Equal to an earlier stamp of `room` only if its connections are the same."""
+        return self._stamps.get(room, 0)
 
     def rooms_of(self, user: UserId) -> set[RoomId]:
         return self._user_rooms.get(user, set())
@@ -48,6 +56,7 @@ class RoomRegistry:
             self._user_rooms.setdefault(user, set()).add(room)
         conns.add(conn)
         self._conns.setdefault(room, set()).add(conn)
+        self._restamp(room)
         return newly
 
     def leave(self, room: RoomId, user: UserId, conn: ConnId) -> bool:
@@ -80,10 +89,17 @@ class RoomRegistry:
 
     def _discard_conn(self, room: RoomId, conn: ConnId) -> None:
         conns = self._conns.get(room)
-        if conns is not None:
+        if conns is not None and conn in conns:
             conns.discard(conn)
-            if not conns:
+            if conns:
+                self._restamp(room)
+            else:
                 del self._conns[room]
+                del self._stamps[room]
+
+    def _restamp(self, room: RoomId) -> None:
+        self._last_stamp += 1
+        self._stamps[room] = self._last_stamp
 
     def _remove_user(self, room: RoomId, user: UserId) -> None:
         users = self._members[room]

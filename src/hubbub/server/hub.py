@@ -65,18 +65,48 @@ class Transport(Protocol):
 CloseFn = Callable[[int, str], Coroutine[Any, Any, object]]
 
 
+class Run:
+    """One room's broadcasts since the current flush began, as one list. A member that was
+    sent nothing else in between reads a stretch of it, so a broadcast costs one append
+    however big the room is, and a stretch is joined into bytes once for all the members
+    that read it whole (docs/decisions/0020-room-runs.md)."""
+
+    __slots__ = ("_joined", "_joined_n", "frames", "members", "stamp")
+
+    def __init__(self, members: "list[Conn]", stamp: int) -> None:
+        self.frames: list[bytes] = []
+        self.members = members  # the room's local connections when the run began
+        self.stamp = stamp  # the room's membership stamp then (RoomRegistry.stamp)
+        self._joined = b""
+        self._joined_n = 0
+
+    def read(self, start: int, end: int) -> bytes:
+        if start:
+            return b"".join(self.frames[start:end])
+        if self._joined_n != end:  # most readers read from the start to the same end
+            self._joined = b"".join(self.frames[:end])
+            self._joined_n = end
+        return self._joined
+
+
 class Conn:
     """A live connection as the hub sees it: where its bytes go, and nothing else."""
 
-    __slots__ = ("close_code", "closed", "closer", "id", "last_ping", "last_rx",
-                 "out", "session", "transport", "user")
+    __slots__ = ("close_code", "closed", "closer", "id", "last_ping", "last_rx", "out",
+                 "queued", "session", "tail_run", "tail_start", "transport", "user")
 
     def __init__(self, session: Session, transport: Transport, closer: CloseFn) -> None:
         self.id: ConnId = session.conn
         self.session = session
         self.transport = transport
         self.closer = closer
-        self.out: list[bytes] = []
+        # What to write next, in order. The last item may be a room's Run, standing for its
+        # frames from `tail_start` on: the room's next broadcasts extend it at no cost. It
+        # becomes bytes when anything else is queued, or at the write.
+        self.out: list[bytes | Run] = []
+        self.tail_run: Run | None = None
+        self.tail_start = 0
+        self.queued = 0  # frames in `out`
         self.closed = False
         self.user: UserId | None = None
         self.last_rx = time.monotonic()
@@ -91,6 +121,7 @@ class Hub:
         self.loop = loop or asyncio.get_event_loop()
         self.conns: dict[ConnId, Conn] = {}
         self._dirty: list[Conn] = []
+        self._runs: dict[RoomId, Run] = {}  # the rooms broadcast to since the flush began
         self._flush_scheduled = False
         self._flush_at = 0.0  # loop time before which the next flush waits (0: none)
         self._answers: list[Conn] = []  # connections with an answer queued during a wait
@@ -112,7 +143,7 @@ class Hub:
     def remove(self, conn: Conn, code: int | None, reason: str) -> None:
         """The socket is gone: forget it and run the rules for a closed connection."""
         conn.closed = True
-        conn.out.clear()
+        self._drop_queued(conn)
         self.conns.pop(conn.id, None)
         s = conn.session
         log.info("close conn=%s user=%s code=%s reason=%s", conn.id,
@@ -208,23 +239,60 @@ class Hub:
 
     def deliver_room_now(self, room: RoomId, type_: str, frame: bytes,
                          exclude: UserId | None) -> None:
-        ids = self.node.rooms.conns(room)
-        if not ids:
+        if exclude is not None:  # not every member: each gets the frame on its own
+            n = 0
+            for cid in self.node.rooms.conns(room):
+                conn = self.conns.get(cid)
+                if conn is not None and not conn.closed and conn.user != exclude:
+                    self.queue(conn, frame)
+                    n += 1
+            self.node.metrics.frames_out[type_] += n
             return
-        # The hottest loop of a fan-out: `queue` inlined, one dict lookup per member.
-        conns, dirty, n = self.conns, self._dirty, 0
-        for cid in ids:
-            conn = conns.get(cid)
-            if conn is None or conn.closed or (exclude is not None and conn.user == exclude):
+        stamp = self.node.rooms.stamp(room)
+        run = self._runs.get(room)
+        if run is None or run.stamp != stamp:
+            run = self._new_run(room, stamp)
+        if not run.members:
+            return
+        frames = run.frames
+        frames.append(frame)
+        start = len(frames) - 1
+        dirty = self._dirty
+        # The hottest loop of a fan-out: a member still reading this run needs nothing; the
+        # others start reading it here, after what they have queued (`queue`, inlined).
+        for conn in run.members:
+            if conn.tail_run is run or conn.closed:
                 continue
             out = conn.out
-            if not out:
+            if conn.tail_run is not None:
+                self._close_tail(conn)
+            elif not out:
                 dirty.append(conn)
-            out.append(frame)
-            n += 1
-        if n and not self._flush_scheduled:
+            conn.tail_run = run
+            conn.tail_start = start
+            out.append(run)
+        if not self._flush_scheduled:
             self._schedule_flush()
-        self.node.metrics.frames_out[type_] += n
+        self.node.metrics.frames_out[type_] += len(run.members)
+
+    def _new_run(self, room: RoomId, stamp: int) -> Run:
+        """A room's run since the flush began, or since its connections changed. An old
+        run gets no more frames, so the stretches still open on it end where it ends."""
+        conns = self.conns
+        members = [conns[c] for c in self.node.rooms.conns(room)
+                   if c in conns and not conns[c].closed]
+        run = self._runs[room] = Run(members, stamp)
+        return run
+
+    @staticmethod
+    def _close_tail(conn: Conn) -> None:
+        """The open stretch ends at the run's present end: what comes next follows it."""
+        run = conn.tail_run
+        assert run is not None
+        end = len(run.frames)
+        conn.out[-1] = run.read(conn.tail_start, end)
+        conn.queued += end - conn.tail_start
+        conn.tail_run = None
 
     def deliver_rooms(self, rooms: tuple[RoomId, ...], type_: str, frame: bytes) -> None:
         """To every local connection in any of `rooms`, each once."""
@@ -285,11 +353,14 @@ class Hub:
     def queue(self, conn: Conn, data: bytes) -> None:
         if conn.closed:
             return
+        if conn.tail_run is not None:
+            self._close_tail(conn)
         if not conn.out:
             self._dirty.append(conn)
             if not self._flush_scheduled:
                 self._schedule_flush()
         conn.out.append(data)
+        conn.queued += 1
 
     def _schedule_flush(self) -> None:
         self._flush_scheduled = True
@@ -302,6 +373,9 @@ class Hub:
         """Write every dirty connection's buffer with one write each (once per loop turn, or
         FLUSH_WAIT_S later under fan-out load), FLUSH_CHUNK connections per callback."""
         self._pass, self._dirty = self._dirty, []
+        # Broadcasts from now on start new runs; the old ones live on in the stretches
+        # queued before, and go when the last of those is written.
+        self._runs = {}
         self._pass_pos = 0
         self._pass_frames = 0
         self._pass_cost = 0.0
@@ -313,9 +387,7 @@ class Hub:
         start = time.perf_counter()  # not loop.time(): uvloop's is cached per loop turn
         frames = 0
         for i in range(pos, end):
-            conn = todo[i]
-            frames += len(conn.out)
-            self.write_out(conn)
+            frames += self.write_out(todo[i])
         self._pass_cost += time.perf_counter() - start
         self._pass_frames += frames
         if end < len(todo):
@@ -337,18 +409,31 @@ class Hub:
         for conn in answers:
             self.write_out(conn)
 
-    def write_out(self, conn: Conn) -> None:
-        if conn.closed or not conn.out:
-            return
-        data = conn.out[0] if len(conn.out) == 1 else b"".join(conn.out)
-        conn.out.clear()
+    def write_out(self, conn: Conn) -> int:
+        """Write what is queued for `conn` in one write; returns how many frames."""
+        out = conn.out
+        if conn.closed or not out:
+            return 0
+        if conn.tail_run is not None:
+            self._close_tail(conn)
+        # Only bytes are left in `out` now.
+        data: bytes = out[0] if len(out) == 1 else b"".join(out)  # type: ignore[assignment,arg-type]
+        frames, conn.queued = conn.queued, 0
+        out.clear()
         transport = conn.transport
         if transport.is_closing():
-            return
+            return frames
         transport.write(data)
         self.node.metrics.observe_flush(len(data))
         if transport.get_write_buffer_size() > self.max_queue:
             self._drop_slow_reader(conn)
+        return frames
+
+    @staticmethod
+    def _drop_queued(conn: Conn) -> None:
+        conn.out.clear()
+        conn.tail_run = None
+        conn.queued = 0
 
     def _drop_slow_reader(self, conn: Conn) -> None:
         """PROTOCOL §Close codes 1013: the reader fell too far behind. Its socket is not
@@ -358,7 +443,7 @@ class Hub:
                     self.max_queue)
         conn.closed = True
         conn.close_code = CloseCode.OVERLOADED
-        conn.out.clear()
+        self._drop_queued(conn)
         conn.session.closing = True
         transport = conn.transport
         transport.write(framing.close_frame(CloseCode.OVERLOADED, "too slow a reader"))
