@@ -216,10 +216,7 @@ class Calls:
     def ice(self, *, call_id: str, user: UserId, conn: ConnId,
             candidate: dict[str, object] | None) -> Effects:
         call = self._get(call_id, user)
-        if call.state is CallState.RINGING and user == call.callee:
-            # The callee trickles before its answer arrives: fine, but it claims nothing.
-            relay = self._relay(call, "ice_candidate", user, None, candidate)
-            return self._to_side(call, call.caller, "webrtc", relay)
+        # A callee that trickles before its answer arrives claims nothing (`_bind`).
         self._bind(call, user, conn)
         return self._to_side(call, call.peer_of(user), "webrtc",
                              self._relay(call, "ice_candidate", user, None, candidate))
