@@ -16,7 +16,6 @@ Key = tuple[RoomId, UserId]
 
 @dataclass(slots=True)
 class _Typing:
-    last_sent_ms: int
     expires_ms: int
     # False while this typing spell's `true` was absorbed: the others think the user is
     # not typing, so ending it must not send them a `false`.
@@ -43,21 +42,20 @@ class TypingTracker:
         expires = now_ms + self.timeout_ms
         heapq.heappush(self._deadlines, (expires, room, user))
         state = self._active.get(key)
+        last = self._last_true.get(key)
+        if last is not None and now_ms - last < self.throttle_ms:
+            if state is None:
+                self._active[key] = _Typing(expires, shown=False)
+            else:
+                state.expires_ms = expires
+            return False
         if state is None:
-            last = self._last_true.get(key)
-            if last is not None and now_ms - last < self.throttle_ms:
-                self._active[key] = _Typing(last, expires, shown=False)
-                return False
-            self._active[key] = _Typing(now_ms, expires)
-            self._sent_true(key, now_ms)
-            return True
-        state.expires_ms = expires
-        if now_ms - state.last_sent_ms >= self.throttle_ms:
-            state.last_sent_ms = now_ms
+            self._active[key] = _Typing(expires)
+        else:
+            state.expires_ms = expires
             state.shown = True
-            self._sent_true(key, now_ms)
-            return True
-        return False
+        self._sent_true(key, now_ms)
+        return True
 
     def _sent_true(self, key: Key, now_ms: int) -> None:
         self._last_true[key] = now_ms
