@@ -240,13 +240,7 @@ class Hub:
     def deliver_room_now(self, room: RoomId, type_: str, frame: bytes,
                          exclude: UserId | None) -> None:
         if exclude is not None:  # not every member: each gets the frame on its own
-            n = 0
-            for cid in self.node.rooms.conns(room):
-                conn = self.conns.get(cid)
-                if conn is not None and not conn.closed and conn.user != exclude:
-                    self.queue(conn, frame)
-                    n += 1
-            self.node.metrics.frames_out[type_] += n
+            self.deliver_conns(self.node.rooms.conns(room), type_, frame, exclude)
             return
         stamp = self.node.rooms.stamp(room)
         run = self._runs.get(room)
@@ -301,11 +295,12 @@ class Hub:
             ids |= self.node.rooms.conns(room)
         self.deliver_conns(ids, type_, frame)
 
-    def deliver_conns(self, ids: Iterable[ConnId], type_: str, frame: bytes) -> None:
+    def deliver_conns(self, ids: Iterable[ConnId], type_: str, frame: bytes,
+                      exclude: UserId | None = None) -> None:
         n = 0
         for cid in ids:
             conn = self.conns.get(cid)
-            if conn is not None:
+            if conn is not None and (exclude is None or conn.user != exclude):
                 self.queue(conn, frame)
                 n += 1
         self.node.metrics.frames_out[type_] += n
