@@ -119,3 +119,29 @@ def test_purge_lingering_keeps_a_membership_rejoined_by_another_connection() -> 
 
 def test_purge_lingering_of_a_user_in_no_room_is_empty() -> None:
     assert RoomRegistry().purge_lingering(ANN) == []
+
+
+def test_a_rooms_stamp_changes_with_its_connections_and_never_comes_back() -> None:
+    reg = RoomRegistry()
+    room = RoomId("r")
+    seen = [reg.stamp(room)]
+    reg.join(room, UserId("ann"), ConnId(1))
+    seen.append(reg.stamp(room))
+    assert reg.stamp(room) == seen[-1]  # unchanged while the connections are
+    reg.join(room, UserId("bob"), ConnId(2))
+    seen.append(reg.stamp(room))
+    reg.leave(room, UserId("bob"), ConnId(2))
+    seen.append(reg.stamp(room))
+    reg.detach([room], UserId("ann"), ConnId(1))
+    reg.join(room, UserId("ann"), ConnId(3))
+    seen.append(reg.stamp(room))
+    assert len(set(seen)) == len(seen)
+
+
+def test_leaving_a_room_one_was_not_in_keeps_its_stamp() -> None:
+    reg = RoomRegistry()
+    room = RoomId("r")
+    reg.join(room, UserId("ann"), ConnId(1))
+    before = reg.stamp(room)
+    reg.detach([room], UserId("bob"), ConnId(2))
+    assert reg.stamp(room) == before
