@@ -46,14 +46,15 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = config.load(args)
     url = settings.store
-    from hubbub.store import POSTGRES_SCHEMES, postgres_module
+    from hubbub.store import POSTGRES_SCHEMES, postgres_module, sqlite_path
 
+    path = sqlite_path(url)
     if url.startswith(POSTGRES_SCHEMES):
         version = _run(postgres_module().run_migrations(url))
-    elif url.startswith("sqlite:///"):
+    elif path is not None and path != ":memory:":
         from hubbub.store.sqlite import run_migrations
 
-        version = _run(run_migrations(url[len("sqlite:///"):]))
+        version = _run(run_migrations(path))
     else:
         print(f"hubbub migrate: needs a file SQLite or a PostgreSQL store, not {url!r}",
               file=sys.stderr)

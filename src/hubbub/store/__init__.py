@@ -20,25 +20,34 @@ def postgres_module() -> ModuleType:
     return postgres
 
 
+def sqlite_path(url: str) -> str | None:
+    """The database of a `sqlite://` URL: a file path, or `:memory:`. None for a URL of
+    another scheme; a ConfigError for a malformed one."""
+    if not url.startswith("sqlite://"):
+        return None
+    rest = url[len("sqlite://"):]
+    if rest in (":memory:", "/:memory:"):
+        return ":memory:"
+    if not rest.startswith("/") or rest == "/":
+        raise ConfigError(f"bad store URL {url!r}: use sqlite:///relative/path, "
+                          "sqlite:////absolute/path or sqlite://:memory:")
+    return rest[1:]
+
+
 def open_store(url: str, *, synchronous: str = "FULL") -> Store:
     """`sqlite:///REL`, `sqlite:////ABS`, `sqlite://:memory:` (URLs as in SQLAlchemy), or
     `postgresql://USER:PASSWORD@HOST:PORT/DB` (also `postgres://`; asyncpg's URL options
     such as `?sslmode=require` apply). `synchronous` is SQLite's; PostgreSQL commits with
     its own `synchronous_commit`."""
-    if url.startswith("sqlite://"):
+    path = sqlite_path(url)
+    if path is not None:
         from hubbub.store.sqlite import SqliteStore
 
-        rest = url[len("sqlite://"):]
-        if rest in (":memory:", "/:memory:"):
-            return SqliteStore(":memory:", synchronous=synchronous)
-        if not rest.startswith("/") or rest == "/":
-            raise ConfigError(f"bad store URL {url!r}: use sqlite:///relative/path, "
-                              "sqlite:////absolute/path or sqlite://:memory:")
-        return SqliteStore(rest[1:], synchronous=synchronous)
+        return SqliteStore(path, synchronous=synchronous)
     if url.startswith(POSTGRES_SCHEMES):
         store: Store = postgres_module().PostgresStore(url)
         return store
     raise ConfigError(f"unknown store URL {url!r}")
 
 
-__all__ = ["POSTGRES_SCHEMES", "Store", "open_store", "postgres_module"]
+__all__ = ["POSTGRES_SCHEMES", "Store", "open_store", "postgres_module", "sqlite_path"]
