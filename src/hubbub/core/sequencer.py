@@ -26,6 +26,9 @@ class Sequencer(Generic[T]):
     def __init__(self, max_wait_ms: int = 200) -> None:
         self.max_wait_ms = max_wait_ms
         self._rooms: dict[RoomId, _Room[T]] = {}
+        # The rooms holding events back behind a gap: `overdue` runs every tick and looks
+        # at these only, not at every room this node orders.
+        self._gapped: set[RoomId] = set()
 
     def last(self, room: RoomId) -> int | None:
         r = self._rooms.get(room)
@@ -41,6 +44,7 @@ class Sequencer(Generic[T]):
 
     def stop(self, room: RoomId) -> None:
         self._rooms.pop(room, None)
+        self._gapped.discard(room)
 
     def offer(self, room: RoomId, seq: int, item: T, now_ms: int) -> list[T]:
         """An event arrived; returns the events that may now be delivered, in order."""
@@ -53,20 +57,26 @@ class Sequencer(Generic[T]):
             r.held[seq] = item
             if r.gap_since_ms is None:
                 r.gap_since_ms = now_ms
+                self._gapped.add(room)
             return []
         r.last = seq
         ready = [item]
         while r.last + 1 in r.held:
             r.last += 1
             ready.append(r.held.pop(r.last))
-        r.gap_since_ms = now_ms if r.held else None
+        if r.held:
+            r.gap_since_ms = now_ms
+        else:
+            r.gap_since_ms = None
+            self._gapped.discard(room)
         return ready
 
     def overdue(self, now_ms: int) -> list[tuple[RoomId, int]]:
         """Rooms whose gap outlived `max_wait_ms`: (room, last delivered seq) to fill from.
         Each is reported once until `filled()`."""
         due = []
-        for room, r in self._rooms.items():
+        for room in self._gapped:
+            r = self._rooms[room]
             if r.gap_since_ms is not None and not r.filling \
                     and now_ms - r.gap_since_ms >= self.max_wait_ms:
                 r.filling = True
@@ -95,4 +105,5 @@ class Sequencer(Generic[T]):
                 ready.append(r.held.pop(seq))
                 r.last = seq
             r.gap_since_ms = None
+            self._gapped.discard(room)
         return ready

@@ -31,9 +31,16 @@ class SequencerMachine(RuleBasedStateMachine):
         self.arrived: set[int] = set()
         self.delivered: list[int] = []
         self.pending_fill: int | None = None  # `after` of a fill that was asked for
+        # Since when events have been held back behind a gap with no progress (None: none).
+        self.gap_since: int | None = None
 
     def _deliver(self, items: list[int]) -> None:
         self.delivered += items
+        last = self.delivered[-1] if self.delivered else self.first - 1
+        if not any(s > last for s in self.arrived):
+            self.gap_since = None
+        elif items or self.gap_since is None:
+            self.gap_since = self.now
 
     @rule(data=st.data(), dt=st.integers(min_value=0, max_value=150))
     def an_event_arrives(self, data: st.DataObject, dt: int) -> None:
@@ -52,11 +59,15 @@ class SequencerMachine(RuleBasedStateMachine):
     @rule(dt=st.integers(min_value=0, max_value=400))
     def the_gap_timer_runs(self, dt: int) -> None:
         self.now += dt
+        was_pending = self.pending_fill is not None
         for room, after in self.seq.overdue(self.now):
             assert room == ROOM
             assert self.pending_fill is None, "a gap was reported twice before its fill"
             assert after == (self.delivered[-1] if self.delivered else self.first - 1)
             self.pending_fill = after
+        if not was_pending and self.gap_since is not None \
+                and self.now - self.gap_since >= MAX_WAIT:
+            assert self.pending_fill is not None, "a gap outlived max_wait unreported"
 
     @precondition(lambda self: self.pending_fill is not None)
     @rule(more=st.integers(min_value=0, max_value=5), fails=st.booleans())
@@ -66,6 +77,7 @@ class SequencerMachine(RuleBasedStateMachine):
         self.pending_fill = None
         if fails:
             self.seq.fill_failed(ROOM, self.now)
+            self.gap_since = self.now  # it waits again before the next try
             return
         # Writes may have committed more since: the store has at least what was published.
         self.committed = min(self.total, self.committed + more)
