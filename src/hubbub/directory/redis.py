@@ -236,9 +236,10 @@ class RedisDirectory(Directory):
     async def _release(self, node: str, now_ms: int) -> list[Departure]:
         held: set[str] = await self._r.smembers(f"{self.p}held:{node}")
         users = sorted({h.split(SEP)[-1] for h in held})
+        infos = await self.presence([UserId(u) for u in users])
         out: dict[str, Departure] = {}
         for user in users:
-            info = (await self.presence([UserId(user)])).get(UserId(user))
+            info = infos.get(UserId(user))
             out[user] = Departure(UserId(user), info.username if info else user,
                                   rooms_before=sorted(await self.rooms_of(UserId(user))))
         for h in sorted(held):
