@@ -17,7 +17,6 @@ Status = Literal["online", "away", "busy", "offline"]
 @dataclass(slots=True)
 class UserPresence:
     username: str
-    status: Status
     connections: int
     last_seen_ms: int
     # Set while the user has no connection and the grace period runs.
@@ -31,11 +30,8 @@ class PresenceTracker:
         self._deadlines: list[tuple[int, UserId]] = []
 
     def get(self, user: UserId) -> UserPresence | None:
+        """The user while present here (connected, or within the grace); None: offline."""
         return self._users.get(user)
-
-    def status(self, user: UserId) -> Status:
-        p = self._users.get(user)
-        return p.status if p is not None else "offline"
 
     def online_count(self) -> int:
         return len(self._users)
@@ -44,7 +40,7 @@ class PresenceTracker:
         """A connection of `user` opened; True when the user just came online."""
         p = self._users.get(user)
         if p is None:
-            self._users[user] = UserPresence(username, "online", 1, now_ms)
+            self._users[user] = UserPresence(username, 1, now_ms)
             return True
         p.connections += 1
         p.username = username
@@ -76,7 +72,6 @@ class PresenceTracker:
             if p is None or p.offline_at_ms != deadline or p.connections:
                 continue
             del self._users[user]
-            p.status = "offline"
             p.offline_at_ms = None
             gone.append((user, p))
         return gone
