@@ -21,11 +21,14 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from hubbub.protocol.frames import EVENT_TYPES, StoredFrame
+
 log = logging.getLogger("hubbub.client")
 
 # PROTOCOL §Close codes: after these the client must not come back on its own.
 NO_RECONNECT = {4001, 4002, 1008}
-ROOM_EVENTS = frozenset({"chat", "message_edit", "message_delete", "reaction"})
+# The persisted room events: they carry a seq, which recovery resumes from.
+ROOM_EVENTS = frozenset(EVENT_TYPES.values())
 
 
 class Envelope(msgspec.Struct):
@@ -464,13 +467,8 @@ class _Seq(msgspec.Struct, rename="camel"):
     seq: int
 
 
-class _Missed(msgspec.Struct):
-    type: str
-    payload: msgspec.Raw
-
-
 class _JoinAck(msgspec.Struct, rename="camel"):
     room_id: str
     last_seq: int = 0
-    missed: list[_Missed] | None = None
+    missed: list[StoredFrame] | None = None
     recovered: bool | None = None
