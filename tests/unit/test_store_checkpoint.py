@@ -2,8 +2,10 @@
 the chats reach the database file itself while the writer never checkpoints."""
 
 import asyncio
+import contextlib
 import shutil
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -24,27 +26,30 @@ def rows_in_main_file(db: Path, tmp: Path) -> int:
             return 0
 
 
-async def _append(store: SqliteStore, n: int) -> None:
-    for i in range(n):
-        await store.append_chat(NewChat(room_id="r", user_id="u", username="U",
-                                        content=f"m{i}", created_at=i))
+@contextlib.asynccontextmanager
+async def store_with_50_chats(db: Path) -> AsyncIterator[SqliteStore]:
+    """An open store at `db` that has committed 50 chats; closed on the way out."""
+    store = SqliteStore(str(db))
+    await store.open()
+    try:
+        for i in range(50):
+            await store.append_chat(NewChat(room_id="r", user_id="u", username="U",
+                                            content=f"m{i}", created_at=i))
+        yield store
+    finally:
+        await store.close()
 
 
 async def test_the_checkpoint_thread_copies_committed_chats_into_the_database_file(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqlite_store, "CHECKPOINT_EVERY_S", 0.02)
     db = tmp_path / "hub.db"
-    store = SqliteStore(str(db))
-    await store.open()
-    try:
-        await _append(store, 50)
+    async with store_with_50_chats(db):
         for _ in range(250):
             if rows_in_main_file(db, tmp_path) == 50:
                 break
             await asyncio.sleep(0.02)
         assert rows_in_main_file(db, tmp_path) == 50
-    finally:
-        await store.close()
 
 
 async def test_without_the_checkpoint_thread_the_writer_does_not_checkpoint(
@@ -52,12 +57,7 @@ async def test_without_the_checkpoint_thread_the_writer_does_not_checkpoint(
     # The control for the test above: the writer connection's autocheckpoint is off.
     monkeypatch.setattr(sqlite_store, "CHECKPOINT_EVERY_S", 3600.0)
     db = tmp_path / "hub.db"
-    store = SqliteStore(str(db))
-    await store.open()
-    try:
-        await _append(store, 50)
+    async with store_with_50_chats(db):
         assert rows_in_main_file(db, tmp_path) == 0
-    finally:
-        await store.close()
     # Closing the last connection checkpoints: nothing is left only in the WAL.
     assert rows_in_main_file(db, tmp_path) == 50
