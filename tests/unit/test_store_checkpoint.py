@@ -61,3 +61,56 @@ async def test_without_the_checkpoint_thread_the_writer_does_not_checkpoint(
         assert rows_in_main_file(db, tmp_path) == 0
     # Closing the last connection checkpoints: nothing is left only in the WAL.
     assert rows_in_main_file(db, tmp_path) == 50
+
+
+def wal_frames(db: Path) -> int:
+    """Frames in the WAL now (a checkpoint from another connection reports them)."""
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return int(conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+
+
+async def append(store: SqliteStore, n: int) -> None:
+    await asyncio.gather(*(store.append_chat(NewChat(room_id=f"r{i % 5}", user_id=f"u{i}",
+                                                     username="U", content="x" * 40,
+                                                     created_at=i)) for i in range(n)))
+
+
+async def test_the_writer_copies_the_tail_and_the_wal_starts_over(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Under steady writes a checkpoint never copies the last frames (the writer adds more
+    # while it runs), and SQLite restarts the WAL only when all were copied. A reader that
+    # holds a snapshot stands in for that writer here: the checkpoint stops at its frames.
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_EVERY_S", 3600.0)
+    db = tmp_path / "hub.db"
+    async with store_with_50_chats(db) as store:
+        with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as reader:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM messages").fetchone()
+            await append(store, 50)
+            with contextlib.closing(sqlite3.connect(db)) as ckpt:
+                _, frames, copied = ckpt.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            reader.execute("COMMIT")
+        assert copied < frames  # the tail behind the reader's snapshot is left
+        store._rewind_wal = True  # what the checkpoint thread says when the tail is short
+        await append(store, 1)
+        assert not store._rewind_wal
+        assert wal_frames(db) < frames  # started over: only the last write's frames
+
+
+async def test_the_checkpoint_thread_asks_for_a_rewind_only_when_all_was_copied(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sqlite_store, "CHECKPOINT_EVERY_S", 3600.0)
+    db = tmp_path / "hub.db"
+    async with store_with_50_chats(db) as store:
+        loop = asyncio.get_running_loop()
+        assert store._checkpointer is not None
+        with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as reader:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM messages").fetchone()
+            await append(store, 20)
+            # A reader holds frames the checkpoint may not copy: no rewind yet.
+            await loop.run_in_executor(store._checkpointer, store._checkpoint_sync)
+            assert not store._rewind_wal
+            reader.execute("COMMIT")
+        await loop.run_in_executor(store._checkpointer, store._checkpoint_sync)
+        assert store._rewind_wal

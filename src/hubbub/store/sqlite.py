@@ -49,6 +49,14 @@ log = logging.getLogger("hubbub.store")
 # (docs/decisions/0018-fan-out-flush-waits-under-load.md). Durability is unchanged: each
 # commit still fsyncs the WAL under synchronous=FULL.
 CHECKPOINT_EVERY_S = 0.5
+# A checkpoint alone never lets the WAL start over under steady writes: SQLite rewinds it
+# only when every frame was copied before a write begins, and the writer always added
+# frames while the checkpoint copied. So the checkpoint thread copies in passes until a
+# pass leaves less than this many new frames, and the writer copies that short tail itself
+# before its next batch; the WAL then restarts at frame 1 instead of growing without bound
+# (docs/decisions/0021-the-wal-starts-over.md).
+WAL_TAIL_FRAMES = 256
+CHECKPOINT_PASSES = 4
 
 
 def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
@@ -111,6 +119,8 @@ class SqliteStore(Store):
         self._checkpoint_db: sqlite3.Connection | None = None
         self._checkpoint_timer: asyncio.TimerHandle | None = None
         self._checkpoint_running: asyncio.Future[None] | None = None
+        # Set by the checkpoint thread, read by the writer: copy the tail, restart the WAL.
+        self._rewind_wal = False
         # Counters for /metrics and the bench: how well group commit batches.
         self.commits = 0
         self.committed_writes = 0
@@ -156,11 +166,21 @@ class SqliteStore(Store):
         running.add_done_callback(self._checkpoint_done)
 
     def _checkpoint_sync(self) -> None:
-        """PASSIVE: copy what no reader needs, never wait for the writer."""
-        if self._checkpoint_db is None:
+        """PASSIVE passes (copy what no reader needs, never wait for the writer) until the
+        writer added few frames during the last one; then the writer may rewind the WAL."""
+        db = self._checkpoint_db
+        if db is None:
             return
         try:
-            self._checkpoint_db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            last = -1
+            for _ in range(CHECKPOINT_PASSES):
+                busy, frames, copied = db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if busy or copied < frames or frames < last:
+                    return  # a reader holds old frames, or the WAL already started over
+                if last >= 0 and frames - last < WAL_TAIL_FRAMES:
+                    self._rewind_wal = True
+                    return
+                last = frames
         except sqlite3.Error as exc:  # a full disk, say: the WAL keeps it all until later
             log.warning("WAL checkpoint failed: %s", exc)
 
@@ -222,6 +242,12 @@ class SqliteStore(Store):
         if db is None:
             raise RuntimeError("store is closed")
         results: list[tuple[bool, Any]] = []
+        if self._rewind_wal:
+            self._rewind_wal = False
+            # The tail the checkpoint thread left: once it is copied, this batch's write
+            # starts the WAL over at its first frame.
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         try:
             db.execute("BEGIN IMMEDIATE")
             for op, _, refusable in batch:
