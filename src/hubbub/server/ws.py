@@ -30,10 +30,12 @@ from picows.picows import WSProtocol  # type: ignore[attr-defined]
 from hubbub.core.effects import Effect
 from hubbub.errors import ProtocolError
 from hubbub.features.auth import authenticate_token
-from hubbub.features.dispatch import handle_frame, refused
+from hubbub.features.dispatch import OVERLAPPING, handle_read, read_frame, refused
 from hubbub.features.node import error
 from hubbub.features.system import admit, open_session
 from hubbub.protocol.codes import CloseCode, ErrorCode
+from hubbub.protocol.envelope import BadFrame
+from hubbub.protocol.frames import Inbound
 from hubbub.server import framing
 from hubbub.server.framegate import Fail, FrameGate, PeerClose, Stop
 from hubbub.server.hub import CLOSE_GRACE_S, Conn, Hub
@@ -103,12 +105,14 @@ _Item = bytes | _Binary | _Auth | Fail | PeerClose
 
 
 class Client(WSListener):
-    """One WebSocket connection. Its frames are handled one after another in arrival
-    order: a frame that waits on the store (a chat) holds the ones behind it, so a client's
-    chat, edit and leave take effect in the order it sent them."""
+    """One WebSocket connection. Its frames take effect one after another in arrival
+    order: a frame that waits on the store (an edit) holds the ones behind it, so a
+    client's chat, edit and leave take effect in the order it sent them. Chats right behind
+    a chat are started at once (dispatch.OVERLAPPING): their writes join the same group
+    commit, and their effects still run in order."""
 
-    __slots__ = ("conn", "draining", "fragments", "gone", "hub", "paused", "peer_code",
-                 "pending", "protocol", "reason", "token", "ws")
+    __slots__ = ("conn", "draining", "fragments", "gone", "hub", "overlaps", "paused",
+                 "peer_code", "pending", "protocol", "reason", "token", "waiting", "ws")
 
     def __init__(self, hub: Hub, protocol: "GatedProtocol", token: str | None) -> None:
         self.hub = hub
@@ -117,6 +121,10 @@ class Client(WSListener):
         self.ws: WSTransport | None = None
         self.conn: Conn | None = None
         self.pending: deque[_Item] | None = None  # made when a frame has to wait
+        # Handled frames whose effects are not applied yet, in order (the first is awaited
+        # by `_drain`); `overlaps`: all of them are OVERLAPPING frames.
+        self.waiting: deque[Awaitable[list[Effect]]] | None = None  # while draining
+        self.overlaps = False
         # The task that works through frames while one waits (None: frames are handled as
         # they come); held here, since the event loop keeps only a weak reference to a task.
         self.draining: asyncio.Task[None] | None = None
@@ -179,6 +187,11 @@ class Client(WSListener):
     # ---- the inbound pipeline --------------------------------------------------------------
     def inbound(self, item: _Item) -> None:
         if self.draining is not None:
+            waiting = self.waiting
+            if (self.overlaps and waiting is not None and not self.pending
+                    and type(item) is bytes and len(waiting) < PAUSE_READING_AT
+                    and self._overlap(waiting, item)):
+                return
             pending = self.pending
             if pending is None:
                 pending = self.pending = deque()
@@ -190,7 +203,8 @@ class Client(WSListener):
             return
         work = self._step(item)
         if work is not None:
-            self.draining = self.hub.loop.create_task(self._drain(work))
+            self.waiting = deque((work,))
+            self.draining = self.hub.loop.create_task(self._drain(self.waiting))
 
     def stopped(self, stop: Stop) -> None:
         """The gate stopped the stream: a bad frame, or the client's close frame."""
@@ -202,6 +216,7 @@ class Client(WSListener):
         assert conn is not None
         hub = self.hub
         node = hub.node
+        self.overlaps = False
         if type(item) is bytes:
             if conn.closed:
                 # We closed this connection (4001, 4008, 1001, 1013): frames still in flight
@@ -212,14 +227,7 @@ class Client(WSListener):
                 self.reason = "text frame is not UTF-8"
                 hub.close(conn.id, CloseCode.INVALID_DATA, self.reason)
                 return None
-            try:
-                result = handle_frame(node, conn.session, item)
-            except Exception:
-                result = self._internal_error()
-            if type(result) is list:
-                hub.run(result)
-            else:  # an awaitable: the frame waits on the store or the directory
-                return result  # type: ignore[return-value]
+            return self._handle(read_frame(item))
         elif type(item) is _Binary:
             if not conn.closed:
                 hub.run(refused(node, conn.session, ProtocolError(
@@ -233,6 +241,40 @@ class Client(WSListener):
         elif type(item) is PeerClose:
             self._peer_closed(item)
         return None
+
+    def _handle(self, frame: Inbound | BadFrame) -> Awaitable[list[Effect]] | None:
+        assert self.conn is not None
+        try:
+            result = handle_read(self.hub.node, self.conn.session, frame)
+        except Exception:
+            result = self._internal_error()
+        if type(result) is list:
+            self.hub.run(result)
+            return None
+        # An awaitable: the frame waits on the store or the directory.
+        self.overlaps = type(frame) in OVERLAPPING
+        return result  # type: ignore[return-value]
+
+    def _overlap(self, waiting: "deque[Awaitable[list[Effect]]]", item: bytes) -> bool:
+        """While only OVERLAPPING frames wait, start `item` too if it is one of them."""
+        conn = self.conn
+        assert conn is not None
+        if conn.closed or (not item.isascii() and not _utf8(item)):
+            return False  # handled in its turn
+        frame = read_frame(item)
+        if type(frame) not in OVERLAPPING:
+            return False  # parsed again in its turn: rare, only right behind a chat
+        try:
+            result = handle_read(self.hub.node, conn.session, frame)
+        except Exception:
+            result = self._internal_error()
+        if type(result) is list:  # refused at once: the error still waits its turn
+            done: asyncio.Future[list[Effect]] = self.hub.loop.create_future()
+            done.set_result(result)
+            waiting.append(done)
+        else:  # a task, so that its write is queued now, behind the earlier ones
+            waiting.append(self.hub.loop.create_task(result))  # type: ignore[arg-type]
+        return True
 
     def _internal_error(self) -> list[Effect]:
         """A bug below us (called from an `except`): log it, answer `internal`."""
@@ -248,22 +290,30 @@ class Client(WSListener):
         except ProtocolError as exc:  # dev identity mode: say so instead of waiting 10 s
             return refused(node, session, exc, None)
 
-    async def _drain(self, work: Awaitable[list[Effect]]) -> None:
+    async def _drain(self, waiting: "deque[Awaitable[list[Effect]]]") -> None:
         hub = self.hub
         try:
-            next_work: Awaitable[list[Effect]] | None = work
-            while next_work is not None:
+            while waiting:
                 try:
-                    result = await next_work
+                    result = await waiting[0]
                 except Exception:
                     result = self._internal_error()
+                waiting.popleft()
                 hub.run(result)
-                next_work = None
                 pending = self.pending
-                while pending and next_work is None:
+                while pending and not waiting:
                     next_work = self._step(pending.popleft())
+                    if next_work is not None:
+                        waiting.append(next_work)
+                # Chats queued behind a chat start now as well (`inbound` starts the ones
+                # that arrive while nothing is queued).
+                while (pending and self.overlaps and len(waiting) < PAUSE_READING_AT
+                       and type(pending[0]) is bytes and self._overlap(waiting, pending[0])):
+                    pending.popleft()
             self.pending = None
         finally:
+            self.overlaps = False
+            self.waiting = None
             self.draining = None
             if self.paused:
                 self.paused = False

@@ -1,0 +1,82 @@
+"""A client's burst of chats joins one group commit (dispatch.OVERLAPPING, server/ws.py):
+the chats right behind a chat start at once, and still take effect in the order sent."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+from hubbub.store.sqlite import SqliteStore
+from tests.integration.rawws import OP_TEXT, RawWs
+from tests.support.server import running_server, ws_url
+from tests.support.wsframes import client_frame
+
+
+def burst(*frames: tuple[str, str, dict[str, Any]]) -> bytes:
+    """(type, id, payload) frames, back to back, for one socket write."""
+    return b"".join(client_frame(OP_TEXT, json.dumps(
+        {"type": type_, "id": id_, "payload": payload}).encode()) for type_, id_, payload in frames)
+
+
+async def member(url: str) -> RawWs:
+    raw = await RawWs.connect(url)
+    await raw.send_json("auth", {"userId": "u", "username": "U"}, id="a")
+    await raw.expect("welcome")
+    await raw.send_json("join_room", {"roomId": "1"}, id="j")
+    await raw.expect("ack")
+    return raw
+
+
+async def answers(raw: RawWs, n: int) -> list[dict[str, Any]]:
+    """The next n acks and errors, in the order they came (broadcasts skipped)."""
+    out: list[dict[str, Any]] = []
+    while len(out) < n:
+        frame = await raw.recv_json()
+        if frame["type"] in ("ack", "error"):
+            out.append(frame)
+    return out
+
+
+async def test_a_burst_of_chats_is_committed_together_and_acked_in_order(
+        tmp_path: Path) -> None:
+    # Rate limits off: 300 chats at once are over the default per-user chat rate.
+    async with running_server(store=f"sqlite:///{tmp_path}/hub.db", rate_limit=0) as server:
+        store = server.node.store
+        assert isinstance(store, SqliteStore)
+        raw = await member(ws_url(server))
+        try:
+            # More than one read, and more than the frames that may queue before the
+            # socket stops being read (PAUSE_READING_AT).
+            n = 300
+            before = store.commits
+            await raw.loop.sock_sendall(raw.sock, burst(
+                *(("chat", f"c{i}", {"roomId": "1", "content": f"m{i}"}) for i in range(n))))
+            acks = await answers(raw, n)
+            assert [a["id"] for a in acks] == [f"c{i}" for i in range(n)]
+            assert all(a["type"] == "ack" for a in acks)
+            seqs = [a["payload"]["seq"] for a in acks]
+            assert seqs == list(range(seqs[0], seqs[0] + n))
+            # One chat at a time would take n commits: each waited for the one before.
+            commits = store.commits - before
+            assert commits <= n // 10
+            history = await store.history("1", None, None, 100)
+            assert [m.content for m in history[0]] == [f"m{i}" for i in range(n - 100, n)]
+        finally:
+            raw.close()
+
+
+async def test_a_frame_behind_the_chats_waits_for_them(tmp_path: Path) -> None:
+    # A leave is not a chat: it takes effect after the chats before it, and the chat after
+    # it is refused, although all seven frames arrived in one read.
+    async with running_server(store=f"sqlite:///{tmp_path}/hub.db") as server:
+        raw = await member(ws_url(server))
+        try:
+            await raw.loop.sock_sendall(raw.sock, burst(
+                *(("chat", f"c{i}", {"roomId": "1", "content": f"m{i}"}) for i in range(5)),
+                ("leave_room", "l", {"roomId": "1"}),
+                ("chat", "late", {"roomId": "1", "content": "after leaving"})))
+            got = await answers(raw, 7)
+            assert [(a["id"], a["type"]) for a in got] == [
+                *((f"c{i}", "ack") for i in range(5)), ("l", "ack"), ("late", "error")]
+            assert got[-1]["payload"]["code"] == "not_in_room"
+        finally:
+            raw.close()
