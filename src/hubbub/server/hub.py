@@ -71,12 +71,15 @@ class Run:
     however big the room is, and a stretch is joined into bytes once for all the members
     that read it whole (docs/decisions/0020-room-runs.md)."""
 
-    __slots__ = ("_joined", "_joined_n", "frames", "members", "stamp")
+    __slots__ = ("_joined", "_joined_n", "frames", "members", "stamp", "strays")
 
     def __init__(self, members: "list[Conn]", stamp: int) -> None:
         self.frames: list[bytes] = []
         self.members = members  # the room's local connections when the run began
         self.stamp = stamp  # the room's membership stamp then (RoomRegistry.stamp)
+        # Members not reading the run now: the next broadcast attaches them. The others
+        # read it on, so a broadcast costs nothing per member that stayed.
+        self.strays = list(members)
         self._joined = b""
         self._joined_n = 0
 
@@ -251,20 +254,23 @@ class Hub:
         frames = run.frames
         frames.append(frame)
         start = len(frames) - 1
-        dirty = self._dirty
-        # The hottest loop of a fan-out: a member still reading this run needs nothing; the
-        # others start reading it here, after what they have queued (`queue`, inlined).
-        for conn in run.members:
-            if conn.tail_run is run or conn.closed:
-                continue
-            out = conn.out
-            if conn.tail_run is not None:
-                self._close_tail(conn)
-            elif not out:
-                dirty.append(conn)
-            conn.tail_run = run
-            conn.tail_start = start
-            out.append(run)
+        strays = run.strays
+        if strays:
+            run.strays = []
+            dirty = self._dirty
+            # The members that stopped reading this run (or never did) start reading it
+            # here, after what they have queued (`queue`, inlined).
+            for conn in strays:
+                if conn.closed:
+                    continue
+                out = conn.out
+                if conn.tail_run is not None:
+                    self._close_tail(conn)
+                elif not out:
+                    dirty.append(conn)
+                conn.tail_run = run
+                conn.tail_start = start
+                out.append(run)
         if not self._flush_scheduled:
             self._schedule_flush()
         self.node.metrics.frames_out[type_] += len(run.members)
@@ -287,6 +293,7 @@ class Hub:
         conn.out[-1] = run.read(conn.tail_start, end)
         conn.queued += end - conn.tail_start
         conn.tail_run = None
+        run.strays.append(conn)
 
     def deliver_rooms(self, rooms: tuple[RoomId, ...], type_: str, frame: bytes) -> None:
         """To every local connection in any of `rooms`, each once."""
