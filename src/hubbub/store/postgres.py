@@ -87,8 +87,13 @@ WITH m AS (UPDATE messages SET content = $3, edited_at = $4
            WHERE room_id = $1 AND message_id = $2)
 INSERT INTO events (room_id, seq, type, message_id, user_id, created_at, payload)
 VALUES ($1, $5, 'message_edit', $2, $6, $4, $7)"""
-_CONTENT_EVENTS = ("SELECT seq, payload FROM events WHERE room_id = $1 AND message_id = $2 "
-                   "AND type IN ('chat', 'message_edit')")
+# The chat event by its seq, the edits by the message (edits_by_message).
+_CONTENT_EVENTS = """
+SELECT e.seq, e.payload FROM messages AS m
+JOIN events AS e ON e.room_id = m.room_id AND e.seq = m.seq AND e.type = 'chat'
+WHERE m.room_id = $1 AND m.message_id = $2
+UNION ALL
+SELECT seq, payload FROM events WHERE room_id = $1 AND message_id = $2 AND type = 'message_edit'"""
 _DELETE = """
 WITH m AS (UPDATE messages SET content = NULL, deleted_at = $3
            WHERE room_id = $1 AND message_id = $2),

@@ -375,9 +375,16 @@ class SqliteStore(Store):
                                        deleted_at=now_ms)
             db.execute("UPDATE messages SET content = NULL, deleted_at = ? WHERE room_id = ? "
                        "AND message_id = ?", (now_ms, room_id, message_id))
+            # The chat event by its seq, the edits by their index: without statistics
+            # SQLite's planner would rather walk the whole room by the primary key.
             db.execute("UPDATE events SET payload = json_set(payload, '$.content', NULL) "
-                       "WHERE room_id = ? AND message_id = ? AND type IN "
-                       "('chat', 'message_edit')", (room_id, message_id))
+                       "WHERE room_id = ?1 AND seq = (SELECT seq FROM messages WHERE "
+                       "room_id = ?1 AND message_id = ?2) AND type = 'chat'",
+                       (room_id, message_id))
+            db.execute("UPDATE events INDEXED BY edits_by_message "
+                       "SET payload = json_set(payload, '$.content', NULL) "
+                       "WHERE room_id = ? AND message_id = ? AND type = 'message_edit'",
+                       (room_id, message_id))
             db.execute("DELETE FROM reactions WHERE room_id = ? AND message_id = ?",
                        (room_id, message_id))
             self._log(db, "message_delete", event, now_ms)
