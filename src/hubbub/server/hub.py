@@ -71,7 +71,8 @@ class Run:
     however big the room is, and a stretch is joined into bytes once for all the members
     that read it whole (docs/decisions/0020-room-runs.md)."""
 
-    __slots__ = ("_joined", "_joined_n", "frames", "members", "stamp", "strays")
+    __slots__ = ("_joined", "_joined_n", "_part", "_part_at", "frames", "members", "stamp",
+                 "strays")
 
     def __init__(self, members: "list[Conn]", stamp: int) -> None:
         self.frames: list[bytes] = []
@@ -82,10 +83,17 @@ class Run:
         self.strays = list(members)
         self._joined = b""
         self._joined_n = 0
+        self._part = b""
+        self._part_at = (0, 0)
 
     def read(self, start: int, end: int) -> bytes:
         if start:
-            return b"".join(self.frames[start:end])
+            # The members a broadcast re-attached (written in the same flush chunk) start
+            # at the same frame, and are cut or written one after another: they share it.
+            if self._part_at != (start, end):
+                self._part = b"".join(self.frames[start:end])
+                self._part_at = (start, end)
+            return self._part
         if self._joined_n != end:  # most readers read from the start to the same end
             self._joined = b"".join(self.frames[:end])
             self._joined_n = end
