@@ -101,8 +101,22 @@ class FrameGate:
             base = 0
         self._held = b""
         pos, total = skip, len(buf)
+        max_frame = self._max_frame
         while total - pos >= 2:
             b0, b1 = buf[pos], buf[pos + 1]
+            if b0 == 0x81 and b1 & 0x80 and not self._in_message:
+                # Most frames: a whole masked text message (FIN, no reserved bits) in a
+                # short form. Anything else takes the full walk below.
+                n = b1 & 0x7F
+                if n < 126:
+                    if n <= max_frame:
+                        pos += 6 + n
+                        continue
+                elif n == 126 and total - pos >= 4:
+                    n = buf[pos + 2] << 8 | buf[pos + 3]
+                    if 126 <= n <= max_frame:
+                        pos += 8 + n
+                        continue
             opcode = b0 & 0x0F
             stop = self._check_first_bytes(b0, b1, opcode)
             if stop is not None:
