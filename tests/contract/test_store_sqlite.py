@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from hubbub.errors import ProtocolError
+from hubbub.protocol.codes import ErrorCode
 from hubbub.store.migrations import scripts
 from hubbub.store.sqlite import SqliteStore, run_migrations
 from tests.contract.store_contract import T0, Backend, StoreContract, chat
@@ -196,3 +197,44 @@ async def test_a_delete_finds_the_events_of_its_message_without_walking_the_room
     # room of 100,000 events), holding the one writer (ADR 0023).
     small, big = await vm_steps_of_a_delete(50), await vm_steps_of_a_delete(2000)
     assert big < 2 * small, (small, big)
+
+
+async def test_a_write_refused_after_taking_a_seq_gives_it_back() -> None:
+    # The writer keeps each room's seq in memory within a transaction; a refused write's
+    # savepoint is rolled back, and so must its seq be.
+    store = SqliteStore(":memory:")
+    await store.open()
+    try:
+        await chat(store, content="first")
+
+        def take_a_seq_then_refuse(db: sqlite3.Connection) -> None:
+            store._next_seq(db, "r")
+            raise ProtocolError(ErrorCode.CONFLICT, "refused after taking a seq")
+
+        results = await asyncio.gather(chat(store, content="a"),
+                                       store._write(take_a_seq_then_refuse),
+                                       chat(store, content="b"), return_exceptions=True)
+        assert isinstance(results[1], ProtocolError)
+        assert [getattr(r, "seq", None) for r in results] == [2, None, 3]
+        assert await store.last_seq("r") == 3
+    finally:
+        await store.close()
+
+
+async def test_two_processes_writing_one_file_keep_one_gapless_seq(tmp_path: Path) -> None:
+    # `--workers` may share a SQLite file: a writer must notice the other's commits
+    # (PRAGMA data_version) instead of trusting the seqs it remembers.
+    path = str(tmp_path / "shared.db")
+    a, b = SqliteStore(path), SqliteStore(path)
+    await a.open()
+    await b.open()
+    try:
+        seqs = []
+        for i in range(6):
+            event = await chat(a if i % 2 == 0 else b, content=f"m{i}", at=T0 + i)
+            seqs.append(event.seq)
+        assert seqs == [1, 2, 3, 4, 5, 6]
+        assert await a.last_seq("r") == await b.last_seq("r") == 6
+    finally:
+        await a.close()
+        await b.close()

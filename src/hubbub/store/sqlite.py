@@ -121,6 +121,12 @@ class SqliteStore(Store):
         self._checkpoint_running: asyncio.Future[None] | None = None
         # Set by the checkpoint thread, read by the writer: copy the tail, restart the WAL.
         self._rewind_wal = False
+        # Each room's last seq as the writer knows it, and the rooms whose seq the open
+        # transaction moved (written back once per room before COMMIT). Valid while no
+        # other connection (another process on this file) committed: PRAGMA data_version.
+        self._seqs: dict[str, int] = {}
+        self._moved: dict[str, int] = {}
+        self._data_version = -1
         # Counters for /metrics and the bench: how well group commit batches.
         self.commits = 0
         self.committed_writes = 0
@@ -250,21 +256,36 @@ class SqliteStore(Store):
                 db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
         try:
             db.execute("BEGIN IMMEDIATE")
+            version = db.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version:  # another connection wrote: forget our seqs
+                self._seqs.clear()
+                self._data_version = version
             for op, _, refusable in batch:
                 if not refusable:
                     results.append((True, op(db)))
                     continue
                 db.execute("SAVEPOINT w")
+                moved = self._moved.copy()
                 try:
                     results.append((True, op(db)))
                 except sqlite3.Error as exc:
                     raise _unavailable(exc) from exc
                 except Exception as exc:  # refused or failed: undo this write only
                     db.execute("ROLLBACK TO w")
+                    # The seqs it took are free again; rooms this transaction did not move
+                    # are read again from the table.
+                    self._moved, self._seqs = moved, moved.copy()
                     results.append((False, exc))
                 db.execute("RELEASE w")
+            if self._moved:
+                db.executemany("INSERT INTO rooms (room_id, last_seq) VALUES (?, ?) "
+                               "ON CONFLICT (room_id) DO UPDATE SET last_seq = excluded.last_seq",
+                               self._moved.items())
+                self._moved.clear()
             db.execute("COMMIT")
         except BaseException as exc:
+            self._seqs.clear()
+            self._moved.clear()
             if db.in_transaction:
                 # If even the rollback fails, the transaction ended with the error.
                 with contextlib.suppress(sqlite3.Error):
@@ -303,14 +324,11 @@ class SqliteStore(Store):
         return await self._loop.run_in_executor(self._thread, run)
 
     # ---- writes -----------------------------------------------------------------------
-    @staticmethod
-    def _next_seq(db: sqlite3.Connection, room_id: str) -> int:
-        row = db.execute("UPDATE rooms SET last_seq = last_seq + 1 WHERE room_id = ? "
-                         "RETURNING last_seq", (room_id,)).fetchone()
-        if row is not None:
-            return int(row[0])
-        db.execute("INSERT INTO rooms (room_id, last_seq) VALUES (?, 1)", (room_id,))
-        return 1
+    def _next_seq(self, db: sqlite3.Connection, room_id: str) -> int:
+        """The room's next seq, inside the writer's transaction (`_commit` writes it back)."""
+        seq = self._last_seq(db, room_id) + 1
+        self._seqs[room_id] = self._moved[room_id] = seq
+        return seq
 
     @staticmethod
     def _log(db: sqlite3.Connection, type_: str, event: RoomEvent, at_ms: int) -> None:
@@ -442,10 +460,14 @@ class SqliteStore(Store):
     async def last_seq(self, room_id: str) -> int:
         return await self._write(lambda db: self._last_seq(db, room_id), refusable=False)
 
-    @staticmethod
-    def _last_seq(db: sqlite3.Connection, room_id: str) -> int:
-        row = db.execute("SELECT last_seq FROM rooms WHERE room_id = ?", (room_id,)).fetchone()
-        return int(row[0]) if row else 0
+    def _last_seq(self, db: sqlite3.Connection, room_id: str) -> int:
+        """On the writer thread, in a transaction (a queued op)."""
+        last = self._seqs.get(room_id)
+        if last is None:
+            row = db.execute("SELECT last_seq FROM rooms WHERE room_id = ?",
+                             (room_id,)).fetchone()
+            last = self._seqs[room_id] = int(row[0]) if row else 0
+        return last
 
     async def events_since(self, room_id: str, after_seq: int, limit: int) -> Recovery:
         def read(db: sqlite3.Connection) -> Recovery:
