@@ -147,6 +147,7 @@ class StoreContract:
         assert await store.last_seq("r") == 1
         messages = await full_history(store)
         assert [(m.seq, m.content) for m in messages] == [(1, "once")]
+        assert (await chat(store, content="next")).seq == 2  # the retry took no seq
 
     async def test_another_user_with_the_same_client_msg_id_gets_a_new_message(
             self, store: Store) -> None:

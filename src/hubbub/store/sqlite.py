@@ -345,28 +345,32 @@ class SqliteStore(Store):
 
     async def append_chat(self, chat: NewChat) -> tuple[ChatEvent, bool]:
         def op(db: sqlite3.Connection) -> tuple[ChatEvent, bool]:
-            if chat.client_msg_id is not None:
-                row = db.execute(
-                    f"SELECT {MESSAGE_COLS}, room_id FROM messages "
-                    "WHERE user_id = ? AND client_msg_id = ?",
-                    (chat.user_id, chat.client_msg_id)).fetchone()
-                if row is not None:
-                    return ChatEvent(room_id=row[10], message_id=row[0], seq=row[1],
-                                     user_id=row[2], username=row[3], content=row[4] or "",
-                                     created_at=row[5], client_msg_id=row[8],
-                                     reply_to=row[9]), True
             seq = self._next_seq(db, chat.room_id)
             event = ChatEvent(room_id=chat.room_id, message_id=message_id(chat.created_at),
                               seq=seq,
                               user_id=chat.user_id, username=chat.username,
                               content=chat.content, created_at=chat.created_at,
                               client_msg_id=chat.client_msg_id, reply_to=chat.reply_to)
-            db.execute(f"INSERT INTO messages ({MESSAGE_COLS}, room_id) "
-                       "VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?)",
-                       (event.message_id, seq, chat.user_id, chat.username, chat.content,
-                        chat.created_at, chat.client_msg_id, chat.reply_to, chat.room_id))
-            self._log(db, "chat", event, chat.created_at)
-            return event, False
+            # Insert first, look for the original only on a conflict: a retry is rare,
+            # and the unique index on (user_id, client_msg_id) answers either way.
+            if db.execute(f"INSERT INTO messages ({MESSAGE_COLS}, room_id) "
+                          "VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?) "
+                          "ON CONFLICT DO NOTHING",
+                          (event.message_id, seq, chat.user_id, chat.username, chat.content,
+                           chat.created_at, chat.client_msg_id, chat.reply_to,
+                           chat.room_id)).rowcount:
+                self._log(db, "chat", event, chat.created_at)
+                return event, False
+            self._seqs[chat.room_id] = self._moved[chat.room_id] = seq - 1  # not used
+            row = db.execute(
+                f"SELECT {MESSAGE_COLS}, room_id FROM messages "
+                "WHERE user_id = ? AND client_msg_id = ?",
+                (chat.user_id, chat.client_msg_id)).fetchone()
+            if row is None:  # a conflict on anything but clientMsgId is a bug: fail loudly
+                raise RuntimeError(f"chat insert conflicted: {chat.room_id} seq {seq}")
+            return ChatEvent(room_id=row[10], message_id=row[0], seq=row[1], user_id=row[2],
+                             username=row[3], content=row[4] or "", created_at=row[5],
+                             client_msg_id=row[8], reply_to=row[9]), True
 
         return await self._write(op, refusable=False)
 
