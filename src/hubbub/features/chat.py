@@ -33,6 +33,8 @@ from hubbub.store.base import NewChat
 def _member_room(s: Session, raw: str | int) -> tuple[RoomId, Identity]:
     """Writing to a room needs this connection to be in it."""
     assert s.identity is not None
+    if raw in s.rooms:  # joined, so checked then: the common case skips the pattern
+        return raw, s.identity  # type: ignore[return-value]
     room = room_id(raw)
     if room not in s.rooms:
         raise ProtocolError(ErrorCode.NOT_IN_ROOM, f"join room {room!r} first")

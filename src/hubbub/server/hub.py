@@ -133,6 +133,7 @@ class Hub:
         self.conns: dict[ConnId, Conn] = {}
         self._dirty: list[Conn] = []
         self._runs: dict[RoomId, Run] = {}  # the rooms broadcast to since the flush began
+        self._last_runs: dict[RoomId, Run] = {}  # those of the flush cycle before
         self._flush_scheduled = False
         self._flush_at = 0.0  # loop time before which the next flush waits (0: none)
         self._answers: list[Conn] = []  # connections with an answer queued during a wait
@@ -286,9 +287,13 @@ class Hub:
     def _new_run(self, room: RoomId, stamp: int) -> Run:
         """A room's run since the flush began, or since its connections changed. An old
         run gets no more frames, so the stretches still open on it end where it ends."""
-        conns = self.conns
-        members = [conns[c] for c in self.node.rooms.conns(room)
-                   if c in conns and not conns[c].closed]
+        last = self._last_runs.get(room)
+        if last is not None and last.stamp == stamp:  # the same connections as last cycle
+            members = last.members
+        else:
+            conns = self.conns
+            members = [conns[c] for c in self.node.rooms.conns(room)
+                       if c in conns and not conns[c].closed]
         run = self._runs[room] = Run(members, stamp)
         return run
 
@@ -385,7 +390,7 @@ class Hub:
         self._pass, self._dirty = self._dirty, []
         # Broadcasts from now on start new runs; the old ones live on in the stretches
         # queued before, and go when the last of those is written.
-        self._runs = {}
+        self._last_runs, self._runs = self._runs, {}
         self._pass_pos = 0
         self._pass_frames = 0
         self._pass_cost = 0.0

@@ -36,7 +36,7 @@ from hubbub.protocol.frames import (
 )
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs 3x, and this is one per chat
 class NewChat:
     room_id: str
     user_id: str
