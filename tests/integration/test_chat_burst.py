@@ -80,3 +80,24 @@ async def test_a_frame_behind_the_chats_waits_for_them(tmp_path: Path) -> None:
             assert got[-1]["payload"]["code"] == "not_in_room"
         finally:
             raw.close()
+
+
+async def test_chats_behind_a_frame_that_closes_the_connection_are_void(
+        tmp_path: Path) -> None:
+    # The 51st bad chat in a row uses up the strikes: 4008. The good chats behind it came
+    # in the same read and may have been started, but none of them is stored.
+    async with running_server(store=f"sqlite:///{tmp_path}/hub.db", rate_limit=0) as server:
+        store = server.node.store
+        raw = await member(ws_url(server))
+        try:
+            await raw.loop.sock_sendall(raw.sock, burst(
+                ("chat", "first", {"roomId": "1", "content": "kept"}),
+                *(("chat", f"bad{i}", {"roomId": "1", "content": " "}) for i in range(60)),
+                *(("chat", f"late{i}", {"roomId": "1", "content": f"void {i}"})
+                  for i in range(5))))
+            code, _ = await raw.read_until_end()
+            assert code == 4008
+            messages, _ = await store.history("1", None, None, 100)
+            assert [m.content for m in messages] == ["kept"]
+        finally:
+            raw.close()

@@ -259,22 +259,30 @@ class Client(WSListener):
         """While only OVERLAPPING frames wait, start `item` too if it is one of them."""
         conn = self.conn
         assert conn is not None
-        if conn.closed or (not item.isascii() and not _utf8(item)):
+        if conn.closed or conn.session.closing or (not item.isascii() and not _utf8(item)):
             return False  # handled in its turn
         frame = read_frame(item)
-        if type(frame) not in OVERLAPPING:
+        if isinstance(frame, BadFrame) or type(frame) not in OVERLAPPING:
             return False  # parsed again in its turn: rare, only right behind a chat
+        # A task, so that its write is queued now, behind the earlier ones (tasks start in
+        # the order they were made, before the store takes its next batch).
+        waiting.append(self.hub.loop.create_task(self._in_turn(frame)))
+        return True
+
+    async def _in_turn(self, frame: Inbound) -> list[Effect]:
+        """Handle an overlapped frame, unless a frame before it began closing the connection
+        (a 4008 for its strikes): then it is void, as it would be in its turn."""
+        conn = self.conn
+        assert conn is not None
+        if conn.closed or conn.session.closing:
+            return []
         try:
             result = handle_read(self.hub.node, conn.session, frame)
         except Exception:
-            result = self._internal_error()
-        if type(result) is list:  # refused at once: the error still waits its turn
-            done: asyncio.Future[list[Effect]] = self.hub.loop.create_future()
-            done.set_result(result)
-            waiting.append(done)
-        else:  # a task, so that its write is queued now, behind the earlier ones
-            waiting.append(self.hub.loop.create_task(result))  # type: ignore[arg-type]
-        return True
+            return self._internal_error()
+        if isinstance(result, list):
+            return result
+        return await result
 
     def _internal_error(self) -> list[Effect]:
         """A bug below us (called from an `except`): log it, answer `internal`."""
