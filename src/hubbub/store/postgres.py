@@ -30,7 +30,6 @@ import msgspec
 
 from hubbub.core import messages as rules
 from hubbub.errors import ConfigError, ProtocolError, StoreUnavailable
-from hubbub.ids import message_id
 from hubbub.protocol.codes import ErrorCode
 from hubbub.protocol.frames import (
     CallRecord,
@@ -43,7 +42,14 @@ from hubbub.protocol.frames import (
 )
 from hubbub.store.base import NewChat, Recovery, Store
 from hubbub.store.migrations import scripts
-from hubbub.store.rows import CALL_COLS, MESSAGE_COLS, call_record, history_message
+from hubbub.store.rows import (
+    CALL_COLS,
+    MESSAGE_COLS,
+    call_record,
+    history_message,
+    new_chat_event,
+    original_chat,
+)
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -410,11 +416,7 @@ class PostgresStore(Store):
     async def append_chat(self, chat: NewChat) -> tuple[ChatEvent, bool]:
         async def op(tx: _Tx) -> tuple[ChatEvent, bool]:
             seq = tx.next_seq(chat.room_id)
-            event = ChatEvent(room_id=chat.room_id, message_id=message_id(chat.created_at),
-                              seq=seq,
-                              user_id=chat.user_id, username=chat.username,
-                              content=chat.content, created_at=chat.created_at,
-                              client_msg_id=chat.client_msg_id, reply_to=chat.reply_to)
+            event = new_chat_event(chat, seq)
             written = await tx.conn.fetchval(
                 _INSERT_CHAT, chat.room_id, event.message_id, seq, chat.user_id, chat.username,
                 chat.content, chat.created_at, chat.client_msg_id, chat.reply_to,
@@ -427,9 +429,7 @@ class PostgresStore(Store):
             row = await tx.conn.fetchrow(_ORIGINAL_CHAT, chat.user_id, chat.client_msg_id)
             if row is None:
                 raise RuntimeError("clientMsgId conflict without a message")
-            return ChatEvent(room_id=row[10], message_id=row[0], seq=row[1], user_id=row[2],
-                             username=row[3], content=row[4] or "", created_at=row[5],
-                             client_msg_id=row[8], reply_to=row[9]), True
+            return original_chat(row), True
 
         return await self._write(op, chat.room_id, refusable=False)
 

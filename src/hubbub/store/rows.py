@@ -4,7 +4,9 @@ becomes the wire struct, written once for SQLite and PostgreSQL alike."""
 from collections.abc import Sequence
 from typing import Any
 
-from hubbub.protocol.frames import CallRecord, HistoryMessage
+from hubbub.ids import message_id
+from hubbub.protocol.frames import CallRecord, ChatEvent, HistoryMessage
+from hubbub.store.base import NewChat
 
 MESSAGE_COLS = ("message_id, seq, user_id, username, content, created_at, edited_at, "
                 "deleted_at, client_msg_id, reply_to")
@@ -24,6 +26,20 @@ def history_message(room_id: str, r: Sequence[Any],
                           created_at=created_at, content=content, deleted=False,
                           username=username, edited_at=edited_at, reactions=reactions or {},
                           client_msg_id=r[8], reply_to=r[9])
+
+
+def new_chat_event(chat: NewChat, seq: int) -> ChatEvent:
+    """The event of a chat being stored now, with its new message id."""
+    return ChatEvent(room_id=chat.room_id, message_id=message_id(chat.created_at), seq=seq,
+                     user_id=chat.user_id, username=chat.username, content=chat.content,
+                     created_at=chat.created_at, client_msg_id=chat.client_msg_id,
+                     reply_to=chat.reply_to)
+
+
+def original_chat(r: Sequence[Any]) -> ChatEvent:
+    """A `MESSAGE_COLS, room_id` row as the chat event a retry is answered with."""
+    return ChatEvent(room_id=r[10], message_id=r[0], seq=r[1], user_id=r[2], username=r[3],
+                     content=r[4] or "", created_at=r[5], client_msg_id=r[8], reply_to=r[9])
 
 
 def call_record(r: Sequence[Any]) -> CallRecord:

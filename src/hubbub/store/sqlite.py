@@ -21,7 +21,6 @@ import msgspec
 
 from hubbub.core import messages as rules
 from hubbub.errors import ConfigError, StoreUnavailable
-from hubbub.ids import message_id
 from hubbub.protocol.frames import (
     CallRecord,
     ChatEvent,
@@ -34,7 +33,14 @@ from hubbub.protocol.frames import (
 )
 from hubbub.store.base import NewChat, Recovery, Store
 from hubbub.store.migrations import scripts
-from hubbub.store.rows import CALL_COLS, MESSAGE_COLS, call_record, history_message
+from hubbub.store.rows import (
+    CALL_COLS,
+    MESSAGE_COLS,
+    call_record,
+    history_message,
+    new_chat_event,
+    original_chat,
+)
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
@@ -346,11 +352,7 @@ class SqliteStore(Store):
     async def append_chat(self, chat: NewChat) -> tuple[ChatEvent, bool]:
         def op(db: sqlite3.Connection) -> tuple[ChatEvent, bool]:
             seq = self._next_seq(db, chat.room_id)
-            event = ChatEvent(room_id=chat.room_id, message_id=message_id(chat.created_at),
-                              seq=seq,
-                              user_id=chat.user_id, username=chat.username,
-                              content=chat.content, created_at=chat.created_at,
-                              client_msg_id=chat.client_msg_id, reply_to=chat.reply_to)
+            event = new_chat_event(chat, seq)
             # Insert first, look for the original only on a conflict: a retry is rare,
             # and the unique index on (user_id, client_msg_id) answers either way.
             if db.execute(f"INSERT INTO messages ({MESSAGE_COLS}, room_id) "
@@ -368,9 +370,7 @@ class SqliteStore(Store):
                 (chat.user_id, chat.client_msg_id)).fetchone()
             if row is None:  # a conflict on anything but clientMsgId is a bug: fail loudly
                 raise RuntimeError(f"chat insert conflicted: {chat.room_id} seq {seq}")
-            return ChatEvent(room_id=row[10], message_id=row[0], seq=row[1], user_id=row[2],
-                             username=row[3], content=row[4] or "", created_at=row[5],
-                             client_msg_id=row[8], reply_to=row[9]), True
+            return original_chat(row), True
 
         return await self._write(op, refusable=False)
 
