@@ -242,12 +242,16 @@ class Client(WSListener):
             self._peer_closed(item)
         return None
 
-    def _handle(self, frame: Inbound | BadFrame) -> Awaitable[list[Effect]] | None:
+    def _dispatch(self, frame: Inbound | BadFrame) -> list[Effect] | Awaitable[list[Effect]]:
+        """The frame's effects, or an awaitable of them; a bug below answers `internal`."""
         assert self.conn is not None
         try:
-            result = handle_read(self.hub.node, self.conn.session, frame)
+            return handle_read(self.hub.node, self.conn.session, frame)
         except Exception:
-            result = self._internal_error()
+            return self._internal_error()
+
+    def _handle(self, frame: Inbound | BadFrame) -> Awaitable[list[Effect]] | None:
+        result = self._dispatch(frame)
         if type(result) is list:
             self.hub.run(result)
             return None
@@ -276,10 +280,7 @@ class Client(WSListener):
         assert conn is not None
         if conn.closed or conn.session.closing:
             return []
-        try:
-            result = handle_read(self.hub.node, conn.session, frame)
-        except Exception:
-            return self._internal_error()
+        result = self._dispatch(frame)
         if isinstance(result, list):
             return result
         return await result
