@@ -5,6 +5,9 @@ Each handler checks membership and content, awaits the store (durable when it re
 then acks and broadcasts. A refusal from the store is a coded error and changes nothing.
 """
 
+from collections.abc import Awaitable, Coroutine
+from typing import Any
+
 from hubbub.core import messages as rules
 from hubbub.core.effects import Effects, Reply, ToRoom
 from hubbub.core.identity import Identity
@@ -17,6 +20,7 @@ from hubbub.protocol.codes import ErrorCode
 from hubbub.protocol.frames import (
     Chat,
     ChatAck,
+    ChatEvent,
     DeleteAck,
     EditAck,
     History,
@@ -41,18 +45,27 @@ def _member_room(s: Session, raw: str | int) -> tuple[RoomId, Identity]:
     return room, s.identity
 
 
-async def handle_chat(node: Node, s: Session, frame: Chat) -> Effects:
+def handle_chat(node: Node, s: Session, frame: Chat) -> Coroutine[Any, Any, Effects]:
+    """Checks and queues the write now (the store keeps queue order); the coroutine
+    returned waits for the commit. So a connection's chats right behind one another need
+    no task each to share a group commit (ws.py, `Client._overlap`)."""
     p = frame.payload
     room, ident = _member_room(s, p.room_id)
     content = rules.check_content(p.content, node.limits.max_content_chars)
-    event, duplicate = await node.store.append_chat(NewChat(
+    stored = node.store.append_chat(NewChat(
         room_id=room, user_id=ident.user_id, username=ident.username, content=content,
         created_at=node.clock.now_ms(), client_msg_id=p.client_msg_id, reply_to=p.reply_to))
+    return _chat_stored(node, s, frame.id, room, ident, stored)
+
+
+async def _chat_stored(node: Node, s: Session, frame_id: str | None, room: RoomId,
+                       ident: Identity, stored: Awaitable[tuple[ChatEvent, bool]]) -> Effects:
+    event, duplicate = await stored
     effects: Effects = []
-    if frame.id is not None:
+    if frame_id is not None:
         effects.append(Reply(s.conn, "ack", ChatAck(
             message_id=event.message_id, seq=event.seq, created_at=event.created_at,
-            duplicate=duplicate), frame.id))
+            duplicate=duplicate), frame_id))
     if duplicate:  # PROTOCOL §Ordering: a retry is acked again, never broadcast twice
         return effects
     effects.append(ToRoom(room, "chat", event, seq=event.seq))

@@ -10,7 +10,7 @@ import asyncio
 import ipaddress
 import logging
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from time import monotonic
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -102,6 +102,8 @@ class _Auth:
 
 _A_BINARY = _Binary()
 _Item = bytes | _Binary | _Auth | Fail | PeerClose
+# A handled frame: its effects, or an awaitable of them.
+_Work = list[Effect] | Awaitable[list[Effect]]
 
 
 class Client(WSListener):
@@ -123,7 +125,7 @@ class Client(WSListener):
         self.pending: deque[_Item] | None = None  # made when a frame has to wait
         # Handled frames whose effects are not applied yet, in order (the first is awaited
         # by `_drain`); `overlaps`: all of them are OVERLAPPING frames.
-        self.waiting: deque[Awaitable[list[Effect]]] | None = None  # while draining
+        self.waiting: deque[_Work] | None = None  # while draining
         self.overlaps = False
         # The task that works through frames while one waits (None: frames are handled as
         # they come); held here, since the event loop keeps only a weak reference to a task.
@@ -259,8 +261,10 @@ class Client(WSListener):
         self.overlaps = type(frame) in OVERLAPPING
         return result  # type: ignore[return-value]
 
-    def _overlap(self, waiting: "deque[Awaitable[list[Effect]]]", item: bytes) -> bool:
-        """While only OVERLAPPING frames wait, start `item` too if it is one of them."""
+    def _overlap(self, waiting: "deque[_Work]", item: bytes) -> bool:
+        """While only OVERLAPPING frames wait, handle `item` now if it is one of them: its
+        handler queues its store write behind the earlier ones, and `_drain` applies its
+        effects after theirs."""
         conn = self.conn
         assert conn is not None
         if conn.closed or conn.session.closing or (not item.isascii() and not _utf8(item)):
@@ -268,22 +272,8 @@ class Client(WSListener):
         frame = read_frame(item)
         if isinstance(frame, BadFrame) or type(frame) not in OVERLAPPING:
             return False  # parsed again in its turn: rare, only right behind a chat
-        # A task, so that its write is queued now, behind the earlier ones (tasks start in
-        # the order they were made, before the store takes its next batch).
-        waiting.append(self.hub.loop.create_task(self._in_turn(frame)))
+        waiting.append(self._dispatch(frame))
         return True
-
-    async def _in_turn(self, frame: Inbound) -> list[Effect]:
-        """Handle an overlapped frame, unless a frame before it began closing the connection
-        (a 4008 for its strikes): then it is void, as it would be in its turn."""
-        conn = self.conn
-        assert conn is not None
-        if conn.closed or conn.session.closing:
-            return []
-        result = self._dispatch(frame)
-        if isinstance(result, list):
-            return result
-        return await result
 
     def _internal_error(self) -> list[Effect]:
         """A bug below us (called from an `except`): log it, answer `internal`."""
@@ -299,16 +289,18 @@ class Client(WSListener):
         except ProtocolError as exc:  # dev identity mode: say so instead of waiting 10 s
             return refused(node, session, exc, None)
 
-    async def _drain(self, waiting: "deque[Awaitable[list[Effect]]]") -> None:
+    async def _drain(self, waiting: "deque[_Work]") -> None:
         hub = self.hub
         try:
             while waiting:
-                try:
-                    result = await waiting[0]
-                except Exception:
-                    result = self._internal_error()
+                work = waiting[0]
+                if type(work) is not list:
+                    try:
+                        work = await work  # type: ignore[misc]
+                    except Exception:
+                        work = self._internal_error()
                 waiting.popleft()
-                hub.run(result)
+                hub.run(work)
                 pending = self.pending
                 while pending and not waiting:
                     next_work = self._step(pending.popleft())
@@ -321,6 +313,9 @@ class Client(WSListener):
                     pending.popleft()
             self.pending = None
         finally:
+            for work in waiting:  # only if this task was cancelled: never start them
+                if isinstance(work, Coroutine):
+                    work.close()
             self.overlaps = False
             self.waiting = None
             self.draining = None

@@ -8,6 +8,9 @@ Guarantees every implementation keeps:
 - Durability: when a writing call returns, its event is committed (on SQLite with
   `synchronous=FULL`, fsynced). A caller acks only after that, so an acked message is
   never lost short of losing the disk.
+- Queue order: `append_chat` takes its place among the writes when it is called, not when
+  it is awaited, so chats queued one after another commit in that order (and a burst of
+  them shares a group commit) without a task per chat.
 - Idempotency: `append_chat` with a `client_msg_id` the same user already used returns the
   original event with `duplicate=True` and writes nothing.
 - Atomic rules: permission and state checks of edits, deletes and reactions
@@ -22,6 +25,7 @@ Guarantees every implementation keeps:
 """
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -67,9 +71,10 @@ class Store(ABC):
         """Finish pending writes, then release the connection."""
 
     @abstractmethod
-    async def append_chat(self, chat: NewChat) -> tuple[ChatEvent, bool]:
-        """Persist a chat as the room's next event. Returns (event, duplicate): a retry with
-        a `client_msg_id` this user already used returns the original and writes nothing."""
+    def append_chat(self, chat: NewChat) -> Awaitable[tuple[ChatEvent, bool]]:
+        """Queue the write now; the result resolves once it is committed. Persists a chat as
+        the room's next event and returns (event, duplicate): a retry with a
+        `client_msg_id` this user already used returns the original and writes nothing."""
 
     @abstractmethod
     async def edit_message(self, room_id: str, message_id: str, user_id: str, content: str,

@@ -413,7 +413,7 @@ class PostgresStore(Store):
         row = await conn.fetchrow(_REF, room_id, message_id)
         return None if row is None else rules.MessageRef(message_id, row[0], row[1])
 
-    async def append_chat(self, chat: NewChat) -> tuple[ChatEvent, bool]:
+    def append_chat(self, chat: NewChat) -> "asyncio.Future[tuple[ChatEvent, bool]]":
         async def op(tx: _Tx) -> tuple[ChatEvent, bool]:
             seq = tx.next_seq(chat.room_id)
             event = new_chat_event(chat, seq)
@@ -431,7 +431,7 @@ class PostgresStore(Store):
                 raise RuntimeError("clientMsgId conflict without a message")
             return original_chat(row), True
 
-        return await self._write(op, chat.room_id, refusable=False)
+        return self._write(op, chat.room_id, refusable=False)
 
     async def edit_message(self, room_id: str, message_id: str, user_id: str, content: str,
                            now_ms: int) -> MessageEditEvent:

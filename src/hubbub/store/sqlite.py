@@ -349,7 +349,7 @@ class SqliteStore(Store):
                          "message_id = ?", (room_id, message_id)).fetchone()
         return None if row is None else rules.MessageRef(message_id, row[0], row[1] is not None)
 
-    async def append_chat(self, chat: NewChat) -> tuple[ChatEvent, bool]:
+    def append_chat(self, chat: NewChat) -> "asyncio.Future[tuple[ChatEvent, bool]]":
         def op(db: sqlite3.Connection) -> tuple[ChatEvent, bool]:
             seq = self._next_seq(db, chat.room_id)
             event = new_chat_event(chat, seq)
@@ -372,7 +372,7 @@ class SqliteStore(Store):
                 raise RuntimeError(f"chat insert conflicted: {chat.room_id} seq {seq}")
             return original_chat(row), True
 
-        return await self._write(op, refusable=False)
+        return self._write(op, refusable=False)
 
     async def edit_message(self, room_id: str, message_id: str, user_id: str, content: str,
                            now_ms: int) -> MessageEditEvent:
