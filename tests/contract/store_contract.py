@@ -164,6 +164,17 @@ class StoreContract:
         assert sorted(dup for _, dup in results) == [False, True, True, True, True]
         assert await store.last_seq("r") == 1
 
+    async def test_a_retry_among_new_chats_takes_no_seq(self, store: Store) -> None:
+        first = await chat(store, content="once", client_msg_id="c0")
+        results = await asyncio.gather(*(store.append_chat(NewChat(
+            room_id="r", user_id="u1", username="U1", content=f"m{i}", created_at=T0 + i,
+            client_msg_id="c0" if i == 2 else f"c{i + 10}")) for i in range(5)))
+        assert [dup for _, dup in results] == [False, False, True, False, False]
+        assert results[2][0].message_id == first.message_id
+        assert [e.seq for e, dup in results if not dup] == [2, 3, 4, 5]
+        assert [(m.seq, m.content) for m in await full_history(store)] == [
+            (1, "once"), (2, "m0"), (3, "m1"), (4, "m3"), (5, "m4")]
+
     async def test_the_chat_event_carries_what_was_given(self, store: Store) -> None:
         m = await chat(store, room="r", user="u1", content="hello", client_msg_id="c1",
                        reply_to="m0")

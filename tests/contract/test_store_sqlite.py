@@ -9,9 +9,11 @@ import pytest
 
 from hubbub.errors import ProtocolError
 from hubbub.protocol.codes import ErrorCode
+from hubbub.protocol.frames import ChatEvent
+from hubbub.store.base import NewChat
 from hubbub.store.migrations import scripts
 from hubbub.store.sqlite import SqliteStore, run_migrations
-from tests.contract.store_contract import T0, Backend, StoreContract, chat
+from tests.contract.store_contract import T0, Backend, StoreContract, chat, full_history
 
 LATEST = max(version for version, _ in scripts("sqlite"))
 
@@ -136,6 +138,38 @@ async def test_writes_queued_together_commit_in_one_transaction() -> None:
         assert isinstance(results[1], ProtocolError)
         assert store.commits == commits + 1
         assert [getattr(r, "seq", None) for r in results] == [2, None, 3]
+    finally:
+        await store.close()
+
+
+async def test_a_retry_in_a_batch_of_chats_redoes_the_batch_chat_by_chat() -> None:
+    # Chats queued one after another are inserted with one statement per table; a retry
+    # among them is found by the count of rows written, and the batch is done again.
+    store = SqliteStore(":memory:")
+    await store.open()
+    try:
+        m = await chat(store, content="original", client_msg_id="c0")
+        commits = store.commits
+
+        async def retry() -> tuple[ChatEvent, bool]:  # queued in its turn, as the others
+            return await store.append_chat(NewChat(
+                room_id="r", user_id="u1", username="U1", content="again", created_at=T0,
+                client_msg_id="c0"))
+
+        results = await asyncio.gather(
+            chat(store, content="a", client_msg_id="c1"),
+            store.edit_message("r", m.message_id, "u2", "hijack", 1),
+            chat(store, content="b", client_msg_id="c2"),
+            retry(),
+            chat(store, content="c", client_msg_id="c3"),
+            return_exceptions=True)
+        assert store.commits == commits + 1
+        assert isinstance(results[1], ProtocolError)
+        assert results[1].code == ErrorCode.FORBIDDEN
+        assert [getattr(r, "seq", None) for r in results] == [2, None, 3, None, 4]
+        assert results[3] == (m, True)
+        assert [(x.seq, x.content) for x in await full_history(store)] == [
+            (1, "original"), (2, "a"), (3, "b"), (4, "c")]
     finally:
         await store.close()
 

@@ -44,7 +44,12 @@ from hubbub.store.rows import (
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
-Queued = tuple[Op, "asyncio.Future[Any]", bool]  # an op, its caller's future, refusable
+# An op (or a chat to append), its caller's future, and whether it is refusable.
+Queued = tuple[Op | NewChat, "asyncio.Future[Any]", bool]
+_INSERT_MESSAGE = (f"INSERT INTO messages ({MESSAGE_COLS}, room_id) "
+                   "VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?) ON CONFLICT DO NOTHING")
+_INSERT_EVENT = ("INSERT INTO events (room_id, seq, type, message_id, user_id, created_at, "
+                 "payload) VALUES (?, ?, ?, ?, ?, ?, ?)")
 
 _encode = msgspec.json.Encoder().encode
 log = logging.getLogger("hubbub.store")
@@ -63,6 +68,10 @@ CHECKPOINT_EVERY_S = 0.5
 # (docs/decisions/0021-the-wal-starts-over.md).
 WAL_TAIL_FRAMES = 256
 CHECKPOINT_PASSES = 4
+
+
+class _RetryAmongChats(Exception):
+    """A run of chats held a retry: the batch is written again, one chat at a time."""
 
 
 def _unavailable(exc: sqlite3.Error) -> StoreUnavailable:
@@ -222,7 +231,7 @@ class SqliteStore(Store):
         self._thread.shutdown(wait=True)
 
     # ---- the writer: group commit -----------------------------------------------------
-    def _write(self, op: Callable[[sqlite3.Connection], T], *,
+    def _write(self, op: Callable[[sqlite3.Connection], T] | NewChat, *,
                refusable: bool = True) -> "asyncio.Future[T]":
         """Queue `op` for the next group commit. A `refusable` op (one that may raise a
         ProtocolError) runs in a savepoint of its own, so a refusal undoes only it; the
@@ -248,8 +257,9 @@ class SqliteStore(Store):
         done = self._loop.run_in_executor(self._thread, self._commit, batch)
         done.add_done_callback(lambda f: self._resume(batch, f))
 
-    def _commit(self, batch: list[Queued]) -> list[tuple[bool, Any]]:
-        """On the store thread: one transaction, a savepoint per refusable write."""
+    def _commit(self, batch: list[Queued], one_by_one: bool = False) -> list[tuple[bool, Any]]:
+        """On the store thread: one transaction, a savepoint per refusable write.
+        `one_by_one`: chats too, each with its own statements (a retry was among them)."""
         db = self._db
         if db is None:
             raise RuntimeError("store is closed")
@@ -266,7 +276,19 @@ class SqliteStore(Store):
             if version != self._data_version:  # another connection wrote: forget our seqs
                 self._seqs.clear()
                 self._data_version = version
-            for op, _, refusable in batch:
+            i, n = 0, len(batch)
+            while i < n:
+                op, _, refusable = batch[i]
+                i += 1
+                if type(op) is NewChat:  # a run of chats: one statement per table for all
+                    run = [op]
+                    while i < n and type(batch[i][0]) is NewChat:
+                        run.append(batch[i][0])  # type: ignore[arg-type]
+                        i += 1
+                    results += ([(True, self._append_chat(db, chat)) for chat in run]
+                                if one_by_one else self._append_chats(db, run))
+                    continue
+                assert not isinstance(op, NewChat)
                 if not refusable:
                     results.append((True, op(db)))
                     continue
@@ -296,6 +318,8 @@ class SqliteStore(Store):
                 # If even the rollback fails, the transaction ended with the error.
                 with contextlib.suppress(sqlite3.Error):
                     db.execute("ROLLBACK")
+            if isinstance(exc, _RetryAmongChats):
+                return self._commit(batch, one_by_one=True)
             if isinstance(exc, sqlite3.Error):
                 raise _unavailable(exc) from exc
             raise
@@ -338,10 +362,8 @@ class SqliteStore(Store):
 
     @staticmethod
     def _log(db: sqlite3.Connection, type_: str, event: RoomEvent, at_ms: int) -> None:
-        db.execute("INSERT INTO events (room_id, seq, type, message_id, user_id, created_at, "
-                   "payload) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                   (event.room_id, event.seq, type_, event.message_id, event.user_id, at_ms,
-                    _encode(event).decode()))
+        db.execute(_INSERT_EVENT, (event.room_id, event.seq, type_, event.message_id,
+                                   event.user_id, at_ms, _encode(event).decode()))
 
     @staticmethod
     def _ref(db: sqlite3.Connection, room_id: str, message_id: str) -> rules.MessageRef | None:
@@ -350,29 +372,43 @@ class SqliteStore(Store):
         return None if row is None else rules.MessageRef(message_id, row[0], row[1] is not None)
 
     def append_chat(self, chat: NewChat) -> "asyncio.Future[tuple[ChatEvent, bool]]":
-        def op(db: sqlite3.Connection) -> tuple[ChatEvent, bool]:
-            seq = self._next_seq(db, chat.room_id)
-            event = new_chat_event(chat, seq)
-            # Insert first, look for the original only on a conflict: a retry is rare,
-            # and the unique index on (user_id, client_msg_id) answers either way.
-            if db.execute(f"INSERT INTO messages ({MESSAGE_COLS}, room_id) "
-                          "VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, ?, ?, ?) "
-                          "ON CONFLICT DO NOTHING",
-                          (event.message_id, seq, chat.user_id, chat.username, chat.content,
-                           chat.created_at, chat.client_msg_id, chat.reply_to,
-                           chat.room_id)).rowcount:
-                self._log(db, "chat", event, chat.created_at)
-                return event, False
-            self._seqs[chat.room_id] = self._moved[chat.room_id] = seq - 1  # not used
-            row = db.execute(
-                f"SELECT {MESSAGE_COLS}, room_id FROM messages "
-                "WHERE user_id = ? AND client_msg_id = ?",
-                (chat.user_id, chat.client_msg_id)).fetchone()
-            if row is None:  # a conflict on anything but clientMsgId is a bug: fail loudly
-                raise RuntimeError(f"chat insert conflicted: {chat.room_id} seq {seq}")
-            return original_chat(row), True
+        return self._write(chat, refusable=False)
 
-        return self._write(op, refusable=False)
+    def _append_chats(self, db: sqlite3.Connection,
+                      chats: list[NewChat]) -> list[tuple[bool, Any]]:
+        """Chats queued one after another, written with one `executemany` per table: the
+        sqlite3 module's cost per statement is most of a chat's write otherwise."""
+        events = [new_chat_event(chat, self._next_seq(db, chat.room_id)) for chat in chats]
+        if db.executemany(_INSERT_MESSAGE, [
+                (e.message_id, e.seq, e.user_id, e.username, e.content, e.created_at,
+                 e.client_msg_id, e.reply_to, e.room_id) for e in events]).rowcount != len(events):
+            # A retry among them (its clientMsgId is stored): its seq must not be taken.
+            # Rare, so no savepoint (it would copy every page the run touches): the whole
+            # batch is done again, each chat on its own.
+            raise _RetryAmongChats
+        db.executemany(_INSERT_EVENT, [
+            (e.room_id, e.seq, "chat", e.message_id, e.user_id, e.created_at,
+             _encode(e).decode()) for e in events])
+        return [(True, (e, False)) for e in events]
+
+    def _append_chat(self, db: sqlite3.Connection, chat: NewChat) -> tuple[ChatEvent, bool]:
+        seq = self._next_seq(db, chat.room_id)
+        event = new_chat_event(chat, seq)
+        # Insert first, look for the original only on a conflict: a retry is rare,
+        # and the unique index on (user_id, client_msg_id) answers either way.
+        if db.execute(_INSERT_MESSAGE, (
+                event.message_id, seq, chat.user_id, chat.username, chat.content,
+                chat.created_at, chat.client_msg_id, chat.reply_to, chat.room_id)).rowcount:
+            self._log(db, "chat", event, chat.created_at)
+            return event, False
+        self._seqs[chat.room_id] = self._moved[chat.room_id] = seq - 1  # not used
+        row = db.execute(
+            f"SELECT {MESSAGE_COLS}, room_id FROM messages "
+            "WHERE user_id = ? AND client_msg_id = ?",
+            (chat.user_id, chat.client_msg_id)).fetchone()
+        if row is None:  # a conflict on anything but clientMsgId is a bug: fail loudly
+            raise RuntimeError(f"chat insert conflicted: {chat.room_id} seq {seq}")
+        return original_chat(row), True
 
     async def edit_message(self, room_id: str, message_id: str, user_id: str, content: str,
                            now_ms: int) -> MessageEditEvent:
