@@ -5,6 +5,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from hubbub.errors import ProtocolError
@@ -122,6 +123,60 @@ async def test_upgrading_keeps_reactions_in_the_order_of_their_events(tmp_path: 
     finally:
         await store.close()
     assert versions(path) == [v for v, _ in scripts("sqlite")]
+
+
+async def test_upgrading_to_a_rowid_events_table_keeps_every_room_log(tmp_path: Path):
+    # Version 5 rebuilds `events` (a WITHOUT ROWID table until then) as a rowid table.
+    path = tmp_path / "v4.sqlite"
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        sent = [await chat(store, room=f"r{i % 3}", content=f"m{i}") for i in range(30)]
+        edited = await store.edit_message("r1", sent[1].message_id, "u1", "m1 edited", T0 + 1)
+    finally:
+        await store.close()
+    db = sqlite3.connect(path, isolation_level=None)
+    try:  # back to how version 4 kept the log
+        rows = db.execute("SELECT * FROM events ORDER BY room_id, seq").fetchall()
+        db.execute("DROP TABLE events")
+        [(_, v1)] = [s for s in scripts("sqlite") if s[0] == 1]
+        start = v1.index("CREATE TABLE events")
+        db.execute(v1[start:v1.index(";", start)])
+        db.execute("CREATE INDEX edits_by_message ON events (room_id, message_id) "
+                   "WHERE type = 'message_edit'")
+        db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        db.execute("DELETE FROM schema_version WHERE version > 4")
+    finally:
+        db.close()
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        for room in ("r0", "r1", "r2"):
+            recovery = await store.events_since(room, 0, 100)
+            assert recovery.complete
+            seqs = [msgspec.json.decode(e.payload)["seq"] for e in recovery.events]
+            assert seqs == list(range(1, recovery.last_seq + 1))
+        assert [e.type for e in (await store.events_since("r1", 0, 100)).events][-1] == \
+            "message_edit"
+        assert (await chat(store, room="r1", content="after")).seq == edited.seq + 1
+        deleted = await store.delete_message("r1", sent[1].message_id, "u1", False, T0 + 2)
+        erased = [msgspec.json.decode(e.payload) for e in
+                  (await store.events_since("r1", 0, 100)).events
+                  if e.type in ("chat", "message_edit")]
+        assert [p["content"] for p in erased if p["messageId"] == deleted.message_id] == [
+            None, None]
+    finally:
+        await store.close()
+    assert versions(path) == [v for v, _ in scripts("sqlite")]
+    db = sqlite3.connect(path)
+    try:
+        [(sql,)] = db.execute("SELECT sql FROM sqlite_master WHERE name = 'events'")
+        assert "WITHOUT ROWID" not in sql
+        indexes = {name for (name,) in db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'")}
+        assert indexes == {"events_by_seq", "edits_by_message"}
+    finally:
+        db.close()
 
 
 async def test_writes_queued_together_commit_in_one_transaction() -> None:

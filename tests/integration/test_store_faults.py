@@ -36,7 +36,8 @@ async def test_a_chat_the_store_cannot_persist_is_refused_and_not_broadcast(
             pages = (await _pragma(server, "PRAGMA page_count"))[0][0]
             break_it = f"PRAGMA max_page_count = {pages}"
         await _pragma(server, break_it)
-        refused = await ann.request("chat", {"roomId": "r", "content": "x" * 3000}, id="c2")
+        # Longer than a page holds: it needs a new page (or overflow pages) wherever it goes.
+        refused = await ann.request("chat", {"roomId": "r", "content": "x" * 4000}, id="c2")
         assert refused["type"] == "error"
         assert refused["payload"]["code"] == "internal"
         assert says in refused["payload"]["message"]
