@@ -4,14 +4,16 @@
    reference server, scenarios S1-S4, every client authenticating with an HS256 JWT. hubbub runs
    as `.venv/bin/hubbub serve --port {port} --store sqlite:///{tmp}/bench.db --rate-limit 0
    --jwt-secret {jwt_secret}` (rate limits off: S1 must measure the fan-out, not the limiter).
-   Its results.md/.json and S1 plot are copied to bench/results/<stamp>/shared-*.
+   Its results.md/.json and S1 plot are copied to bench/results/<stamp>/shared-*, and
+   bench/s1_plot.py draws s1_latency.png from the same results, one slot per step.
 2. bench/persisted_chats.py: closed-loop persisted chats, SQLite synchronous FULL and NORMAL,
    and PostgreSQL (a throwaway local cluster when Debian's PostgreSQL is installed).
 3. bench/fanout.py: the typing fan-out ladder, 1,000 connections in 10 rooms of 100.
 
 Everything lands in bench/results/<stamp>/ (git-ignored). bench/RESULTS.md gets the date, the
 machine, the shared table (scenario x hubbub, Bun reference, ratio) and the two project tables, with
-links to the plots. `--quick` is a smoke run (shared kit: S1 only, two rates, 2 s windows; the
+links to the plots (a full run also copies them to bench/plots/, which is kept in the repository
+next to RESULTS.md). `--quick` is a smoke run (shared kit: S1 only, two rates, 2 s windows; the
 project scripts with --quick); it and `--skip` write RESULTS.md into the stamp folder only, so a
 smoke or partial run never replaces the quoted file. Quote ratios from one run, not absolute
 numbers (two shared cores, other work on the machine: see ../shared/bench/README.md, "Noise").
@@ -32,9 +34,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import s1_plot
 from benchkit import REPO, RESULTS, markdown_table
 
 BENCH = REPO / "bench"
+PLOTS = BENCH / "plots"  # the plots RESULTS.md shows, kept in the repository
+# A run's plot -> its name in PLOTS.
+KEPT_PLOTS = {"s1_latency.png": "s1_latency.png", "fanout.png": "typing_fanout.png"}
 SHARED_RUN = REPO.parent / "shared" / "bench" / "run.py"
 SERVER_CMD = (".venv/bin/hubbub serve --port {port} --store sqlite:///{tmp}/bench.db "
               "--rate-limit 0 --jwt-secret {jwt_secret}")
@@ -78,6 +84,11 @@ def run_shared(out: Path, quick: bool, jwt_secret: str) -> Path | None:
     for name in SHARED_FILES:
         if (found[-1] / name).exists():
             shutil.copy2(found[-1] / name, out / f"shared-{name}")
+    if (out / "shared-results.json").exists():
+        why = s1_plot.plot(json.loads((out / "shared-results.json").read_text()),
+                           out / "s1_latency.png")
+        if why:
+            progress(why)
     return found[-1]
 
 
@@ -132,6 +143,16 @@ def link(target: Path, results_md: Path) -> str:
     return os.path.relpath(target, results_md.parent)
 
 
+def plot_link(out: Path, name: str, results_md: Path) -> str:
+    """A plot of this run: from bench/plots/ when RESULTS.md is the quoted one (kept), else
+    from the run's own folder."""
+    if results_md.parent == BENCH and (out / name).exists():
+        PLOTS.mkdir(exist_ok=True)
+        shutil.copy2(out / name, PLOTS / KEPT_PLOTS[name])
+        return link(PLOTS / KEPT_PLOTS[name], results_md)
+    return link(out / name, results_md)
+
+
 def write_results_md(out: Path, results_md: Path, shared_dir: Path | None, quick: bool) -> None:
     shared_json = out / "shared-results.json"
     shared = (shared_table(json.loads(shared_json.read_text())) if shared_json.exists()
@@ -152,7 +173,9 @@ def write_results_md(out: Path, results_md: Path, shared_dir: Path | None, quick
         "",
         shared,
         "",
-        f"S1 plot: [shared-s1_latency.png]({link(out / 'shared-s1_latency.png', results_md)}) · "
+        f"S1 plot: [s1_latency.png]({plot_link(out, 's1_latency.png', results_md)}) "
+        f"(the kit's own: [shared-s1_latency.png]"
+        f"({link(out / 'shared-s1_latency.png', results_md)})) · "
         f"details and \"Read with\" notes: [shared-results.md]"
         f"({link(out / 'shared-results.md', results_md)})"
         + (f" · logs: `{link(shared_dir / 'logs', results_md)}/`" if shared_dir else ""),
@@ -171,7 +194,7 @@ def write_results_md(out: Path, results_md: Path, shared_dir: Path | None, quick
         "",
         section_table(out, "fanout"),
         "",
-        f"Plot: [fanout.png]({link(out / 'fanout.png', results_md)})",
+        f"Plot: [typing_fanout.png]({plot_link(out, 'fanout.png', results_md)})",
         "",
     ]
     results_md.write_text("\n".join(lines))
