@@ -459,13 +459,31 @@ class DirectoryContract:
 
     async def test_a_released_call_frees_both_parties_and_is_gone(self, nodes: Nodes) -> None:
         await nodes.a.claim_call(self.call("c1", U1, U2, nodes.a))
-        await nodes.a.set_call_state("c1", "active")
+        await nodes.a.set_call_state("c1", "active", T0 + 5)
         assert (await nodes.b.call_info("c1")).state == "active"  # type: ignore[union-attr]
         await nodes.b.release_call("c1")
         await nodes.b.release_call("c1")  # idempotent
         assert await nodes.c.call_info("c1") is None
         assert await nodes.c.call_of(U1) is None
         assert (await nodes.c.claim_call(self.call("c2", U2, U1, nodes.c))).outcome == "ok"
+
+    async def test_a_reaped_call_carries_what_its_call_log_record_needs(
+            self, nodes: Nodes) -> None:
+        # The reaper writes the record the dead home would have: when the call started and
+        # was answered, its room, and when the home was last heard from.
+        await nodes.a.claim_call(CallInfo("c1", U1, U2, 7, nodes.a.node_id,
+                                          started_at=T0 + 10, room="r1"))
+        await nodes.a.claim_call(CallInfo("c2", U3, UserId("u4"), 7, nodes.a.node_id,
+                                          started_at=T0 + 20))
+        await nodes.a.set_call_state("c1", "active", T0 + 30)
+        await nodes.a.heartbeat(T0 + 40)  # its last
+        now = T0 + 40 + TTL + 1
+        await nodes.heartbeat(now, nodes.b, nodes.c)
+        reaped = {c.call_id: c for c in await nodes.b.reap_calls(now)}
+        assert (reaped["c1"].started_at, reaped["c1"].room, reaped["c1"].answered_at,
+                reaped["c1"].home_seen) == (T0 + 10, "r1", T0 + 30, T0 + 40)
+        assert (reaped["c2"].started_at, reaped["c2"].room, reaped["c2"].answered_at,
+                reaped["c2"].home_seen) == (T0 + 20, None, None, T0 + 40)
 
     async def test_the_calls_of_a_dead_home_node_are_released_once(self, nodes: Nodes) -> None:
         c1 = self.call("c1", U1, U2, nodes.a)

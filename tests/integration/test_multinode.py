@@ -720,6 +720,37 @@ async def test_a_killed_nodes_users_go_offline_elsewhere_and_its_clients_resume_
                 assert (event["userId"], event["content"]) == ("mover", "back on the other node")
 
 
+async def test_a_call_whose_home_node_is_killed_ends_and_the_survivor_logs_it(
+        redis_url: str, store_url: str) -> None:
+    with process_nodes(redis_url, store_url) as (doomed, survivor):
+        async with await member(survivor.ws, "bob") as bob:
+            ann = await member(doomed.ws, "ann")
+            # The offer arrives at ann's node: that is the call's home.
+            await request(ann, "webrtc", kind="offer", to="bob", callId="k1", sdp=OFFER)
+            await bob.expect("webrtc", kind="offer")
+            await request(bob, "webrtc", kind="answer", to="ann", callId="k1", sdp=ANSWER)
+            await ann.expect("webrtc", kind="answer")
+            doomed.kill()
+            with contextlib.suppress(AssertionError):
+                await ann.closed()
+            await ann.close()
+            frames = await frames_until(bob, "call_end", timeout=DEAD_NODE_WAIT, callId="k1")
+            assert frames[-1]["payload"] == {"callId": "k1", "by": "bob",
+                                             "reason": "disconnected"}
+            # The home wrote nothing: the survivor, which reaped it, writes the record (in
+            # the background, right after the call_end).
+            for _ in range(int(WAIT / 0.1)):
+                calls = (await request(bob, "call_history"))["calls"]
+                if calls:
+                    break
+                await asyncio.sleep(0.1)
+            [record] = calls
+            assert (record["callId"], record["caller"], record["callee"], record["endReason"]) \
+                == ("k1", "ann", "bob", "disconnected")
+            assert record["startedAt"] <= record["answeredAt"] <= record["endedAt"]
+            assert record["durationMs"] == record["endedAt"] - record["answeredAt"]
+
+
 async def chats_until_one_crosses(sender: WsClient, receiver: WsClient,
                                   timeout: float = DEAD_NODE_WAIT) -> tuple[int, list[int]]:
     """Chat from `sender` until `receiver` (on another node) gets a chat; returns the last

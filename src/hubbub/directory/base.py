@@ -51,6 +51,11 @@ class CallInfo:
     home: int  # the home node's number (routes frames to it)
     home_node: str  # the home node's id (reaps it with the node)
     state: str = "ringing"
+    # What the call log needs if the home node dies and another node writes the record.
+    started_at: int = 0
+    room: str | None = None
+    answered_at: int | None = None  # set with state "active"
+    home_seen: int | None = None  # set by `reap_calls`: the home's last heartbeat (ms)
 
 
 @dataclass(slots=True, frozen=True)
@@ -141,7 +146,8 @@ class Directory(ABC):
         """The live call `user` is in, if any."""
 
     @abstractmethod
-    async def set_call_state(self, call_id: str, state: str) -> None: ...
+    async def set_call_state(self, call_id: str, state: str, at_ms: int) -> None:
+        """The call's state changed at `at_ms`; "active" records it as `answered_at`."""
 
     @abstractmethod
     async def release_call(self, call_id: str) -> None:
@@ -150,4 +156,5 @@ class Directory(ABC):
     @abstractmethod
     async def reap_calls(self, now_ms: int) -> list[CallInfo]:
         """Release the calls whose home node is dead (call before `reap`); returns them,
-        once, so their parties can be told the call ended."""
+        once, with `home_seen` set, so their parties can be told the call ended and the
+        reaper can write the call log record the dead home could not."""

@@ -191,10 +191,11 @@ class MemoryDirectory(Directory):
         call_id = self.state.user_call.get(user)
         return self.state.calls.get(call_id) if call_id else None
 
-    async def set_call_state(self, call_id: str, state: str) -> None:
+    async def set_call_state(self, call_id: str, state: str, at_ms: int) -> None:
         call = self.state.calls.get(call_id)
         if call is not None:
-            self.state.calls[call_id] = replace(call, state=state)
+            self.state.calls[call_id] = replace(
+                call, state=state, answered_at=at_ms if state == "active" else call.answered_at)
 
     async def release_call(self, call_id: str) -> None:
         call = self.state.calls.pop(call_id, None)
@@ -207,7 +208,8 @@ class MemoryDirectory(Directory):
     async def reap_calls(self, now_ms: int) -> list[CallInfo]:
         dead = {n for n, seen in self.state.heartbeats.items()
                 if n != self.node_id and now_ms - seen > self.node_ttl_ms}
-        gone = [c for c in self.state.calls.values() if c.home_node in dead]
+        gone = [replace(c, home_seen=self.state.heartbeats[c.home_node])
+                for c in self.state.calls.values() if c.home_node in dead]
         for call in gone:
             await self.release_call(call.call_id)
         return gone

@@ -14,6 +14,7 @@ dead node). Keys, under the `hubbub:dir:` prefix:
 """
 
 import secrets
+from dataclasses import replace
 from typing import Any
 
 from hubbub.directory.base import (
@@ -96,7 +97,7 @@ if mine then return {'caller_busy', mine} end
 local theirs = redis.call('GET', KEYS[3])
 if theirs then return {'callee_busy', theirs} end
 redis.call('HSET', KEYS[1], 'caller', ARGV[2], 'callee', ARGV[3], 'home', ARGV[4],
-           'home_node', ARGV[5], 'state', 'ringing')
+           'home_node', ARGV[5], 'state', 'ringing', 'started_at', ARGV[6], 'room', ARGV[7])
 redis.call('SET', KEYS[2], ARGV[1])
 redis.call('SET', KEYS[3], ARGV[1])
 redis.call('SADD', KEYS[4], ARGV[1])
@@ -261,7 +262,8 @@ class RedisDirectory(Directory):
         outcome, other_id = await self._scripts["claim"](
             keys=[f"{p}call:{call.call_id}", f"{p}ucall:{call.caller}",
                   f"{p}ucall:{call.callee}", f"{p}calls:{call.home_node}"],
-            args=[call.call_id, call.caller, call.callee, call.home, call.home_node])
+            args=[call.call_id, call.caller, call.callee, call.home, call.home_node,
+                  call.started_at, call.room or ""])
         if outcome == "ok":
             return Claim("ok", call)
         return Claim(outcome, await self.call_info(other_id))
@@ -270,17 +272,21 @@ class RedisDirectory(Directory):
         h = await self._r.hgetall(f"{self.p}call:{call_id}")
         if not h:
             return None
+        answered = h.get("answered_at")
         return CallInfo(call_id, UserId(h["caller"]), UserId(h["callee"]), int(h["home"]),
-                        h["home_node"], h["state"])
+                        h["home_node"], h["state"], started_at=int(h.get("started_at") or 0),
+                        room=h.get("room") or None,
+                        answered_at=int(answered) if answered else None)
 
     async def call_of(self, user: UserId) -> CallInfo | None:
         call_id = await self._r.get(f"{self.p}ucall:{user}")
         return await self.call_info(call_id) if call_id else None
 
-    async def set_call_state(self, call_id: str, state: str) -> None:
+    async def set_call_state(self, call_id: str, state: str, at_ms: int) -> None:
         key = f"{self.p}call:{call_id}"
         if await self._r.exists(key):
-            await self._r.hset(key, "state", state)
+            fields = {"state": state, **({"answered_at": at_ms} if state == "active" else {})}
+            await self._r.hset(key, mapping=fields)
 
     async def release_call(self, call_id: str) -> None:
         await self._scripts["release"](keys=[f"{self.p}call:{call_id}"],
@@ -289,9 +295,9 @@ class RedisDirectory(Directory):
     async def reap_calls(self, now_ms: int) -> list[CallInfo]:
         # "(" makes the bound exclusive: a node silent for *longer* than the TTL is dead.
         dead = await self._r.zrangebyscore(self.p + "nodes", "-inf",
-                                           f"({now_ms - self.node_ttl_ms}")
+                                           f"({now_ms - self.node_ttl_ms}", withscores=True)
         gone: list[CallInfo] = []
-        for node in dead:
+        for node, seen in dead:
             if node == self.node_id or not await self._r.set(
                     f"{self.p}reaping-calls:{node}", self.node_id, nx=True, px=60_000):
                 continue
@@ -299,6 +305,6 @@ class RedisDirectory(Directory):
                 info = await self.call_info(call_id)
                 await self.release_call(call_id)
                 if info is not None:
-                    gone.append(info)
+                    gone.append(replace(info, home_seen=int(seen)))
             await self._r.delete(f"{self.p}calls:{node}")
         return gone

@@ -7,13 +7,14 @@ a frame about a call that lives elsewhere is forwarded there and handled by the 
 rules, as if its sender were local (the answer goes back through the fan-out).
 """
 
+import logging
 import secrets
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import msgspec
 
-from hubbub.core.effects import Effects, Forward, Later, Reply, ToUser
+from hubbub.core.effects import Effects, Forward, Later, LogCall, Reply, ToUser
 from hubbub.core.identity import Identity
 from hubbub.core.session import Session
 from hubbub.directory.base import CallInfo
@@ -28,12 +29,14 @@ from hubbub.protocol.frames import (
     CallEndEvent,
     CallHistory,
     CallHistoryAck,
+    CallRecord,
     CallReject,
     Inbound,
     WebRTC,
 )
 
 Result = Effects | Coroutine[Any, Any, Effects]
+log = logging.getLogger("hubbub.calls")
 
 
 async def _may_call(node: Node, caller: UserId, callee: UserId, room: RoomId | None) -> None:
@@ -72,11 +75,6 @@ def finished(node: Node) -> Effects:
 async def _release(node: Node, call_ids: list[str]) -> Effects:
     for call_id in call_ids:
         await node.directory.release_call(call_id)
-    return []
-
-
-async def _set_state(node: Node, call_id: str, state: str) -> Effects:
-    await node.directory.set_call_state(call_id, state)
     return []
 
 
@@ -127,9 +125,12 @@ async def _offer(node: Node, s: Session, frame: WebRTC, call_id: str, to: UserId
         raise ProtocolError(ErrorCode.BAD_REQUEST, "you cannot call yourself")
     await _may_call(node, me, to, room)
     if call_id in node.calls.calls:  # the same offer twice, raced while we checked
-        return _relay(node, s, frame, to, call_id)
+        relayed = _relay(node, s, frame, to, call_id)
+        return relayed if isinstance(relayed, list) else await relayed
+    now = node.clock.now_ms()
     claim = await node.directory.claim_call(CallInfo(call_id, me, to, node.number,
-                                                     node.directory.node_id))
+                                                     node.directory.node_id, started_at=now,
+                                                     room=room))
     if claim.outcome == "taken":
         raise ProtocolError(ErrorCode.CONFLICT, f"callId {call_id!r} is already in use")
     if claim.outcome == "caller_busy":
@@ -141,8 +142,7 @@ async def _offer(node: Node, s: Session, frame: WebRTC, call_id: str, to: UserId
         raise ProtocolError(ErrorCode.CONFLICT, "you are already in a call; end it first")
     try:
         effects = node.calls.offer(call_id=call_id, caller=me, conn=s.conn, callee=to,
-                                   room=room, sdp=p.sdp, candidate=p.candidate,
-                                   now_ms=node.clock.now_ms(),
+                                   room=room, sdp=p.sdp, candidate=p.candidate, now_ms=now,
                                    callee_busy=claim.outcome == "callee_busy")
     except ProtocolError:
         if claim.outcome == "ok":  # the rules refused it: the parties are not in a call
@@ -151,7 +151,7 @@ async def _offer(node: Node, s: Session, frame: WebRTC, call_id: str, to: UserId
     return _ack(node, s, frame.id, call_id) + effects + finished(node)
 
 
-def _relay(node: Node, s: Session, frame: WebRTC, to: UserId, call_id: str) -> Effects:
+def _relay(node: Node, s: Session, frame: WebRTC, to: UserId, call_id: str) -> Result:
     assert s.identity is not None
     p, me = frame.payload, s.identity.user_id
     call = node.calls.calls.get(call_id)
@@ -165,11 +165,23 @@ def _relay(node: Node, s: Session, frame: WebRTC, to: UserId, call_id: str) -> E
                                    sdp=p.sdp, candidate=p.candidate, now_ms=node.clock.now_ms())
     else:
         was_ringing = call is not None and call.answered_at_ms is None
+        now = node.clock.now_ms()
         effects = node.calls.answer(call_id=call_id, user=me, conn=s.conn, sdp=p.sdp,
-                                    now_ms=node.clock.now_ms())
+                                    now_ms=now)
         if was_ringing:
-            effects.append(Later(_set_state(node, call_id, "active")))
+            return _answered(node, call_id, now, _ack(node, s, frame.id, call_id) + effects +
+                             finished(node))
     return _ack(node, s, frame.id, call_id) + effects + finished(node)
+
+
+async def _answered(node: Node, call_id: str, at_ms: int, effects: Effects) -> Effects:
+    """The directory learns that the call is active before anyone hears of the answer, so
+    a home node that dies right after still leaves the answer time for the call log."""
+    try:
+        await node.directory.set_call_state(call_id, "active", at_ms)
+    except Exception as exc:  # the call goes on here; only the directory's copy is stale
+        log.warning("could not mark call %s active in the directory: %r", call_id, exc)
+    return effects
 
 
 # ---- reject, end, history ------------------------------------------------------------------
@@ -241,12 +253,23 @@ async def _answer_errors(work: Coroutine[Any, Any, Effects], conn: ConnId,
         return error(conn, exc, frame_id)
 
 
-def calls_of_dead_nodes(gone: list[CallInfo]) -> Effects:
-    """Calls whose home node died: both parties hear `call_end` (disconnected)."""
+def calls_of_dead_nodes(gone: list[CallInfo], now_ms: int) -> Effects:
+    """Calls whose home node died: both parties hear `call_end` (disconnected), and the call
+    log gets the record the home would have written. The call ended between the home's last
+    heartbeat and now; the record says the heartbeat (or the answer, if that came later)."""
     effects: Effects = []
     for info in gone:
         event = CallEndEvent(call_id=info.call_id, by=info.callee, reason="disconnected")
         effects += [ToUser(info.caller, "call_end", event), ToUser(info.callee, "call_end", event)]
+        if not info.started_at:  # claimed by a node too old to say when: no record
+            continue
+        ended = max(now_ms if info.home_seen is None else info.home_seen,
+                    info.answered_at or info.started_at)
+        effects.append(LogCall(CallRecord(
+            call_id=info.call_id, caller=info.caller, callee=info.callee, room_id=info.room,
+            started_at=info.started_at, answered_at=info.answered_at, ended_at=ended,
+            end_reason="disconnected",
+            duration_ms=None if info.answered_at is None else ended - info.answered_at)))
     return effects
 
 
