@@ -157,6 +157,7 @@ def _relay(node: Node, s: Session, frame: WebRTC, to: UserId, call_id: str) -> R
     call = node.calls.calls.get(call_id)
     if call is not None and call.is_party(me) and call.peer_of(me) != to:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "`to` is not the other party")
+    answered_at: int | None = None  # set when this frame answers a ringing call
     if p.kind == "ice_candidate":  # most frames of a call, and they need no clock
         effects = node.calls.ice(call_id=call_id, user=me, conn=s.conn, candidate=p.candidate)
     elif p.kind == "offer":
@@ -168,10 +169,9 @@ def _relay(node: Node, s: Session, frame: WebRTC, to: UserId, call_id: str) -> R
         now = node.clock.now_ms()
         effects = node.calls.answer(call_id=call_id, user=me, conn=s.conn, sdp=p.sdp,
                                     now_ms=now)
-        if was_ringing:
-            return _answered(node, call_id, now, _ack(node, s, frame.id, call_id) + effects +
-                             finished(node))
-    return _ack(node, s, frame.id, call_id) + effects + finished(node)
+        answered_at = now if was_ringing else None
+    effects = _ack(node, s, frame.id, call_id) + effects + finished(node)
+    return effects if answered_at is None else _answered(node, call_id, answered_at, effects)
 
 
 async def _answered(node: Node, call_id: str, at_ms: int, effects: Effects) -> Effects:
