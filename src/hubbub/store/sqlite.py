@@ -44,6 +44,7 @@ from hubbub.store.rows import (
 
 T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
+_encode = msgspec.json.Encoder().encode
 # An op (or a chat to append), its caller's future, and whether it is refusable.
 Queued = tuple[Op | NewChat, "asyncio.Future[Any]", bool]
 _INSERT_MESSAGE = (f"INSERT INTO messages ({MESSAGE_COLS}, room_id) "
@@ -51,7 +52,18 @@ _INSERT_MESSAGE = (f"INSERT INTO messages ({MESSAGE_COLS}, room_id) "
 _INSERT_EVENT = ("INSERT INTO events (room_id, seq, type, message_id, user_id, created_at, "
                  "payload) VALUES (?, ?, ?, ?, ?, ?, ?)")
 
-_encode = msgspec.json.Encoder().encode
+
+def _message_row(e: ChatEvent) -> tuple[Any, ...]:
+    """A new chat's parameters for _INSERT_MESSAGE."""
+    return (e.message_id, e.seq, e.user_id, e.username, e.content, e.created_at,
+            e.client_msg_id, e.reply_to, e.room_id)
+
+
+def _event_row(type_: str, e: RoomEvent, at_ms: int) -> tuple[Any, ...]:
+    """A room event's parameters for _INSERT_EVENT: the log keeps it as sent on the wire."""
+    return (e.room_id, e.seq, type_, e.message_id, e.user_id, at_ms, _encode(e).decode())
+
+
 log = logging.getLogger("hubbub.store")
 
 # WAL checkpoints run on a thread of their own, this often, instead of inside a commit
@@ -362,8 +374,7 @@ class SqliteStore(Store):
 
     @staticmethod
     def _log(db: sqlite3.Connection, type_: str, event: RoomEvent, at_ms: int) -> None:
-        db.execute(_INSERT_EVENT, (event.room_id, event.seq, type_, event.message_id,
-                                   event.user_id, at_ms, _encode(event).decode()))
+        db.execute(_INSERT_EVENT, _event_row(type_, event, at_ms))
 
     @staticmethod
     def _ref(db: sqlite3.Connection, room_id: str, message_id: str) -> rules.MessageRef | None:
@@ -379,16 +390,13 @@ class SqliteStore(Store):
         """Chats queued one after another, written with one `executemany` per table: the
         sqlite3 module's cost per statement is most of a chat's write otherwise."""
         events = [new_chat_event(chat, self._next_seq(db, chat.room_id)) for chat in chats]
-        if db.executemany(_INSERT_MESSAGE, [
-                (e.message_id, e.seq, e.user_id, e.username, e.content, e.created_at,
-                 e.client_msg_id, e.reply_to, e.room_id) for e in events]).rowcount != len(events):
+        if db.executemany(_INSERT_MESSAGE,
+                          [_message_row(e) for e in events]).rowcount != len(events):
             # A retry among them (its clientMsgId is stored): its seq must not be taken.
             # Rare, so no savepoint (it would copy every page the run touches): the whole
             # batch is done again, each chat on its own.
             raise _RetryAmongChats
-        db.executemany(_INSERT_EVENT, [
-            (e.room_id, e.seq, "chat", e.message_id, e.user_id, e.created_at,
-             _encode(e).decode()) for e in events])
+        db.executemany(_INSERT_EVENT, [_event_row("chat", e, e.created_at) for e in events])
         return [(True, (e, False)) for e in events]
 
     def _append_chat(self, db: sqlite3.Connection, chat: NewChat) -> tuple[ChatEvent, bool]:
@@ -396,9 +404,7 @@ class SqliteStore(Store):
         event = new_chat_event(chat, seq)
         # Insert first, look for the original only on a conflict: a retry is rare,
         # and the unique index on (user_id, client_msg_id) answers either way.
-        if db.execute(_INSERT_MESSAGE, (
-                event.message_id, seq, chat.user_id, chat.username, chat.content,
-                chat.created_at, chat.client_msg_id, chat.reply_to, chat.room_id)).rowcount:
+        if db.execute(_INSERT_MESSAGE, _message_row(event)).rowcount:
             self._log(db, "chat", event, chat.created_at)
             return event, False
         self._seqs[chat.room_id] = self._moved[chat.room_id] = seq - 1  # not used
