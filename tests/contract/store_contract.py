@@ -175,6 +175,19 @@ class StoreContract:
         assert [(m.seq, m.content) for m in await full_history(store)] == [
             (1, "once"), (2, "m0"), (3, "m1"), (4, "m3"), (5, "m4")]
 
+    async def test_the_same_client_msg_id_twice_in_one_batch_is_stored_once(
+            self, store: Store) -> None:
+        # A client's retry can reach the store while its original still waits in the same
+        # batch: the retry gets the original back and takes no seq.
+        results = await asyncio.gather(*(store.append_chat(NewChat(
+            room_id="r", user_id="u1", username="U1", content=f"m{i}", created_at=T0 + i,
+            client_msg_id="twice" if i in (1, 3) else f"c{i}")) for i in range(5)))
+        assert [dup for _, dup in results] == [False, False, False, True, False]
+        assert results[3][0].message_id == results[1][0].message_id
+        assert results[3][0].seq == 2 and results[3][0].content == "m1"
+        assert [(m.seq, m.content) for m in await full_history(store)] == [
+            (1, "m0"), (2, "m1"), (3, "m2"), (4, "m4")]
+
     async def test_the_chat_event_carries_what_was_given(self, store: Store) -> None:
         m = await chat(store, room="r", user="u1", content="hello", client_msg_id="c1",
                        reply_to="m0")

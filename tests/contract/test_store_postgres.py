@@ -376,6 +376,38 @@ async def test_a_write_after_close_fails_instead_of_waiting_forever(
             await store.history("r", None, None, 10)
 
 
+async def test_a_run_of_chats_is_one_statement_and_a_retry_among_them_redoes_the_batch(
+        postgres_store: Callable[[], Store]) -> None:
+    # Chats side by side in a batch are stored by one statement (ADR 0028). A retry among
+    # them stores no row, so the statement comes back short: the batch runs again chat by
+    # chat, and the retry gets its original while the others get gapless seqs.
+    from hubbub.store.postgres import PostgresStore
+
+    store = postgres_store()
+    assert isinstance(store, PostgresStore)
+    await store.open()
+    try:
+        def new(content: str, cid: str | None) -> NewChat:
+            return NewChat(room_id="r" if content < "m3" else "s", user_id="u1",
+                           username="U1", content=content, created_at=T0, client_msg_id=cid)
+
+        stored = await asyncio.gather(*(store.append_chat(new(f"m{i}", f"c{i}"))
+                                        for i in range(5)))
+        assert (store.chats_in_runs, store.redone_batches) == (5, 0)
+        assert [(e.room_id, e.seq) for e, _ in stored] == [
+            ("r", 1), ("r", 2), ("r", 3), ("s", 1), ("s", 2)]
+        again = await asyncio.gather(store.append_chat(new("m5", "c5")),
+                                     store.append_chat(new("m1", "c1")),
+                                     store.append_chat(new("m6", None)))
+        assert (store.chats_in_runs, store.redone_batches) == (5, 1)
+        assert [dup for _, dup in again] == [False, True, False]
+        assert again[1][0].message_id == stored[1][0].message_id
+        assert [(e.room_id, e.seq) for e, _ in again] == [("s", 3), ("r", 2), ("s", 4)]
+        assert [m.content for m in await full_history(store, "s")] == ["m3", "m4", "m5", "m6"]
+    finally:
+        await store.close()
+
+
 async def test_a_chat_that_fails_without_a_savepoint_fails_alone_and_its_batch_commits(
         postgres_store: Callable[[], Store]) -> None:
     # Chat appends run without a savepoint of their own. A NUL in the content is refused by

@@ -3,7 +3,8 @@
 Same contract as the SQLite store (`base.py`), and the same shape inside a node: writes
 are queued, and every write that arrived while the previous transaction was committing is
 committed in the next single transaction on the node's one writer connection, each in its
-own savepoint so one refused write does not undo the others. Then the callers are resumed
+own savepoint so one refused write does not undo the others; chats side by side in a batch
+are stored by one statement (docs/decisions/0028). Then the callers are resumed
 in queue order, so acks and broadcasts leave in seq order. Position reads (`last_seq`,
 `events_since`) go through the same queue. `history` and `call_history` use a small pool.
 
@@ -83,6 +84,26 @@ WITH m AS (
     RETURNING room_id, seq, message_id, user_id, created_at)
 INSERT INTO events (room_id, seq, type, message_id, user_id, created_at, payload)
 SELECT room_id, seq, 'chat', message_id, user_id, created_at, $10::text FROM m
+RETURNING seq"""
+# A run of chats side by side in one batch: one statement for all of them, one round trip
+# instead of one each. A row that meets a clientMsgId already stored inserts nothing, so
+# fewer rows come back: the batch then runs again chat by chat (docs/decisions/0028).
+_INSERT_CHATS = """
+WITH v AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+                         $6::text[], $7::bigint[], $8::text[], $9::text[], $10::text[])
+        AS v(room_id, message_id, seq, user_id, username, content, created_at, client_msg_id,
+             reply_to, payload)),
+m AS (
+    INSERT INTO messages (room_id, message_id, seq, user_id, username, content, created_at,
+                          client_msg_id, reply_to)
+    SELECT room_id, message_id, seq, user_id, username, content, created_at, client_msg_id,
+           reply_to FROM v
+    ON CONFLICT (user_id, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING
+    RETURNING room_id, seq)
+INSERT INTO events (room_id, seq, type, message_id, user_id, created_at, payload)
+SELECT v.room_id, v.seq, 'chat', v.message_id, v.user_id, v.created_at, v.payload
+FROM v JOIN m USING (room_id, seq)
 RETURNING seq"""
 _ORIGINAL_CHAT = (f"SELECT {MESSAGE_COLS}, room_id FROM messages "
                   "WHERE user_id = $1 AND client_msg_id = $2")
@@ -208,10 +229,15 @@ class _Write:
     # own. One that cannot (a chat append) skips that round trip; if it fails anyway, the
     # whole batch runs again with a savepoint for every write.
     refusable: bool = True
+    chat: NewChat | None = None  # a chat append: may join a run of chats (_append_chats)
 
 
 class _Redo(Exception):
     """A write without a savepoint failed: the transaction is lost, run the batch again."""
+
+
+class _RetryAmongChats(Exception):
+    """A run of chats stored fewer rows than it had chats: one was a retry."""
 
 
 class PostgresStore(Store):
@@ -231,6 +257,7 @@ class PostgresStore(Store):
         self.committed_writes = 0
         self.retried_writes = 0  # sent back to the queue after a deadlock with another node
         self.redone_batches = 0  # run again with savepoints after a write without one failed
+        self.chats_in_runs = 0  # chats stored by a statement shared with other chats
 
     # ---- lifecycle ---------------------------------------------------------------
     async def open(self) -> None:
@@ -261,7 +288,7 @@ class PostgresStore(Store):
 
     # ---- the writer: group commit -----------------------------------------------------
     def _write(self, op: Callable[[_Tx], Awaitable[T]], room: str | None,
-               refusable: bool = True) -> "asyncio.Future[T]":
+               refusable: bool = True, chat: NewChat | None = None) -> "asyncio.Future[T]":
         assert self._loop is not None and self._idle is not None, "store is not open"
         if self._closed:  # the writer is gone: fail now rather than never resolve
             raise RuntimeError("store is closed")
@@ -269,7 +296,7 @@ class PostgresStore(Store):
         if room is not None and "\x00" in room:  # would fail the batch's lock statement
             fut.set_exception(_refusal(asyncpg.CharacterNotInRepertoireError("NUL")))
             return fut
-        self._pending.append(_Write(op, fut, room, refusable=refusable))
+        self._pending.append(_Write(op, fut, room, refusable=refusable, chat=chat))
         if not self._writing:
             self._writing = True
             self._idle.clear()
@@ -364,7 +391,22 @@ class PostgresStore(Store):
             start = dict(seqs)
             tx = _Tx(conn, seqs)
             savepoint = False
+            run_end = 0
             for i, w in enumerate(batch):
+                if i < run_end:  # stored with the run of chats it belongs to
+                    continue
+                if w.chat is not None and not all_savepoints:
+                    run_end = i + 1
+                    while run_end < len(batch) and batch[run_end].chat is not None:
+                        run_end += 1
+                    if run_end - i > 1:
+                        try:
+                            results += await self._append_chats(tx, batch[i:run_end])
+                        except Exception as exc:
+                            if conn.is_closed():
+                                raise
+                            raise _Redo() from exc  # no savepoint: the transaction is lost
+                        continue
                 tx.claimed = None
                 own_savepoint = w.refusable or all_savepoints
                 if own_savepoint:
@@ -413,6 +455,27 @@ class PostgresStore(Store):
         row = await conn.fetchrow(_REF, room_id, message_id)
         return None if row is None else rules.MessageRef(message_id, row[0], row[1])
 
+    async def _append_chats(self, tx: _Tx, run: list[_Write]) -> list[tuple[bool, Any]]:
+        """Store a run of chats with one statement, or raise if one of them was a retry."""
+        seqs = tx.seqs
+        events: list[ChatEvent] = []
+        for w in run:
+            chat = w.chat
+            assert chat is not None
+            seq = seqs[chat.room_id] + 1
+            seqs[chat.room_id] = seq
+            events.append(new_chat_event(chat, seq))
+        stored = await tx.conn.fetch(
+            _INSERT_CHATS, [e.room_id for e in events], [e.message_id for e in events],
+            [e.seq for e in events], [e.user_id for e in events], [e.username for e in events],
+            [e.content for e in events], [e.created_at for e in events],
+            [e.client_msg_id for e in events], [e.reply_to for e in events],
+            [_encode(e).decode() for e in events])
+        if len(stored) != len(run):
+            raise _RetryAmongChats
+        self.chats_in_runs += len(run)
+        return [(True, (e, False)) for e in events]
+
     def append_chat(self, chat: NewChat) -> "asyncio.Future[tuple[ChatEvent, bool]]":
         async def op(tx: _Tx) -> tuple[ChatEvent, bool]:
             seq = tx.next_seq(chat.room_id)
@@ -431,7 +494,7 @@ class PostgresStore(Store):
                 raise RuntimeError("clientMsgId conflict without a message")
             return original_chat(row), True
 
-        return self._write(op, chat.room_id, refusable=False)
+        return self._write(op, chat.room_id, refusable=False, chat=chat)
 
     async def edit_message(self, room_id: str, message_id: str, user_id: str, content: str,
                            now_ms: int) -> MessageEditEvent:
