@@ -183,6 +183,18 @@ async def test_metrics_count_users_online_rooms_and_announcements():
         assert await metric(server, "hubbub_connections_opened_total") == 3
 
 
+async def test_metrics_count_store_commits_and_operations():
+    async with running_server() as server, await dev_client(server, "u1") as c:
+        await c.join("r1")
+        commits = await metric(server, "hubbub_store_commits_total")
+        operations = await metric(server, "hubbub_store_operations_total")
+        assert commits is not None and operations is not None
+        for i in range(3):  # one at a time: each chat is a transaction of its own
+            await c.request("chat", {"roomId": "r1", "content": f"m{i}"}, id=f"c{i}")
+        assert await metric(server, "hubbub_store_commits_total") == commits + 3
+        assert await metric(server, "hubbub_store_operations_total") == operations + 3
+
+
 # ---- one port: the router in front of picows and aiohttp (server/port.py) -----------------
 
 

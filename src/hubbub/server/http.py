@@ -63,6 +63,11 @@ class _Collector:
             ("hubbub_announcements", "Announcements sent", m.announcements),
             ("hubbub_connections_refused", "Connections closed 1013 by a connection limit",
              m.refused_connections),
+            ("hubbub_store_commits", "Transactions the store's writer committed",
+             node.store.commits),
+            ("hubbub_store_operations", "Store operations that succeeded in those "
+             "transactions (writes, and position reads); per commit: the group commit's "
+             "batch size", node.store.committed_writes),
         ):
             fam = CounterMetricFamily(name, doc)
             fam.add_metric([], value)

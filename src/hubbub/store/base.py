@@ -62,6 +62,12 @@ class Recovery:
 
 
 class Store(ABC):
+    # For /metrics: transactions the writer committed, and the operations that succeeded
+    # in them (writes, and the position reads queued with them); their ratio is how well
+    # group commit batches.
+    commits: int = 0
+    committed_writes: int = 0
+
     @abstractmethod
     async def open(self) -> None:
         """Connect and bring the schema to the current version (migrations run here)."""

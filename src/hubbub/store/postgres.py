@@ -252,9 +252,7 @@ class PostgresStore(Store):
         self._idle: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        # Counters for /metrics and the bench: how well group commit batches.
-        self.commits = 0
-        self.committed_writes = 0
+        # How the writer's batches went, beside Store.commits (for tests and the bench).
         self.retried_writes = 0  # sent back to the queue after a deadlock with another node
         self.redone_batches = 0  # run again with savepoints after a write without one failed
         self.chats_in_runs = 0  # chats stored by a statement shared with other chats

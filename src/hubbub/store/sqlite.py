@@ -154,9 +154,6 @@ class SqliteStore(Store):
         self._seqs: dict[str, int] = {}
         self._moved: dict[str, int] = {}
         self._data_version = -1
-        # Counters for /metrics and the bench: how well group commit batches.
-        self.commits = 0
-        self.committed_writes = 0
 
     # ---- lifecycle ---------------------------------------------------------------
     async def open(self) -> None:
