@@ -443,6 +443,17 @@ class StoreContract:
         assert (recovery.complete, recovery.last_seq) == (True, 6)
         assert replayed(recovery.events) == [broadcast(e) for e in events[2:]]
 
+    async def test_chats_queued_together_are_replayed_as_broadcast(self, store: Store):
+        # Queued in one turn, they are stored together (one statement per table on SQLite,
+        # one for all on PostgreSQL): each is still replayed exactly as it went out.
+        results = await asyncio.gather(*(store.append_chat(NewChat(
+            room_id="r", user_id=f"u{i % 2}", username=f"U{i % 2}", content=f"m{i} ✓",
+            created_at=T0 + i, client_msg_id=f"c{i}" if i % 3 else None,
+            reply_to="m-x" if i == 4 else None)) for i in range(6)))
+        recovery = await store.events_since("r", 0, 100)
+        assert (recovery.complete, recovery.last_seq) == (True, 6)
+        assert replayed(recovery.events) == [broadcast(e) for e, _ in results]
+
     async def test_events_since_the_last_seq_is_complete_and_empty(self, store: Store) -> None:
         await self._mixed(store)
         recovery = await store.events_since("r", 6, 100)

@@ -389,7 +389,8 @@ async def test_a_run_of_chats_is_one_statement_and_a_retry_among_them_redoes_the
     try:
         def new(content: str, cid: str | None) -> NewChat:
             return NewChat(room_id="r" if content < "m3" else "s", user_id="u1",
-                           username="U1", content=content, created_at=T0, client_msg_id=cid)
+                           username="U1", content=content, created_at=T0, client_msg_id=cid,
+                           reply_to="m-first" if content == "m4" else None)
 
         stored = await asyncio.gather(*(store.append_chat(new(f"m{i}", f"c{i}"))
                                         for i in range(5)))
@@ -403,7 +404,9 @@ async def test_a_run_of_chats_is_one_statement_and_a_retry_among_them_redoes_the
         assert [dup for _, dup in again] == [False, True, False]
         assert again[1][0].message_id == stored[1][0].message_id
         assert [(e.room_id, e.seq) for e, _ in again] == [("s", 3), ("r", 2), ("s", 4)]
-        assert [m.content for m in await full_history(store, "s")] == ["m3", "m4", "m5", "m6"]
+        assert [(m.content, m.client_msg_id, m.reply_to)
+                for m in await full_history(store, "s")] == [
+            ("m3", "c3", None), ("m4", "c4", "m-first"), ("m5", "c5", None), ("m6", None, None)]
     finally:
         await store.close()
 
