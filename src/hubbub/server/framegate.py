@@ -123,22 +123,29 @@ class FrameGate:
                 return self._stop(pos - base, stop)
             n = b1 & 0x7F
             ext = 2 if n == 126 else 8 if n == 127 else 0
-            if total - pos < 6 + ext:
+            # A frame is judged as soon as its length is known: the bytes of a partial
+            # header pass on (below), and the parser must never hold enough of a bad one
+            # to judge it itself.
+            if total - pos < 2 + ext:
                 break
             if ext:
                 n = int.from_bytes(buf[pos + 2:pos + 2 + ext], "big")
                 if (ext == 2 and n < 126) or (ext == 8 and (n < 65536 or n >> 63)):
                     return self._stop(pos - base, Fail(
                         CloseCode.PROTOCOL_ERROR, "payload length not in its shortest form"))
+            if opcode < OP_CLOSE:
+                stop = self._check_message(opcode, n)
+                if stop is not None:
+                    return self._stop(pos - base, stop)
+            if total - pos < 6 + ext:
+                break
             if opcode == OP_CLOSE:
                 if total - pos < 6 + n:
                     break
                 key = bytes(buf[pos + 2:pos + 6])
                 return self._stop(pos - base, read_close(key, bytes(buf[pos + 6:pos + 6 + n])))
             if opcode < OP_CLOSE:
-                stop = self._check_message(b0, opcode, n)
-                if stop is not None:
-                    return self._stop(pos - base, stop)
+                self._begin(b0, n)
             pos += 6 + ext + n
         if pos >= total:
             self._skip = pos - total
@@ -165,7 +172,9 @@ class FrameGate:
                 return Fail(CloseCode.PROTOCOL_ERROR, "control frame over 125 bytes")
         return None
 
-    def _check_message(self, b0: int, opcode: int, n: int) -> Fail | None:
+    def _check_message(self, opcode: int, n: int) -> Fail | None:
+        """A data frame of `n` bytes, judged without changing anything: a header held back
+        at the end of a read is judged again with the next one."""
         if opcode == OP_CONT:
             if not self._in_message:
                 return Fail(CloseCode.PROTOCOL_ERROR, "continuation without a message")
@@ -176,10 +185,14 @@ class FrameGate:
             size = n
         if size > self._max_frame:
             return Fail(CloseCode.TOO_LARGE, f"message over {self._max_frame} bytes")
+        return None
+
+    def _begin(self, b0: int, n: int) -> None:
+        """A data frame that passed `_check_message` goes through whole."""
         fin = bool(b0 & 0x80)
+        size = self._message_size + n if self._in_message else n
         self._in_message = not fin
         self._message_size = 0 if fin else size
-        return None
 
     def _stop(self, passed: int, stop: Stop) -> tuple[int, Stop]:
         self.stopped = True

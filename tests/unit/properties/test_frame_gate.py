@@ -112,7 +112,14 @@ def test_a_bad_frame_stops_the_stream_exactly_at_its_start(
         before: bytes, bad: tuple[bytes, int], after: bytes, points: list[int]) -> None:
     bad_frame, code = bad
     passed, stops = run(before + bad_frame + after, points)
-    assert passed in (before, before + bad_frame[:1])
+    # A read may end inside the bad frame's header, before the gate can judge it: those
+    # bytes pass (the parser waits for more), but never as many as judging needs, the
+    # first two bytes and the extended length.
+    length = bad_frame[1] & 0x7F
+    judged_at = 2 + (2 if length == 126 else 8 if length == 127 else 0)
+    assert passed.startswith(before)
+    assert passed == before + bad_frame[:len(passed) - len(before)]
+    assert len(passed) - len(before) < judged_at
     assert len(stops) == 1
     assert isinstance(stops[0], Fail) and stops[0].code == code
 
