@@ -3,6 +3,8 @@
 import math
 from dataclasses import dataclass
 
+_ROUNDING = 1e-9
+
 
 @dataclass(slots=True)
 class TokenBucket:
@@ -23,7 +25,9 @@ class TokenBucket:
             elapsed = max(0, now_ms - self.updated_ms)
             self.tokens = min(self.burst, self.tokens + elapsed * self.rate / 1000.0)
         self.updated_ms = now_ms
-        if self.tokens >= cost:
-            self.tokens -= cost
+        # The refill is float arithmetic: waiting exactly the wait this returned may leave
+        # the bucket a rounding error short of `cost`, which must still be enough.
+        if self.tokens >= cost - _ROUNDING:
+            self.tokens = max(0.0, self.tokens - cost)  # below 0 would read as "unset"
             return 0
         return max(1, math.ceil((cost - self.tokens) * 1000.0 / self.rate))

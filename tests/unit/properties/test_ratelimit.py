@@ -57,6 +57,18 @@ def test_waiting_exactly_the_retry_after_is_enough() -> None:
     assert bucket.take(T0 + wait) == 0
 
 
+def test_a_refill_a_rounding_error_short_is_still_enough() -> None:
+    # 0.5 tokens after 188 ms at 1.5/s come out as 0.49999999999999994.
+    bucket = TokenBucket(rate=1.5, burst=1.5)
+    now = T0
+    for dt, cost in ((0, 1.0), (212, 1.0), (300, 1.0), (300, 0.5)):
+        now += dt
+        bucket.take(now, cost)
+    wait = bucket.take(now, 0.5)
+    assert wait == 188
+    assert bucket.take(now + wait, 0.5) == 0
+
+
 @settings(max_examples=100, deadline=None)
 @given(takes=takes)
 def test_a_rate_of_zero_means_unlimited(takes: list[tuple[int, float]]) -> None:
