@@ -1,8 +1,16 @@
 import os
 
 import pytest
+from hypothesis import settings
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Property tests (tests/unit/properties): a laptop run draws new cases each time and
+# replays the failures it saved in .hypothesis/; CI draws the same cases every run, so a
+# CI result belongs to its commit and a failure there replays from the commit alone.
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if IN_CI:
+    settings.load_profile("ci")
 
 # Throwaway PostgreSQL and Redis (postgres_dsn, redis_url, ...): tests/support/services.py.
 pytest_plugins = ("tests.support.services",)

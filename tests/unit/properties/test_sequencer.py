@@ -77,7 +77,10 @@ class SequencerMachine(RuleBasedStateMachine):
         self.pending_fill = None
         if fails:
             self.seq.fill_failed(ROOM, self.now)
-            self.gap_since = self.now  # it waits again before the next try
+            # It waits again before the next try, if the gap is still there (the events
+            # behind it may have arrived live meanwhile, and left).
+            last = self.delivered[-1] if self.delivered else self.first - 1
+            self.gap_since = self.now if any(s > last for s in self.arrived) else None
             return
         # Writes may have committed more since: the store has at least what was published.
         self.committed = min(self.total, self.committed + more)
