@@ -221,6 +221,27 @@ class Calls:
         return self._to_side(call, call.peer_of(user), "webrtc",
                              self._relay(call, "ice_candidate", user, None, candidate))
 
+    def settled_ice(self, call_id: str, user: UserId, conn: ConnId, to: object,
+                    candidate: dict[str, object] | None) -> tuple[ConnId, WebRTCEvent] | None:
+        """`ice` for the frames that leave nothing to decide, most of a call's: the call
+        is active, `conn` owns `user`'s side, `to` names the other party and their side is
+        owned. Gives the one connection `ice` would send to and the event it would send,
+        and changes nothing. None: any other case, which `ice` decides (and may refuse)."""
+        call = self.calls.get(call_id)
+        if call is None or call.state is not CallState.ACTIVE:
+            return None
+        if user == call.caller:
+            own, peer, peer_conn = call.caller_conn, call.callee, call.callee_conn
+        elif user == call.callee:
+            own, peer, peer_conn = call.callee_conn, call.caller, call.caller_conn
+        else:
+            return None
+        if own != conn or to != peer or peer_conn is None:
+            return None
+        return peer_conn, WebRTCEvent(kind="ice_candidate", from_=user, to=peer,
+                                      call_id=call_id, room_id=call.room,
+                                      candidate=candidate)
+
     def reject(self, *, call_id: str, user: UserId, reason: str | None,
                now_ms: int) -> Effects:
         call = self._get(call_id, user)

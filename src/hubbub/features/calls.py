@@ -33,6 +33,7 @@ from hubbub.protocol.frames import (
     CallReject,
     Inbound,
     WebRTC,
+    WebRTCEvent,
 )
 
 Result = Effects | Coroutine[Any, Any, Effects]
@@ -110,6 +111,32 @@ def handle_webrtc(node: Node, s: Session, frame: WebRTC) -> Result:
     if p.call_id is None:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"a {p.kind} needs `callId`")
     return _elsewhere(node, s, frame, p.call_id) or _relay(node, s, frame, to, p.call_id)
+
+
+def settled_relay(node: Node, s: Session,
+                  frame: WebRTC) -> tuple[ConnId, WebRTCEvent, Reply | None] | None:
+    """The hot path of a call, without an effect list: an `ice_candidate` of an
+    established call between two connections of this node (`Calls.settled_ice`). Gives
+    the peer's connection, the event for it and the sender's ack, having made every check
+    and count that `dispatch.handle_read` and `handle_webrtc` would make; they would send
+    the same. None, having changed nothing: any other frame, which takes that general path
+    and gets its answer there (docs/decisions/0029-settled-relay.md)."""
+    p = frame.payload
+    identity = s.identity
+    if p.kind != "ice_candidate" or identity is None or p.call_id is None:
+        return None
+    me = identity.user_id
+    if (p.user_id is not None and p.user_id != me) or (p.from_ is not None and p.from_ != me):
+        return None
+    settled = node.calls.settled_ice(p.call_id, me, s.conn, p.to, p.candidate)
+    if settled is None or settled[0] not in node.sessions:
+        return None
+    if s.frames.take(node.clock.now_ms()):
+        return None  # a refused take spends nothing: the general path refuses it the same
+    node.metrics.frames_in["webrtc"] += 1
+    ack = None if frame.id is None else Reply(
+        s.conn, "ack", CallAck(call_id=p.call_id, state="active"), frame.id)
+    return settled[0], settled[1], ack
 
 
 async def _offer(node: Node, s: Session, frame: WebRTC, call_id: str, to: UserId) -> Effects:

@@ -32,7 +32,7 @@ from hubbub.features.node import Node
 from hubbub.features.system import close_session
 from hubbub.ids import ConnId, RoomId, UserId, node_of
 from hubbub.protocol.codes import CloseCode
-from hubbub.protocol.frames import encode
+from hubbub.protocol.frames import WebRTC, encode
 from hubbub.server import framing
 from hubbub.server.fanout import Fanout
 
@@ -334,6 +334,22 @@ class Hub:
     def deliver_all(self, type_: str, frame: bytes) -> None:
         self.deliver_conns([c for c, s in self.node.sessions.items() if s.identity], type_,
                            frame)
+
+    def relay(self, sender: Conn, frame: WebRTC) -> bool:
+        """Most frames of a call take no effect list (`calls.settled_relay`): the event
+        goes to the peer's connection, the ack (if asked for) to the sender. False, having
+        done nothing: the frame takes the general path (`handle_read`)."""
+        settled = calls.settled_relay(self.node, sender.session, frame)
+        if settled is None:
+            return False
+        peer, event, ack = settled
+        if ack is not None:
+            self._reply(ack)
+        conn = self.conns.get(peer)
+        if conn is not None:
+            self.node.metrics.frames_out["webrtc"] += 1
+            self.queue(conn, framing.text_frame(encode("webrtc", event)))
+        return True
 
     def forwarded(self, conn: ConnId, user: UserId, username: str, frame: bytes) -> None:
         """A call frame from another node: this node is the call's home."""

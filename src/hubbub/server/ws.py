@@ -35,7 +35,7 @@ from hubbub.features.node import error
 from hubbub.features.system import admit, open_session
 from hubbub.protocol.codes import CloseCode, ErrorCode
 from hubbub.protocol.envelope import BadFrame
-from hubbub.protocol.frames import Inbound
+from hubbub.protocol.frames import Inbound, WebRTC
 from hubbub.server import framing
 from hubbub.server.framegate import Fail, FrameGate, PeerClose, Stop
 from hubbub.server.hub import CLOSE_GRACE_S, Conn, Hub
@@ -229,7 +229,15 @@ class Client(WSListener):
                 self.reason = "text frame is not UTF-8"
                 hub.close(conn.id, CloseCode.INVALID_DATA, self.reason)
                 return None
-            return self._handle(read_frame(item))
+            frame = read_frame(item)
+            if type(frame) is WebRTC:
+                try:
+                    if hub.relay(conn, frame):
+                        return None
+                except Exception:
+                    hub.run(self._internal_error())
+                    return None
+            return self._handle(frame)
         elif type(item) is _Binary:
             if not conn.closed:
                 hub.run(refused(node, conn.session, ProtocolError(

@@ -192,6 +192,36 @@ class CallsMachine(RuleBasedStateMachine):
         if hang_up and was_live and call.call_id in self.calls.calls:
             assert err is None and call.state is CallState.ENDED
 
+    @precondition(lambda self: self.call_ids)
+    @rule(data=st.data())
+    def a_settled_ice_candidate_is_what_ice_would_send(self, data: st.DataObject) -> None:
+        """`settled_ice` (the server's hot path) changes nothing, and when it answers,
+        `ice` agrees: the same single connection, the same event, no state change."""
+        active = [c for c in self.calls.calls.values() if c.state is CallState.ACTIVE]
+        call = data.draw(st.sampled_from(active)) if active else self._call(data)
+        if call is None:
+            return
+        # Mostly a party, from the connection owning its side, to the other party.
+        user = data.draw(st.sampled_from([call.caller, call.callee, *USERS]))
+        owner = call.owner_of(user)
+        conn = data.draw(st.sampled_from(
+            ([owner] if owner is not None else []) + self.open[user]
+            + [c for conns in self.open.values() for c in conns] + [ConnId(999_999)]))
+        to = data.draw(st.sampled_from([call.peer_of(user), *USERS]))
+        before = copy.copy(call)
+        settled = self.calls.settled_ice(call.call_id, user, conn, to, CANDIDATE)
+        for field in Call.__slots__:  # type: ignore[attr-defined]
+            assert getattr(call, field) == getattr(before, field), field
+        if settled is None:
+            return
+        event("an ice candidate was settled")
+        assert to == call.peer_of(user), "settled a frame naming the wrong peer"
+        effects = self.calls.ice(call_id=call.call_id, user=user, conn=conn,
+                                 candidate=CANDIDATE)
+        assert effects == [ToConns((settled[0],), "webrtc", settled[1])]
+        for field in Call.__slots__:  # type: ignore[attr-defined]
+            assert getattr(call, field) == getattr(before, field), field
+
     # ---- anyone else ------------------------------------------------------------------------
     @precondition(lambda self: self.call_ids)
     @rule(data=st.data(), user=users,
