@@ -135,10 +135,10 @@ async def _guarded(node: Node, s: Session, coro: Awaitable[Effects], fid: str | 
 OVERLAPPING: frozenset[type] = frozenset((Chat,))
 
 
-def read_frame(data: bytes | str) -> Inbound | BadFrame:
+def read_frame(data: bytes | str, utf8_checked: bool = False) -> Inbound | BadFrame:
     """Parse one text frame; a frame that does not parse comes back as its `BadFrame`."""
     try:
-        return parse(data)
+        return parse(data, utf8_checked)
     except BadFrame as exc:
         return exc
 

@@ -42,10 +42,11 @@ def _readable_id(data: bytes | str) -> tuple[Any, str | None]:
     return loose.type, fid
 
 
-def parse(data: bytes | str) -> InboundFrame:
-    """Decode one text frame into its typed struct, or raise `BadFrame`."""
+def parse(data: bytes | str, utf8_checked: bool = False) -> InboundFrame:
+    """Decode one text frame into its typed struct, or raise `BadFrame`. `utf8_checked`:
+    the caller has already refused bytes that are not UTF-8 (the WebSocket layer must)."""
     try:
-        if isinstance(data, bytes) and not data.isascii():
+        if not utf8_checked and isinstance(data, bytes) and not data.isascii():
             # A text frame must be UTF-8 (RFC 6455 §8.1); msgspec skips ignored fields unchecked.
             data.decode()
         return _decoder.decode(data)

@@ -229,7 +229,7 @@ class Client(WSListener):
                 self.reason = "text frame is not UTF-8"
                 hub.close(conn.id, CloseCode.INVALID_DATA, self.reason)
                 return None
-            frame = read_frame(item)
+            frame = read_frame(item, utf8_checked=True)
             if type(frame) is WebRTC:
                 try:
                     if hub.relay(conn, frame):
@@ -277,7 +277,7 @@ class Client(WSListener):
         assert conn is not None
         if conn.closed or conn.session.closing or (not item.isascii() and not _utf8(item)):
             return False  # handled in its turn
-        frame = read_frame(item)
+        frame = read_frame(item, utf8_checked=True)
         if isinstance(frame, BadFrame) or type(frame) not in OVERLAPPING:
             return False  # parsed again in its turn: rare, only right behind a chat
         waiting.append(self._dispatch(frame))
