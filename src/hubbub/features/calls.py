@@ -120,7 +120,7 @@ def settled_relay(node: Node, s: Session,
     the peer's connection, the event for it and the sender's ack, having made every check
     and count that `dispatch.handle_read` and `handle_webrtc` would make; they would send
     the same. None, having changed nothing: any other frame, which takes that general path
-    and gets its answer there (docs/decisions/0029-settled-relay.md)."""
+    and gets its answer there (docs/decisions/0029-the-settled-relay.md)."""
     p = frame.payload
     identity = s.identity
     if p.kind != "ice_candidate" or identity is None or p.call_id is None:

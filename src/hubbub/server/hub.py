@@ -345,10 +345,7 @@ class Hub:
         peer, event, ack = settled
         if ack is not None:
             self._reply(ack)
-        conn = self.conns.get(peer)
-        if conn is not None:
-            self.node.metrics.frames_out["webrtc"] += 1
-            self.queue(conn, framing.text_frame(encode("webrtc", event)))
+        self.deliver_conns((peer,), "webrtc", framing.text_frame(encode("webrtc", event)))
         return True
 
     def forwarded(self, conn: ConnId, user: UserId, username: str, frame: bytes) -> None:
