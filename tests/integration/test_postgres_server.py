@@ -3,14 +3,18 @@ history and recovery through a real server, across a restart, and two nodes shar
 database. Skips without PostgreSQL locally; fails in CI (tests/support/services.py)."""
 
 import importlib.util
+import json
 from typing import Any
 
 import pytest
 
 from hubbub.server.app import Server
+from tests.integration.helpers import metric
+from tests.integration.rawws import OP_TEXT, RawWs
 from tests.support.server import running_server, ws_url
 from tests.support.services import unavailable
 from tests.support.wsclient import WsClient
+from tests.support.wsframes import client_frame
 
 
 @pytest.fixture
@@ -79,3 +83,29 @@ async def test_two_nodes_on_one_database_continue_one_room_log(store_url: str) -
         expected = ["a0", "b0", "a1", "b1", "a2", "b2"]
         assert [m["content"] for m in await history(on_a)] == expected
         assert [m["content"] for m in await history(on_b)] == expected
+
+
+async def test_metrics_count_a_batch_run_again_for_a_retry_inside_it(store_url: str) -> None:
+    # Two chats with one clientMsgId in one socket write land in one batch: the statement
+    # shared by the run of chats comes back short, and the batch runs again write by write
+    # (ADR 0028), which /metrics counts.
+    async with running_server(store=store_url, rate_limit=0) as server:
+        raw = await RawWs.connect(ws_url(server))
+        try:
+            await raw.send_json("auth", {"userId": "u1", "username": "U1"}, id="a")
+            await raw.expect("welcome")
+            await raw.send_json("join_room", {"roomId": "1"}, id="j")
+            await raw.expect("ack")
+            before = await metric(server, "hubbub_store_redone_batches_total")
+            assert await metric(server, "hubbub_store_retried_writes_total") == 0
+            chat = {"roomId": "1", "content": "twice", "clientMsgId": "k1"}
+            await raw.loop.sock_sendall(raw.sock, b"".join(
+                client_frame(OP_TEXT, json.dumps({"type": "chat", "id": f"c{i}",
+                                                  "payload": chat}).encode())
+                for i in range(2)))
+            acks = [await raw.expect("ack") for _ in range(2)]
+            assert [a["payload"].get("duplicate", False) for a in acks] == [False, True]
+            assert acks[0]["payload"]["messageId"] == acks[1]["payload"]["messageId"]
+            assert await metric(server, "hubbub_store_redone_batches_total") == before + 1
+        finally:
+            raw.close()

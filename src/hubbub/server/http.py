@@ -68,6 +68,11 @@ class _Collector:
             ("hubbub_store_operations", "Store operations that succeeded in those "
              "transactions (writes, and position reads); per commit: the group commit's "
              "batch size", node.store.committed_writes),
+            ("hubbub_store_retried_writes", "Writes sent back to the queue after a deadlock "
+             "with another node (PostgreSQL)", node.store.retried_writes),
+            ("hubbub_store_redone_batches", "Batches run again write by write after a "
+             "statement shared by several writes failed (PostgreSQL)",
+             node.store.redone_batches),
         ):
             fam = CounterMetricFamily(name, doc)
             fam.add_metric([], value)

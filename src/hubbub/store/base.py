@@ -67,6 +67,12 @@ class Store(ABC):
     # group commit batches.
     commits: int = 0
     committed_writes: int = 0
+    # Only PostgreSQL moves these (SQLite has one writer, and runs a batch once): writes
+    # sent back to the queue after a deadlock with another node, and batches run again
+    # write by write after a statement shared by several writes failed (a retry among
+    # them, or a bad write).
+    retried_writes: int = 0
+    redone_batches: int = 0
 
     @abstractmethod
     async def open(self) -> None:

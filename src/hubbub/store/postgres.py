@@ -252,10 +252,9 @@ class PostgresStore(Store):
         self._idle: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        # How the writer's batches went, beside Store.commits (for tests and the bench).
-        self.retried_writes = 0  # sent back to the queue after a deadlock with another node
-        self.redone_batches = 0  # run again with savepoints after a write without one failed
-        self.chats_in_runs = 0  # chats stored by a statement shared with other chats
+        # Chats stored by a statement shared with other chats (for tests and the bench;
+        # retried_writes and redone_batches are on Store, for /metrics).
+        self.chats_in_runs = 0
 
     # ---- lifecycle ---------------------------------------------------------------
     async def open(self) -> None:
