@@ -5,6 +5,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from hubbub.server import ws
 from hubbub.store.sqlite import SqliteStore
 from tests.integration.rawws import OP_TEXT, RawWs
 from tests.support.server import running_server, ws_url
@@ -99,5 +102,34 @@ async def test_chats_behind_a_frame_that_closes_the_connection_are_void(
             assert code == 4008
             messages, _ = await store.history("1", None, None, 100)
             assert [m.content for m in messages] == ["kept"]
+        finally:
+            raw.close()
+
+
+async def test_a_frame_right_behind_a_chat_is_parsed_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The typing frame arrives while the chat before it waits on the store: it is parsed
+    # then, to see whether it may start too (only chats may), and waits for its turn as
+    # parsed. Three frames, three parses.
+    parsed: list[bytes | str] = []
+    read_frame = ws.read_frame
+
+    def counting(data: bytes | str, utf8_checked: bool = False) -> Any:
+        parsed.append(data)
+        return read_frame(data, utf8_checked)
+
+    monkeypatch.setattr(ws, "read_frame", counting)
+    async with running_server(store=f"sqlite:///{tmp_path}/hub.db") as server:
+        raw = await member(ws_url(server))
+        try:
+            parsed.clear()
+            await raw.loop.sock_sendall(raw.sock, burst(
+                ("chat", "c0", {"roomId": "1", "content": "m0"}),
+                ("typing", "t", {"roomId": "1", "isTyping": True}),
+                ("chat", "c1", {"roomId": "1", "content": "m1"})))
+            got = await answers(raw, 3)
+            assert [(a["id"], a["type"]) for a in got] == [
+                ("c0", "ack"), ("t", "ack"), ("c1", "ack")]
+            assert len(parsed) == 3
         finally:
             raw.close()

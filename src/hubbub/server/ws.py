@@ -100,8 +100,18 @@ class _Auth:
         self.token = token
 
 
+class _Parsed:
+    """A text frame parsed ahead of its turn (it came right behind a chat and is not one):
+    it waits for its turn as it was read, and is not parsed again."""
+
+    __slots__ = ("frame",)
+
+    def __init__(self, frame: Inbound | BadFrame) -> None:
+        self.frame = frame
+
+
 _A_BINARY = _Binary()
-_Item = bytes | _Binary | _Auth | Fail | PeerClose
+_Item = bytes | _Parsed | _Binary | _Auth | Fail | PeerClose
 # A handled frame: its effects, or an awaitable of them.
 _Work = list[Effect] | Awaitable[list[Effect]]
 
@@ -191,9 +201,11 @@ class Client(WSListener):
         if self.draining is not None:
             waiting = self.waiting
             if (self.overlaps and waiting is not None and not self.pending
-                    and type(item) is bytes and len(waiting) < PAUSE_READING_AT
-                    and self._overlap(waiting, item)):
-                return
+                    and type(item) is bytes and len(waiting) < PAUSE_READING_AT):
+                rest = self._overlap(waiting, item)
+                if rest is None:
+                    return
+                item = rest
             pending = self.pending
             if pending is None:
                 pending = self.pending = deque()
@@ -229,15 +241,9 @@ class Client(WSListener):
                 self.reason = "text frame is not UTF-8"
                 hub.close(conn.id, CloseCode.INVALID_DATA, self.reason)
                 return None
-            frame = read_frame(item, utf8_checked=True)
-            if type(frame) is WebRTC:
-                try:
-                    if hub.relay(conn, frame):
-                        return None
-                except Exception:
-                    hub.run(self._internal_error())
-                    return None
-            return self._handle(frame)
+            return self._frame(read_frame(item, utf8_checked=True))
+        elif type(item) is _Parsed:
+            return None if conn.closed else self._frame(item.frame)
         elif type(item) is _Binary:
             if not conn.closed:
                 hub.run(refused(node, conn.session, ProtocolError(
@@ -251,6 +257,19 @@ class Client(WSListener):
         elif type(item) is PeerClose:
             self._peer_closed(item)
         return None
+
+    def _frame(self, frame: Inbound | BadFrame) -> Awaitable[list[Effect]] | None:
+        """A parsed frame in its turn: most frames of a call go the hub's short way."""
+        conn = self.conn
+        assert conn is not None
+        if type(frame) is WebRTC:
+            try:
+                if self.hub.relay(conn, frame):
+                    return None
+            except Exception:
+                self.hub.run(self._internal_error())
+                return None
+        return self._handle(frame)
 
     def _dispatch(self, frame: Inbound | BadFrame) -> list[Effect] | Awaitable[list[Effect]]:
         """The frame's effects, or an awaitable of them; a bug below answers `internal`."""
@@ -269,19 +288,20 @@ class Client(WSListener):
         self.overlaps = type(frame) in OVERLAPPING
         return result  # type: ignore[return-value]
 
-    def _overlap(self, waiting: "deque[_Work]", item: bytes) -> bool:
+    def _overlap(self, waiting: "deque[_Work]", item: bytes) -> "bytes | _Parsed | None":
         """While only OVERLAPPING frames wait, handle `item` now if it is one of them: its
         handler queues its store write behind the earlier ones, and `_drain` applies its
-        effects after theirs."""
+        effects after theirs. None when it was started; else what waits for its turn (the
+        frame as parsed, if it was)."""
         conn = self.conn
         assert conn is not None
         if conn.closed or conn.session.closing or (not item.isascii() and not _utf8(item)):
-            return False  # handled in its turn
+            return item  # handled in its turn
         frame = read_frame(item, utf8_checked=True)
         if isinstance(frame, BadFrame) or type(frame) not in OVERLAPPING:
-            return False  # parsed again in its turn: rare, only right behind a chat
+            return _Parsed(frame)
         waiting.append(self._dispatch(frame))
-        return True
+        return None
 
     def _internal_error(self) -> list[Effect]:
         """A bug below us (called from an `except`): log it, answer `internal`."""
@@ -317,7 +337,11 @@ class Client(WSListener):
                 # Chats queued behind a chat start now as well (`inbound` starts the ones
                 # that arrive while nothing is queued).
                 while (pending and self.overlaps and len(waiting) < PAUSE_READING_AT
-                       and type(pending[0]) is bytes and self._overlap(waiting, pending[0])):
+                       and type(pending[0]) is bytes):
+                    rest = self._overlap(waiting, pending[0])
+                    if rest is not None:
+                        pending[0] = rest
+                        break
                     pending.popleft()
             self.pending = None
         finally:
