@@ -10,7 +10,7 @@ import importlib.util
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -23,6 +23,9 @@ from hubbub.store.migrations import scripts
 from tests.contract.store_contract import T0, Backend, StoreContract, chat, full_history
 from tests.support.services import PostgresServer, unavailable
 
+if TYPE_CHECKING:
+    from hubbub.store.postgres import PostgresStore
+
 VERSIONS = [v for v, _ in scripts("postgres")]
 
 
@@ -34,6 +37,20 @@ def postgres_store(postgres_dsn: str) -> Callable[[], Store]:
     from hubbub.store.postgres import PostgresStore
 
     return lambda: PostgresStore(postgres_dsn)
+
+
+@pytest.fixture
+async def pg(postgres_store: Callable[[], Store]) -> AsyncIterator["PostgresStore"]:
+    """An open PostgresStore on this test's database, closed after the test."""
+    from hubbub.store.postgres import PostgresStore
+
+    store = postgres_store()
+    assert isinstance(store, PostgresStore)
+    await store.open()
+    try:
+        yield store
+    finally:
+        await store.close()
 
 
 @pytest.fixture
@@ -281,85 +298,60 @@ async def test_opening_an_unreachable_database_is_a_config_error(
         await store.open()
 
 
-async def test_writes_queued_together_commit_in_one_transaction(
-        postgres_store: Callable[[], Store]) -> None:
-    from hubbub.store.postgres import PostgresStore
-
-    store = postgres_store()
-    assert isinstance(store, PostgresStore)
-    await store.open()
-    try:
-        m = await chat(store, content="original")
-        commits = store.commits
-        results = await asyncio.gather(
-            chat(store, content="good 1"),
-            store.edit_message("r", m.message_id, "u2", "hijack", 1),
-            chat(store, content="good 2"),
-            store.last_seq("r"),
-            return_exceptions=True)
-        assert isinstance(results[1], ProtocolError)
-        assert store.commits == commits + 1
-        assert [getattr(r, "seq", None) for r in results[:3]] == [2, None, 3]
-        assert results[3] == 3
-    finally:
-        await store.close()
+async def test_writes_queued_together_commit_in_one_transaction(pg: "PostgresStore") -> None:
+    m = await chat(pg, content="original")
+    commits = pg.commits
+    results = await asyncio.gather(
+        chat(pg, content="good 1"),
+        pg.edit_message("r", m.message_id, "u2", "hijack", 1),
+        chat(pg, content="good 2"),
+        pg.last_seq("r"),
+        return_exceptions=True)
+    assert isinstance(results[1], ProtocolError)
+    assert pg.commits == commits + 1
+    assert [getattr(r, "seq", None) for r in results[:3]] == [2, None, 3]
+    assert results[3] == 3
 
 
 async def test_text_with_a_nul_character_is_a_bad_request_and_writes_nothing(
-        postgres_store: Callable[[], Store]) -> None:
-    store = postgres_store()
-    await store.open()
-    try:
-        good, *refused = await asyncio.gather(
-            chat(store, content="fine"), chat(store, content="a\x00b"),
-            chat(store, room="r\x00"), chat(store, user="u\x00"), return_exceptions=True)
-        assert isinstance(good, ChatEvent) and good.seq == 1
-        for exc in refused:
-            assert isinstance(exc, ProtocolError) and exc.code == ErrorCode.BAD_REQUEST
-        assert await store.last_seq("r") == 1
-        assert [m.content for m in await full_history(store)] == ["fine"]
-    finally:
-        await store.close()
+        pg: "PostgresStore") -> None:
+    good, *refused = await asyncio.gather(
+        chat(pg, content="fine"), chat(pg, content="a\x00b"),
+        chat(pg, room="r\x00"), chat(pg, user="u\x00"), return_exceptions=True)
+    assert isinstance(good, ChatEvent) and good.seq == 1
+    for exc in refused:
+        assert isinstance(exc, ProtocolError) and exc.code == ErrorCode.BAD_REQUEST
+    assert await pg.last_seq("r") == 1
+    assert [m.content for m in await full_history(pg)] == ["fine"]
 
 
 async def test_the_writer_reconnects_after_its_connection_is_killed(
-        postgres_store: Callable[[], Store], postgres_dsn: str) -> None:
-    store = postgres_store()
-    await store.open()
-    try:
-        await chat(store, content="before")
-        killed = await query(postgres_dsn, "SELECT pg_terminate_backend(pid) FROM "
-                                           "pg_stat_activity WHERE application_name = "
-                                           "'hubbub-writer' AND datname = current_database()")
-        assert killed == [(True,)]
-        # The batch that finds the connection dead had not committed: it runs again on a
-        # new connection, so the caller sees no error.
-        after = await chat(store, content="after")
-        assert after.seq == 2
-        assert [m.content for m in await full_history(store)] == ["before", "after"]
-    finally:
-        await store.close()
+        pg: "PostgresStore", postgres_dsn: str) -> None:
+    await chat(pg, content="before")
+    killed = await query(postgres_dsn, "SELECT pg_terminate_backend(pid) FROM "
+                                       "pg_stat_activity WHERE application_name = "
+                                       "'hubbub-writer' AND datname = current_database()")
+    assert killed == [(True,)]
+    # The batch that finds the connection dead had not committed: it runs again on a
+    # new connection, so the caller sees no error.
+    after = await chat(pg, content="after")
+    assert after.seq == 2
+    assert [m.content for m in await full_history(pg)] == ["before", "after"]
 
 
-async def test_the_call_log_is_idempotent_per_call_and_newest_first(
-        postgres_store: Callable[[], Store]) -> None:
-    store = postgres_store()
-    await store.open()
-    try:
-        first = CallRecord(call_id="c1", caller="u1", callee="u2", started_at=T0,
-                           ended_at=T0 + 10, end_reason="timeout")
-        second = CallRecord(call_id="c2", caller="u2", callee="u1", started_at=T0 + 20,
-                            answered_at=T0 + 22, ended_at=T0 + 30, end_reason="hangup",
-                            ended_by="u1", room_id="r")
-        await store.record_call(first)
-        await store.record_call(second)
-        await store.record_call(second)
-        calls = await store.call_history("u1", 10)
-        assert [c.call_id for c in calls] == ["c2", "c1"]
-        assert calls[0].duration_ms == 8 and calls[1].duration_ms is None
-        assert [c.call_id for c in await store.call_history("u3", 10)] == []
-    finally:
-        await store.close()
+async def test_the_call_log_is_idempotent_per_call_and_newest_first(pg: "PostgresStore") -> None:
+    first = CallRecord(call_id="c1", caller="u1", callee="u2", started_at=T0,
+                       ended_at=T0 + 10, end_reason="timeout")
+    second = CallRecord(call_id="c2", caller="u2", callee="u1", started_at=T0 + 20,
+                        answered_at=T0 + 22, ended_at=T0 + 30, end_reason="hangup",
+                        ended_by="u1", room_id="r")
+    await pg.record_call(first)
+    await pg.record_call(second)
+    await pg.record_call(second)
+    calls = await pg.call_history("u1", 10)
+    assert [c.call_id for c in calls] == ["c2", "c1"]
+    assert calls[0].duration_ms == 8 and calls[1].duration_ms is None
+    assert [c.call_id for c in await pg.call_history("u3", 10)] == []
 
 
 async def test_a_write_after_close_fails_instead_of_waiting_forever(
@@ -377,61 +369,47 @@ async def test_a_write_after_close_fails_instead_of_waiting_forever(
 
 
 async def test_a_run_of_chats_is_one_statement_and_a_retry_among_them_redoes_the_batch(
-        postgres_store: Callable[[], Store]) -> None:
+        pg: "PostgresStore") -> None:
     # Chats side by side in a batch are stored by one statement (ADR 0028). A retry among
     # them stores no row, so the statement comes back short: the batch runs again chat by
     # chat, and the retry gets its original while the others get gapless seqs.
-    from hubbub.store.postgres import PostgresStore
+    def new(content: str, cid: str | None) -> NewChat:
+        return NewChat(room_id="r" if content < "m3" else "s", user_id="u1",
+                       username="U1", content=content, created_at=T0, client_msg_id=cid,
+                       reply_to="m-first" if content == "m4" else None)
 
-    store = postgres_store()
-    assert isinstance(store, PostgresStore)
-    await store.open()
-    try:
-        def new(content: str, cid: str | None) -> NewChat:
-            return NewChat(room_id="r" if content < "m3" else "s", user_id="u1",
-                           username="U1", content=content, created_at=T0, client_msg_id=cid,
-                           reply_to="m-first" if content == "m4" else None)
-
-        stored = await asyncio.gather(*(store.append_chat(new(f"m{i}", f"c{i}"))
-                                        for i in range(5)))
-        assert (store.chats_in_runs, store.redone_batches) == (5, 0)
-        assert [(e.room_id, e.seq) for e, _ in stored] == [
-            ("r", 1), ("r", 2), ("r", 3), ("s", 1), ("s", 2)]
-        again = await asyncio.gather(store.append_chat(new("m5", "c5")),
-                                     store.append_chat(new("m1", "c1")),
-                                     store.append_chat(new("m6", None)))
-        assert (store.chats_in_runs, store.redone_batches) == (5, 1)
-        assert [dup for _, dup in again] == [False, True, False]
-        assert again[1][0].message_id == stored[1][0].message_id
-        assert [(e.room_id, e.seq) for e, _ in again] == [("s", 3), ("r", 2), ("s", 4)]
-        assert [(m.content, m.client_msg_id, m.reply_to)
-                for m in await full_history(store, "s")] == [
-            ("m3", "c3", None), ("m4", "c4", "m-first"), ("m5", "c5", None), ("m6", None, None)]
-    finally:
-        await store.close()
+    stored = await asyncio.gather(*(pg.append_chat(new(f"m{i}", f"c{i}"))
+                                    for i in range(5)))
+    assert (pg.chats_in_runs, pg.redone_batches) == (5, 0)
+    assert [(e.room_id, e.seq) for e, _ in stored] == [
+        ("r", 1), ("r", 2), ("r", 3), ("s", 1), ("s", 2)]
+    again = await asyncio.gather(pg.append_chat(new("m5", "c5")),
+                                 pg.append_chat(new("m1", "c1")),
+                                 pg.append_chat(new("m6", None)))
+    assert (pg.chats_in_runs, pg.redone_batches) == (5, 1)
+    assert [dup for _, dup in again] == [False, True, False]
+    assert again[1][0].message_id == stored[1][0].message_id
+    assert [(e.room_id, e.seq) for e, _ in again] == [("s", 3), ("r", 2), ("s", 4)]
+    assert [(m.content, m.client_msg_id, m.reply_to)
+            for m in await full_history(pg, "s")] == [
+        ("m3", "c3", None), ("m4", "c4", "m-first"), ("m5", "c5", None), ("m6", None, None)]
 
 
 async def test_a_chat_that_fails_without_a_savepoint_fails_alone_and_its_batch_commits(
-        postgres_store: Callable[[], Store]) -> None:
+        pg: "PostgresStore") -> None:
     # Chat appends run without a savepoint of their own. A NUL in the content is refused by
     # PostgreSQL's text type mid-transaction: the batch runs again with savepoints, so the
     # bad chat fails alone and the chats around it are stored with gapless seqs.
-    from hubbub.store.postgres import PostgresStore
+    def new(content: str) -> NewChat:
+        return NewChat(room_id="r", user_id="u1", username="U1", content=content,
+                       created_at=T0)
 
-    store = postgres_store()
-    await store.open()
-    try:
-        def new(content: str) -> NewChat:
-            return NewChat(room_id="r", user_id="u1", username="U1", content=content,
-                           created_at=T0)
+    outcomes = await asyncio.gather(
+        pg.append_chat(new("before")), pg.append_chat(new("bad\x00")),
+        pg.append_chat(new("after")), return_exceptions=True)
+    assert pg.redone_batches == 1
+    assert isinstance(outcomes[1], Exception)
+    stored = [o for o in outcomes if not isinstance(o, BaseException)]
+    assert [(e.content, e.seq) for e, _ in stored] == [("before", 1), ("after", 2)]
+    assert [m.content for m in await full_history(pg, "r")] == ["before", "after"]
 
-        outcomes = await asyncio.gather(
-            store.append_chat(new("before")), store.append_chat(new("bad\x00")),
-            store.append_chat(new("after")), return_exceptions=True)
-        assert isinstance(store, PostgresStore) and store.redone_batches == 1
-        assert isinstance(outcomes[1], Exception)
-        stored = [o for o in outcomes if not isinstance(o, BaseException)]
-        assert [(e.content, e.seq) for e, _ in stored] == [("before", 1), ("after", 2)]
-        assert [m.content for m in await full_history(store, "r")] == ["before", "after"]
-    finally:
-        await store.close()
