@@ -512,6 +512,20 @@ class StoreContract:
             (1, "original"), (2, "good 1"), (3, "good 2")]
         assert await store.last_seq("r") == 3
 
+    async def test_writes_queued_together_commit_in_one_transaction(self, store: Store) -> None:
+        m = await chat(store, content="original")
+        commits = store.commits
+        results = await asyncio.gather(
+            chat(store, content="good 1"),
+            store.edit_message("r", m.message_id, "u2", "hijack", T0 + 1),
+            chat(store, content="good 2"),
+            store.last_seq("r"),  # a position read waits its turn among the writes
+            return_exceptions=True)
+        assert isinstance(results[1], ProtocolError)
+        assert store.commits == commits + 1
+        assert [getattr(r, "seq", None) for r in results[:3]] == [2, None, 3]
+        assert results[3] == 3
+
     # ---- durability -------------------------------------------------------------------
     async def test_everything_written_is_read_back_after_reopening(self, backend: Backend):
         if not backend.durable:

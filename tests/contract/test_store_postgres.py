@@ -298,21 +298,6 @@ async def test_opening_an_unreachable_database_is_a_config_error(
         await store.open()
 
 
-async def test_writes_queued_together_commit_in_one_transaction(pg: "PostgresStore") -> None:
-    m = await chat(pg, content="original")
-    commits = pg.commits
-    results = await asyncio.gather(
-        chat(pg, content="good 1"),
-        pg.edit_message("r", m.message_id, "u2", "hijack", 1),
-        chat(pg, content="good 2"),
-        pg.last_seq("r"),
-        return_exceptions=True)
-    assert isinstance(results[1], ProtocolError)
-    assert pg.commits == commits + 1
-    assert [getattr(r, "seq", None) for r in results[:3]] == [2, None, 3]
-    assert results[3] == 3
-
-
 async def test_text_with_a_nul_character_is_a_bad_request_and_writes_nothing(
         pg: "PostgresStore") -> None:
     good, *refused = await asyncio.gather(

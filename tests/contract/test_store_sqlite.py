@@ -179,24 +179,6 @@ async def test_upgrading_to_a_rowid_events_table_keeps_every_room_log(tmp_path: 
         db.close()
 
 
-async def test_writes_queued_together_commit_in_one_transaction() -> None:
-    store = SqliteStore(":memory:")
-    await store.open()
-    try:
-        m = await chat(store, content="original")
-        commits = store.commits
-        results = await asyncio.gather(
-            chat(store, content="good 1"),
-            store.edit_message("r", m.message_id, "u2", "hijack", 1),
-            chat(store, content="good 2"),
-            return_exceptions=True)
-        assert isinstance(results[1], ProtocolError)
-        assert store.commits == commits + 1
-        assert [getattr(r, "seq", None) for r in results] == [2, None, 3]
-    finally:
-        await store.close()
-
-
 async def test_a_retry_in_a_batch_of_chats_redoes_the_batch_chat_by_chat() -> None:
     # Chats queued one after another are inserted with one statement per table; a retry
     # among them is found by the count of rows written, and the batch is done again.
