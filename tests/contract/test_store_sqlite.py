@@ -292,6 +292,48 @@ async def test_a_write_refused_after_taking_a_seq_gives_it_back() -> None:
         await store.close()
 
 
+async def test_a_retry_on_another_process_of_one_file_gets_the_original(
+        tmp_path: Path) -> None:
+    # `--workers` may share a SQLite file: a retry that reaches another worker than its
+    # original is still answered with the original, not stored twice.
+    path = str(tmp_path / "shared.db")
+    a, b = SqliteStore(path), SqliteStore(path)
+    await a.open()
+    await b.open()
+    try:
+        await chat(b, content="b wrote before a")
+        first = await chat(a, content="once", client_msg_id="c1")
+        retried = await b.append_chat(NewChat(room_id="r", user_id="u1", username="U1",
+                                              content="again", created_at=T0,
+                                              client_msg_id="c1"))
+        assert retried == (first, True)
+        assert [m.content for m in await full_history(b)] == ["b wrote before a", "once"]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_chat_whose_batch_failed_is_new_when_sent_again() -> None:
+    # A failed transaction takes its chats with it: sending one again stores it, rather
+    # than answering with an original that was never committed.
+    store = SqliteStore(":memory:")
+    await store.open()
+    try:
+        def broken(db: sqlite3.Connection) -> None:
+            db.execute("SELECT * FROM no_such_table")
+
+        lost = store.append_chat(NewChat(room_id="r", user_id="u1", username="U1",
+                                         content="lost", created_at=T0, client_msg_id="c1"))
+        failed = await asyncio.gather(lost, store._write(broken, refusable=False),
+                                      return_exceptions=True)
+        assert all(isinstance(f, Exception) for f in failed)
+        stored = await chat(store, content="sent again", client_msg_id="c1")
+        assert stored.seq == 1
+        assert [m.content for m in await full_history(store)] == ["sent again"]
+    finally:
+        await store.close()
+
+
 async def test_two_processes_writing_one_file_keep_one_gapless_seq(tmp_path: Path) -> None:
     # `--workers` may share a SQLite file: a writer must notice the other's commits
     # (PRAGMA data_version) instead of trusting the seqs it remembers.
