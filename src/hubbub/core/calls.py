@@ -68,9 +68,7 @@ class Call:
         return CallRecord(
             call_id=self.call_id, caller=self.caller, callee=self.callee, room_id=self.room,
             started_at=self.started_at_ms, answered_at=self.answered_at_ms,
-            ended_at=self.ended_at_ms, end_reason=self.end_reason, ended_by=self.ended_by,
-            duration_ms=None if self.answered_at_ms is None
-            else self.ended_at_ms - self.answered_at_ms)
+            ended_at=self.ended_at_ms, end_reason=self.end_reason, ended_by=self.ended_by)
 
 
 @dataclass

@@ -295,8 +295,7 @@ def calls_of_dead_nodes(gone: list[CallInfo], now_ms: int) -> Effects:
         effects.append(LogCall(CallRecord(
             call_id=info.call_id, caller=info.caller, callee=info.callee, room_id=info.room,
             started_at=info.started_at, answered_at=info.answered_at, ended_at=ended,
-            end_reason="disconnected",
-            duration_ms=None if info.answered_at is None else ended - info.answered_at)))
+            end_reason="disconnected")))
     return effects
 
 

@@ -444,7 +444,10 @@ class CallRecord(Out):
     room_id: str | None = None
     answered_at: int | None = None
     ended_by: str | None = None
-    duration_ms: int | None = None
+    duration_ms: int | None = None  # derived: from the answer to the end, if answered
+
+    def __post_init__(self) -> None:
+        self.duration_ms = None if self.answered_at is None else self.ended_at - self.answered_at
 
 
 class CallHistoryAck(Out):

@@ -45,5 +45,4 @@ def original_chat(r: Sequence[Any]) -> ChatEvent:
 def call_record(r: Sequence[Any]) -> CallRecord:
     """A CALL_COLS row of the call log."""
     return CallRecord(call_id=r[0], caller=r[1], callee=r[2], room_id=r[3], started_at=r[4],
-                      answered_at=r[5], ended_at=r[6], end_reason=r[7], ended_by=r[8],
-                      duration_ms=None if r[5] is None else r[6] - r[5])
+                      answered_at=r[5], ended_at=r[6], end_reason=r[7], ended_by=r[8])
