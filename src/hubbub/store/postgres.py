@@ -75,19 +75,9 @@ RETURNING room_id, last_seq"""
 _SET_LAST_SEQS = """
 UPDATE rooms SET last_seq = v.seq FROM unnest($1::text[], $2::bigint[]) AS v(room_id, seq)
 WHERE rooms.room_id = v.room_id"""
-_INSERT_CHAT = """
-WITH m AS (
-    INSERT INTO messages (room_id, message_id, seq, user_id, username, content, created_at,
-                          client_msg_id, reply_to)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-    ON CONFLICT (user_id, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING
-    RETURNING room_id, seq, message_id, user_id, created_at)
-INSERT INTO events (room_id, seq, type, message_id, user_id, created_at, payload)
-SELECT room_id, seq, 'chat', message_id, user_id, created_at, $10::text FROM m
-RETURNING seq"""
-# A run of chats side by side in one batch: one statement for all of them, one round trip
-# instead of one each. A row that meets a clientMsgId already stored inserts nothing, so
-# fewer rows come back: the batch then runs again chat by chat (docs/decisions/0028).
+# Chats, one or a run side by side in one batch: one statement for all of them, one round
+# trip instead of one each. A row that meets a clientMsgId already stored inserts nothing,
+# so fewer rows come back: a run then runs again chat by chat (docs/decisions/0028).
 _INSERT_CHATS = """
 WITH v AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
@@ -238,6 +228,17 @@ class _Redo(Exception):
 
 class _RetryAmongChats(Exception):
     """A run of chats stored fewer rows than it had chats: one was a retry."""
+
+
+async def _insert_chats(conn: asyncpg.Connection, events: list[ChatEvent]) -> int:
+    """Store new chats (messages and events rows); how many were stored, retries not."""
+    stored = await conn.fetch(
+        _INSERT_CHATS, [e.room_id for e in events], [e.message_id for e in events],
+        [e.seq for e in events], [e.user_id for e in events], [e.username for e in events],
+        [e.content for e in events], [e.created_at for e in events],
+        [e.client_msg_id for e in events], [e.reply_to for e in events],
+        [_encode(e).decode() for e in events])
+    return len(stored)
 
 
 class PostgresStore(Store):
@@ -462,13 +463,7 @@ class PostgresStore(Store):
             seq = seqs[chat.room_id] + 1
             seqs[chat.room_id] = seq
             events.append(new_chat_event(chat, seq))
-        stored = await tx.conn.fetch(
-            _INSERT_CHATS, [e.room_id for e in events], [e.message_id for e in events],
-            [e.seq for e in events], [e.user_id for e in events], [e.username for e in events],
-            [e.content for e in events], [e.created_at for e in events],
-            [e.client_msg_id for e in events], [e.reply_to for e in events],
-            [_encode(e).decode() for e in events])
-        if len(stored) != len(run):
+        if await _insert_chats(tx.conn, events) != len(run):
             raise _RetryAmongChats
         self.chats_in_runs += len(run)
         return [(True, (e, False)) for e in events]
@@ -477,11 +472,7 @@ class PostgresStore(Store):
         async def op(tx: _Tx) -> tuple[ChatEvent, bool]:
             seq = tx.next_seq(chat.room_id)
             event = new_chat_event(chat, seq)
-            written = await tx.conn.fetchval(
-                _INSERT_CHAT, chat.room_id, event.message_id, seq, chat.user_id, chat.username,
-                chat.content, chat.created_at, chat.client_msg_id, chat.reply_to,
-                _encode(event).decode())
-            if written is not None:
+            if await _insert_chats(tx.conn, [event]):
                 return event, False
             # This user already sent this clientMsgId (maybe through another node, whose
             # insert we waited for): return the original, write nothing.
