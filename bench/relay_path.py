@@ -6,11 +6,12 @@ Method
   through the real `/ws` protocol object (`server/ws.py`: the frame gate, picows's parser)
   on fake transports, authenticate, join a room and set up a call (offer, answer). Then
   each side in turn hands one masked 1 KB-class `ice_candidate` frame to the protocol the
-  way uvloop does (`get_buffer`, copy, `buffer_updated`), and the hub flushes: the frame is
-  gated, parsed, checked, relayed by the settled relay (ADR 0029), encoded, queued and
-  written to the peer's fake transport. No socket, no kernel, no event loop turn: what is
-  left is the Python (and C-extension) work per frame that S3 pays on top of its `recv` and
-  `send`. Every relayed frame is checked to have reached the peer.
+  way uvloop does (`GatedProtocol.feed`: `get_buffer`, copy, `buffer_updated`), and the
+  hub flushes: the frame is gated, parsed, checked, relayed by the settled relay (ADR
+  0029), encoded, queued and written to the peer's fake transport. No socket, no kernel,
+  no event loop turn: what is left is the Python (and C-extension) work per frame that S3
+  pays on top of its `recv` and `send`. Every relayed frame is checked to have reached the
+  peer.
 
 What the numbers mean
   µs per frame is the fastest of `--repeat` rounds of `--frames` relayed frames (the
@@ -89,17 +90,6 @@ def masked(payload: bytes) -> bytes:
     return head + _KEY + (int.from_bytes(payload, "big") ^ mask).to_bytes(n, "big")
 
 
-def read(protocol: GatedProtocol, data: bytes) -> None:
-    """Hand `data` to the protocol as uvloop does for a buffered protocol."""
-    pos = 0
-    while pos < len(data):
-        view = protocol.get_buffer(-1)
-        n = min(len(view), len(data) - pos)
-        view[:n] = data[pos:pos + n]
-        protocol.buffer_updated(n)
-        pos += n
-
-
 def ice(to: str, size: int) -> bytes:
     candidate = "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host generation 0 "
     body = ('{"type":"webrtc","payload":{"kind":"ice_candidate","to":"%s","callId":"c1",'
@@ -126,18 +116,18 @@ async def main(args: argparse.Namespace) -> None:
         protocol.upgrade((f"GET /ws HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                           f"Sec-WebSocket-Version: 13\r\n\r\n").encode(), b"")
-        read(protocol, masked(b'{"type":"auth","payload":{"userId":"%s","username":"%s"}}'
+        protocol.feed(masked(b'{"type":"auth","payload":{"userId":"%s","username":"%s"}}'
                               % (user.encode(), user.encode())))
         sides.append((protocol, transport))
     await settle()
     for protocol, _ in sides:
-        read(protocol, masked(b'{"type":"join_room","payload":{"roomId":"r1"}}'))
+        protocol.feed(masked(b'{"type":"join_room","payload":{"roomId":"r1"}}'))
     await settle()
     (a, ta), (b, tb) = sides
-    read(a, masked(b'{"type":"webrtc","payload":{"kind":"offer","to":"bob","callId":"c1",'
+    a.feed(masked(b'{"type":"webrtc","payload":{"kind":"offer","to":"bob","callId":"c1",'
                    b'"roomId":"r1","sdp":{"type":"offer","sdp":"v=0"}}}'))
     await settle()
-    read(b, masked(b'{"type":"webrtc","payload":{"kind":"answer","to":"alice","callId":"c1",'
+    b.feed(masked(b'{"type":"webrtc","payload":{"kind":"answer","to":"alice","callId":"c1",'
                    b'"sdp":{"type":"answer","sdp":"v=0"}}}'))
     await settle()
     to_bob, to_alice = ice("bob", args.payload), ice("alice", args.payload)
@@ -145,9 +135,9 @@ async def main(args: argparse.Namespace) -> None:
 
     def relay(n: int) -> None:
         for _ in range(n):
-            read(a, to_bob)
+            a.feed(to_bob)
             flush()
-            read(b, to_alice)
+            b.feed(to_alice)
             flush()
 
     before = tb.writes
