@@ -8,10 +8,9 @@ Method
   each side in turn hands one masked 1 KB-class `ice_candidate` frame to the protocol the
   way uvloop does (`GatedProtocol.feed`: `get_buffer`, copy, `buffer_updated`), and the
   hub flushes: the frame is gated, parsed, checked, relayed by the settled relay (ADR
-  0029), encoded, queued and written to the peer's fake transport. No socket, no kernel,
-  no event loop turn: what is left is the Python (and C-extension) work per frame that S3
-  pays on top of its `recv` and `send`. Every relayed frame is checked to have reached the
-  peer.
+  0029), encoded, queued and written to the peer's fake transport. No socket and no
+  kernel: what is left is the Python (and C-extension) work per frame that S3 pays on top
+  of its `recv` and `send`. Every relayed frame is checked to have reached the peer.
 
 What the numbers mean
   µs per frame is the fastest of `--repeat` rounds of `--frames` relayed frames (the
