@@ -158,6 +158,40 @@ async def test_ice_candidates_are_relayed_unchanged_both_ways():
                                     "callId": "c1", "candidate": other}
 
 
+async def test_a_stream_of_candidates_arrives_whole_and_in_order_until_the_call_ends():
+    """Past the first candidate of an answered call, the next ones take the call lane
+    (ADR 0032): each arrives unchanged, in order with the sender's other frames, and the
+    lane ends with the call."""
+    async with running_server() as server, clients(server, "ann", "bob") as [ann, bob]:
+        await in_room("r", ann, bob)
+        await talking(ann, bob)
+        sent = [{**CANDIDATE, "candidate": f"candidate:{k} 1 udp 1 10.0.0.{k} 9 typ host"}
+                for k in range(6)]
+        for k, candidate in enumerate(sent):
+            await ann.send("webrtc", {"kind": "ice_candidate", "to": "bob", "callId": "c1",
+                                      "candidate": candidate})
+            if k == 2:
+                await ann.send("chat", {"roomId": "r", "content": "between"})
+        order, candidates = [], []
+        while len(order) < len(sent) + 1:
+            frame = await bob.recv()
+            if frame["type"] == "webrtc":
+                candidates.append(frame["payload"].pop("candidate"))
+                assert frame["payload"] == {"kind": "ice_candidate", "from": "ann",
+                                            "to": "bob", "callId": "c1"}
+            if frame["type"] in ("webrtc", "chat"):
+                order.append(frame["type"])
+        assert candidates == sent
+        assert order == ["webrtc"] * 3 + ["chat"] + ["webrtc"] * 3
+        acked(await bob.request("call_end", {"callId": "c1"}, id="e"), "ended")
+        await ann.expect("call_end")
+        await ann.send("webrtc", {"kind": "ice_candidate", "to": "bob", "callId": "c1",
+                                  "candidate": CANDIDATE})
+        error = await ann.expect("error")
+        assert error["payload"]["code"] == "conflict"
+        await bob.nothing()
+
+
 async def test_a_frame_naming_the_wrong_peer_is_a_bad_request():
     async with running_server() as server, \
             clients(server, "ann", "bob", "carl") as [ann, bob, _carl]:

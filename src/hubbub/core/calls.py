@@ -225,6 +225,19 @@ class Calls:
         is active, `conn` owns `user`'s side, `to` names the other party and their side is
         owned. Gives the one connection `ice` would send to and the event it would send,
         and changes nothing. None: any other case, which `ice` decides (and may refuse)."""
+        peer_conn = self.settled_peer(call_id, user, conn, to)
+        if peer_conn is None:
+            return None
+        call = self.calls[call_id]
+        return peer_conn, WebRTCEvent(kind="ice_candidate", from_=user, to=call.peer_of(user),
+                                      call_id=call_id, room_id=call.room,
+                                      candidate=candidate)
+
+    def settled_peer(self, call_id: str, user: UserId, conn: ConnId,
+                     to: object) -> ConnId | None:
+        """`settled_ice`'s test alone: the connection that owns the other side, when the
+        call is active, `conn` owns `user`'s side and `to` names the other party. The
+        hub's call lane (server/hub.py) asks it per frame; it builds nothing."""
         call = self.calls.get(call_id)
         if call is None or call.state is not CallState.ACTIVE:
             return None
@@ -234,11 +247,9 @@ class Calls:
             own, peer, peer_conn = call.callee_conn, call.caller, call.caller_conn
         else:
             return None
-        if own != conn or to != peer or peer_conn is None:
+        if own != conn or to != peer:
             return None
-        return peer_conn, WebRTCEvent(kind="ice_candidate", from_=user, to=peer,
-                                      call_id=call_id, room_id=call.room,
-                                      candidate=candidate)
+        return peer_conn
 
     def reject(self, *, call_id: str, user: UserId, reason: str | None,
                now_ms: int) -> Effects:

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Protocol
 
+import msgspec
+
 from hubbub.core.effects import (
     Close,
     Effect,
@@ -103,7 +105,7 @@ class Run:
 class Conn:
     """A live connection as the hub sees it: where its bytes go, and nothing else."""
 
-    __slots__ = ("close_code", "closed", "closer", "id", "last_ping", "last_rx", "out",
+    __slots__ = ("close_code", "closed", "closer", "id", "lane", "last_ping", "last_rx", "out",
                  "queued", "session", "tail_run", "tail_start", "transport", "user")
 
     def __init__(self, session: Session, transport: Transport, closer: CloseFn) -> None:
@@ -124,6 +126,34 @@ class Conn:
         self.last_ping = 0.0
         # The code *we* closed with; the peer's echo of it may differ (aiohttp answers 1000).
         self.close_code: int | None = None
+        # The call this connection relayed to last through the settled relay (`Hub.relay`):
+        # its next candidates take the lane (`Hub.lane_relay`) while the call stays settled.
+        self.lane: Lane | None = None
+
+
+class Lane:
+    """What the settled relay worked out for a connection's last candidate, kept for the
+    next ones of the same call: who sends, the peer's connection, and the relayed frame's
+    JSON up to its candidate, which is the same for every candidate of the call. It
+    decides nothing: each frame is checked again against the call rules
+    (`Calls.settled_peer`) before it goes (docs/decisions/0032-the-call-lane.md)."""
+
+    __slots__ = ("call_id", "me", "peer", "prefix", "to")
+
+    def __init__(self, call_id: str, me: UserId, to: UserId, peer: Conn,
+                 prefix: bytes) -> None:
+        self.call_id = call_id
+        self.me = me
+        self.to = to
+        self.peer = peer
+        self.prefix = prefix
+
+
+# A call lane decodes a frame straight into `WebRTC`: the same checks as the general
+# parse (envelope.py), and any other frame fails it and takes the general path.
+_lane_decoder = msgspec.json.Decoder(WebRTC)
+_candidate_encoder = msgspec.json.Encoder()
+_LANE_DECODE_ERRORS = (msgspec.MsgspecError, RecursionError, UnicodeError, ValueError)
 
 
 class Hub:
@@ -346,6 +376,43 @@ class Hub:
         if ack is not None:
             self._reply(ack)
         self.deliver_conns((peer,), "webrtc", framing.text_frame(encode("webrtc", event)))
+        peer_conn = self.conns.get(peer)
+        if peer_conn is not None:
+            # The relayed frame without its candidate (the last field, omitted when None)
+            # ends in "}}": what comes before is the lane's prefix.
+            bare = encode("webrtc", msgspec.structs.replace(event, candidate=None))
+            sender.lane = Lane(event.call_id, event.from_, event.to,  # type: ignore[arg-type]
+                               peer_conn, bare[:-2] + b',"candidate":')
+        return True
+
+    def lane_relay(self, sender: Conn, lane: Lane, data: bytes) -> bool:
+        """A text frame from a connection with a lane: relayed, with every check and count
+        of the settled relay (`calls.settled_relay`), when it is a candidate of the lane's
+        call with no `id`, and the call is still settled. False, having changed nothing:
+        the frame takes the general path (`Client.inbound`)."""
+        try:
+            frame = _lane_decoder.decode(data)
+        except _LANE_DECODE_ERRORS:
+            return False
+        p = frame.payload
+        candidate = p.candidate
+        if (p.kind != "ice_candidate" or frame.id is not None or candidate is None
+                or p.call_id != lane.call_id or p.to != lane.to):
+            return False
+        me = lane.me
+        if (p.user_id is not None and p.user_id != me) or (p.from_ is not None and p.from_ != me):
+            return False
+        peer = lane.peer
+        node = self.node
+        if peer.closed or node.calls.settled_peer(lane.call_id, me, sender.id, p.to) != peer.id:
+            return False
+        if sender.session.frames.take(node.clock.now_ms()):
+            return False  # a refused take spends nothing: the general path refuses it
+        metrics = node.metrics
+        metrics.frames_in["webrtc"] += 1
+        metrics.frames_out["webrtc"] += 1
+        self.queue(peer, framing.text_frame(
+            lane.prefix + _candidate_encoder.encode(candidate) + b"}}"))
         return True
 
     def forwarded(self, conn: ConnId, user: UserId, username: str, frame: bytes) -> None:

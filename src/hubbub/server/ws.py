@@ -170,7 +170,19 @@ class Client(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
         if kind is _TEXT and frame.fin:
-            self.inbound(frame.get_payload_as_bytes())
+            data = frame.get_payload_as_bytes()
+            conn = self.conn
+            if conn is not None and conn.lane is not None:
+                # A candidate of the call this connection relays to, in its turn (nothing
+                # waits before it), takes the call lane (hub.py).
+                if self.draining is None and not conn.closed and data.isascii():
+                    try:
+                        if self.hub.lane_relay(conn, conn.lane, data):
+                            return
+                    except Exception:  # the general path handles the frame, and answers
+                        log.exception("call lane failed conn=%s", conn.id)
+                conn.lane = None
+            self.inbound(data)
         elif kind is _PING:
             assert self.conn is not None
             self.hub.queue(self.conn, framing.pong(frame.get_payload_as_bytes()))

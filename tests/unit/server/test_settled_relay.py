@@ -1,7 +1,9 @@
-"""The settled relay (`Hub.relay`, `calls.settled_relay`, ADR 0029) sends exactly what the
-general path (`handle_read`) sends: two nodes in the same state get the same frames, one
-through the hub as the server runs it, the other through the general path only, and
-every connection must read the same bytes and the metrics agree.
+"""The settled relay (`Hub.relay`, `calls.settled_relay`, ADR 0029) and the call lane behind
+it (`Hub.lane_relay`, ADR 0032) send exactly what the general path (`handle_read`) sends:
+two nodes in the same state get the same frames, one through the hub as the server runs
+it (the lane first when the connection has one, as `Client.on_ws_frame` does), the other
+through the general path only, and every connection must read the same bytes and the
+metrics agree.
 
 Ann calls Bob from A1; Bob answers on B1. A2 is Ann's other device, Carl is not in the call.
 """
@@ -35,7 +37,8 @@ class Side:
         self.hub = Hub(node, asyncio.get_running_loop())
         self.through_relay = through_relay
         self.conns: dict[str, Conn] = {}
-        self.settled = 0
+        self.settled = 0  # frames the settled relay or the lane took
+        self.laned = 0  # of those, the lane's
 
     def open(self, name: str) -> None:
         conn = Conn(open_session(self.node), FakeTransport(), _closer)
@@ -45,7 +48,15 @@ class Side:
     async def send(self, name: str, type_: str, payload: dict[str, Any],
                    id: str | None = None) -> None:
         conn = self.conns[name]
-        parsed = read_frame(frame(type_, payload, id))
+        data = frame(type_, payload, id)
+        if self.through_relay and conn.lane is not None:
+            if self.hub.lane_relay(conn, conn.lane, data):
+                self.settled += 1
+                self.laned += 1
+                self.hub.flush()
+                return
+            conn.lane = None
+        parsed = read_frame(data)
         if self.through_relay and type(parsed) is WebRTC and self.hub.relay(conn, parsed):
             self.settled += 1
         else:
@@ -136,23 +147,75 @@ def types(writes: list[bytes]) -> list[tuple[str, Any]]:
     ("A1", ice("bob", call_id="c2"), "i7", False, {"A1": [("error", "not_found")]}),
     ("A1", {**ice("bob"), "kind": "answer"}, "i8", False, {"A1": [("error", "bad_request")]}),
 ])
+@pytest.mark.parametrize("lanes", [False, True], ids=["first-frame", "lanes-open"])
 async def test_each_frame_reads_the_same_through_the_settled_relay(
         name: str, payload: dict[str, Any], id: str | None, settled: bool,
-        expect: dict[str, list[tuple[str, Any]]]) -> None:
+        expect: dict[str, list[tuple[str, Any]]], lanes: bool) -> None:
     relay, general = await pair()
+    if lanes:  # a candidate each way first: A1 and B1 have a lane for the next ones
+        await check(relay, general, "A1", ice("bob"), None, settled=True)
+        await check(relay, general, "B1", ice("ann"), None, settled=True)
+        assert relay.conns["A1"].lane is not None and relay.conns["B1"].lane is not None
+    laned = relay.laned
     got = await check(relay, general, name, payload, id, settled)
     assert {n: types(w) for n, w in got.items() if w} == expect
+    # The lane takes a candidate (not a bare `ice_candidate`) without `id` of its call from
+    # its connection; the settled relay takes the others it settles (an ack needs `_reply`).
+    assert relay.laned - laned == int(lanes and settled and id is None
+                                      and "candidate" in payload and name in ("A1", "B1"))
 
 
-async def test_over_the_rate_limit_both_paths_refuse_the_same_frames() -> None:
+async def test_the_lane_carries_every_candidate_after_the_first_byte_for_byte() -> None:
+    relay, general = await pair()
+    odd = {"candidate": "candidate:2 1 tcp 1 ::1 9 typ host \u00e9 \"q\" </script>",
+           "sdpMid": "audio", "sdpMLineIndex": 1, "usernameFragment": None, "n": 2 ** 70}
+    for _ in range(5):
+        await check(relay, general, "A1", ice("bob"), None, settled=True)
+        await check(relay, general, "B1", {**ice("ann"), "candidate": odd}, None, settled=True)
+        await check(relay, general, "A1", {**ice("bob"), "candidate": {}}, None, settled=True)
+    assert relay.laned == 13  # all but each connection's first
+
+
+async def test_a_frame_the_lane_does_not_take_drops_it_and_goes_the_general_way() -> None:
+    relay, general = await pair()
+    await check(relay, general, "A1", ice("bob"), None, settled=True)
+    for side in (relay, general):
+        await side.send("A1", "chat", {"roomId": "r1", "content": "hi"}, id="m")
+        await asyncio.sleep(0)
+        assert side.take()  # the chat is answered (ack, broadcast) on both
+    assert relay.conns["A1"].lane is None
+    await check(relay, general, "A1", ice("bob"), None, settled=True)  # settles again
+    await check(relay, general, "A1", ice("bob"), None, settled=True)  # and lanes again
+    assert relay.laned == 1
+
+
+async def test_a_peer_that_is_gone_closes_the_lane() -> None:
+    relay, general = await pair()
+    await check(relay, general, "A1", ice("bob"), None, settled=True)
+    for side in (relay, general):
+        side.open("B2")
+        await side.send("B2", "auth", {"userId": "bob", "username": "bob"})
+        await side.close("B1")
+        side.take()
+    laned = relay.laned
+    got = await check(relay, general, "A1", ice("bob"), None, settled=False)
+    assert types(got["B2"]) == [("webrtc", "ice_candidate")]
+    assert relay.laned == laned
+
+
+@pytest.mark.parametrize("id_prefix", ["i", None], ids=["with-id", "lane"])
+async def test_over_the_rate_limit_both_paths_refuse_the_same_frames(
+        id_prefix: str | None) -> None:
     relay, general = await pair(rate_limit=5.0)  # a burst of 10; the clock stands still
     sent: list[tuple[str, Any]] = []
     for i in range(14):
         # A1's auth, join and offer spent 3 of the burst.
-        got = await check(relay, general, "A1", ice("bob"), f"i{i}", settled=i < 7)
+        fid = None if id_prefix is None else f"{id_prefix}{i}"
+        got = await check(relay, general, "A1", ice("bob"), fid, settled=i < 7)
         sent += types(got["A1"]) + types(got["B1"])
     assert sent.count(("error", "rate_limited")) == 7
     assert sent.count(("webrtc", "ice_candidate")) == 7
+    assert relay.laned == (0 if id_prefix else 6)
 
 
 async def test_a_side_left_unowned_takes_the_general_path_until_claimed_again() -> None:
@@ -171,10 +234,14 @@ async def test_a_side_left_unowned_takes_the_general_path_until_claimed_again() 
     assert types(got["B2"]) == [("webrtc", "ice_candidate")]
 
 
-async def test_an_ended_call_takes_the_general_path() -> None:
+@pytest.mark.parametrize("lanes", [False, True], ids=["first-frame", "lanes-open"])
+async def test_an_ended_call_takes_the_general_path(lanes: bool) -> None:
     relay, general = await pair()
+    if lanes:
+        await check(relay, general, "A1", ice("bob"), None, settled=True)
     for side in (relay, general):
         await side.send("B1", "call_end", {"callId": "c1"}, id="e")
         side.take()
-    got = await check(relay, general, "A1", ice("bob"), "i1", settled=False)
+    # Without an `id`, so that the lane would take it if it did not ask the call rules.
+    got = await check(relay, general, "A1", ice("bob"), None if lanes else "i1", settled=False)
     assert types(got["A1"]) == [("error", "conflict")]
