@@ -5,7 +5,9 @@
    as `.venv/bin/hubbub serve --port {port} --store sqlite:///{tmp}/bench.db --rate-limit 0
    --jwt-secret {jwt_secret}` (rate limits off: S1 must measure the fan-out, not the limiter).
    Its results.md/.json and S1 plot are copied to bench/results/<stamp>/shared-*, and
-   bench/s1_plot.py draws s1_latency.png from the same results, one slot per step.
+   bench/s1_plot.py draws s1_latency.png from the same results, one slot per step. A full run
+   adds bench/python_floor.py, the reference's job ported to Python on hubbub's libraries, as a
+   third server: what Python on this stack scores without hubbub's work (docs/decisions/0032).
 2. bench/persisted_chats.py: closed-loop persisted chats, SQLite synchronous FULL and NORMAL,
    and PostgreSQL (a throwaway local cluster when Debian's PostgreSQL is installed).
 3. bench/fanout.py: the typing fan-out ladder, 1,000 connections in 10 rooms of 100.
@@ -44,6 +46,8 @@ KEPT_PLOTS = {"s1_latency.png": "s1_latency.png", "fanout.png": "typing_fanout.p
 SHARED_RUN = REPO.parent / "shared" / "bench" / "run.py"
 SERVER_CMD = (".venv/bin/hubbub serve --port {port} --store sqlite:///{tmp}/bench.db "
               "--rate-limit 0 --jwt-secret {jwt_secret}")
+FLOOR_CMD = ".venv/bin/python bench/python_floor.py --port {port} --jwt-secret {jwt_secret}"
+FLOOR = "python-floor"
 # The kit's S1 ladder doubles from 400k to 800k to 1.6M; the steps between say where p99
 # passes 50 ms to within 100k (200k above 800k) instead of within a factor of two.
 S1_RATES = ("25000,50000,100000,200000,400000,500000,600000,700000,800000,1000000,1200000,"
@@ -73,6 +77,7 @@ def run_shared(out: Path, quick: bool, jwt_secret: str) -> Path | None:
     """The shared kit's run.py against hubbub; copies its outputs; returns its run folder."""
     runs = out / "shared-run"
     argv = [sys.executable, str(SHARED_RUN), "--server", SERVER_CMD, "--name", "hubbub",
+            *([] if quick else ["--server", FLOOR_CMD, "--name", FLOOR]),
             "--jwt-secret", jwt_secret, "--out", str(runs),
             *(SHARED_QUICK if quick else SHARED_FULL)]
     progress("shared kit: " + " ".join(argv[1:]))
@@ -120,18 +125,27 @@ def number(value: float | None, key: str) -> str:
 
 
 def shared_table(results: dict[str, Any]) -> str:
-    """Scenario x (hubbub, Bun reference, hubbub / reference) from run.py's summary."""
+    """Scenario x (hubbub, Bun reference, hubbub / reference) from run.py's summary, and the
+    Python floor beside them when the run had it."""
     summary = results.get("summary", {})
     ours, ref = summary.get("hubbub", {}), summary.get(REFERENCE, {})
+    floor = summary.get(FLOOR)
     verdict = {True: "ok", False: "FAIL", None: "-"}
-    rows = [["protocol verify", verdict[ours.get("verify")], verdict[ref.get("verify")], "", ""]]
+    rows = [["protocol verify", verdict[ours.get("verify")], verdict[ref.get("verify")], ""]
+            + ([verdict[floor.get("verify")], ""] if floor else []) + [""]]
     for key, (label, higher) in SHARED_ROWS.items():
         if ours.get(key) is None and ref.get(key) is None:
             continue
         rows.append([label.format(slo=f"{results.get('slo_p99_ms', 50):g}"),
                      number(ours.get(key), key), number(ref.get(key), key),
-                     ratio(ours.get(key), ref.get(key)), "higher" if higher else "lower"])
-    return markdown_table(["scenario", "hubbub", "Bun reference", "hubbub ÷ ref", "better"], rows)
+                     ratio(ours.get(key), ref.get(key))]
+                    + ([number(floor.get(key), key), ratio(floor.get(key), ref.get(key))]
+                       if floor else [])
+                    + ["higher" if higher else "lower"])
+    head = ["scenario", "hubbub", "Bun reference", "hubbub ÷ ref"]
+    if floor:
+        head += ["Python floor", "floor ÷ ref"]
+    return markdown_table([*head, "better"], rows)
 
 
 def section_table(out: Path, name: str) -> str:
