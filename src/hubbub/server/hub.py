@@ -140,12 +140,12 @@ class Lane:
 
     __slots__ = ("call_id", "me", "peer", "prefix", "to")
 
-    def __init__(self, call_id: str, me: UserId, to: UserId, peer: Conn,
+    def __init__(self, call_id: str, me: UserId, to: UserId, peer: ConnId,
                  prefix: bytes) -> None:
         self.call_id = call_id
         self.me = me
         self.to = to
-        self.peer = peer
+        self.peer = peer  # an id, not the Conn: a lane left idle keeps no closed connection
         self.prefix = prefix
 
 
@@ -376,13 +376,11 @@ class Hub:
         if ack is not None:
             self._reply(ack)
         self.deliver_conns((peer,), "webrtc", framing.text_frame(encode("webrtc", event)))
-        peer_conn = self.conns.get(peer)
-        if peer_conn is not None:
-            # The relayed frame without its candidate (the last field, omitted when None)
-            # ends in "}}": what comes before is the lane's prefix.
-            bare = encode("webrtc", msgspec.structs.replace(event, candidate=None))
-            sender.lane = Lane(event.call_id, event.from_, event.to,  # type: ignore[arg-type]
-                               peer_conn, bare[:-2] + b',"candidate":')
+        # The relayed frame without its candidate (the last field, omitted when None) ends
+        # in "}}": what comes before is the lane's prefix.
+        bare = encode("webrtc", msgspec.structs.replace(event, candidate=None))
+        sender.lane = Lane(event.call_id, event.from_, event.to,  # type: ignore[arg-type]
+                           peer, bare[:-2] + b',"candidate":')
         return True
 
     def lane_relay(self, sender: Conn, lane: Lane, data: bytes) -> bool:
@@ -402,9 +400,10 @@ class Hub:
         me = lane.me
         if (p.user_id is not None and p.user_id != me) or (p.from_ is not None and p.from_ != me):
             return False
-        peer = lane.peer
+        peer = self.conns.get(lane.peer)
         node = self.node
-        if peer.closed or node.calls.settled_peer(lane.call_id, me, sender.id, p.to) != peer.id:
+        if (peer is None or peer.closed
+                or node.calls.settled_peer(lane.call_id, me, sender.id, p.to) != lane.peer):
             return False
         if sender.session.frames.take(node.clock.now_ms()):
             return False  # a refused take spends nothing: the general path refuses it
