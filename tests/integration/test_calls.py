@@ -167,9 +167,9 @@ async def test_a_stream_of_candidates_arrives_whole_and_in_order_until_the_call_
         await talking(ann, bob)
         sent = [{**CANDIDATE, "candidate": f"candidate:{k} 1 udp 1 10.0.0.{k} 9 typ host"}
                 for k in range(6)]
-        for k, candidate in enumerate(sent):
+        for k, candidate in enumerate(sent):  # every other one asks for an ack
             await ann.send("webrtc", {"kind": "ice_candidate", "to": "bob", "callId": "c1",
-                                      "candidate": candidate})
+                                      "candidate": candidate}, id=f"i{k}" if k % 2 else None)
             if k == 2:
                 await ann.send("chat", {"roomId": "r", "content": "between"})
         order, candidates = [], []
@@ -183,6 +183,9 @@ async def test_a_stream_of_candidates_arrives_whole_and_in_order_until_the_call_
                 order.append(frame["type"])
         assert candidates == sent
         assert order == ["webrtc"] * 3 + ["chat"] + ["webrtc"] * 3
+        for k in (1, 3, 5):
+            ack = await ann.expect("ack")
+            assert (ack["id"], ack["payload"]) == (f"i{k}", {"callId": "c1", "state": "active"})
         acked(await bob.request("call_end", {"callId": "c1"}, id="e"), "ended")
         await ann.expect("call_end")
         await ann.send("webrtc", {"kind": "ice_candidate", "to": "bob", "callId": "c1",

@@ -126,17 +126,31 @@ def settled_relay(node: Node, s: Session,
     if p.kind != "ice_candidate" or identity is None or p.call_id is None:
         return None
     me = identity.user_id
-    if (p.user_id is not None and p.user_id != me) or (p.from_ is not None and p.from_ != me):
-        return None
     settled = node.calls.settled_ice(p.call_id, me, s.conn, p.to, p.candidate)
-    if settled is None or settled[0] not in node.sessions:
+    if settled is None or settled[0] not in node.sessions or not admit_settled(node, s, frame, me):
         return None
+    return settled[0], settled[1], settled_ack(s, frame)
+
+
+def admit_settled(node: Node, s: Session, frame: WebRTC, me: UserId) -> bool:
+    """The checks and counts of `handle_read` that a settled frame still needs: it speaks
+    for its sender, and the frame rate limit lets it through (it counts in `frames_in`).
+    False, having spent nothing: the general path refuses it the same way."""
+    p = frame.payload
+    if (p.user_id is not None and p.user_id != me) or (p.from_ is not None and p.from_ != me):
+        return False
     if s.frames.take(node.clock.now_ms()):
-        return None  # a refused take spends nothing: the general path refuses it the same
+        return False
     node.metrics.frames_in["webrtc"] += 1
-    ack = None if frame.id is None else Reply(
-        s.conn, "ack", CallAck(call_id=p.call_id, state="active"), frame.id)
-    return settled[0], settled[1], ack
+    return True
+
+
+def settled_ack(s: Session, frame: WebRTC) -> Reply | None:
+    """The ack of a settled frame that asked for one (it has an `id`)."""
+    if frame.id is None:
+        return None
+    assert frame.payload.call_id is not None
+    return Reply(s.conn, "ack", CallAck(call_id=frame.payload.call_id, state="active"), frame.id)
 
 
 async def _offer(node: Node, s: Session, frame: WebRTC, call_id: str, to: UserId) -> Effects:

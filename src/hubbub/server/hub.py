@@ -384,32 +384,29 @@ class Hub:
         return True
 
     def lane_relay(self, sender: Conn, lane: Lane, data: bytes) -> bool:
-        """A text frame from a connection with a lane: relayed, with every check and count
-        of the settled relay (`calls.settled_relay`), when it is a candidate of the lane's
-        call with no `id`, and the call is still settled. False, having changed nothing:
-        the frame takes the general path (`Client.inbound`)."""
+        """A text frame from a connection with a lane: relayed, with the settled relay's
+        checks, counts and ack (`calls.settled_relay`), when it is a candidate of the
+        lane's call and the call is still settled. False, having changed nothing: the frame
+        takes the general path (`Client.inbound`)."""
         try:
             frame = _lane_decoder.decode(data)
         except _LANE_DECODE_ERRORS:
             return False
         p = frame.payload
         candidate = p.candidate
-        if (p.kind != "ice_candidate" or frame.id is not None or candidate is None
-                or p.call_id != lane.call_id or p.to != lane.to):
-            return False
-        me = lane.me
-        if (p.user_id is not None and p.user_id != me) or (p.from_ is not None and p.from_ != me):
+        if (p.kind != "ice_candidate" or candidate is None or p.call_id != lane.call_id
+                or p.to != lane.to):
             return False
         peer = self.conns.get(lane.peer)
         node = self.node
         if (peer is None or peer.closed
-                or node.calls.settled_peer(lane.call_id, me, sender.id, p.to) != lane.peer):
+                or node.calls.settled_peer(lane.call_id, lane.me, sender.id, p.to) != lane.peer
+                or not calls.admit_settled(node, sender.session, frame, lane.me)):
             return False
-        if sender.session.frames.take(node.clock.now_ms()):
-            return False  # a refused take spends nothing: the general path refuses it
-        metrics = node.metrics
-        metrics.frames_in["webrtc"] += 1
-        metrics.frames_out["webrtc"] += 1
+        ack = calls.settled_ack(sender.session, frame)
+        if ack is not None:
+            self._reply(ack)
+        node.metrics.frames_out["webrtc"] += 1
         self.queue(peer, framing.text_frame(
             lane.prefix + _candidate_encoder.encode(candidate) + b"}}"))
         return True

@@ -159,10 +159,10 @@ async def test_each_frame_reads_the_same_through_the_settled_relay(
     laned = relay.laned
     got = await check(relay, general, name, payload, id, settled)
     assert {n: types(w) for n, w in got.items() if w} == expect
-    # The lane takes a candidate (not a bare `ice_candidate`) without `id` of its call from
-    # its connection; the settled relay takes the others it settles (an ack needs `_reply`).
-    assert relay.laned - laned == int(lanes and settled and id is None
-                                      and "candidate" in payload and name in ("A1", "B1"))
+    # Once open, the lane takes every candidate (not a bare `ice_candidate`) of its call
+    # from its connection, acked or not; the settled relay takes the others it settles.
+    assert relay.laned - laned == int(lanes and settled and "candidate" in payload
+                                      and name in ("A1", "B1"))
 
 
 async def test_the_lane_carries_every_candidate_after_the_first_byte_for_byte() -> None:
@@ -203,7 +203,7 @@ async def test_a_peer_that_is_gone_closes_the_lane() -> None:
     assert relay.laned == laned
 
 
-@pytest.mark.parametrize("id_prefix", ["i", None], ids=["with-id", "lane"])
+@pytest.mark.parametrize("id_prefix", ["i", None], ids=["acked", "unacked"])
 async def test_over_the_rate_limit_both_paths_refuse_the_same_frames(
         id_prefix: str | None) -> None:
     relay, general = await pair(rate_limit=5.0)  # a burst of 10; the clock stands still
@@ -215,7 +215,7 @@ async def test_over_the_rate_limit_both_paths_refuse_the_same_frames(
         sent += types(got["A1"]) + types(got["B1"])
     assert sent.count(("error", "rate_limited")) == 7
     assert sent.count(("webrtc", "ice_candidate")) == 7
-    assert relay.laned == (0 if id_prefix else 6)
+    assert relay.laned == 6  # the first candidate settles; the lane takes the next six
 
 
 async def test_a_side_left_unowned_takes_the_general_path_until_claimed_again() -> None:
@@ -242,6 +242,5 @@ async def test_an_ended_call_takes_the_general_path(lanes: bool) -> None:
     for side in (relay, general):
         await side.send("B1", "call_end", {"callId": "c1"}, id="e")
         side.take()
-    # Without an `id`, so that the lane would take it if it did not ask the call rules.
-    got = await check(relay, general, "A1", ice("bob"), None if lanes else "i1", settled=False)
+    got = await check(relay, general, "A1", ice("bob"), "i1", settled=False)
     assert types(got["A1"]) == [("error", "conflict")]
