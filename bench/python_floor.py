@@ -13,7 +13,9 @@ hubbub's own work costs (validation, call rules, persistence, metrics).
         --name python-floor
 
 Room broadcasts are written once per member per loop turn (frames queued in the turn share
-a write), which is what the reference's uWebSockets does with its corked sockets.
+a write), which is what the reference's uWebSockets does with its corked sockets. It is
+built for S1 and S3: per-connection state in dicts and sets, picows's default buffers and
+asyncio's default listen backlog make its S2 and S4 figures say little.
 """
 
 import argparse
