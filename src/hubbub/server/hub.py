@@ -406,6 +406,8 @@ class Hub:
         ack = calls.settled_ack(sender.session, frame)
         if ack is not None:
             self._reply(ack)
+        # `deliver_conns((lane.peer,), ...)` less its second lookup of the peer, which
+        # costs 0.3 µs of the lane's 7.7 (bench/relay_path.py).
         node.metrics.frames_out["webrtc"] += 1
         self.queue(peer, framing.text_frame(
             lane.prefix + _candidate_encoder.encode(candidate) + b"}}"))
