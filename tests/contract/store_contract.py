@@ -454,6 +454,13 @@ class StoreContract:
         assert (recovery.complete, recovery.last_seq) == (True, 6)
         assert replayed(recovery.events) == [broadcast(e) for e, _ in results]
 
+    async def test_a_chat_edited_twice_is_replayed_as_sent_then_edited(self, store: Store):
+        m = await chat(store, content="as sent", reply_to="m0")
+        first = await store.edit_message("r", m.message_id, "u1", "first edit", T0 + 1)
+        second = await store.edit_message("r", m.message_id, "u1", "second edit", T0 + 2)
+        recovery = await store.events_since("r", 0, 100)
+        assert replayed(recovery.events) == [broadcast(e) for e in (m, first, second)]
+
     async def test_events_since_the_last_seq_is_complete_and_empty(self, store: Store) -> None:
         await self._mixed(store)
         recovery = await store.events_since("r", 6, 100)

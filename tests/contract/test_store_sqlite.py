@@ -10,7 +10,12 @@ import pytest
 
 from hubbub.errors import ProtocolError
 from hubbub.protocol.codes import ErrorCode
-from hubbub.protocol.frames import ChatEvent
+from hubbub.protocol.frames import (
+    ChatEvent,
+    MessageDeleteEvent,
+    MessageEditEvent,
+    ReactionEvent,
+)
 from hubbub.store.base import NewChat
 from hubbub.store.migrations import scripts
 from hubbub.store.sqlite import SqliteStore, run_migrations
@@ -125,27 +130,94 @@ async def test_upgrading_keeps_reactions_in_the_order_of_their_events(tmp_path: 
     assert versions(path) == [v for v, _ in scripts("sqlite")]
 
 
+def database_at(path: Path, version: int) -> sqlite3.Connection:
+    """A new file with the schema that migrations 1..version made."""
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for v, sql in scripts("sqlite"):
+        if v <= version:
+            db.executescript(sql)
+            db.execute("INSERT INTO schema_version VALUES (?)", (v,))
+    return db
+
+
+class LogBeforeV6:
+    """Writes rooms the way versions 1-5 did: a chat in `messages` and, as broadcast, in
+    `events`; a delete erased the content from both."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.seqs: dict[str, int] = {}
+
+    def _log(self, type_: str, event: msgspec.Struct, room: str, message_id: str,
+             user: str, at: int) -> None:
+        self.db.execute("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (room, self.seqs[room], type_, message_id, user, at,
+                         msgspec.json.encode(event).decode()))
+        self.db.execute("INSERT OR REPLACE INTO rooms VALUES (?, ?)", (room, self.seqs[room]))
+
+    def _next(self, room: str) -> int:
+        self.seqs[room] = self.seqs.get(room, 0) + 1
+        return self.seqs[room]
+
+    def chat(self, room: str, content: str, user: str = "u1", **extra: str) -> str:
+        seq = self._next(room)
+        message_id = f"m-{room}-{seq}"
+        event = ChatEvent(room_id=room, message_id=message_id, seq=seq, user_id=user,
+                          username=user.upper(), content=content, created_at=T0 + seq,
+                          **extra)  # type: ignore[arg-type]
+        self.db.execute("INSERT INTO messages (room_id, message_id, seq, user_id, username, "
+                        "content, created_at, client_msg_id, reply_to) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (room, message_id, seq, user, user.upper(), content, T0 + seq,
+                         event.client_msg_id, event.reply_to))
+        self._log("chat", event, room, message_id, user, T0 + seq)
+        return message_id
+
+    def edit(self, room: str, message_id: str, content: str, user: str = "u1") -> None:
+        seq = self._next(room)
+        self.db.execute("UPDATE messages SET content = ?, edited_at = ? WHERE message_id = ?",
+                        (content, T0 + seq, message_id))
+        self._log("message_edit", MessageEditEvent(
+            room_id=room, message_id=message_id, seq=seq, user_id=user, content=content,
+            edited_at=T0 + seq), room, message_id, user, T0 + seq)
+
+    def react(self, room: str, message_id: str, emoji: str, user: str = "u2") -> None:
+        seq = self._next(room)
+        self.db.execute("INSERT INTO reactions VALUES (?, ?, ?, ?, ?, ?)",
+                        (room, message_id, emoji, user, T0 + seq, seq))
+        self._log("reaction", ReactionEvent(
+            room_id=room, message_id=message_id, seq=seq, user_id=user, emoji=emoji,
+            op="add", created_at=T0 + seq), room, message_id, user, T0 + seq)
+
+    def delete(self, room: str, message_id: str, user: str = "u1") -> None:
+        seq = self._next(room)
+        self.db.execute("UPDATE messages SET content = NULL, deleted_at = ? "
+                        "WHERE message_id = ?", (T0 + seq, message_id))
+        self.db.execute("UPDATE events SET payload = json_set(payload, '$.content', NULL) "
+                        "WHERE message_id = ? AND type IN ('chat', 'message_edit')",
+                        (message_id,))
+        self.db.execute("DELETE FROM reactions WHERE message_id = ?", (message_id,))
+        self._log("message_delete", MessageDeleteEvent(
+            room_id=room, message_id=message_id, seq=seq, user_id=user,
+            deleted_at=T0 + seq), room, message_id, user, T0 + seq)
+
+
+def logged(db: sqlite3.Connection, room: str) -> list[tuple[str, object]]:
+    """A room's log as versions 1-5 replayed it."""
+    return [(t, msgspec.json.decode(p)) for t, p in db.execute(
+        "SELECT type, payload FROM events WHERE room_id = ? ORDER BY seq", (room,))]
+
+
 async def test_upgrading_to_a_rowid_events_table_keeps_every_room_log(tmp_path: Path):
     # Version 5 rebuilds `events` (a WITHOUT ROWID table until then) as a rowid table.
     path = tmp_path / "v4.sqlite"
-    store = SqliteStore(str(path))
-    await store.open()
+    db = database_at(path, 4)
     try:
-        sent = [await chat(store, room=f"r{i % 3}", content=f"m{i}") for i in range(30)]
-        edited = await store.edit_message("r1", sent[1].message_id, "u1", "m1 edited", T0 + 1)
-    finally:
-        await store.close()
-    db = sqlite3.connect(path, isolation_level=None)
-    try:  # back to how version 4 kept the log
-        rows = db.execute("SELECT * FROM events ORDER BY room_id, seq").fetchall()
-        db.execute("DROP TABLE events")
-        [(_, v1)] = [s for s in scripts("sqlite") if s[0] == 1]
-        start = v1.index("CREATE TABLE events")
-        db.execute(v1[start:v1.index(";", start)])
-        db.execute("CREATE INDEX edits_by_message ON events (room_id, message_id) "
-                   "WHERE type = 'message_edit'")
-        db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-        db.execute("DELETE FROM schema_version WHERE version > 4")
+        old = LogBeforeV6(db)
+        sent = [old.chat(f"r{i % 3}", f"m{i}") for i in range(30)]
+        old.edit("r1", sent[1], "m1 edited")
+        before = {room: logged(db, room) for room in ("r0", "r1", "r2")}
     finally:
         db.close()
     store = SqliteStore(str(path))
@@ -154,12 +226,10 @@ async def test_upgrading_to_a_rowid_events_table_keeps_every_room_log(tmp_path: 
         for room in ("r0", "r1", "r2"):
             recovery = await store.events_since(room, 0, 100)
             assert recovery.complete
-            seqs = [msgspec.json.decode(e.payload)["seq"] for e in recovery.events]
-            assert seqs == list(range(1, recovery.last_seq + 1))
-        assert [e.type for e in (await store.events_since("r1", 0, 100)).events][-1] == \
-            "message_edit"
-        assert (await chat(store, room="r1", content="after")).seq == edited.seq + 1
-        deleted = await store.delete_message("r1", sent[1].message_id, "u1", False, T0 + 2)
+            assert [(e.type, msgspec.json.decode(e.payload))
+                    for e in recovery.events] == before[room]
+        assert (await chat(store, room="r1", content="after")).seq == old.seqs["r1"] + 1
+        deleted = await store.delete_message("r1", sent[1], "u1", False, T0 + 2)
         erased = [msgspec.json.decode(e.payload) for e in
                   (await store.events_since("r1", 0, 100)).events
                   if e.type in ("chat", "message_edit")]
@@ -175,6 +245,48 @@ async def test_upgrading_to_a_rowid_events_table_keeps_every_room_log(tmp_path: 
         indexes = {name for (name,) in db.execute(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'")}
         assert indexes == {"events_by_seq", "edits_by_message"}
+    finally:
+        db.close()
+
+
+async def test_upgrading_to_chats_stored_once_replays_every_log_as_before(tmp_path: Path):
+    # Version 6 takes the chats out of `events`: recovery rebuilds them from `messages`,
+    # with the content they were sent with, erased once deleted.
+    path = tmp_path / "v5.sqlite"
+    db = database_at(path, 5)
+    try:
+        old = LogBeforeV6(db)
+        plain = old.chat("r", "plain", client_msg_id="c1")
+        edited = old.chat("r", "as sent", user="u2", reply_to=plain)
+        old.react("r", plain, "👍")
+        old.edit("r", edited, "edited once", user="u2")
+        gone = old.chat("r", "secret")
+        old.edit("r", edited, "edited twice", user="u2")
+        old.edit("r", gone, "more secret")
+        old.delete("r", gone)
+        old.chat("elsewhere", "other room")
+        before = {room: logged(db, room) for room in ("r", "elsewhere")}
+    finally:
+        db.close()
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        for room, log in before.items():
+            recovery = await store.events_since(room, 0, 100)
+            assert (recovery.complete, recovery.last_seq) == (True, len(log))
+            assert [(e.type, msgspec.json.decode(e.payload)) for e in recovery.events] == log
+        later = await store.edit_message("r", edited, "u2", "edited thrice", T0 + 50)
+        replay = [msgspec.json.decode(e.payload) for e in
+                  (await store.events_since("r", 1, 100)).events]
+        assert replay[0]["content"] == "as sent"
+        assert replay[-1]["seq"] == later.seq
+        [message] = [m for m in await full_history(store) if m.message_id == edited]
+        assert message.content == "edited thrice"
+    finally:
+        await store.close()
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("SELECT count(*) FROM events WHERE type = 'chat'").fetchone() == (0,)
     finally:
         db.close()
 

@@ -15,6 +15,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from operator import itemgetter
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -57,6 +58,19 @@ def _message_row(e: ChatEvent) -> tuple[Any, ...]:
     """A new chat's parameters for _INSERT_MESSAGE."""
     return (e.message_id, e.seq, e.user_id, e.username, e.content, e.created_at,
             e.client_msg_id, e.reply_to, e.room_id)
+
+
+# A chat's event as it went out: the content it was sent with (None once deleted).
+_SELECT_CHATS_SINCE = ("SELECT message_id, seq, user_id, username, "
+                       "coalesce(sent_content, content), created_at, client_msg_id, reply_to "
+                       "FROM messages WHERE room_id = ? AND seq > ? AND seq <= ?")
+
+
+def _replayed_chat(room_id: str, r: tuple[Any, ...]) -> ChatEvent:
+    """A _SELECT_CHATS_SINCE row as the chat event it was broadcast as."""
+    return ChatEvent(room_id=room_id, message_id=r[0], seq=r[1], user_id=r[2],
+                     username=r[3], content=r[4], created_at=r[5], client_msg_id=r[6],
+                     reply_to=r[7])
 
 
 def _event_row(type_: str, e: RoomEvent, at_ms: int) -> tuple[Any, ...]:
@@ -393,7 +407,6 @@ class SqliteStore(Store):
             # Rare, so no savepoint (it would copy every page the run touches): the whole
             # batch is done again, each chat on its own.
             raise _RetryAmongChats
-        db.executemany(_INSERT_EVENT, [_event_row("chat", e, e.created_at) for e in events])
         return [(True, (e, False)) for e in events]
 
     def _append_chat(self, db: sqlite3.Connection, chat: NewChat) -> tuple[ChatEvent, bool]:
@@ -402,7 +415,6 @@ class SqliteStore(Store):
         # Insert first, look for the original only on a conflict: a retry is rare,
         # and the unique index on (user_id, client_msg_id) answers either way.
         if db.execute(_INSERT_MESSAGE, _message_row(event)).rowcount:
-            self._log(db, "chat", event, chat.created_at)
             return event, False
         self._seqs[chat.room_id] = self._moved[chat.room_id] = seq - 1  # not used
         row = db.execute(
@@ -420,8 +432,10 @@ class SqliteStore(Store):
             event = MessageEditEvent(room_id=room_id, message_id=message_id,
                                      seq=self._next_seq(db, room_id), user_id=user_id,
                                      content=content, edited_at=now_ms)
-            db.execute("UPDATE messages SET content = ?, edited_at = ? WHERE room_id = ? AND "
-                       "message_id = ?", (content, now_ms, room_id, message_id))
+            # The first edit keeps the content as sent: the chat's event replays it.
+            db.execute("UPDATE messages SET sent_content = coalesce(sent_content, content), "
+                       "content = ?, edited_at = ? WHERE room_id = ? AND message_id = ?",
+                       (content, now_ms, room_id, message_id))
             self._log(db, "message_edit", event, now_ms)
             return event
 
@@ -434,14 +448,10 @@ class SqliteStore(Store):
             event = MessageDeleteEvent(room_id=room_id, message_id=message_id,
                                        seq=self._next_seq(db, room_id), user_id=user_id,
                                        deleted_at=now_ms)
-            db.execute("UPDATE messages SET content = NULL, deleted_at = ? WHERE room_id = ? "
-                       "AND message_id = ?", (now_ms, room_id, message_id))
-            # The chat event by its seq, the edits by their index: without statistics
-            # SQLite's planner would rather walk the whole room by the primary key.
-            db.execute("UPDATE events SET payload = json_set(payload, '$.content', NULL) "
-                       "WHERE room_id = ?1 AND seq = (SELECT seq FROM messages WHERE "
-                       "room_id = ?1 AND message_id = ?2) AND type = 'chat'",
-                       (room_id, message_id))
+            db.execute("UPDATE messages SET content = NULL, sent_content = NULL, deleted_at = ? "
+                       "WHERE room_id = ? AND message_id = ?", (now_ms, room_id, message_id))
+            # The edits by their index: without statistics SQLite's planner would rather
+            # walk the whole room by the primary key.
             db.execute("UPDATE events INDEXED BY edits_by_message "
                        "SET payload = json_set(payload, '$.content', NULL) "
                        "WHERE room_id = ? AND message_id = ? AND type = 'message_edit'",
@@ -518,10 +528,17 @@ class SqliteStore(Store):
             # Seqs have no gaps, so the count is known without reading the events.
             if after_seq > last or last - after_seq > limit:
                 return Recovery([], False, last)
-            rows = db.execute("SELECT type, payload FROM events WHERE room_id = ? AND seq > ? "
-                              "AND seq <= ? ORDER BY seq", (room_id, after_seq, last)).fetchall()
-            return Recovery([StoredFrame(t, msgspec.Raw(p.encode())) for t, p in rows], True,
-                            last)
+            bounds = (room_id, after_seq, last)
+            # Chats live in `messages` only (ADR 0033); the log holds every other event.
+            # Between them the seqs after_seq+1..last are each there once.
+            frames: list[tuple[int, StoredFrame]] = [
+                (seq, StoredFrame(t, msgspec.Raw(p.encode()))) for seq, t, p in db.execute(
+                    "SELECT seq, type, payload FROM events WHERE room_id = ? AND seq > ? "
+                    "AND seq <= ?", bounds)]
+            frames += [(r[1], StoredFrame("chat", msgspec.Raw(_encode(_replayed_chat(
+                room_id, r))))) for r in db.execute(_SELECT_CHATS_SINCE, bounds)]
+            frames.sort(key=itemgetter(0))
+            return Recovery([frame for _, frame in frames], True, last)
 
         return await self._write(read, refusable=False)
 
