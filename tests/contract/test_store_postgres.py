@@ -12,11 +12,18 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import pytest
 
 from hubbub.errors import ConfigError, ProtocolError
 from hubbub.protocol.codes import ErrorCode
-from hubbub.protocol.frames import CallRecord, ChatEvent
+from hubbub.protocol.frames import (
+    CallRecord,
+    ChatEvent,
+    MessageDeleteEvent,
+    MessageEditEvent,
+    ReactionEvent,
+)
 from hubbub.store import open_store
 from hubbub.store.base import NewChat, Store
 from hubbub.store.migrations import scripts
@@ -110,9 +117,8 @@ async def test_two_nodes_appending_to_the_same_rooms_get_gapless_unique_seqs(
         assert seqs == list(range(1, len(seqs) + 1))
         assert await a.last_seq(room) == await b.last_seq(room) == len(seqs)
         assert [m.seq for m in await full_history(b, room)] == seqs
-        logged = await query(postgres_dsn, "SELECT seq FROM events WHERE room_id = $1 "
-                                           "ORDER BY seq", room)
-        assert [s for (s,) in logged] == seqs
+        replayed = (await a.events_since(room, 0, 1000)).events
+        assert [msgspec.json.decode(e.payload)["seq"] for e in replayed] == seqs
     # Both nodes really wrote into the same rooms.
     assert {e.room_id for e in from_a} == {e.room_id for e in from_b} == set(rooms)
 
@@ -161,7 +167,7 @@ async def test_a_write_that_deadlocks_with_another_node_is_retried_not_failed(
     # waits for g: a deadlock, which PostgreSQL breaks by failing one statement. That write
     # (or its batch) runs again, finds the original on its next try, and nobody sees an
     # error.
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]
 
     from hubbub.store.postgres import PostgresStore
 
@@ -198,7 +204,7 @@ async def test_a_write_that_deadlocks_with_another_node_is_retried_not_failed(
         by_cid.setdefault(event.client_msg_id, set()).add(event.message_id)
     assert {cid: len(ids) for cid, ids in by_cid.items()} == {"c1": 1, "c2": 1, "g": 1}
     assert sorted(dup for _, dup in results) == [False] * 3 + [True] * 3
-    rows = await query(postgres_dsn, "SELECT room_id, seq FROM events ORDER BY room_id, seq")
+    rows = await query(postgres_dsn, "SELECT room_id, seq FROM messages ORDER BY room_id, seq")
     assert len(rows) == 3
     for room in {r for r, _ in rows}:
         seqs = [seq for r, seq in rows if r == room]
@@ -398,3 +404,69 @@ async def test_a_chat_that_fails_without_a_savepoint_fails_alone_and_its_batch_c
     assert [(e.content, e.seq) for e, _ in stored] == [("before", 1), ("after", 2)]
     assert [m.content for m in await full_history(pg, "r")] == ["before", "after"]
 
+
+
+async def test_upgrading_to_chats_stored_once_replays_every_log_as_before(
+        postgres_dsn: str, postgres_store: Callable[[], Store]) -> None:
+    # Version 3 takes the chats out of `events` (as SQLite's version 6): recovery rebuilds
+    # them from `messages`, with the content they were sent with, erased once deleted.
+    import asyncpg  # type: ignore[import-untyped]
+
+    def chat_event(seq: int, message_id: str, content: str | None, **extra: str) -> ChatEvent:
+        return ChatEvent(room_id="r", message_id=message_id, seq=seq, user_id="u1",
+                         username="U1", content=content, created_at=T0 + seq,
+                         **extra)  # type: ignore[arg-type]
+
+    # The room as versions 1-2 kept it: every chat in `messages` and, as broadcast, in
+    # `events`; a delete erased the content from both.
+    log: list[tuple[int, str, str, msgspec.Struct]] = [
+        (1, "chat", "m1", chat_event(1, "m1", "as sent", client_msg_id="c1")),
+        (2, "chat", "m2", chat_event(2, "m2", None, reply_to="m1")),
+        (3, "reaction", "m1", ReactionEvent(room_id="r", message_id="m1", seq=3, user_id="u1",
+                                            emoji="👍", op="add", created_at=T0 + 3)),
+        (4, "message_edit", "m1", MessageEditEvent(room_id="r", message_id="m1", seq=4,
+                                                   user_id="u1", content="edited",
+                                                   edited_at=T0 + 4)),
+        (5, "message_edit", "m2", MessageEditEvent(room_id="r", message_id="m2", seq=5,
+                                                   user_id="u1", content=None,
+                                                   edited_at=T0 + 5)),
+        (6, "message_delete", "m2", MessageDeleteEvent(room_id="r", message_id="m2", seq=6,
+                                                       user_id="u1", deleted_at=T0 + 6)),
+    ]
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        await conn.execute("CREATE TABLE schema_version (version integer PRIMARY KEY, "
+                           "applied_at timestamptz NOT NULL DEFAULT now())")
+        for version, sql in scripts("postgres"):
+            if version <= 2:
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+        await conn.execute("INSERT INTO rooms VALUES ('r', 6)")
+        await conn.execute(
+            "INSERT INTO messages (room_id, message_id, seq, user_id, username, content, "
+            "created_at, edited_at, deleted_at, client_msg_id, reply_to) VALUES "
+            "('r', 'm1', 1, 'u1', 'U1', 'edited', $1, $2, NULL, 'c1', NULL), "
+            "('r', 'm2', 2, 'u1', 'U1', NULL, $3, $4, $5, NULL, 'm1')",
+            T0 + 1, T0 + 4, T0 + 2, T0 + 5, T0 + 6)
+        await conn.execute("INSERT INTO reactions VALUES ('r', 'm1', '👍', 'u1', $1, 3)", T0 + 3)
+        for seq, type_, message_id, event in log:
+            await conn.execute("INSERT INTO events VALUES ('r', $1, $2, $3, 'u1', $4, $5)",
+                               seq, type_, message_id, T0 + seq,
+                               msgspec.json.encode(event).decode())
+    finally:
+        await conn.close()
+    store = postgres_store()
+    await store.open()
+    try:
+        recovery = await store.events_since("r", 0, 100)
+        assert (recovery.complete, recovery.last_seq) == (True, 6)
+        assert [(e.type, msgspec.json.decode(e.payload)) for e in recovery.events] == [
+            (type_, msgspec.to_builtins(event)) for _, type_, _, event in log]
+        later = await store.edit_message("r", "m1", "u1", "edited again", T0 + 50)
+        replay = [msgspec.json.decode(e.payload) for e in
+                  (await store.events_since("r", 0, 100)).events]
+        assert (replay[0]["content"], replay[-1]["seq"]) == ("as sent", later.seq)
+    finally:
+        await store.close()
+    rows = await query(postgres_dsn, "SELECT count(*) FROM events WHERE type = 'chat'")
+    assert rows == [(0,)]

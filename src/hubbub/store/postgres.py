@@ -24,6 +24,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Literal, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
@@ -45,11 +46,13 @@ from hubbub.store.base import NewChat, Recovery, Store
 from hubbub.store.migrations import scripts
 from hubbub.store.rows import (
     CALL_COLS,
+    CHAT_EVENT_COLS,
     MESSAGE_COLS,
     call_record,
     history_message,
     new_chat_event,
     original_chat,
+    replayed_chat,
 )
 
 T = TypeVar("T")
@@ -77,42 +80,31 @@ UPDATE rooms SET last_seq = v.seq FROM unnest($1::text[], $2::bigint[]) AS v(roo
 WHERE rooms.room_id = v.room_id"""
 # Chats, one or a run side by side in one batch: one statement for all of them, one round
 # trip instead of one each. A row that meets a clientMsgId already stored inserts nothing,
-# so fewer rows come back: a run then runs again chat by chat (docs/decisions/0028).
+# so fewer rows come back: a run then runs again chat by chat (docs/decisions/0028). A chat
+# is stored once: `events_since` rebuilds its event from the row (docs/decisions/0033).
 _INSERT_CHATS = """
-WITH v AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
-                         $6::text[], $7::bigint[], $8::text[], $9::text[], $10::text[])
-        AS v(room_id, message_id, seq, user_id, username, content, created_at, client_msg_id,
-             reply_to, payload)),
-m AS (
-    INSERT INTO messages (room_id, message_id, seq, user_id, username, content, created_at,
-                          client_msg_id, reply_to)
-    SELECT room_id, message_id, seq, user_id, username, content, created_at, client_msg_id,
-           reply_to FROM v
-    ON CONFLICT (user_id, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING
-    RETURNING room_id, seq)
-INSERT INTO events (room_id, seq, type, message_id, user_id, created_at, payload)
-SELECT v.room_id, v.seq, 'chat', v.message_id, v.user_id, v.created_at, v.payload
-FROM v JOIN m USING (room_id, seq)
+INSERT INTO messages (room_id, message_id, seq, user_id, username, content, created_at,
+                      client_msg_id, reply_to)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+                     $6::text[], $7::bigint[], $8::text[], $9::text[])
+ON CONFLICT (user_id, client_msg_id) WHERE client_msg_id IS NOT NULL DO NOTHING
 RETURNING seq"""
 _ORIGINAL_CHAT = (f"SELECT {MESSAGE_COLS}, room_id FROM messages "
                   "WHERE user_id = $1 AND client_msg_id = $2")
 _REF = ("SELECT user_id, deleted_at IS NOT NULL FROM messages "
         "WHERE room_id = $1 AND message_id = $2 FOR UPDATE")
+# The first edit keeps the content as sent: the chat's event replays it.
 _EDIT = """
-WITH m AS (UPDATE messages SET content = $3, edited_at = $4
+WITH m AS (UPDATE messages SET sent_content = coalesce(sent_content, content), content = $3,
+                               edited_at = $4
            WHERE room_id = $1 AND message_id = $2)
 INSERT INTO events (room_id, seq, type, message_id, user_id, created_at, payload)
 VALUES ($1, $5, 'message_edit', $2, $6, $4, $7)"""
-# The chat event by its seq, the edits by the message (edits_by_message).
-_CONTENT_EVENTS = """
-SELECT e.seq, e.payload FROM messages AS m
-JOIN events AS e ON e.room_id = m.room_id AND e.seq = m.seq AND e.type = 'chat'
-WHERE m.room_id = $1 AND m.message_id = $2
-UNION ALL
+# The edits of a message, by edits_by_message.
+_EDIT_EVENTS = """
 SELECT seq, payload FROM events WHERE room_id = $1 AND message_id = $2 AND type = 'message_edit'"""
 _DELETE = """
-WITH m AS (UPDATE messages SET content = NULL, deleted_at = $3
+WITH m AS (UPDATE messages SET content = NULL, sent_content = NULL, deleted_at = $3
            WHERE room_id = $1 AND message_id = $2),
      r AS (DELETE FROM reactions WHERE room_id = $1 AND message_id = $2),
      s AS (UPDATE events AS e SET payload = v.payload
@@ -177,7 +169,7 @@ async def run_migrations(dsn: str) -> int:
 
 
 def _scrub(payload: str) -> str:
-    """A stored chat/edit event without its content (what a delete leaves to replay)."""
+    """A stored edit event without its content (what a delete leaves to replay)."""
     event = _decode(payload)
     event["content"] = None
     return _encode(event).decode()
@@ -231,13 +223,12 @@ class _RetryAmongChats(Exception):
 
 
 async def _insert_chats(conn: asyncpg.Connection, events: list[ChatEvent]) -> int:
-    """Store new chats (messages and events rows); how many were stored, retries not."""
+    """Store new chats; how many were stored, retries not."""
     stored = await conn.fetch(
         _INSERT_CHATS, [e.room_id for e in events], [e.message_id for e in events],
         [e.seq for e in events], [e.user_id for e in events], [e.username for e in events],
         [e.content for e in events], [e.created_at for e in events],
-        [e.client_msg_id for e in events], [e.reply_to for e in events],
-        [_encode(e).decode() for e in events])
+        [e.client_msg_id for e in events], [e.reply_to for e in events])
     return len(stored)
 
 
@@ -507,7 +498,7 @@ class PostgresStore(Store):
                                        seq=tx.next_seq(room_id), user_id=user_id,
                                        deleted_at=now_ms)
             # Erase the content from what `events_since` replays, too (base.py).
-            stored = await tx.conn.fetch(_CONTENT_EVENTS, room_id, message_id)
+            stored = await tx.conn.fetch(_EDIT_EVENTS, room_id, message_id)
             await tx.conn.execute(_DELETE, room_id, message_id, now_ms, event.seq, user_id,
                                   _encode(event).decode(), [r[0] for r in stored],
                                   [_scrub(r[1]) for r in stored])
@@ -566,11 +557,18 @@ class PostgresStore(Store):
             # Seqs have no gaps, so the count is known without reading the events.
             if after_seq > last or last - after_seq > limit:
                 return Recovery([], False, last)
-            rows = await tx.conn.fetch(
-                "SELECT type, payload FROM events WHERE room_id = $1 AND seq > $2 "
-                "AND seq <= $3 ORDER BY seq", room_id, after_seq, last)
-            return Recovery([StoredFrame(t, msgspec.Raw(p.encode())) for t, p in rows], True,
-                            last)
+            # Chats live in `messages` only (ADR 0033), the log holds every other event:
+            # between them the seqs after_seq+1..last are each there once.
+            frames: list[tuple[int, StoredFrame]] = [
+                (seq, StoredFrame(t, msgspec.Raw(p.encode()))) for seq, t, p in await
+                tx.conn.fetch("SELECT seq, type, payload FROM events WHERE room_id = $1 "
+                              "AND seq > $2 AND seq <= $3", room_id, after_seq, last)]
+            frames += [(r[1], StoredFrame("chat", msgspec.Raw(_encode(replayed_chat(
+                room_id, r))))) for r in await tx.conn.fetch(
+                    f"SELECT {CHAT_EVENT_COLS} FROM messages WHERE room_id = $1 AND seq > $2 "
+                    "AND seq <= $3", room_id, after_seq, last)]
+            frames.sort(key=itemgetter(0))
+            return Recovery([frame for _, frame in frames], True, last)
 
         return await self._write(read, None, refusable=False)
 

@@ -10,6 +10,10 @@ from hubbub.store.base import NewChat
 
 MESSAGE_COLS = ("message_id, seq, user_id, username, content, created_at, edited_at, "
                 "deleted_at, client_msg_id, reply_to")
+# A stored chat as its event went out: the content it was sent with, NULL once deleted
+# (docs/decisions/0033-a-chat-is-stored-once.md).
+CHAT_EVENT_COLS = ("message_id, seq, user_id, username, coalesce(sent_content, content), "
+                   "created_at, client_msg_id, reply_to")
 CALL_COLS = ("call_id, caller, callee, room_id, started_at, answered_at, ended_at, "
              "end_reason, ended_by")
 
@@ -34,6 +38,12 @@ def new_chat_event(chat: NewChat, seq: int) -> ChatEvent:
                      user_id=chat.user_id, username=chat.username, content=chat.content,
                      created_at=chat.created_at, client_msg_id=chat.client_msg_id,
                      reply_to=chat.reply_to)
+
+
+def replayed_chat(room_id: str, r: Sequence[Any]) -> ChatEvent:
+    """A CHAT_EVENT_COLS row as the chat event it was broadcast as."""
+    return ChatEvent(room_id=room_id, message_id=r[0], seq=r[1], user_id=r[2], username=r[3],
+                     content=r[4], created_at=r[5], client_msg_id=r[6], reply_to=r[7])
 
 
 def original_chat(r: Sequence[Any]) -> ChatEvent:

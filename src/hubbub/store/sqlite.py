@@ -36,11 +36,13 @@ from hubbub.store.base import NewChat, Recovery, Store
 from hubbub.store.migrations import scripts
 from hubbub.store.rows import (
     CALL_COLS,
+    CHAT_EVENT_COLS,
     MESSAGE_COLS,
     call_record,
     history_message,
     new_chat_event,
     original_chat,
+    replayed_chat,
 )
 
 T = TypeVar("T")
@@ -60,17 +62,8 @@ def _message_row(e: ChatEvent) -> tuple[Any, ...]:
             e.client_msg_id, e.reply_to, e.room_id)
 
 
-# A chat's event as it went out: the content it was sent with (None once deleted).
-_SELECT_CHATS_SINCE = ("SELECT message_id, seq, user_id, username, "
-                       "coalesce(sent_content, content), created_at, client_msg_id, reply_to "
-                       "FROM messages WHERE room_id = ? AND seq > ? AND seq <= ?")
-
-
-def _replayed_chat(room_id: str, r: tuple[Any, ...]) -> ChatEvent:
-    """A _SELECT_CHATS_SINCE row as the chat event it was broadcast as."""
-    return ChatEvent(room_id=room_id, message_id=r[0], seq=r[1], user_id=r[2],
-                     username=r[3], content=r[4], created_at=r[5], client_msg_id=r[6],
-                     reply_to=r[7])
+_SELECT_CHATS_SINCE = (f"SELECT {CHAT_EVENT_COLS} FROM messages "
+                       "WHERE room_id = ? AND seq > ? AND seq <= ?")
 
 
 def _event_row(type_: str, e: RoomEvent, at_ms: int) -> tuple[Any, ...]:
@@ -535,7 +528,7 @@ class SqliteStore(Store):
                 (seq, StoredFrame(t, msgspec.Raw(p.encode()))) for seq, t, p in db.execute(
                     "SELECT seq, type, payload FROM events WHERE room_id = ? AND seq > ? "
                     "AND seq <= ?", bounds)]
-            frames += [(r[1], StoredFrame("chat", msgspec.Raw(_encode(_replayed_chat(
+            frames += [(r[1], StoredFrame("chat", msgspec.Raw(_encode(replayed_chat(
                 room_id, r))))) for r in db.execute(_SELECT_CHATS_SINCE, bounds)]
             frames.sort(key=itemgetter(0))
             return Recovery([frame for _, frame in frames], True, last)
