@@ -25,8 +25,8 @@ def node_of(conn: ConnId) -> int:
 def message_id(at_ms: int) -> str:
     """A new message's id: a UUID version 7 (RFC 9562), its `createdAt` in unix
     milliseconds, then 74 random bits. Ids made close in time sort close together, so
-    each chat adds to the end of the stores' indexes on `(room_id, message_id)` instead
-    of dirtying a random page of each in every commit (docs/decisions/0019)."""
+    each chat adds to the end of the stores' message keys instead of dirtying a random
+    page of each in every commit (docs/decisions/0019, 0034)."""
     rand = int.from_bytes(os.urandom(10), "big")
     value = (at_ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 62 & 0xFFF) << 64 \
         | 0b10 << 62 | rand & 0x3FFF_FFFF_FFFF_FFFF

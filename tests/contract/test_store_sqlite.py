@@ -291,6 +291,55 @@ async def test_upgrading_to_chats_stored_once_replays_every_log_as_before(tmp_pa
         db.close()
 
 
+async def test_upgrading_to_messages_keyed_by_id_keeps_every_message(tmp_path: Path):
+    # Version 7 rebuilds `messages` with the message id alone as its key.
+    path = tmp_path / "v6.sqlite"
+    cols = ("room_id, message_id, seq, user_id, username, content, created_at, edited_at, "
+            "deleted_at, client_msg_id, reply_to, sent_content")
+    db = database_at(path, 6)
+    try:
+        for i in range(30):
+            room, seq = f"r{i % 3}", i // 3 + 1
+            edited, deleted = i % 7 == 1, i % 11 == 2
+            db.execute(f"INSERT INTO messages ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (room, f"m{i:02}", seq, f"u{i % 4}", f"U{i % 4}",
+                        None if deleted else f"now {i}", T0 + i, T0 + 99 if edited else None,
+                        T0 + 99 if deleted else None, f"c{i}" if i % 2 else None,
+                        "m00" if i == 5 else None, f"sent {i}" if edited and not deleted else None))
+        db.executemany("INSERT INTO rooms VALUES (?, 10)", [("r0",), ("r1",), ("r2",)])
+        before = db.execute(f"SELECT {cols} FROM messages ORDER BY room_id, seq").fetchall()
+    finally:
+        db.close()
+    store = SqliteStore(str(path))
+    await store.open()
+    try:
+        retry, duplicate = await store.append_chat(NewChat(
+            room_id="r1", user_id="u1", username="U1", content="again", created_at=T0 + 200,
+            client_msg_id="c1"))
+        assert (duplicate, retry.message_id, retry.seq) == (True, "m01", 1)
+        assert [m.message_id for m in await full_history(store, "r2")] == [
+            f"m{i:02}" for i in range(2, 30, 3)]
+        replay = (await store.events_since("r1", 0, 100)).events
+        assert msgspec.json.decode(replay[0].payload)["content"] == "sent 1"
+        with pytest.raises(ProtocolError) as refused:
+            await store.edit_message("r0", "m01", "u1", "wrong room", T0 + 300)
+        assert refused.value.code == ErrorCode.NOT_FOUND
+        assert (await chat(store, room="r1", content="after")).seq == 11
+    finally:
+        await store.close()
+    db = sqlite3.connect(path)
+    try:
+        after = db.execute(f"SELECT {cols} FROM messages WHERE content IS NOT 'after' "
+                           "ORDER BY room_id, seq").fetchall()
+        assert after == before
+        keys = {name: [c[2] for c in db.execute(f"PRAGMA index_info('{name}')")]
+                for _, name, *_ in db.execute("PRAGMA index_list(messages)")}
+        assert sorted(keys.values()) == [
+            ["message_id"], ["room_id", "seq"], ["user_id", "client_msg_id"]]
+    finally:
+        db.close()
+
+
 async def test_a_retry_in_a_batch_of_chats_redoes_the_batch_chat_by_chat() -> None:
     # Chats queued one after another are inserted with one statement per table; a retry
     # among them is found by the count of rows written, and the batch is done again.
