@@ -470,3 +470,8 @@ async def test_upgrading_to_chats_stored_once_replays_every_log_as_before(
         await store.close()
     rows = await query(postgres_dsn, "SELECT count(*) FROM events WHERE type = 'chat'")
     assert rows == [(0,)]
+    # Version 4 keys messages by their id alone (ADR 0034).
+    key = await query(postgres_dsn, "SELECT a.attname FROM pg_index AS i JOIN pg_attribute "
+                      "AS a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+                      "WHERE i.indrelid = 'messages'::regclass AND i.indisprimary")
+    assert key == [("message_id",)]
