@@ -24,7 +24,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import Any, Literal, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
@@ -40,7 +39,6 @@ from hubbub.protocol.frames import (
     MessageDeleteEvent,
     MessageEditEvent,
     ReactionEvent,
-    StoredFrame,
 )
 from hubbub.store.base import NewChat, Recovery, Store
 from hubbub.store.migrations import scripts
@@ -52,7 +50,7 @@ from hubbub.store.rows import (
     history_message,
     new_chat_event,
     original_chat,
-    replayed_chat,
+    replay,
 )
 
 T = TypeVar("T")
@@ -557,18 +555,13 @@ class PostgresStore(Store):
             # Seqs have no gaps, so the count is known without reading the events.
             if after_seq > last or last - after_seq > limit:
                 return Recovery([], False, last)
-            # Chats live in `messages` only (ADR 0033), the log holds every other event:
-            # between them the seqs after_seq+1..last are each there once.
-            frames: list[tuple[int, StoredFrame]] = [
-                (seq, StoredFrame(t, msgspec.Raw(p.encode()))) for seq, t, p in await
-                tx.conn.fetch("SELECT seq, type, payload FROM events WHERE room_id = $1 "
-                              "AND seq > $2 AND seq <= $3", room_id, after_seq, last)]
-            frames += [(r[1], StoredFrame("chat", msgspec.Raw(_encode(replayed_chat(
-                room_id, r))))) for r in await tx.conn.fetch(
-                    f"SELECT {CHAT_EVENT_COLS} FROM messages WHERE room_id = $1 AND seq > $2 "
-                    "AND seq <= $3", room_id, after_seq, last)]
-            frames.sort(key=itemgetter(0))
-            return Recovery([frame for _, frame in frames], True, last)
+            logged = await tx.conn.fetch("SELECT seq, type, payload FROM events WHERE "
+                                         "room_id = $1 AND seq > $2 AND seq <= $3",
+                                         room_id, after_seq, last)
+            chats = await tx.conn.fetch(f"SELECT {CHAT_EVENT_COLS} FROM messages WHERE "
+                                        "room_id = $1 AND seq > $2 AND seq <= $3",
+                                        room_id, after_seq, last)
+            return Recovery(replay(room_id, logged, chats), True, last)
 
         return await self._write(read, None, refusable=False)
 

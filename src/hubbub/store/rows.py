@@ -1,12 +1,17 @@
 """Row shapes shared by the SQL stores: the column lists they select and how a row
 becomes the wire struct, written once for SQLite and PostgreSQL alike."""
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from typing import Any
 
+import msgspec
+
 from hubbub.ids import message_id
-from hubbub.protocol.frames import CallRecord, ChatEvent, HistoryMessage
+from hubbub.protocol.frames import CallRecord, ChatEvent, HistoryMessage, StoredFrame
 from hubbub.store.base import NewChat
+
+_encode = msgspec.json.Encoder().encode
 
 MESSAGE_COLS = ("message_id, seq, user_id, username, content, created_at, edited_at, "
                 "deleted_at, client_msg_id, reply_to")
@@ -40,10 +45,19 @@ def new_chat_event(chat: NewChat, seq: int) -> ChatEvent:
                      reply_to=chat.reply_to)
 
 
-def replayed_chat(room_id: str, r: Sequence[Any]) -> ChatEvent:
-    """A CHAT_EVENT_COLS row as the chat event it was broadcast as."""
-    return ChatEvent(room_id=room_id, message_id=r[0], seq=r[1], user_id=r[2], username=r[3],
-                     content=r[4], created_at=r[5], client_msg_id=r[6], reply_to=r[7])
+def replay(room_id: str, logged: Iterable[Sequence[Any]],
+           chats: Iterable[Sequence[Any]]) -> list[StoredFrame]:
+    """A stretch of a room's events in seq order, from its `(seq, type, payload)` rows of
+    `events` and its CHAT_EVENT_COLS rows of `messages`: chats live in `messages` only,
+    so between the two every seq of the stretch is there once (docs/decisions/0033)."""
+    frames = [(seq, StoredFrame(type_, msgspec.Raw(payload.encode())))
+              for seq, type_, payload in logged]
+    frames += [(r[1], StoredFrame("chat", msgspec.Raw(_encode(ChatEvent(
+        room_id=room_id, message_id=r[0], seq=r[1], user_id=r[2], username=r[3],
+        content=r[4], created_at=r[5], client_msg_id=r[6], reply_to=r[7])))))
+        for r in chats]
+    frames.sort(key=itemgetter(0))
+    return [frame for _, frame in frames]
 
 
 def original_chat(r: Sequence[Any]) -> ChatEvent:

@@ -15,7 +15,6 @@ import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from operator import itemgetter
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -30,7 +29,6 @@ from hubbub.protocol.frames import (
     MessageEditEvent,
     ReactionEvent,
     RoomEvent,
-    StoredFrame,
 )
 from hubbub.store.base import NewChat, Recovery, Store
 from hubbub.store.migrations import scripts
@@ -42,7 +40,7 @@ from hubbub.store.rows import (
     history_message,
     new_chat_event,
     original_chat,
-    replayed_chat,
+    replay,
 )
 
 T = TypeVar("T")
@@ -522,16 +520,10 @@ class SqliteStore(Store):
             if after_seq > last or last - after_seq > limit:
                 return Recovery([], False, last)
             bounds = (room_id, after_seq, last)
-            # Chats live in `messages` only (ADR 0033); the log holds every other event.
-            # Between them the seqs after_seq+1..last are each there once.
-            frames: list[tuple[int, StoredFrame]] = [
-                (seq, StoredFrame(t, msgspec.Raw(p.encode()))) for seq, t, p in db.execute(
-                    "SELECT seq, type, payload FROM events WHERE room_id = ? AND seq > ? "
-                    "AND seq <= ?", bounds)]
-            frames += [(r[1], StoredFrame("chat", msgspec.Raw(_encode(replayed_chat(
-                room_id, r))))) for r in db.execute(_SELECT_CHATS_SINCE, bounds)]
-            frames.sort(key=itemgetter(0))
-            return Recovery([frame for _, frame in frames], True, last)
+            logged = db.execute("SELECT seq, type, payload FROM events WHERE room_id = ? "
+                                "AND seq > ? AND seq <= ?", bounds)
+            return Recovery(replay(room_id, logged, db.execute(_SELECT_CHATS_SINCE, bounds)),
+                            True, last)
 
         return await self._write(read, refusable=False)
 
