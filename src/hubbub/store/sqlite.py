@@ -442,7 +442,7 @@ class SqliteStore(Store):
             db.execute("UPDATE messages SET content = NULL, sent_content = NULL, deleted_at = ? "
                        "WHERE room_id = ? AND message_id = ?", (now_ms, room_id, message_id))
             # The edits by their index: without statistics SQLite's planner would rather
-            # walk the whole room by the primary key.
+            # walk the room's log by seq.
             db.execute("UPDATE events INDEXED BY edits_by_message "
                        "SET payload = json_set(payload, '$.content', NULL) "
                        "WHERE room_id = ? AND message_id = ? AND type = 'message_edit'",
@@ -521,7 +521,7 @@ class SqliteStore(Store):
                 return Recovery([], False, last)
             bounds = (room_id, after_seq, last)
             logged = db.execute("SELECT seq, type, payload FROM events WHERE room_id = ? "
-                                "AND seq > ? AND seq <= ?", bounds)
+                                "AND seq > ? AND seq <= ?", bounds).fetchall()
             return Recovery(replay(room_id, logged, db.execute(_SELECT_CHATS_SINCE, bounds)),
                             True, last)
 
