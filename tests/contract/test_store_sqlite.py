@@ -3,6 +3,7 @@ migrations and group commit."""
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
 import msgspec
@@ -16,6 +17,7 @@ from hubbub.protocol.frames import (
     MessageEditEvent,
     ReactionEvent,
 )
+from hubbub.store import sqlite as sqlite_store
 from hubbub.store.base import NewChat
 from hubbub.store.migrations import scripts
 from hubbub.store.sqlite import SqliteStore, run_migrations
@@ -338,6 +340,30 @@ async def test_upgrading_to_messages_keyed_by_id_keeps_every_message(tmp_path: P
             ["message_id"], ["room_id", "seq"], ["user_id", "client_msg_id"]]
     finally:
         db.close()
+
+
+async def test_opening_a_file_waits_out_another_process_upgrading_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An upgrade that rebuilds a table holds the write lock for seconds (ADR 0034): another
+    # process opening the file (`--workers`) waits for it, beyond a write's busy timeout.
+    monkeypatch.setattr(sqlite_store, "BUSY_TIMEOUT_MS", 50)
+    path = tmp_path / "v6.sqlite"
+    db = database_at(path, 6)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.close()
+    peer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    peer.execute("BEGIN IMMEDIATE")  # the peer's upgrade, under way
+    done = threading.Timer(0.5, peer.execute, ("COMMIT",))
+    done.start()
+    store = SqliteStore(str(path))
+    try:
+        await store.open()
+        assert (await chat(store)).seq == 1
+    finally:
+        await store.close()
+        done.join()
+        peer.close()
+    assert versions(path) == [v for v, _ in scripts("sqlite")]
 
 
 async def test_a_retry_in_a_batch_of_chats_redoes_the_batch_chat_by_chat() -> None:

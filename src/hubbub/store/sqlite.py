@@ -87,6 +87,12 @@ WAL_TAIL_FRAMES = 256
 CHECKPOINT_PASSES = 4
 
 
+# How long a write waits for another process's write lock on the same file.
+BUSY_TIMEOUT_MS = 5000
+# How long opening a file waits for another process's upgrade of it (see migrate).
+MIGRATION_WAIT_MS = 600_000
+
+
 class _RetryAmongChats(Exception):
     """A run of chats held a retry: the batch is written again, one chat at a time."""
 
@@ -100,25 +106,41 @@ def migrate(db: sqlite3.Connection) -> int:
     db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     row = db.execute("SELECT max(version) FROM schema_version").fetchone()
     current = row[0] or 0
-    for version, sql in scripts("sqlite"):
-        if version <= current:
-            continue
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            # Read again under the write lock: another process opening the same new file
-            # may have applied this migration while we waited for the lock.
-            current = db.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0
-            if version > current:
-                for statement in sql.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-                current = version
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+    pending = [(v, sql) for v, sql in scripts("sqlite") if v > current]
+    if not pending:
+        return int(current)
+    # Another process on this file (`--workers`, a second node) may be upgrading it, and an
+    # upgrade that rebuilds a table holds the write lock for seconds (ADRs 0027, 0034):
+    # wait for it, not just a write's busy timeout.
+    busy_ms = db.execute("PRAGMA busy_timeout").fetchone()[0]
+    db.execute(f"PRAGMA busy_timeout={MIGRATION_WAIT_MS}")
+    try:
+        for version, sql in pending:
+            current = _apply(db, version, sql)
+    finally:
+        db.execute(f"PRAGMA busy_timeout={busy_ms}")
     return int(current)
+
+
+def _apply(db: sqlite3.Connection, version: int, sql: str) -> int:
+    """One migration in a transaction of its own, unless a peer applied it first; returns
+    the schema version after it."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        # Read again under the write lock: another process opening the same file may have
+        # applied this migration while we waited for the lock.
+        current = int(db.execute("SELECT max(version) FROM schema_version").fetchone()[0] or 0)
+        if version > current:
+            for statement in sql.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+            current = version
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return current
 
 
 def _set_wal(db: sqlite3.Connection, attempts: int = 100) -> None:
@@ -183,13 +205,13 @@ class SqliteStore(Store):
             _set_wal(db)
             db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does them
         db.execute(f"PRAGMA synchronous={self.synchronous}")
-        db.execute("PRAGMA busy_timeout=5000")
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         migrate(db)
         self._db = db
 
     def _connect_checkpointer(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA busy_timeout=5000")
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         return db
 
     def _checkpoint(self) -> None:
