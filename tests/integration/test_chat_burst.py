@@ -133,3 +133,30 @@ async def test_a_frame_right_behind_a_chat_is_parsed_once(
             assert len(parsed) == 3
         finally:
             raw.close()
+
+
+async def test_chats_around_a_frame_that_waits_on_a_read_are_answered_in_order(
+        tmp_path: Path) -> None:
+    # A chat waits on its write by a callback; a history read waits in a task, which then
+    # takes the chats behind it too. One read brings all of them: the answers come in the
+    # order sent, and the history sees the chats before it and none after.
+    async with running_server(store=f"sqlite:///{tmp_path}/hub.db") as server:
+        raw = await member(ws_url(server))
+        try:
+            await raw.loop.sock_sendall(raw.sock, burst(
+                ("chat", "c0", {"roomId": "1", "content": "m0"}),
+                ("chat", "c1", {"roomId": "1", "content": "m1"}),
+                ("history", "h", {"roomId": "1"}),
+                ("chat", "c2", {"roomId": "1", "content": "m2"}),
+                ("chat", "c3", {"roomId": "1", "content": "m3"})))
+            got = await answers(raw, 5)
+            assert [(a["id"], a["type"]) for a in got] == [
+                ("c0", "ack"), ("c1", "ack"), ("h", "ack"), ("c2", "ack"), ("c3", "ack")]
+            assert [m["content"] for m in got[2]["payload"]["messages"]] == ["m0", "m1"]
+            seqs = [a["payload"]["seq"] for a in got if a["id"].startswith("c")]
+            assert seqs == [1, 2, 3, 4]
+            # Nothing is left waiting: the next chat is answered at once.
+            await raw.send_json("chat", {"roomId": "1", "content": "m4"}, id="c4")
+            assert [(a["id"], a["payload"]["seq"]) for a in await answers(raw, 1)] == [("c4", 5)]
+        finally:
+            raw.close()

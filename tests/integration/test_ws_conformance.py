@@ -366,9 +366,12 @@ async def test_frames_waiting_behind_a_store_write_pause_reading_then_all_are_an
         release = asyncio.Event()
         real_append = store.append_chat
 
-        async def slow_append(chat: Any) -> Any:
-            await release.wait()
-            return await real_append(chat)
+        def slow_append(chat: Any) -> "asyncio.Future[Any]":
+            async def held() -> Any:
+                await release.wait()
+                return await real_append(chat)
+
+            return asyncio.ensure_future(held())  # a store hands back a future
 
         store.append_chat = slow_append  # type: ignore[method-assign]
         raw = await authed(server)

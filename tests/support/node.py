@@ -53,6 +53,8 @@ def frame(type_: str, payload: dict[str, Any] | None = None, id: str | None = No
 def run_now(coro: Coroutine[Any, Any, Effects]) -> Effects:
     """Run a coroutine that never waits on I/O (rules over the in-process directory) to its
     end, right here. Handlers that touch the store do wait: use `asend` for those."""
+    if not isinstance(coro, Coroutine):  # a chat's `Pending` store write
+        raise AssertionError("this handler waits on I/O: use asend")
     try:
         coro.send(None)
     except StopIteration as done:

@@ -5,8 +5,7 @@ Each handler checks membership and content, awaits the store (durable when it re
 then acks and broadcasts. A refusal from the store is a coded error and changes nothing.
 """
 
-from collections.abc import Awaitable, Coroutine
-from typing import Any
+from functools import partial
 
 from hubbub.core import messages as rules
 from hubbub.core.effects import Effects, Reply, ToRoom
@@ -14,6 +13,7 @@ from hubbub.core.identity import Identity
 from hubbub.core.session import Session
 from hubbub.errors import ProtocolError
 from hubbub.features.node import Node
+from hubbub.features.pending import Pending
 from hubbub.features.typing_indicators import stop_typing
 from hubbub.ids import RoomId, room_id
 from hubbub.protocol.codes import ErrorCode
@@ -45,22 +45,22 @@ def _member_room(s: Session, raw: str | int) -> tuple[RoomId, Identity]:
     return room, s.identity
 
 
-def handle_chat(node: Node, s: Session, frame: Chat) -> Coroutine[Any, Any, Effects]:
-    """Checks and queues the write now (the store keeps queue order); the coroutine
-    returned waits for the commit. So a connection's chats right behind one another need
-    no task each to share a group commit (ws.py, `Client._overlap`)."""
+def handle_chat(node: Node, s: Session, frame: Chat) -> Pending[tuple[ChatEvent, bool]]:
+    """Checks and queues the write now (the store keeps queue order); the effects follow
+    from its result (`Pending`). So a connection's chats right behind one another share a
+    group commit (ws.py, `Client._overlap`), and none needs a task."""
     p = frame.payload
     room, ident = _member_room(s, p.room_id)
     content = rules.check_content(p.content, node.limits.max_content_chars)
     stored = node.store.append_chat(NewChat(
         room_id=room, user_id=ident.user_id, username=ident.username, content=content,
         created_at=node.clock.now_ms(), client_msg_id=p.client_msg_id, reply_to=p.reply_to))
-    return _chat_stored(node, s, frame.id, room, ident, stored)
+    return Pending(stored, partial(_chat_stored, node, s, frame.id, room, ident))
 
 
-async def _chat_stored(node: Node, s: Session, frame_id: str | None, room: RoomId,
-                       ident: Identity, stored: Awaitable[tuple[ChatEvent, bool]]) -> Effects:
-    event, duplicate = await stored
+def _chat_stored(node: Node, s: Session, frame_id: str | None, room: RoomId,
+                 ident: Identity, stored: tuple[ChatEvent, bool]) -> Effects:
+    event, duplicate = stored
     effects: Effects = []
     if frame_id is not None:
         effects.append(Reply(s.conn, "ack", ChatAck(

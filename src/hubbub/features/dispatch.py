@@ -7,6 +7,7 @@ that touch the store are coroutines; the others run synchronously so the common 
 
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from typing import Any
 
 from hubbub.core.effects import Close, Effects
@@ -27,6 +28,7 @@ from hubbub.features.chat import (
     handle_reaction,
 )
 from hubbub.features.node import Node, error
+from hubbub.features.pending import Pending
 from hubbub.features.presence import handle_presence
 from hubbub.features.rooms import handle_join, handle_leave
 from hubbub.features.system import handle_ping
@@ -54,7 +56,8 @@ from hubbub.protocol.frames import (
 
 log = logging.getLogger("hubbub.dispatch")
 
-Handler = Callable[[Node, Session, Any], Effects | Coroutine[Any, Any, Effects]]
+Handler = Callable[[Node, Session, Any],
+                   Effects | Pending[Any] | Coroutine[Any, Any, Effects]]
 
 # One handler per inbound type (PROTOCOL §Client → server types). `auth` is handled
 # before this table: it is the only frame besides `ping` allowed before authentication.
@@ -117,15 +120,20 @@ def _unavailable(node: Node, s: Session, exc: StoreUnavailable, fid: str | None)
     return refused(node, s, ProtocolError(ErrorCode.INTERNAL, str(exc)), fid)
 
 
+def _failed(node: Node, s: Session, fid: str | None, exc: Exception) -> Effects:
+    """The answer to an exception from a handler that waited (called in its `except`)."""
+    if isinstance(exc, ProtocolError):
+        return refused(node, s, exc, fid)
+    if isinstance(exc, StoreUnavailable):
+        return _unavailable(node, s, exc, fid)
+    return _internal(node, s, fid)
+
+
 async def _guarded(node: Node, s: Session, coro: Awaitable[Effects], fid: str | None) -> Effects:
     try:
         return await coro
-    except ProtocolError as exc:
-        return refused(node, s, exc, fid)
-    except StoreUnavailable as exc:
-        return _unavailable(node, s, exc, fid)
-    except Exception:
-        return _internal(node, s, fid)
+    except Exception as exc:
+        return _failed(node, s, fid, exc)
 
 
 # Frames of one connection that may wait on the store side by side: their handlers check
@@ -187,6 +195,9 @@ def handle_read(node: Node, s: Session,
                                 f"{_tag(t)!r} is not supported by this server yet")
         result = handler(node, s, frame)
         if type(result) is list:
+            return result
+        if type(result) is Pending:
+            result.refuse = partial(_failed, node, s, fid)
             return result
         return _guarded(node, s, result, fid)  # type: ignore[arg-type]  # a coroutine
     except ProtocolError as exc:

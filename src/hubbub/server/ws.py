@@ -32,6 +32,7 @@ from hubbub.errors import ProtocolError
 from hubbub.features.auth import authenticate_token
 from hubbub.features.dispatch import OVERLAPPING, handle_read, read_frame, refused
 from hubbub.features.node import error
+from hubbub.features.pending import Pending
 from hubbub.features.system import admit, open_session
 from hubbub.protocol.codes import CloseCode, ErrorCode
 from hubbub.protocol.envelope import BadFrame
@@ -137,9 +138,10 @@ class Client(WSListener):
         # by `_drain`); `overlaps`: all of them are OVERLAPPING frames.
         self.waiting: deque[_Work] | None = None  # while draining
         self.overlaps = False
-        # The task that works through frames while one waits (None: frames are handled as
-        # they come); held here, since the event loop keeps only a weak reference to a task.
-        self.draining: asyncio.Task[None] | None = None
+        # What the first waiting frame waits on: a chat's write, or the task that works
+        # through the frames (held here: the event loop keeps only a weak reference to a
+        # task). None: frames are handled as they come.
+        self.draining: asyncio.Task[None] | Pending[Any] | None = None
         self.paused = False
         self.gone = False
         self.fragments: list[bytes] | None = None
@@ -230,7 +232,7 @@ class Client(WSListener):
         work = self._step(item)
         if work is not None:
             self.waiting = deque((work,))
-            self.draining = self.hub.loop.create_task(self._drain(self.waiting))
+            self._advance()
 
     def stopped(self, stop: Stop) -> None:
         """The gate stopped the stream: a bad frame, or the client's close frame."""
@@ -329,8 +331,33 @@ class Client(WSListener):
         except ProtocolError as exc:  # dev identity mode: say so instead of waiting 10 s
             return refused(node, session, exc, None)
 
+    def _advance(self, _written: object = None) -> None:
+        """Work through `waiting` while its first item is ready. A chat's write is waited
+        for with a callback on its future (`Pending`); a coroutine gets a task that takes
+        over the rest (`_drain`)."""
+        waiting = self.waiting
+        assert waiting is not None
+        try:
+            while waiting:
+                work = waiting[0]
+                if type(work) is Pending:
+                    if not work.written.done():
+                        self.draining = work
+                        work.written.add_done_callback(self._advance)
+                        return
+                    effects = work.effects()
+                elif type(work) is list:
+                    effects = work
+                else:
+                    self.draining = self.hub.loop.create_task(self._drain(waiting))
+                    return
+                self._applied(waiting, effects)
+        except BaseException:
+            self._drained()
+            raise
+        self._drained()
+
     async def _drain(self, waiting: "deque[_Work]") -> None:
-        hub = self.hub
         try:
             while waiting:
                 work = waiting[0]
@@ -339,36 +366,47 @@ class Client(WSListener):
                         work = await work  # type: ignore[misc]
                     except Exception:
                         work = self._internal_error()
-                waiting.popleft()
-                hub.run(work)
-                pending = self.pending
-                while pending and not waiting:
-                    next_work = self._step(pending.popleft())
-                    if next_work is not None:
-                        waiting.append(next_work)
-                # Chats queued behind a chat start now as well (`inbound` starts the ones
-                # that arrive while nothing is queued).
-                while (pending and self.overlaps and len(waiting) < PAUSE_READING_AT
-                       and type(pending[0]) is bytes):
-                    rest = self._overlap(waiting, pending[0])
-                    if rest is not None:
-                        pending[0] = rest
-                        break
-                    pending.popleft()
-            self.pending = None
+                self._applied(waiting, work)
         finally:
-            for work in waiting:  # only if this task was cancelled: never start them
-                if isinstance(work, Coroutine):
-                    work.close()
-            self.overlaps = False
-            self.waiting = None
-            self.draining = None
-            if self.paused:
-                self.paused = False
-                if not self.gone and self.conn is not None:
-                    self.conn.transport.resume_reading()
-            if self.gone:
-                self._finish()
+            self._drained()
+
+    def _applied(self, waiting: "deque[_Work]", effects: list[Effect]) -> None:
+        """The first waiting frame's effects are ready: apply them, then start what its
+        wait held back."""
+        waiting.popleft()
+        self.hub.run(effects)
+        pending = self.pending
+        while pending and not waiting:
+            next_work = self._step(pending.popleft())
+            if next_work is not None:
+                waiting.append(next_work)
+        # Chats queued behind a chat start now as well (`inbound` starts the ones that
+        # arrive while nothing is queued).
+        while (pending and self.overlaps and len(waiting) < PAUSE_READING_AT
+               and type(pending[0]) is bytes):
+            rest = self._overlap(waiting, pending[0])
+            if rest is not None:
+                pending[0] = rest
+                break
+            pending.popleft()
+
+    def _drained(self) -> None:
+        """Nothing waits any more (or the wait ended with an error): frames are handled as
+        they come again."""
+        waiting = self.waiting
+        for work in waiting or ():  # only after an error or a cancellation: never start them
+            if isinstance(work, Coroutine):
+                work.close()
+        self.pending = None
+        self.overlaps = False
+        self.waiting = None
+        self.draining = None
+        if self.paused:
+            self.paused = False
+            if not self.gone and self.conn is not None:
+                self.conn.transport.resume_reading()
+        if self.gone:
+            self._finish()
 
     # ---- closing -----------------------------------------------------------------------------
     def _peer_closed(self, close: PeerClose) -> None:

@@ -24,8 +24,8 @@ Guarantees every implementation keeps:
   position it was given: nothing is missed and nothing is delivered twice.
 """
 
+import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -83,8 +83,8 @@ class Store(ABC):
         """Finish pending writes, then release the connection."""
 
     @abstractmethod
-    def append_chat(self, chat: NewChat) -> Awaitable[tuple[ChatEvent, bool]]:
-        """Queue the write now; the result resolves once it is committed. Persists a chat as
+    def append_chat(self, chat: NewChat) -> "asyncio.Future[tuple[ChatEvent, bool]]":
+        """Queue the write now; the future resolves once it is committed. Persists a chat as
         the room's next event and returns (event, duplicate): a retry with a
         `client_msg_id` this user already used returns the original and writes nothing."""
 
