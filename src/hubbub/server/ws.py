@@ -134,8 +134,8 @@ class Client(WSListener):
         self.ws: WSTransport | None = None
         self.conn: Conn | None = None
         self.pending: deque[_Item] | None = None  # made when a frame has to wait
-        # Handled frames whose effects are not applied yet, in order (the first is awaited
-        # by `_drain`); `overlaps`: all of them are OVERLAPPING frames.
+        # Handled frames whose effects are not applied yet, in order (the first is waited
+        # for by `_advance` or `_drain`); `overlaps`: all of them are OVERLAPPING frames.
         self.waiting: deque[_Work] | None = None  # while draining
         self.overlaps = False
         # What the first waiting frame waits on: a chat's write, or the task that works
@@ -304,8 +304,8 @@ class Client(WSListener):
 
     def _overlap(self, waiting: "deque[_Work]", item: bytes) -> "bytes | _Parsed | None":
         """While only OVERLAPPING frames wait, handle `item` now if it is one of them: its
-        handler queues its store write behind the earlier ones, and `_drain` applies its
-        effects after theirs. None when it was started; else what waits for its turn (the
+        handler queues its store write behind the earlier ones, and its effects are applied
+        after theirs (`_applied`). None when it was started; else what waits for its turn (the
         frame as parsed, if it was)."""
         conn = self.conn
         assert conn is not None
