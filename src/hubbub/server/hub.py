@@ -1,8 +1,8 @@
 """Local delivery: the connections of this node, their outbound buffers, slow readers.
 
 Every frame to a connection (ack, error, broadcast) goes through its one outbound
-buffer. Buffers are flushed once per event-loop turn (15 ms later under fan-out load)
-with a single write each, and an event is encoded once per broadcast (JSON and
+buffer. Buffers are flushed once per event-loop turn (under fan-out load, paced over a
+25 ms period) with a single write each, and an event is encoded once per broadcast (JSON and
 WebSocket header) whatever the number of recipients (DESIGN.md §4). A reader whose
 unsent bytes pass `--max-queue` is dropped with 1013 so that nobody else slows down.
 """
@@ -45,11 +45,14 @@ CLOSE_GRACE_S = 2.0
 
 # Fan-out under load (docs/decisions/0018-fan-out-flush-waits-under-load.md): a socket
 # write costs ~5-10 us whatever its size, so when a flush wrote several frames per
-# connection and took a while, the next one waits FLUSH_WAIT_S and the frames that arrive
-# meanwhile share its writes. One frame per write (a relay) or a quick flush: no wait.
+# connection and took a while, the next one starts FLUSH_PERIOD_S after it began and the
+# frames that arrive meanwhile share its writes. Its chunks are spread over that period,
+# so readers get an even stream rather than bursts
+# (docs/decisions/0036-paced-flushes.md). One frame per write (a relay) or a quick
+# flush: no wait.
 FLUSH_COALESCING = 1.5  # frames per write from which waiting pays
 FLUSH_SLOW_S = 0.0005  # a flush shorter than this never delays the next one
-FLUSH_WAIT_S = 0.015
+FLUSH_PERIOD_S = 0.025
 # Connections written per callback: a flush of thousands would hold the loop for
 # milliseconds, and every read and store completion behind it would wait.
 FLUSH_CHUNK = 100
@@ -165,13 +168,17 @@ class Hub:
         self._runs: dict[RoomId, Run] = {}  # the rooms broadcast to since the flush began
         self._last_runs: dict[RoomId, Run] = {}  # those of the flush cycle before
         self._flush_scheduled = False
-        self._flush_at = 0.0  # loop time before which the next flush waits (0: none)
+        # Under fan-out load, the loop time at which the next flush starts (it may be past
+        # when a flush overran the period); 0.0 when not under load.
+        self._flush_at = 0.0
         self._answers: list[Conn] = []  # connections with an answer queued during a wait
         # The flush in progress: its connections, how far it got, what it wrote and cost.
         self._pass: list[Conn] = []
         self._pass_pos = 0
         self._pass_frames = 0
         self._pass_cost = 0.0
+        self._pass_start = 0.0
+        self._paced = False  # its chunks are spread over FLUSH_PERIOD_S
         self._close_tasks: set[asyncio.Task[object]] = set()
         self._background: set[asyncio.Task[Any]] = set()
         # Set when this node is one of several (hubbub.server.fanout); None alone.
@@ -463,8 +470,9 @@ class Hub:
             self.loop.call_soon(self.flush)
 
     def flush(self) -> None:
-        """Write every dirty connection's buffer with one write each (once per loop turn, or
-        FLUSH_WAIT_S later under fan-out load), FLUSH_CHUNK connections per callback."""
+        """Write every dirty connection's buffer with one write each, FLUSH_CHUNK
+        connections per callback: in the next loop turns, or under fan-out load spread over
+        FLUSH_PERIOD_S."""
         self._pass, self._dirty = self._dirty, []
         # Broadcasts from now on start new runs; the old ones live on in the stretches
         # queued before, and go when the last of those is written.
@@ -472,6 +480,8 @@ class Hub:
         self._pass_pos = 0
         self._pass_frames = 0
         self._pass_cost = 0.0
+        self._pass_start = self.loop.time()
+        self._paced = self._flush_at != 0.0
         self._flush_chunk()
 
     def _flush_chunk(self) -> None:
@@ -484,13 +494,20 @@ class Hub:
         self._pass_cost += time.perf_counter() - start
         self._pass_frames += frames
         if end < len(todo):
-            # Reads and store completions get a turn before the next chunk.
+            # Reads and store completions get a turn before the next chunk. Paced, the
+            # chunk from the i-th of n connections on leaves i/n of a period after the
+            # flush began: each is written once a period, and the readers get an even
+            # stream, not a thousand sockets' worth at once.
             self._pass_pos = end
-            self.loop.call_soon(self._flush_chunk)
+            if self._paced:
+                self.loop.call_at(self._pass_start + FLUSH_PERIOD_S * end / len(todo),
+                                  self._flush_chunk)
+            else:
+                self.loop.call_soon(self._flush_chunk)
             return
         self._pass = []
         if self._pass_cost > FLUSH_SLOW_S and self._pass_frames >= FLUSH_COALESCING * len(todo):
-            self._flush_at = self.loop.time() + FLUSH_WAIT_S
+            self._flush_at = self._pass_start + FLUSH_PERIOD_S
         else:
             self._flush_at = 0.0
         self._flush_scheduled = False

@@ -1,8 +1,13 @@
-"""The hub's flush policy (server/hub.py, ADR 0018): one write per connection per flush;
-the next flush waits FLUSH_WAIT_S only after a slow flush that carried several frames per
-write (fan-out under load), never after a relay-like flush of one frame per write."""
+"""The hub's flush policy (server/hub.py, ADRs 0018 and 0036): one write per connection per
+flush; the next flush waits for FLUSH_PERIOD_S after the last one began, and spreads its
+chunks over it, only after a slow flush that carried several frames per write (fan-out
+under load), never after a relay-like flush of one frame per write."""
 
 import asyncio
+import heapq
+import itertools
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -51,6 +56,44 @@ def hub_with(n: int) -> tuple[Hub, list[Conn]]:
     return hub, conns
 
 
+class ManualLoop:
+    """The part of an event loop the flush uses, on a clock that moves only when told:
+    `run_until(t)` runs, in order, every callback due by `t`."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._due: list[tuple[float, int, Callable[[], Any]]] = []
+        self._order = itertools.count()
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[[], Any]) -> None:
+        heapq.heappush(self._due, (when, next(self._order), callback))
+
+    def call_soon(self, callback: Callable[[], Any]) -> None:
+        self.call_at(self.now, callback)
+
+    def run_until(self, t: float) -> None:
+        while self._due and self._due[0][0] <= t:
+            when, _, callback = heapq.heappop(self._due)
+            self.now = max(self.now, when)
+            callback()
+        self.now = t
+
+
+def manual_hub(n: int) -> tuple[Hub, list[Conn], ManualLoop]:
+    node = make_node()
+    loop = ManualLoop()
+    hub = Hub(node, loop)  # type: ignore[arg-type]
+    conns = []
+    for _ in range(n):
+        conn = Conn(open_session(node), FakeTransport(), _closer)
+        hub.add(conn)
+        conns.append(conn)
+    return hub, conns, loop
+
+
 def writes(conn: Conn) -> list[bytes]:
     return conn.transport.writes  # type: ignore[attr-defined, no-any-return]
 
@@ -69,7 +112,7 @@ async def test_frames_queued_in_one_turn_leave_in_one_write_per_connection() -> 
 async def test_the_next_flush_waits_only_after_a_slow_coalescing_one(
         monkeypatch: pytest.MonkeyPatch, frames_per_conn: int, waits: bool) -> None:
     monkeypatch.setattr(hub_module, "FLUSH_SLOW_S", -1.0)  # every flush counts as slow
-    monkeypatch.setattr(hub_module, "FLUSH_WAIT_S", 0.05)
+    monkeypatch.setattr(hub_module, "FLUSH_PERIOD_S", 0.05)
     hub, conns = hub_with(4)
     for conn in conns:
         for _ in range(frames_per_conn):
@@ -98,7 +141,7 @@ async def test_a_quick_flush_never_delays_the_next(monkeypatch: pytest.MonkeyPat
 async def test_closing_writes_what_is_queued_before_the_close(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hub_module, "FLUSH_SLOW_S", -1.0)
-    monkeypatch.setattr(hub_module, "FLUSH_WAIT_S", 3600.0)
+    monkeypatch.setattr(hub_module, "FLUSH_PERIOD_S", 3600.0)
     hub, conns = hub_with(1)
     conn = conns[0]
     hub.queue(conn, b"a")
@@ -140,7 +183,7 @@ async def test_frames_queued_during_a_chunked_flush_ride_in_it_or_in_the_next(
 async def test_an_answer_does_not_wait_with_the_flush_but_keeps_its_order(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hub_module, "FLUSH_SLOW_S", -1.0)
-    monkeypatch.setattr(hub_module, "FLUSH_WAIT_S", 3600.0)
+    monkeypatch.setattr(hub_module, "FLUSH_PERIOD_S", 3600.0)
     hub, conns = hub_with(2)
     for conn in conns:
         hub.queue(conn, b"a")
@@ -153,6 +196,75 @@ async def test_an_answer_does_not_wait_with_the_flush_but_keeps_its_order(
     assert writes(conns[0])[-1].startswith(b"broadcast\x81")  # before the ack, one write
     assert b'"type":"ack"' in writes(conns[0])[-1]
     assert writes(conns[1]) == [b"ab"]  # no answer: still waiting
+
+
+def test_under_load_a_flush_starts_a_period_after_the_last_began_and_spreads_its_chunks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub_module, "FLUSH_SLOW_S", -1.0)  # every flush counts as slow
+    monkeypatch.setattr(hub_module, "FLUSH_PERIOD_S", 1.0)
+    monkeypatch.setattr(hub_module, "FLUSH_CHUNK", 2)
+    hub, conns, loop = manual_hub(4)
+    for conn in conns:
+        hub.queue(conn, b"a")
+        hub.queue(conn, b"b")
+    loop.run_until(0.0)  # not under load yet: both chunks at once
+    assert all(writes(c) == [b"ab"] for c in conns)
+    loop.run_until(0.6)
+    for conn in conns:
+        hub.queue(conn, b"c")
+        hub.queue(conn, b"d")
+    loop.run_until(0.999)  # the period runs from the start of the last flush
+    assert all(writes(c) == [b"ab"] for c in conns)
+    loop.run_until(1.0)  # the first chunk
+    assert [writes(c)[-1] for c in conns] == [b"cd", b"cd", b"ab", b"ab"]
+    loop.run_until(1.499)
+    assert writes(conns[2])[-1] == b"ab"
+    loop.run_until(1.5)  # the second, half a period on
+    assert all(writes(c) == [b"ab", b"cd"] for c in conns)
+    for conn in conns:
+        hub.queue(conn, b"e")
+        hub.queue(conn, b"f")
+    loop.run_until(2.0)  # a period after the last flush began, not after it ended
+    assert [writes(c)[-1] for c in conns] == [b"ef", b"ef", b"cd", b"cd"]
+
+
+def test_a_frame_for_a_connection_not_reached_yet_rides_in_its_paced_write(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub_module, "FLUSH_SLOW_S", -1.0)
+    monkeypatch.setattr(hub_module, "FLUSH_PERIOD_S", 1.0)
+    monkeypatch.setattr(hub_module, "FLUSH_CHUNK", 1)
+    hub, conns, loop = manual_hub(2)
+    for conn in conns:
+        hub.queue(conn, b"a")
+        hub.queue(conn, b"b")
+    loop.run_until(0.0)
+    for conn in conns:
+        hub.queue(conn, b"c")
+        hub.queue(conn, b"d")
+    loop.run_until(1.0)  # conns[0] written; conns[1] half a period later
+    hub.queue(conns[1], b"e")
+    hub.queue(conns[0], b"e")  # already written in this flush: the next one
+    loop.run_until(1.5)
+    assert writes(conns[1]) == [b"ab", b"cde"]
+    assert writes(conns[0]) == [b"ab", b"cd"]
+    loop.run_until(2.0)
+    assert writes(conns[0]) == [b"ab", b"cd", b"e"]
+
+
+def test_a_flush_that_overran_its_period_is_followed_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub_module, "FLUSH_SLOW_S", -1.0)
+    monkeypatch.setattr(hub_module, "FLUSH_PERIOD_S", 1.0)
+    hub, conns, loop = manual_hub(1)
+    conn = conns[0]
+    hub.queue(conn, b"a")
+    hub.queue(conn, b"b")
+    loop.run_until(0.0)
+    loop.now = 5.0  # the loop was busy elsewhere long past the period
+    hub.queue(conn, b"c")
+    hub.queue(conn, b"d")
+    loop.run_until(5.0)
+    assert writes(conn) == [b"ab", b"cd"]
 
 
 async def test_a_close_that_drops_a_slow_reader_sends_one_close_frame_only() -> None:
