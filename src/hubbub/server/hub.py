@@ -2,9 +2,10 @@
 
 Every frame to a connection (ack, error, broadcast) goes through its one outbound
 buffer. Buffers are flushed once per event-loop turn (under fan-out load, paced over a
-25 ms period) with a single write each, and an event is encoded once per broadcast (JSON and
-WebSocket header) whatever the number of recipients (DESIGN.md §4). A reader whose
-unsent bytes pass `--max-queue` is dropped with 1013 so that nobody else slows down.
+25 ms period) with a single write each, and an event is encoded once per broadcast
+(JSON and WebSocket header) whatever the number of recipients (DESIGN.md §4). A reader
+whose unsent bytes pass `--max-queue` is dropped with 1013 so that nobody else slows
+down.
 """
 
 import asyncio
@@ -171,7 +172,7 @@ class Hub:
         # Under fan-out load, the loop time at which the next flush starts (it may be past
         # when a flush overran the period); 0.0 when not under load.
         self._flush_at = 0.0
-        self._answers: list[Conn] = []  # connections with an answer queued during a wait
+        self._answers: list[Conn] = []  # connections with an answer queued under load
         # The flush in progress: its connections, how far it got, what it wrote and cost.
         self._pass: list[Conn] = []
         self._pass_pos = 0
