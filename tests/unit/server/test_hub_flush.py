@@ -45,9 +45,9 @@ async def _closer(code: int, reason: str) -> None:
     return None
 
 
-def hub_with(n: int) -> tuple[Hub, list[Conn]]:
+def hub_with(n: int, loop: Any = None) -> tuple[Hub, list[Conn]]:
     node = make_node()
-    hub = Hub(node, asyncio.get_running_loop())
+    hub = Hub(node, loop or asyncio.get_running_loop())
     conns = []
     for _ in range(n):
         conn = Conn(open_session(node), FakeTransport(), _closer)
@@ -82,16 +82,10 @@ class ManualLoop:
         self.now = t
 
 
-def manual_hub(n: int) -> tuple[Hub, list[Conn], ManualLoop]:
-    node = make_node()
-    loop = ManualLoop()
-    hub = Hub(node, loop)  # type: ignore[arg-type]
-    conns = []
-    for _ in range(n):
-        conn = Conn(open_session(node), FakeTransport(), _closer)
-        hub.add(conn)
-        conns.append(conn)
-    return hub, conns, loop
+def queue_each(hub: Hub, conns: list[Conn], *frames: bytes) -> None:
+    for conn in conns:
+        for frame in frames:
+            hub.queue(conn, frame)
 
 
 def writes(conn: Conn) -> list[bytes]:
@@ -100,9 +94,7 @@ def writes(conn: Conn) -> list[bytes]:
 
 async def test_frames_queued_in_one_turn_leave_in_one_write_per_connection() -> None:
     hub, conns = hub_with(3)
-    for conn in conns:
-        hub.queue(conn, b"a")
-        hub.queue(conn, b"b")
+    queue_each(hub, conns, b"a", b"b")
     assert all(writes(c) == [] for c in conns)
     await asyncio.sleep(0)
     assert all(writes(c) == [b"ab"] for c in conns)
@@ -129,9 +121,7 @@ async def test_the_next_flush_waits_only_after_a_slow_coalescing_one(
 async def test_a_quick_flush_never_delays_the_next(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hub_module, "FLUSH_SLOW_S", 3600.0)  # no flush is slow
     hub, conns = hub_with(2)
-    for conn in conns:
-        hub.queue(conn, b"1")
-        hub.queue(conn, b"2")
+    queue_each(hub, conns, b"1", b"2")
     await asyncio.sleep(0)
     hub.queue(conns[1], b"3")
     await asyncio.sleep(0)
@@ -185,9 +175,7 @@ async def test_an_answer_does_not_wait_with_the_flush_but_keeps_its_order(
     monkeypatch.setattr(hub_module, "FLUSH_SLOW_S", -1.0)
     monkeypatch.setattr(hub_module, "FLUSH_PERIOD_S", 3600.0)
     hub, conns = hub_with(2)
-    for conn in conns:
-        hub.queue(conn, b"a")
-        hub.queue(conn, b"b")
+    queue_each(hub, conns, b"a", b"b")
     await asyncio.sleep(0)  # a coalescing flush: the next one waits an hour
     hub.queue(conns[0], b"broadcast")
     hub.queue(conns[1], b"broadcast")
@@ -203,16 +191,13 @@ def test_under_load_a_flush_starts_a_period_after_the_last_began_and_spreads_its
     monkeypatch.setattr(hub_module, "FLUSH_SLOW_S", -1.0)  # every flush counts as slow
     monkeypatch.setattr(hub_module, "FLUSH_PERIOD_S", 1.0)
     monkeypatch.setattr(hub_module, "FLUSH_CHUNK", 2)
-    hub, conns, loop = manual_hub(4)
-    for conn in conns:
-        hub.queue(conn, b"a")
-        hub.queue(conn, b"b")
+    loop = ManualLoop()
+    hub, conns = hub_with(4, loop)
+    queue_each(hub, conns, b"a", b"b")
     loop.run_until(0.0)  # not under load yet: both chunks at once
     assert all(writes(c) == [b"ab"] for c in conns)
     loop.run_until(0.6)
-    for conn in conns:
-        hub.queue(conn, b"c")
-        hub.queue(conn, b"d")
+    queue_each(hub, conns, b"c", b"d")
     loop.run_until(0.999)  # the period runs from the start of the last flush
     assert all(writes(c) == [b"ab"] for c in conns)
     loop.run_until(1.0)  # the first chunk
@@ -221,9 +206,7 @@ def test_under_load_a_flush_starts_a_period_after_the_last_began_and_spreads_its
     assert writes(conns[2])[-1] == b"ab"
     loop.run_until(1.5)  # the second, half a period on
     assert all(writes(c) == [b"ab", b"cd"] for c in conns)
-    for conn in conns:
-        hub.queue(conn, b"e")
-        hub.queue(conn, b"f")
+    queue_each(hub, conns, b"e", b"f")
     loop.run_until(2.0)  # a period after the last flush began, not after it ended
     assert [writes(c)[-1] for c in conns] == [b"ef", b"ef", b"cd", b"cd"]
 
@@ -233,14 +216,11 @@ def test_a_frame_for_a_connection_not_reached_yet_rides_in_its_paced_write(
     monkeypatch.setattr(hub_module, "FLUSH_SLOW_S", -1.0)
     monkeypatch.setattr(hub_module, "FLUSH_PERIOD_S", 1.0)
     monkeypatch.setattr(hub_module, "FLUSH_CHUNK", 1)
-    hub, conns, loop = manual_hub(2)
-    for conn in conns:
-        hub.queue(conn, b"a")
-        hub.queue(conn, b"b")
+    loop = ManualLoop()
+    hub, conns = hub_with(2, loop)
+    queue_each(hub, conns, b"a", b"b")
     loop.run_until(0.0)
-    for conn in conns:
-        hub.queue(conn, b"c")
-        hub.queue(conn, b"d")
+    queue_each(hub, conns, b"c", b"d")
     loop.run_until(1.0)  # conns[0] written; conns[1] half a period later
     hub.queue(conns[1], b"e")
     hub.queue(conns[0], b"e")  # already written in this flush: the next one
@@ -255,14 +235,13 @@ def test_a_flush_that_overran_its_period_is_followed_at_once(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(hub_module, "FLUSH_SLOW_S", -1.0)
     monkeypatch.setattr(hub_module, "FLUSH_PERIOD_S", 1.0)
-    hub, conns, loop = manual_hub(1)
+    loop = ManualLoop()
+    hub, conns = hub_with(1, loop)
     conn = conns[0]
-    hub.queue(conn, b"a")
-    hub.queue(conn, b"b")
+    queue_each(hub, conns, b"a", b"b")
     loop.run_until(0.0)
     loop.now = 5.0  # the loop was busy elsewhere long past the period
-    hub.queue(conn, b"c")
-    hub.queue(conn, b"d")
+    queue_each(hub, conns, b"c", b"d")
     loop.run_until(5.0)
     assert writes(conn) == [b"ab", b"cd"]
 
