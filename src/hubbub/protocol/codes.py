@@ -32,7 +32,9 @@ class CloseCode(IntEnum):
     NORMAL = 1000
     GOING_AWAY = 1001
     PROTOCOL_ERROR = 1002
-    # Never sent: how a connection that ended without a close frame is logged and counted.
+    # Never sent (RFC 6455 §7.4.1), only logged and counted: the peer's close frame held no
+    # code (1005), or the connection ended without a close frame (1006).
+    NO_STATUS = 1005
     ABNORMAL = 1006
     INVALID_DATA = 1007
     POLICY = 1008

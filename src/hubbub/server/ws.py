@@ -414,7 +414,7 @@ class Client(WSListener):
         then end the TCP connection (the server closes first, §7.1.1)."""
         conn, ws = self.conn, self.ws
         assert conn is not None and ws is not None
-        self.peer_code = close.code
+        self.peer_code = CloseCode.NO_STATUS if close.code is None else close.code
         if self.hub.begin_close(conn):  # else it answers our close (or a 1013 went out)
             conn.transport.write(framing.close_frame(CloseCode.NORMAL, ""))
         self.reason = self.reason or close.reason
