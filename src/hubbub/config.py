@@ -63,7 +63,8 @@ class Settings:
     turn_secret: str | None = _opt(None, "TURN REST shared secret (coturn use-auth-secret)")
     turn_ttl: int = _opt(3600, "lifetime of TURN credentials, seconds")
     log_format: str = _opt("text", "log line format", choices=("text", "json"))
-    log_level: str = _opt("info", "log level", choices=("debug", "info", "warning", "error"))
+    log_level: str = _opt("info", "log level (debug adds each connection's open, auth and "
+                          "goodbye)", choices=("debug", "info", "warning", "error"))
 
     @property
     def dev_identity(self) -> bool:

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import logging
 
 import aiohttp
 
@@ -273,3 +274,25 @@ async def test_a_close_frame_without_a_code_is_counted_as_1005_and_answered_with
         assert not await metric(server, "hubbub_connections_closed_total", code="1006")
         raw.close()
 
+
+async def test_a_goodbye_is_logged_at_debug_and_a_lost_connection_at_info(caplog):
+    caplog.set_level(logging.DEBUG, logger="hubbub")
+    async with running_server() as server:
+        for user, goodbye in (("polite", True), ("vanished", False)):
+            raw = await RawWs.connect(ws_url(server))
+            await raw.send_json("auth", {"userId": user}, id="a")
+            await raw.expect("welcome")
+            if goodbye:
+                await raw.send_frame(0x8, (1000).to_bytes(2, "big"))
+                await raw.read_until_end()
+            raw.close()
+        for _ in range(100):
+            if sum("close conn=" in r.getMessage() for r in caplog.records) == 2:
+                break
+            await asyncio.sleep(0.05)
+    closes = {r.getMessage().split("user=")[1].split()[0]: r.levelno
+              for r in caplog.records if "close conn=" in r.getMessage()}
+    assert closes == {"polite": logging.DEBUG, "vanished": logging.INFO}
+    opens = [r.levelno for r in caplog.records
+             if r.getMessage().startswith(("open conn=", "authenticated conn="))]
+    assert opens and set(opens) == {logging.DEBUG}

@@ -115,7 +115,7 @@ async def establish(node: Node, s: Session, ident: Identity, frame_id: str | Non
     node.user_conns.setdefault(uid, set()).add(s.conn)
     if ident.expires_at_ms is not None:
         node.add_deadline(ident.expires_at_ms, s.conn)
-    log.info("authenticated conn=%s user=%s", s.conn, uid)
+    log.debug("authenticated conn=%s user=%s", s.conn, uid)
     return [welcome(node, s, frame_id)]
 
 

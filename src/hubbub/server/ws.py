@@ -163,7 +163,7 @@ class Client(WSListener):
         conn = self.conn = Conn(session, raw, self.close)
         self.protocol.start(self, node.settings.max_frame)
         self.hub.add(conn)
-        log.info("open conn=%s remote=%s", conn.id, session.remote)
+        log.debug("open conn=%s remote=%s", conn.id, session.remote)
         self.hub.run(admit(node, session))
         token, self.token = self.token, None
         if token and not session.closing:
