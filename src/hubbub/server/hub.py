@@ -57,8 +57,8 @@ FLUSH_PERIOD_S = 0.025
 # Connections written per callback: a flush of thousands would hold the loop for
 # milliseconds, and every read and store completion behind it would wait.
 FLUSH_CHUNK = 100
-# Goodbyes, from either side, are logged at DEBUG; every other close at INFO.
-_ORDINARY_CLOSES = frozenset((CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.NO_STATUS))
+# Closes that are goodbyes, from either side (ADR 0037).
+_GOODBYES = frozenset((CloseCode.NORMAL, CloseCode.GOING_AWAY, CloseCode.NO_STATUS))
 
 
 class Transport(Protocol):
@@ -200,7 +200,7 @@ class Hub:
         s = conn.session
         # A join storm or a mass reconnect is thousands of these: only the closes an
         # operator would look into are logged at INFO (docs/reference/config.md).
-        log.log(logging.DEBUG if code in _ORDINARY_CLOSES else logging.INFO,
+        log.log(logging.DEBUG if code in _GOODBYES else logging.INFO,
                 "close conn=%s user=%s code=%s reason=%s", conn.id,
                 s.identity.user_id if s.identity else "-", code, reason or "-")
         if code is not None:
