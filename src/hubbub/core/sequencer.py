@@ -60,16 +60,27 @@ class Sequencer(Generic[T]):
                 self._gapped.add(room)
             return []
         r.last = seq
-        ready = [item]
+        ready = [item, *self._release(r)]
+        self._rewait(room, r, now_ms)
+        return ready
+
+    @staticmethod
+    def _release(r: _Room[T]) -> list[T]:
+        """The held events that now follow `r.last` without a hole."""
+        ready = []
         while r.last + 1 in r.held:
             r.last += 1
             ready.append(r.held.pop(r.last))
+        return ready
+
+    def _rewait(self, room: RoomId, r: _Room[T], now_ms: int) -> None:
+        """After progress: a hole still left waits `max_wait_ms` from now."""
         if r.held:
             r.gap_since_ms = now_ms
+            self._gapped.add(room)
         else:
             r.gap_since_ms = None
             self._gapped.discard(room)
-        return ready
 
     def overdue(self, now_ms: int) -> list[tuple[RoomId, int]]:
         """Rooms whose gap outlived `max_wait_ms`: (room, last delivered seq) to fill from.
@@ -84,14 +95,20 @@ class Sequencer(Generic[T]):
         return due
 
     def fill_failed(self, room: RoomId, now_ms: int) -> None:
-        """Reading the gap from the store failed: try again after another wait."""
+        """Reading the gap from the store failed: try again after another wait, if a hole
+        is still there (live events may have closed it while the read was out)."""
         r = self._rooms.get(room)
         if r is not None:
             r.filling = False
-            r.gap_since_ms = now_ms
+            self._rewait(room, r, now_ms)
 
-    def filled(self, room: RoomId, events: list[tuple[int, T]], now_ms: int) -> list[T]:
-        """Events read from the store after a gap: deliver them and what they unblock."""
+    def filled(self, room: RoomId, events: list[tuple[int, T]], through: int,
+               now_ms: int) -> list[T]:
+        """Events read from the store after a gap, when it held every seq up to `through`:
+        deliver them and what they unblock. A hole up to `through` that the store did not
+        return (more events than a fill reads) is skipped: the clients page `history` for
+        it. A hole above `through` was not committed when the store was read, so its event
+        is still on its way: it waits again."""
         r = self._rooms.get(room)
         if r is None:
             return []
@@ -99,11 +116,15 @@ class Sequencer(Generic[T]):
         ready: list[T] = []
         for seq, item in events:
             ready += self.offer(room, seq, item, now_ms)
-        if r.held and r.last + 1 not in r.held:
-            # Still a hole the store did not have yet: skip to what we hold, in order.
-            for seq in sorted(r.held):
-                ready.append(r.held.pop(seq))
-                r.last = seq
-            r.gap_since_ms = None
-            self._gapped.discard(room)
+        if not r.held:
+            return ready
+        if through < r.last:
+            # The store is behind what this node delivered: nothing it could send will
+            # come. Deliver what is held, in order.
+            through = max(r.held)
+        for seq in sorted(s for s in r.held if s <= through):
+            ready.append(r.held.pop(seq))
+        r.last = max(r.last, through)
+        ready += self._release(r)
+        self._rewait(room, r, now_ms)
         return ready

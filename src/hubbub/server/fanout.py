@@ -197,7 +197,7 @@ class Fanout:
             events.append((seq, (frame, None, ev.type)))
         log.info("filled a seq gap in room %s after %d from the store (%d events)",
                  room, after, len(events))
-        for frame, exclude, type_ in self.sequencer.filled(room, events,
+        for frame, exclude, type_ in self.sequencer.filled(room, events, recovery.last_seq,
                                                           node.clock.now_ms()):
             self.hub.deliver_room_now(room, type_, frame, exclude)
 

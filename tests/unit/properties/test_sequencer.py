@@ -31,6 +31,7 @@ class SequencerMachine(RuleBasedStateMachine):
         self.arrived: set[int] = set()
         self.delivered: list[int] = []
         self.pending_fill: int | None = None  # `after` of a fill that was asked for
+        self.asked_at_commit = 0  # what the store held when that fill was asked for
         # Since when events have been held back behind a gap with no progress (None: none).
         self.gap_since: int | None = None
 
@@ -65,30 +66,39 @@ class SequencerMachine(RuleBasedStateMachine):
             assert self.pending_fill is None, "a gap was reported twice before its fill"
             assert after == (self.delivered[-1] if self.delivered else self.first - 1)
             self.pending_fill = after
+            self.asked_at_commit = self.committed
         if not was_pending and self.gap_since is not None \
                 and self.now - self.gap_since >= MAX_WAIT:
             assert self.pending_fill is not None, "a gap outlived max_wait unreported"
 
     @precondition(lambda self: self.pending_fill is not None)
-    @rule(more=st.integers(min_value=0, max_value=5), fails=st.booleans())
-    def the_store_answers_the_fill(self, more: int, fails: bool) -> None:
+    @rule(data=st.data(), more=st.integers(min_value=0, max_value=5), fails=st.booleans())
+    def the_store_answers_the_fill(self, data: st.DataObject, more: int, fails: bool) -> None:
         after = self.pending_fill
         assert after is not None
         self.pending_fill = None
         if fails:
             self.seq.fill_failed(ROOM, self.now)
-            # It waits again before the next try, if the gap is still there (the events
-            # behind it may have arrived live meanwhile, and left).
-            last = self.delivered[-1] if self.delivered else self.first - 1
-            self.gap_since = self.now if any(s > last for s in self.arrived) else None
+            self._wait_again()
             return
-        # Writes may have committed more since: the store has at least what was published.
+        # Writes may have committed more since it was asked: the store was read at some
+        # point in between, and held every seq up to its position then. Events published
+        # after that point may have arrived live before the answer.
         self.committed = min(self.total, self.committed + more)
-        events = [(s, s) for s in range(after + 1, self.committed + 1)]
+        read_at = data.draw(st.integers(min_value=self.asked_at_commit,
+                                        max_value=self.committed))
+        events = [(s, s) for s in range(after + 1, read_at + 1)]
         if len(events) > LIMIT:
             events = []
         self.arrived |= {s for s, _ in events}
-        self._deliver(self.seq.filled(ROOM, events, self.now))
+        self._deliver(self.seq.filled(ROOM, events, read_at, self.now))
+        self._wait_again()
+
+    def _wait_again(self) -> None:
+        """After a fill, it waits again before the next, if a hole is still there (the
+        events behind it may have arrived live meanwhile, and left)."""
+        last = self.delivered[-1] if self.delivered else self.first - 1
+        self.gap_since = self.now if any(s > last for s in self.arrived) else None
 
     @invariant()
     def delivered_in_strictly_increasing_order_with_no_gap(self) -> None:

@@ -1,0 +1,74 @@
+"""Sequencer (core/sequencer.py): gap fills racing live events, case by case. The
+properties under any order are in tests/unit/properties/test_sequencer.py."""
+
+from hubbub.core.sequencer import Sequencer
+from hubbub.ids import RoomId
+
+R = RoomId("r")
+T0 = 1_700_000_000_000
+WAIT = 200
+
+
+def room_at(last: int) -> Sequencer[int]:
+    seq: Sequencer[int] = Sequencer(WAIT)
+    seq.start(R, last)
+    return seq
+
+
+def offer(seq: Sequencer[int], n: int, now: int) -> list[int]:
+    return seq.offer(R, n, n, now)
+
+
+def test_a_gap_that_opens_after_a_failed_fill_is_reported_when_its_wait_is_over() -> None:
+    seq = room_at(5)
+    assert offer(seq, 7, T0) == []
+    assert seq.overdue(T0 + WAIT) == [(R, 5)]
+    assert offer(seq, 6, T0 + WAIT) == [6, 7]  # live, while the store was read
+    seq.fill_failed(R, T0 + WAIT)
+    assert offer(seq, 9, T0 + WAIT + 10) == []  # a new gap: 8 is late
+    assert seq.overdue(T0 + 2 * WAIT) == []
+    assert seq.overdue(T0 + 2 * WAIT + 10) == [(R, 7)]
+
+
+def test_a_fill_does_not_skip_a_hole_above_what_the_store_held_when_it_was_read() -> None:
+    seq = room_at(5)
+    assert offer(seq, 7, T0) == []
+    assert seq.overdue(T0 + WAIT) == [(R, 5)]
+    assert offer(seq, 6, T0 + WAIT) == [6, 7]
+    assert offer(seq, 9, T0 + WAIT) == []  # 8 and 9 were committed after the read
+    assert seq.filled(R, [(6, 6), (7, 7)], 7, T0 + WAIT + 5) == []
+    assert offer(seq, 8, T0 + WAIT + 6) == [8, 9]
+    # The hole waits again from the fill's answer, and is filled again if it lasts.
+    assert offer(seq, 11, T0 + WAIT + 7) == []
+    assert seq.overdue(T0 + 2 * WAIT + 6) == []
+    assert seq.overdue(T0 + 2 * WAIT + 7) == [(R, 9)]
+
+
+def test_a_hole_the_store_held_but_did_not_return_is_skipped() -> None:
+    seq = room_at(5)
+    assert offer(seq, 2000, T0) == []
+    assert seq.overdue(T0 + WAIT) == [(R, 5)]
+    # More than a fill reads: the store sends nothing, its position is 2000.
+    assert seq.filled(R, [], 2000, T0 + WAIT) == [2000]
+    assert seq.overdue(T0 + 10 * WAIT) == []
+    assert offer(seq, 2001, T0 + 10 * WAIT) == [2001]
+
+
+def test_a_skip_stops_at_the_stores_position() -> None:
+    seq = room_at(5)
+    assert offer(seq, 1500, T0) == []
+    assert seq.overdue(T0 + WAIT) == [(R, 5)]
+    assert offer(seq, 1503, T0 + WAIT) == []  # committed after the read
+    # Up to 1501 is skipped; 1502, committed after the read, is waited for.
+    assert seq.filled(R, [], 1501, T0 + WAIT) == [1500]
+    assert offer(seq, 1501, T0 + WAIT + 1) == []  # the store had it: skipped
+    assert offer(seq, 1502, T0 + WAIT + 2) == [1502, 1503]
+    assert seq.overdue(T0 + 10 * WAIT) == []
+
+
+def test_a_store_behind_this_node_gets_what_is_held_delivered() -> None:
+    seq = room_at(5)
+    assert offer(seq, 8, T0) == []
+    assert seq.overdue(T0 + WAIT) == [(R, 5)]
+    assert seq.filled(R, [], 3, T0 + WAIT) == [8]
+    assert seq.overdue(T0 + 10 * WAIT) == []
