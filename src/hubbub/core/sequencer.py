@@ -20,6 +20,7 @@ class _Room(Generic[T]):
     held: dict[int, T] = field(default_factory=dict)
     gap_since_ms: int | None = None
     filling: bool = False
+    fill_after: int = 0  # `last` when the fill under way was asked for
 
 
 class Sequencer(Generic[T]):
@@ -91,6 +92,7 @@ class Sequencer(Generic[T]):
             if r.gap_since_ms is not None and not r.filling \
                     and now_ms - r.gap_since_ms >= self.max_wait_ms:
                 r.filling = True
+                r.fill_after = r.last
                 due.append((room, r.last))
         return due
 
@@ -118,9 +120,9 @@ class Sequencer(Generic[T]):
             ready += self.offer(room, seq, item, now_ms)
         if not r.held:
             return ready
-        if through < r.last:
-            # The store is behind what this node delivered: nothing it could send will
-            # come. Deliver what is held, in order.
+        if through < r.fill_after:
+            # The store is behind what this node had delivered when it asked: nothing it
+            # could send will come. Deliver what is held, in order.
             through = max(r.held)
         for seq in sorted(s for s in r.held if s <= through):
             ready.append(r.held.pop(seq))

@@ -72,3 +72,15 @@ def test_a_store_behind_this_node_gets_what_is_held_delivered() -> None:
     assert seq.overdue(T0 + WAIT) == [(R, 5)]
     assert seq.filled(R, [], 3, T0 + WAIT) == [8]
     assert seq.overdue(T0 + 10 * WAIT) == []
+
+
+def test_live_events_past_the_stores_position_do_not_make_the_fill_skip() -> None:
+    seq = room_at(1)
+    assert offer(seq, 3, T0) == []
+    assert seq.overdue(T0 + WAIT) == [(R, 1)]
+    assert offer(seq, 28, T0 + WAIT) == []
+    assert offer(seq, 30, T0 + WAIT) == []
+    # The store was read at 27; 28 is held, 29 is on its way.
+    events = [(n, n) for n in range(2, 28)]
+    assert seq.filled(R, events, 27, T0 + WAIT + 5) == list(range(2, 29))
+    assert offer(seq, 29, T0 + WAIT + 6) == [29, 30]
