@@ -19,10 +19,16 @@ def offer(seq: Sequencer[int], n: int, now: int) -> list[int]:
     return seq.offer(R, n, n, now)
 
 
+def fill_asked(last: int, held: int) -> Sequencer[int]:
+    """A room at `last` that got `held` at T0, and whose fill was asked for at T0 + WAIT."""
+    seq = room_at(last)
+    assert offer(seq, held, T0) == []
+    assert seq.overdue(T0 + WAIT) == [(R, last)]
+    return seq
+
+
 def test_a_gap_that_opens_after_a_failed_fill_is_reported_when_its_wait_is_over() -> None:
-    seq = room_at(5)
-    assert offer(seq, 7, T0) == []
-    assert seq.overdue(T0 + WAIT) == [(R, 5)]
+    seq = fill_asked(5, 7)
     assert offer(seq, 6, T0 + WAIT) == [6, 7]  # live, while the store was read
     seq.fill_failed(R, T0 + WAIT)
     assert offer(seq, 9, T0 + WAIT + 10) == []  # a new gap: 8 is late
@@ -31,9 +37,7 @@ def test_a_gap_that_opens_after_a_failed_fill_is_reported_when_its_wait_is_over(
 
 
 def test_a_fill_does_not_skip_a_hole_above_what_the_store_held_when_it_was_read() -> None:
-    seq = room_at(5)
-    assert offer(seq, 7, T0) == []
-    assert seq.overdue(T0 + WAIT) == [(R, 5)]
+    seq = fill_asked(5, 7)
     assert offer(seq, 6, T0 + WAIT) == [6, 7]
     assert offer(seq, 9, T0 + WAIT) == []  # 8 and 9 were committed after the read
     assert seq.filled(R, [(6, 6), (7, 7)], 7, T0 + WAIT + 5) == []
@@ -45,9 +49,7 @@ def test_a_fill_does_not_skip_a_hole_above_what_the_store_held_when_it_was_read(
 
 
 def test_a_hole_the_store_held_but_did_not_return_is_skipped() -> None:
-    seq = room_at(5)
-    assert offer(seq, 2000, T0) == []
-    assert seq.overdue(T0 + WAIT) == [(R, 5)]
+    seq = fill_asked(5, 2000)
     # More than a fill reads: the store sends nothing, its position is 2000.
     assert seq.filled(R, [], 2000, T0 + WAIT) == [2000]
     assert seq.overdue(T0 + 10 * WAIT) == []
@@ -55,9 +57,7 @@ def test_a_hole_the_store_held_but_did_not_return_is_skipped() -> None:
 
 
 def test_a_skip_stops_at_the_stores_position() -> None:
-    seq = room_at(5)
-    assert offer(seq, 1500, T0) == []
-    assert seq.overdue(T0 + WAIT) == [(R, 5)]
+    seq = fill_asked(5, 1500)
     assert offer(seq, 1503, T0 + WAIT) == []  # committed after the read
     # Up to 1501 is skipped; 1502, committed after the read, is waited for.
     assert seq.filled(R, [], 1501, T0 + WAIT) == [1500]
@@ -67,17 +67,13 @@ def test_a_skip_stops_at_the_stores_position() -> None:
 
 
 def test_a_store_behind_this_node_gets_what_is_held_delivered() -> None:
-    seq = room_at(5)
-    assert offer(seq, 8, T0) == []
-    assert seq.overdue(T0 + WAIT) == [(R, 5)]
+    seq = fill_asked(5, 8)
     assert seq.filled(R, [], 3, T0 + WAIT) == [8]
     assert seq.overdue(T0 + 10 * WAIT) == []
 
 
 def test_live_events_past_the_stores_position_do_not_make_the_fill_skip() -> None:
-    seq = room_at(1)
-    assert offer(seq, 3, T0) == []
-    assert seq.overdue(T0 + WAIT) == [(R, 1)]
+    seq = fill_asked(1, 3)
     assert offer(seq, 28, T0 + WAIT) == []
     assert offer(seq, 30, T0 + WAIT) == []
     # The store was read at 27; 28 is held, 29 is on its way.
