@@ -181,7 +181,6 @@ class Hub:
         self._pass_frames = 0
         self._pass_cost = 0.0
         self._pass_start = 0.0
-        self._paced = False  # its chunks are spread over FLUSH_PERIOD_S
         self._close_tasks: set[asyncio.Task[object]] = set()
         self._background: set[asyncio.Task[Any]] = set()
         # Set when this node is one of several (hubbub.server.fanout); None alone.
@@ -487,7 +486,6 @@ class Hub:
         self._pass_frames = 0
         self._pass_cost = 0.0
         self._pass_start = self.loop.time()
-        self._paced = self._flush_at != 0.0
         self._flush_chunk()
 
     def _flush_chunk(self) -> None:
@@ -505,7 +503,7 @@ class Hub:
             # flush began: each is written once a period, and the readers get an even
             # stream, not a thousand sockets' worth at once.
             self._pass_pos = end
-            if self._paced:
+            if self._flush_at:  # under load (it changes only when the flush ends)
                 self.loop.call_at(self._pass_start + FLUSH_PERIOD_S * end / len(todo),
                                   self._flush_chunk)
             else:
