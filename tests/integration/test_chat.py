@@ -390,6 +390,18 @@ async def test_rest_history_with_a_bad_limit_is_a_bad_request():
         assert status == 400 and body["error"] == "bad_request"
 
 
+async def test_rest_history_paging_that_is_not_ascii_digits_is_a_bad_request():
+    # U+00B2 and U+2460 are str.isdigit(), which int() refuses; U+0665 int() reads as 5.
+    async with running_server() as server:
+        for name in ("limit", "beforeSeq", "afterSeq"):
+            for raw in ("\u00b2", "\u2460", "\u0665", "-1", "1.5", "x"):
+                async with aiohttp.ClientSession() as http, http.get(
+                        f"{server.url}/api/rooms/1/messages", params={name: raw},
+                        headers={"X-Hubbub-User": "u1"}) as resp:
+                    assert resp.status == 400, (name, raw)
+                    assert (await resp.json())["error"] == "bad_request"
+
+
 async def test_rest_history_accepts_a_bearer_token_in_jwt_mode():
     async with (running_server(jwt_secret=SECRET) as server,
                 await WsClient.open(ws_url(server, f"token={token('u1')}")) as u1):

@@ -169,7 +169,8 @@ def _query_int(request: web.Request, name: str) -> int | None:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return None
-    if not raw.isdigit() or len(raw) > 16:
+    # isascii: str.isdigit() also accepts digits int() refuses ('\u00b2') or reads ('\u0665' is 5).
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 16:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"{name} must be a non-negative integer")
     return int(raw)
 
