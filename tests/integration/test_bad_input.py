@@ -65,10 +65,24 @@ async def test_unknown_type_gets_unknown_type_with_the_id_echoed():
         await _still_alive(c)
 
 
-async def test_unknown_type_before_auth_is_also_unknown_type():
+async def test_any_type_but_auth_and_ping_before_auth_is_unauthorized_even_when_malformed():
+    # PROTOCOL §Authentication: "Every frame but auth/ping sent before authentication
+    # gets unauthorized", an unknown type or a bad payload included.
     async with running_server() as server, await WsClient.open(ws_url(server)) as c:
-        err = await c.request("teleport", {}, id="u-1")
-        assert err["payload"]["code"] == "unknown_type"
+        for i, (type_, payload) in enumerate((("teleport", {}), ("join_room", {}),
+                                              ("chat", {"roomId": 5.5}),
+                                              ("join_room", {"roomId": "r"}))):
+            err = await c.request(type_, payload, id=f"u-{i}")
+            assert err["type"] == "error" and err["id"] == f"u-{i}"
+            assert err["payload"]["code"] == "unauthorized", type_
+
+
+async def test_a_malformed_auth_or_ping_before_auth_is_a_bad_request():
+    async with running_server() as server, await WsClient.open(ws_url(server)) as c:
+        for i, type_ in enumerate(("auth", "ping")):
+            err = await c.request(type_, {"userId": ["not", "a", "string"]}, id=f"b-{i}")
+            assert err["payload"]["code"] == "bad_request", type_
+        assert (await c.auth("u1"))["payload"]["userId"] == "u1"
 
 
 async def test_wrong_payload_field_type_gets_bad_request_with_its_id():

@@ -143,6 +143,16 @@ async def _guarded(node: Node, s: Session, coro: Awaitable[Effects], fid: str | 
 OVERLAPPING: frozenset[type] = frozenset((Chat,))
 
 
+def _authenticate_first() -> ProtocolError:
+    return ProtocolError(ErrorCode.UNAUTHORIZED, "authenticate first")
+
+
+def _open_before_auth(node: Node, frame_type: str) -> bool:
+    """The types a connection may send before it has authenticated."""
+    return frame_type in ("auth", "ping") or (frame_type == "presence"
+                                               and node.settings.dev_identity)
+
+
 def read_frame(data: bytes | str, utf8_checked: bool = False) -> Inbound | BadFrame:
     """Parse one text frame; a frame that does not parse comes back as its `BadFrame`."""
     try:
@@ -161,6 +171,11 @@ def handle_read(node: Node, s: Session,
     """Handle a parsed frame (or the reason it did not parse)."""
     if isinstance(frame, BadFrame):
         node.metrics.frames_in["invalid"] += 1
+        if (s.identity is None and frame.frame_type is not None
+                and not _open_before_auth(node, frame.frame_type)):
+            # PROTOCOL: every frame but auth/ping before authentication gets
+            # `unauthorized`, whatever else is wrong with it.
+            return refused(node, s, _authenticate_first(), frame.frame_id)
         return refused(node, s, frame, frame.frame_id)
     t = type(frame)
     node.metrics.frames_in[_tag(t)] += 1
@@ -175,7 +190,7 @@ def handle_read(node: Node, s: Session,
                 return _guarded(node, s, handle_auth(node, s, frame), fid)  # type: ignore[arg-type]
             if t is Ping:
                 return handle_ping(node, s, frame)  # type: ignore[arg-type]
-            raise ProtocolError(ErrorCode.UNAUTHORIZED, "authenticate first")
+            raise _authenticate_first()
         _check_identity(s, frame)
         if t is Auth:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "already authenticated")

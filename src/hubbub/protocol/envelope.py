@@ -26,11 +26,13 @@ _loose = msgspec.json.Decoder(_Loose)
 
 
 class BadFrame(ProtocolError):
-    """A frame that could not be parsed; carries the frame id when one was readable."""
+    """A frame that could not be parsed; carries the frame id and `type` when readable."""
 
-    def __init__(self, code: ErrorCode, message: str, frame_id: str | None) -> None:
+    def __init__(self, code: ErrorCode, message: str, frame_id: str | None,
+                 frame_type: str | None = None) -> None:
         super().__init__(code, message)
         self.frame_id = frame_id
+        self.frame_type = frame_type
 
 
 def _readable_id(data: bytes | str) -> tuple[Any, str | None]:
@@ -59,8 +61,9 @@ def parse(data: bytes | str, utf8_checked: bool = False) -> InboundFrame:
         if not isinstance(type_, str):
             raise BadFrame(ErrorCode.BAD_REQUEST, "`type` must be a string", fid) from None
         if type_ not in INBOUND_TYPES:
-            raise BadFrame(ErrorCode.UNKNOWN_TYPE, f"unknown type {type_[:64]!r}", fid) from None
-        raise BadFrame(ErrorCode.BAD_REQUEST, str(exc), fid) from None
+            raise BadFrame(ErrorCode.UNKNOWN_TYPE, f"unknown type {type_[:64]!r}", fid,
+                           type_) from None
+        raise BadFrame(ErrorCode.BAD_REQUEST, str(exc), fid, type_) from None
     except (msgspec.DecodeError, UnicodeError, ValueError):
         raise BadFrame(ErrorCode.BAD_REQUEST, "frame is not valid JSON", None) from None
     except RecursionError:

@@ -65,9 +65,15 @@ async def test_an_unknown_type_gets_unknown_type_with_the_frame_id(node: Node) -
     assert isinstance(effects[0], Reply) and effects[0].id == "f9"
 
 
-async def test_an_unknown_type_before_auth_is_still_unknown_type(node: Node) -> None:
+async def test_an_unknown_type_or_bad_payload_before_auth_is_unauthorized(node: Node) -> None:
     s = open_session(node)
-    assert only_error(await raw(node, s, b'{"type":"teleport"}'))["code"] == "unknown_type"
+    assert only_error(await raw(node, s, b'{"type":"teleport"}'))["code"] == "unauthorized"
+    effects = await raw(node, s, b'{"type":"typing","id":"t1","payload":{"roomId":"r1"}}')
+    assert only_error(effects)["code"] == "unauthorized"
+    assert isinstance(effects[0], Reply) and effects[0].id == "t1"
+    assert only_error(await raw(node, s, b'{"type":"ping","payload":[]}'))["code"] == "bad_request"
+    assert only_error(await raw(node, s, b"[]"))["code"] == "bad_request"
+    assert s.identity is None
 
 
 async def test_a_bad_payload_is_bad_request_with_the_frame_id(node: Node) -> None:
