@@ -22,8 +22,6 @@ from picows import (
     WSMsgType,
     WSTransport,
     WSUpgradeRequest,
-    WSUpgradeResponse,
-    WSUpgradeResponseWithListener,
 )
 from picows.picows import WSProtocol  # type: ignore[attr-defined]
 
@@ -518,15 +516,25 @@ class GatedProtocol(WSProtocol):  # type: ignore[misc]
             self.feed(tail)
 
 
+class _Refused(WSListener):
+    """An upgrade from a foreign Origin, accepted only to say why: close 1008 (PROTOCOL's
+    close codes name this case), then the end of the TCP connection. No session is
+    opened and no frame is read, so nothing the page sends is ever acted on."""
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        transport.underlying_transport.write(
+            framing.close_frame(CloseCode.POLICY, "origin not allowed"))
+        transport.disconnect(graceful=True)
+
+
 def accept(hub: Hub, protocol: GatedProtocol, request: WSUpgradeRequest) -> Any:
-    """picows's listener factory: refuse a foreign Origin before the upgrade."""
+    """picows's listener factory: a foreign Origin gets a listener that closes with 1008."""
     st = hub.node.settings
     headers = request.headers
     origin = headers.get("Origin")
     if not origin_allowed(origin, headers.get("Host"), st.allowed_origin, st.host):
         log.info("refused upgrade from origin %r", origin)
-        return WSUpgradeResponseWithListener(
-            WSUpgradeResponse.create_error_response(403, b"origin not allowed\n"), None)
+        return _Refused()
     query = urlsplit(request.path.decode("latin-1")).query
     token = parse_qs(query).get("token", [None])[0] if "token=" in query else None
     return Client(hub, protocol, token)
