@@ -53,7 +53,7 @@ class Settings:
     max_content: int = _opt(4000, "longest chat message, in characters")
     auth_timeout: float = _opt(10.0, "seconds a new connection has to authenticate")
     handshake_timeout: float = _opt(10.0, "seconds a client has to send a complete HTTP request "
-                                    "(slowloris guard; also the idle keep-alive limit)")
+                                    "head (slowloris guard)")
     recovery_limit: int = _opt(1000, "most missed events join_room `since` returns")
     sqlite_synchronous: str = _opt("FULL", "SQLite synchronous mode (FULL: fsync each commit)",
                                    choices=("FULL", "NORMAL", "EXTRA", "OFF"))

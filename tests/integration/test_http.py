@@ -163,6 +163,19 @@ async def test_plain_http_get_on_ws_is_not_a_server_error():
         assert 400 <= status < 500
 
 
+async def test_one_client_session_can_open_ws_after_http_requests():
+    # aiohttp's ClientSession reuses a pooled connection for ws_connect; a connection is
+    # routed by its first request, so every HTTP answer must end its connection.
+    async with running_server() as server, aiohttp.ClientSession() as http:
+        for path in ("/healthz", "/nope", "/api/rooms/1/messages"):
+            async with http.get(f"{server.url}{path}") as resp:
+                assert resp.headers.get("Connection", "").lower() == "close", path
+                await resp.read()
+            async with http.ws_connect(ws_url(server)) as ws:
+                await ws.send_json({"type": "ping", "id": "p"})
+                assert (await ws.receive_json(timeout=5))["type"] == "pong"
+
+
 async def test_announcement_is_not_sent_to_unauthenticated_connections():
     async with running_server(admin_token=ADMIN) as server, \
             await WsClient.open(ws_url(server)) as anon:
@@ -227,17 +240,18 @@ async def test_a_post_to_ws_is_refused_with_400_by_the_http_side():
         assert b"WebSocket upgrade" in answer
 
 
-async def test_http_keep_alive_serves_several_requests_on_one_connection():
+async def test_an_http_answer_ends_its_connection():
     async with running_server() as server:
         reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
         try:
-            for _ in range(3):
-                writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10.0)
-                assert head.startswith(b"HTTP/1.1 200")
-                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
-                                  if line.lower().startswith(b"content-length")))
-                await reader.readexactly(length)
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10.0)
+            assert head.startswith(b"HTTP/1.1 200")
+            assert b"\r\nconnection: close\r\n" in head.lower()
+            length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                              if line.lower().startswith(b"content-length")))
+            await reader.readexactly(length)
+            assert await asyncio.wait_for(reader.read(), 10.0) == b""  # the server hung up
         finally:
             writer.close()
 

@@ -99,12 +99,10 @@ class Server:
             self.fanout = Fanout(self.hub, self.broker, self.node.number)
             await self.fanout.start()
             self.hub.fanout = self.node.fanout = self.fanout
-        # The port router enforces the handshake deadline on a connection's first request;
-        # aiohttp's keep-alive timeout does the same for the ones after it
-        # (docs/topics/security.md).
+        # The port router enforces the handshake deadline on a connection's request head;
+        # an HTTP connection carries one request (server/http.py), so there is no later one.
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False,
-                                    shutdown_timeout=2.0,
-                                    keepalive_timeout=st.handshake_timeout)
+                                    shutdown_timeout=2.0)
         await self.runner.setup()
         family = socket.AF_INET6 if ":" in st.host else socket.AF_INET
         sock = socket.create_server((st.host, st.port), family=family, backlog=st.backlog,

@@ -283,13 +283,24 @@ REGISTRY = web.AppKey("hubbub.registry", CollectorRegistry)
 
 
 async def not_an_upgrade(request: web.Request) -> web.Response:
-    """`/ws` reached the HTTP side: not a GET, or on a connection that already carried an
-    HTTP request (server/port.py routes a connection by its first request)."""
+    """`/ws` reached the HTTP side: not a GET (a GET goes to picows, server/port.py)."""
     return web.Response(status=400, text="open /ws with a WebSocket upgrade (GET) on a new "
                         "connection\n")
 
 
+async def _one_request_per_connection(request: web.Request,
+                                      response: web.StreamResponse) -> None:
+    """Every HTTP answer ends its connection. server/port.py routes a connection by its
+    first request, so a client that reuses a pooled connection for its `/ws` upgrade
+    (aiohttp's ClientSession does, after any HTTP request) would reach the HTTP side;
+    told `Connection: close`, it opens a new connection for the upgrade instead."""
+    response.force_close()
+    # This hook runs after aiohttp chose the header and before it is written.
+    response.headers["Connection"] = "close"
+
+
 def add_routes(app: web.Application, hub: Hub) -> None:
+    app.on_response_prepare.append(_one_request_per_connection)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(hub))
     app[REGISTRY] = registry
