@@ -137,11 +137,15 @@ async def test_an_empty_chat_is_a_bad_request():
         assert await error_code(u1, "chat", {"roomId": "1", "content": "  "}) == "bad_request"
 
 
-async def test_a_chat_longer_than_max_content_is_a_bad_request():
+async def test_a_chat_or_edit_longer_than_max_content_is_too_large():
     async with running_server(max_content=10) as server, await member(server, "u1", "1") as u1:
         assert await error_code(u1, "chat", {"roomId": "1", "content": "x" * 11}) == \
-            "bad_request"
-        assert (await send_chat(u1, "x" * 10))["seq"] == 1
+            "too_large"
+        ack = await send_chat(u1, "x" * 10)
+        assert ack["seq"] == 1
+        assert await error_code(u1, "message_edit", {"roomId": "1", "content": "y" * 11,
+                                                     "messageId": ack["messageId"]}) == \
+            "too_large"
 
 
 async def test_a_refused_chat_is_not_stored():

@@ -23,7 +23,8 @@ def check_content(content: str, max_chars: int) -> str:
     if not content.strip():
         raise ProtocolError(ErrorCode.BAD_REQUEST, "content must not be empty")
     if len(content) > max_chars:
-        raise ProtocolError(ErrorCode.BAD_REQUEST,
+        # PROTOCOL's error codes have `too_large`; an over-long frame closes with 1009.
+        raise ProtocolError(ErrorCode.TOO_LARGE,
                             f"content is longer than {max_chars} characters")
     if "\x00" in content:  # PostgreSQL text cannot hold it; refused on every backend alike
         raise ProtocolError(ErrorCode.BAD_REQUEST, "content must not contain U+0000")

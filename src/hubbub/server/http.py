@@ -157,10 +157,12 @@ async def announcements(request: web.Request) -> web.Response:
     except (msgspec.MsgspecError, RecursionError, UnicodeError, ValueError):
         return web.json_response({"error": "bad_request", "message": 'send {"content": "..."}'},
                                  status=400)
-    if not content.strip() or len(content) > hub.node.settings.max_content:
+    if not content.strip():
         return web.json_response({"error": "bad_request",
-                                  "message": "content must be 1..max-content characters"},
-                                 status=400)
+                                  "message": "content must not be blank"}, status=400)
+    if len(content) > hub.node.settings.max_content:
+        return web.json_response({"error": "too_large", "message": "content is longer than "
+                                  f"{hub.node.settings.max_content} characters"}, status=413)
     hub.run(announce(hub.node, content))
     return web.json_response({"status": "accepted"}, status=202)
 

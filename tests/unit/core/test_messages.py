@@ -46,8 +46,8 @@ def test_content_of_exactly_the_maximum_length_is_accepted() -> None:
     assert check_content("x" * 10, 10) == "x" * 10
 
 
-def test_content_longer_than_the_maximum_is_a_bad_request() -> None:
-    assert refused(check_content, "x" * 11, 10) == ErrorCode.BAD_REQUEST
+def test_content_longer_than_the_maximum_is_too_large() -> None:
+    assert refused(check_content, "x" * 11, 10) == ErrorCode.TOO_LARGE
 
 
 def test_the_maximum_counts_characters_not_bytes() -> None:
