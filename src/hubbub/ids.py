@@ -39,7 +39,8 @@ CallId = NewType("CallId", str)
 
 _ROOM_ID = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 # User ids come from a token's `sub` or, in dev mode, from the client: printable, no spaces.
-_USER_ID = re.compile(r"[^\s\x00-\x1f\x7f]{1,128}")
+# No surrogates: aiohttp hands a header's undecodable bytes over as lone surrogates.
+_USER_ID = re.compile(r"[^\s\x00-\x1f\x7f\ud800-\udfff]{1,128}")
 
 
 def room_id(value: str | int) -> RoomId:

@@ -5,6 +5,7 @@ import json
 import logging
 
 import aiohttp
+import pytest
 
 from tests.integration.helpers import SECRET, clients, dev_client, http_get, metric, token
 from tests.integration.rawws import RawWs
@@ -240,6 +241,34 @@ async def test_a_post_to_ws_is_refused_with_400_by_the_http_side():
                     b"Connection: close\r\n\r\n{}")
         assert answer.startswith(b"HTTP/1.1 400")
         assert b"WebSocket upgrade" in answer
+
+
+@pytest.mark.parametrize("header", [b"Authorization: Bearer \xff",
+                                    b"Authorization: Bearer a.\xc3\x28.c",
+                                    b"X-Hubbub-User: \xff", b"X-Hubbub-User: \xc3\x28"])
+@pytest.mark.parametrize("path", [b"/api/calls", b"/api/rooms/r1/messages"])
+async def test_undecodable_identity_headers_are_401_not_500(header: bytes, path: bytes):
+    jwt_mode = header.startswith(b"Authorization")
+    async with running_server(jwt_secret=SECRET if jwt_mode else None,
+                              admin_token=ADMIN) as server:
+        status = await _raw_request(server, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n"
+                                    + header + b"\r\n\r\n")
+        assert status.startswith(b"HTTP/1.1 401"), status[:200][:200]
+
+
+async def test_an_undecodable_admin_token_is_401_not_500():
+    async with running_server(admin_token=ADMIN) as server:
+        status = await _raw_request(server, b"POST /api/announcements HTTP/1.1\r\nHost: x\r\n"
+                                    b"Authorization: Bearer \xff\r\nContent-Length: 2\r\n\r\n{}")
+        assert status.startswith(b"HTTP/1.1 401"), status[:200][:200]
+
+
+@pytest.mark.parametrize("path", [b"/healthz", b"/ws"])
+async def test_a_request_head_over_16_kib_in_one_read_is_431(path: bytes):
+    async with running_server() as server:
+        head = (b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+                b"X-Pad: " + b"p" * 20_000 + b"\r\n\r\n")
+        assert (await _raw_request(server, head)).startswith(b"HTTP/1.1 431")
 
 
 async def test_an_http_answer_ends_its_connection():

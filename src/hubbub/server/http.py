@@ -124,8 +124,11 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def _bearer(request: web.Request) -> str | None:
+    """The token of `Authorization: Bearer T`. A JWT is ASCII, and so must an admin token be:
+    aiohttp hands a header's undecodable bytes over as lone surrogates."""
     header = request.headers.get("Authorization", "")
-    return header[7:].strip() if header[:7].lower() == "bearer " else None
+    token = header[7:].strip() if header[:7].lower() == "bearer " else None
+    return token if token and token.isascii() else None
 
 
 def is_admin(hub: Hub, token: str | None) -> bool:

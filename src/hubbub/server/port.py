@@ -52,11 +52,12 @@ class PortRouter(asyncio.Protocol):
         end = buf.find(b"\r\n\r\n")
         transport = self._transport
         assert transport is not None
-        if end < 0:
-            if len(buf) > MAX_HEAD:
-                self._timer.cancel()
-                transport.write(_TOO_LARGE)
-                transport.close()
+        if end < 0 and len(buf) <= MAX_HEAD:
+            return
+        if end < 0 or end + 4 > MAX_HEAD:  # a whole head can arrive in one read
+            self._timer.cancel()
+            transport.write(_TOO_LARGE)
+            transport.close()
             return
         self._timer.cancel()
         head, tail = bytes(buf[:end + 4]), bytes(buf[end + 4:])
