@@ -19,6 +19,8 @@ from hubbub.protocol.frames import Auth, Limits, Presence, Welcome
 
 log = logging.getLogger("hubbub.auth")
 
+_MAX_EXP_S = 10**13  # seconds: some 300,000 years from now
+
 
 def verify_token(secret: str, token: str) -> Identity:
     """Check an HS256 token and turn its claims into an Identity; CloseConnection(4001) if bad."""
@@ -35,7 +37,16 @@ def verify_token(secret: str, token: str) -> Identity:
         raise CloseConnection(CloseCode.AUTH_FAILED, "token expired") from None
     except jwt.PyJWTError as exc:
         raise CloseConnection(CloseCode.AUTH_FAILED, f"invalid token: {exc}") from None
+    except (UnicodeError, ValueError, TypeError, OverflowError):
+        # A token with characters a JWT cannot hold, or claims PyJWT trips on.
+        raise CloseConnection(CloseCode.AUTH_FAILED, "invalid token: malformed") from None
     sub, name, rooms, admin, exp = (claims.get(k) for k in ("sub", "name", "rooms", "admin", "exp"))
+    # PyJWT also takes a numeric string for `exp`; RFC 7519 §2 says a NumericDate is a
+    # number, and only a number gets the live connection's deadline (ADR 0014). NaN,
+    # infinities and absurd years are refused too (NaN compares false: refused).
+    if exp is not None and (isinstance(exp, bool) or not isinstance(exp, int | float)
+                            or not -_MAX_EXP_S < exp < _MAX_EXP_S):
+        raise CloseConnection(CloseCode.AUTH_FAILED, "invalid token: `exp` must be a number")
     try:
         uid = user_id(sub) if isinstance(sub, str | int) and not isinstance(sub, bool) else None
     except ProtocolError:
@@ -48,10 +59,10 @@ def verify_token(secret: str, token: str) -> Identity:
         raise CloseConnection(CloseCode.AUTH_FAILED, "invalid token: `rooms` must be a list")
     return Identity(
         user_id=uid,
-        username=name[:128] if isinstance(name, str) and name else uid,
+        username=name[:128] if isinstance(name, str) and name and "\x00" not in name else uid,
         admin=admin is True,
         room_globs=tuple(rooms) if rooms is not None else None,
-        expires_at_ms=int(exp * 1000) if isinstance(exp, int | float) else None,
+        expires_at_ms=int(exp * 1000) if exp is not None else None,
     )
 
 

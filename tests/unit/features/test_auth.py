@@ -8,6 +8,7 @@ import pytest
 
 from hubbub.core.effects import Effects, Reply
 from hubbub.core.session import Session
+from hubbub.errors import CloseConnection
 from hubbub.features.auth import authenticate_token, mint_token, verify_token
 from hubbub.features.node import Node
 from hubbub.features.system import open_session
@@ -408,6 +409,34 @@ def test_verify_token_turns_claims_into_an_identity(clock: FakeClock) -> None:
     assert (ident.user_id, ident.username, ident.admin, ident.room_globs) == (
         "ann", "Ann", True, ("a*",))
     assert ident.expires_at_ms == clock.now + 60_000
+
+
+@pytest.mark.parametrize("exp", ["EXP", float("nan"), float("inf"), 1e307, 10**400, True],
+                         ids=["string", "nan", "inf", "1e307", "10**400", "true"])
+def test_an_exp_that_is_not_a_sane_number_is_refused(clock: FakeClock, exp: Any) -> None:
+    # PyJWT takes a numeric string; this one would otherwise never get its deadline.
+    exp = str(clock.now // 1000 + 3) if exp == "EXP" else exp
+    tok = jwt.encode({"sub": "ann", "exp": exp}, SECRET, algorithm="HS256")
+    with pytest.raises(CloseConnection) as err:
+        verify_token(SECRET, tok)
+    assert err.value.code == CloseCode.AUTH_FAILED
+
+
+def test_a_fractional_exp_gets_its_deadline(clock: FakeClock) -> None:
+    tok = jwt.encode({"sub": "ann", "exp": clock.now / 1000 + 2.5}, SECRET, algorithm="HS256")
+    assert verify_token(SECRET, tok).expires_at_ms == clock.now + 2500
+
+
+@pytest.mark.parametrize("bad", ["\udcff", "a.\udcff.c", "é.é.é"])
+def test_a_token_a_jwt_cannot_hold_is_refused_not_raised(bad: str) -> None:
+    with pytest.raises(CloseConnection) as err:
+        verify_token(SECRET, bad)
+    assert err.value.code == CloseCode.AUTH_FAILED
+
+
+def test_a_name_with_nul_falls_back_to_the_user_id(clock: FakeClock) -> None:
+    tok = jwt.encode({"sub": "ann", "name": "A\x00nn"}, SECRET, algorithm="HS256")
+    assert verify_token(SECRET, tok).username == "ann"
 
 
 # ---- the authentication deadline and frames before auth -------------------------------
