@@ -4,6 +4,7 @@ Python's json traps (deep nesting, huge numbers, NaN, lone surrogates) all end a
 `ProtocolError(bad_request)` here, never as an exception further in.
 """
 
+import re
 from typing import Any
 
 import msgspec
@@ -44,9 +45,27 @@ def _readable_id(data: bytes | str) -> tuple[Any, str | None]:
     return loose.type, fid
 
 
+# JSON can carry U+0000 only as the escape \u0000, after an even run of backslashes (an
+# odd run is an escaped backslash followed by the text "u0000").
+_NUL_BYTES = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+_NUL_TEXT = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def has_nul(data: bytes | str) -> bool:
+    """Whether a JSON text holds U+0000 in any string. PostgreSQL text cannot store it, so
+    it is refused in every field and on every backend alike, before anything is done."""
+    if isinstance(data, bytes):
+        return b"\\u0000" in data and _NUL_BYTES.search(data) is not None
+    return "\\u0000" in data and _NUL_TEXT.search(data) is not None
+
+
 def parse(data: bytes | str, utf8_checked: bool = False) -> InboundFrame:
     """Decode one text frame into its typed struct, or raise `BadFrame`. `utf8_checked`:
     the caller has already refused bytes that are not UTF-8 (the WebSocket layer must)."""
+    if has_nul(data):
+        type_, fid = _readable_id(data)
+        raise BadFrame(ErrorCode.BAD_REQUEST, "text must not contain U+0000", fid,
+                       type_ if isinstance(type_, str) else None)
     try:
         if not utf8_checked and isinstance(data, bytes) and not data.isascii():
             # A text frame must be UTF-8 (RFC 6455 §8.1); msgspec skips ignored fields unchecked.

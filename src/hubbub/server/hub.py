@@ -400,6 +400,8 @@ class Hub:
         checks, counts and ack (`calls.settled_relay`), when it is a candidate of the
         lane's call and the call is still settled. False, having changed nothing: the frame
         takes the general path (`Client.inbound`)."""
+        if b"\\u0000" in data:  # maybe U+0000: the general parse refuses it, exactly
+            return False
         try:
             frame = _lane_decoder.decode(data)
         except _LANE_DECODE_ERRORS:

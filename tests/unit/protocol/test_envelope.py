@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from hubbub.errors import ProtocolError
 from hubbub.ids import room_id
-from hubbub.protocol.envelope import BadFrame, parse
+from hubbub.protocol.envelope import BadFrame, has_nul, parse
 from hubbub.protocol.frames import (
     INBOUND_TYPES,
     Chat,
@@ -441,3 +441,39 @@ def test_a_valid_frame_with_bytes_spliced_in_never_raises_anything_but_bad_frame
     data = encode({"type": type_, "id": "f", "payload": VALID[type_]})
     for at in (0, len(data) // 2, len(data) - 1):
         check(data[:at] + junk + data[at:])
+
+
+# ---- U+0000 is refused in every field ------------------------------------------------
+
+
+@pytest.mark.parametrize("frame", [
+    {"type": "auth", "payload": {"userId": "u1", "username": "A\x00"}},
+    {"type": "chat", "payload": {"roomId": "r", "content": "hi", "replyTo": "\x00"}},
+    {"type": "chat", "payload": {"roomId": "r", "content": "hi", "clientMsgId": "c\x00"}},
+    {"type": "reaction", "payload": {"roomId": "r", "messageId": "m", "emoji": "\x00x"}},
+    {"type": "webrtc", "payload": {"kind": "offer", "to": "b", "callId": "c\x00",
+                                   "sdp": {"type": "offer", "sdp": "v=0"}}},
+    {"type": "webrtc", "payload": {"kind": "ice_candidate", "to": "b", "callId": "c",
+                                   "candidate": {"candidate": "x\x00"}}},
+    {"type": "call_end", "payload": {"callId": "c", "reason": "bye\x00"}},
+    {"type": "ping", "id": "p", "payload": {"extra": "\x00"}},
+])
+def test_u0000_anywhere_in_a_frame_is_a_bad_request_with_its_type_and_id(frame: Any) -> None:
+    frame = {**frame, "id": "f1"}
+    for data in (json.dumps(frame).encode(), json.dumps(frame)):
+        err = bad(data)
+        assert err.code == "bad_request" and "U+0000" in err.message
+        assert (err.frame_id, err.frame_type) == ("f1", frame["type"])
+
+
+def test_the_text_backslash_u0000_is_not_u0000() -> None:
+    frame = parse(json.dumps({"type": "chat", "payload": {"roomId": "r",
+                                                          "content": "\\u0000 in C"}}).encode())
+    assert isinstance(frame, Chat) and frame.payload.content == "\\u0000 in C"
+
+
+@given(st.text(alphabet=["\\", "u", "0", "\x00", "a", '"'], max_size=24))
+@settings(max_examples=500, deadline=None)
+def test_has_nul_agrees_with_the_decoded_text(text: str) -> None:
+    data = json.dumps({"t": text})
+    assert has_nul(data.encode()) == has_nul(data) == ("\x00" in text)

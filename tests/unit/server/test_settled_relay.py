@@ -146,6 +146,8 @@ def types(writes: list[bytes]) -> list[tuple[str, Any]]:
     ("C1", ice("bob"), "i6", False, {"C1": [("error", "forbidden")]}),
     ("A1", ice("bob", call_id="c2"), "i7", False, {"A1": [("error", "not_found")]}),
     ("A1", {**ice("bob"), "kind": "answer"}, "i8", False, {"A1": [("error", "bad_request")]}),
+    ("A1", {**ice("bob"), "candidate": {"candidate": "x\x00"}}, "i9", False,
+     {"A1": [("error", "bad_request")]}),
 ])
 @pytest.mark.parametrize("lanes", [False, True], ids=["first-frame", "lanes-open"])
 async def test_each_frame_reads_the_same_through_the_settled_relay(
