@@ -239,11 +239,20 @@ async def test_calling_an_offline_user_is_not_found():
         refused(await offer(ann, "bob"), "not_found")
 
 
-async def test_calling_a_stranger_is_forbidden_whether_or_not_they_are_online():
-    # The room check comes first: a refusal must not tell who is online.
+async def test_calling_a_user_gone_offline_after_the_grace_is_not_found():
+    # Past the presence grace bob has left every room; he is offline, not a stranger.
+    async with running_server(presence_grace=0) as server, \
+            clients(server, "ann", "bob") as [ann, bob]:
+        await in_room("r", ann, bob)
+        await bob.close()
+        assert (await ann.expect("presence"))["payload"]["status"] == "offline"
+        refused(await offer(ann, "bob"), "not_found")
+
+
+async def test_calling_an_online_stranger_is_forbidden_and_an_unknown_user_not_found():
     async with running_server() as server, clients(server, "ann", "bob") as [ann, _bob]:
         refused(await offer(ann, "bob"), "forbidden")
-        refused(await offer(ann, "nobody", call_id="c2", id="o2"), "forbidden")
+        refused(await offer(ann, "nobody", call_id="c2", id="o2"), "not_found")
 
 
 async def test_calling_a_user_in_another_call_gives_call_reject_busy():

@@ -41,18 +41,20 @@ log = logging.getLogger("hubbub.calls")
 
 
 async def _may_call(node: Node, caller: UserId, callee: UserId, room: RoomId | None) -> None:
-    """PROTOCOL §Calls: the callee shares a room with the caller (or the offer's room)
-    and is online, anywhere in the cluster. The room check comes first, so nobody learns
-    whether a stranger is online."""
+    """PROTOCOL §Calls: the callee is online, anywhere in the cluster, and shares a room
+    with the caller (or the offer's room). Online comes first: an offline user has left
+    every room once the presence grace is over, and PROTOCOL's answer for calling an
+    offline user is `not_found`, not the room rule's `forbidden`. The price: any
+    authenticated user can tell whether a user id has a connection (docs/topics/calls.md)."""
     d = node.directory
+    if not await d.is_online(callee):
+        raise ProtocolError(ErrorCode.NOT_FOUND, f"{callee} is not online")
     mine, theirs = await d.rooms_of(caller), await d.rooms_of(callee)
     if room is not None:
         if room not in mine or room not in theirs:
             raise ProtocolError(ErrorCode.FORBIDDEN, f"you and {callee} are not both in {room}")
     elif not mine & theirs:
         raise ProtocolError(ErrorCode.FORBIDDEN, f"you share no room with {callee}")
-    if not await d.is_online(callee):
-        raise ProtocolError(ErrorCode.NOT_FOUND, f"{callee} is not online")
 
 
 def _ack(node: Node, s: Session, frame_id: str | None, call_id: str) -> Effects:
