@@ -368,6 +368,27 @@ async def test_a_chat_ends_typing_for_the_members_on_the_other_node(cluster: Clu
         assert [f["type"] for f in frames] == ["chat", "typing"]
 
 
+async def test_one_user_typing_on_two_nodes_within_a_second_is_shown_once(
+        cluster: Cluster) -> None:
+    # PROTOCOL §Typing: `true` at most once per user per room per second, whichever
+    # of the user's devices (and nodes) it comes from.
+    async with (await member(cluster.ws(0), "u1") as phone,
+                await member(cluster.ws(1), "u1") as laptop,
+                await member(cluster.ws(0), "u2") as u2,
+                await member(cluster.ws(1), "u3") as u3):
+        await phone.send("typing", {"roomId": ROOM, "isTyping": True})
+        # Node 1's window starts when the phone's `true` reaches it, so the laptop's comes
+        # a local hop later, well inside it.
+        await u3.expect("typing", userId="u1", isTyping=True)
+        await laptop.send("typing", {"roomId": ROOM, "isTyping": True})
+        # The phone's typing ends by itself (no refresh): one `false`, from node 0.
+        for observer in (u2, u3):
+            frames = await frames_until(observer, "typing", userId="u1", isTyping=False)
+            assert [p["isTyping"] for p in about(frames, "typing", "u1")] == \
+                ([True, False] if observer is u2 else [False])
+            await observer.nothing(within=2 * TYPING)
+
+
 # ---- presence ----------------------------------------------------------------------------------
 
 

@@ -57,6 +57,18 @@ class TypingTracker:
         self._sent_true(key, now_ms)
         return True
 
+    def remote_true(self, room: RoomId, user: UserId, now_ms: int) -> bool:
+        """Another node broadcast `true` for `user` in `room` (their other device). True
+        when it is news to this node's members: no `true` went out here within the
+        throttle window. Either way the window now runs here too, so a `true` from a
+        device on this node inside it is absorbed: once per user per room, cluster-wide."""
+        key = (room, user)
+        last = self._last_true.get(key)
+        if last is not None and now_ms - last < self.throttle_ms:
+            return False
+        self._sent_true(key, now_ms)
+        return True
+
     def _sent_true(self, key: Key, now_ms: int) -> None:
         self._last_true[key] = now_ms
         heapq.heappush(self._forget, (now_ms + self.throttle_ms, key[0], key[1]))

@@ -50,6 +50,9 @@ class Message(msgspec.Struct, array_like=True, omit_defaults=True):
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Message).decode
 
+# How a `typing` event frame ends (encoded by this code, isTyping last) when it is `true`.
+_TYPING_TRUE = b'"isTyping":true}}'
+
 # A persisted room event held for ordering: (frame, excluded user, type).
 Held = tuple[bytes, UserId | None, str]
 
@@ -151,6 +154,11 @@ class Fanout:
         hub = self.hub
         kind = msg.kind
         if kind == "room" and msg.room is not None:
+            if (msg.type == "typing" and msg.exclude is not None
+                    and msg.frame.endswith(_TYPING_TRUE)
+                    and not hub.node.typing.remote_true(RoomId(msg.room), UserId(msg.exclude),
+                                                        hub.node.clock.now_ms())):
+                return  # the user's other device, on another node, typed within a second
             hub.deliver_room(RoomId(msg.room), msg.type, msg.frame,
                              UserId(msg.exclude) if msg.exclude else None, msg.seq)
         elif kind == "rooms" and msg.rooms is not None and msg.id is not None:

@@ -112,3 +112,30 @@ def test_timeout_and_throttle_are_configurable() -> None:
     t.start(R1, ANN, T0)
     assert t.start(R1, ANN, T0 + 100) is True
     assert t.expire(T0 + 600) == [(R1, ANN)]
+
+
+# ---- the user's other device typing on another node ----------------------------------------
+
+
+def test_a_remote_true_is_news_once_per_window() -> None:
+    t = TypingTracker(TIMEOUT)
+    assert t.remote_true(R1, ANN, T0) is True
+    assert t.remote_true(R1, ANN, T0 + 999) is False
+    assert t.remote_true(R1, ANN, T0 + 1000) is True
+    assert t.remote_true(R2, ANN, T0 + 1000) is True
+    assert not t.is_typing(R1, ANN)  # typing on this node is only this node's devices'
+
+
+def test_a_remote_true_right_after_a_local_one_is_dropped() -> None:
+    t = TypingTracker(TIMEOUT)
+    assert t.start(R1, ANN, T0) is True
+    assert t.remote_true(R1, ANN, T0 + 200) is False
+
+
+def test_a_local_true_right_after_a_remote_one_is_absorbed_and_ends_silently() -> None:
+    t = TypingTracker(TIMEOUT)
+    assert t.remote_true(R1, ANN, T0) is True
+    assert t.start(R1, ANN, T0 + 200) is False
+    assert t.stop(R1, ANN) is False  # its `true` never went out, so no `false` either
+    assert t.start(R1, ANN, T0 + 1000) is True
+    assert t.expire(T0 + 1000 + TIMEOUT) == [(R1, ANN)]
