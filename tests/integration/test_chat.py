@@ -361,6 +361,8 @@ async def test_history_pages_over_websocket():
         assert ([m["seq"] for m in below["messages"]], below["hasMore"]) == ([2, 3], True)
         above = await ws_history(u1, afterSeq=3, limit=5)
         assert ([m["seq"] for m in above["messages"]], above["hasMore"]) == ([4, 5], False)
+        empty = await ws_history(u1, afterSeq=2, beforeSeq=3)
+        assert (empty["messages"], empty["hasMore"]) == ([], False)
         between = await ws_history(u1, afterSeq=1, beforeSeq=5, limit=2)
         assert ([m["seq"] for m in between["messages"]], between["hasMore"]) == ([2, 3], True)
 

@@ -85,6 +85,8 @@ class Page:
 def page(before_seq: int | None, after_seq: int | None, limit: int) -> Page:
     if not 1 <= limit <= MAX_PAGE:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"limit must be 1..{MAX_PAGE}")
-    if before_seq is not None and after_seq is not None and before_seq <= after_seq + 1:
-        raise ProtocolError(ErrorCode.BAD_REQUEST, "beforeSeq must be above afterSeq + 1")
+    # An empty range (beforeSeq = afterSeq + 1) is a fair question with an empty answer,
+    # e.g. a client checking for a gap between two seqs it has; an inverted one is not.
+    if before_seq is not None and after_seq is not None and before_seq <= after_seq:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "beforeSeq must be above afterSeq")
     return Page(after=after_seq, before=before_seq, limit=limit)

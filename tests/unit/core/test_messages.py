@@ -166,9 +166,13 @@ def test_a_limit_out_of_range_is_a_bad_request(limit: int) -> None:
     assert refused(page, None, None, limit) == ErrorCode.BAD_REQUEST
 
 
-@pytest.mark.parametrize(("before", "after"), [(5, 5), (5, 4), (3, 10)])
-def test_bounds_with_no_seq_between_them_are_a_bad_request(before: int, after: int) -> None:
+@pytest.mark.parametrize(("before", "after"), [(5, 5), (3, 10)])
+def test_inverted_bounds_are_a_bad_request(before: int, after: int) -> None:
     assert refused(page, before, after, 10) == ErrorCode.BAD_REQUEST
+
+
+def test_adjacent_bounds_are_an_empty_range_not_an_error() -> None:
+    assert page(5, 4, 10) == Page(after=4, before=5, limit=10)
 
 
 def test_bounds_with_one_seq_between_them_are_accepted() -> None:
