@@ -421,9 +421,9 @@ async def test_errors_raise_hubbub_request_error_with_the_code(
         with pytest.raises(HubbubRequestError) as err:
             await ann.delete_message(ROOM, "no-such-message")
         assert err.value.code == "not_found"
-        with pytest.raises(HubbubRequestError) as err:  # shares no room with ann
+        with pytest.raises(HubbubRequestError) as err:  # no connection under that id
             await ann.send_webrtc_offer("nobody", {"type": "offer", "sdp": "v=0"})
-        assert err.value.code == "forbidden"
+        assert err.value.code == "not_found"
         with pytest.raises(HubbubRequestError) as err:
             await ann.join_room("not a room id!")
         assert err.value.code == "bad_request"
