@@ -24,7 +24,7 @@ from hubbub.client import Client, Event, HubbubRequestError
 from hubbub.protocol import frames as f
 from tests.integration.helpers import SECRET, announce, token
 from tests.support.server import Process, running_server, start_process, ws_url
-from tests.support.services import free_port
+from tests.support.services import RedisServer, free_port
 
 WAIT = 5.0  # seconds; only so a broken client fails a test instead of hanging it
 ROOM = "lobby"
@@ -1167,3 +1167,39 @@ async def test_async_state_handlers_run(
     await eventually(lambda: "rejoined" in seen)
     assert seen[:2] == ["open", "close"]
     assert seen[-2:] == ["open", "rejoined"]
+
+
+# ---- recovery after a drop: what the clients' audit found (docs/reference/python-client.md)
+
+
+async def test_a_transient_error_answering_the_reauthentication_is_retried(
+        restartable: Callable[..., Restartable], make_client: ClientFactory,
+        dedicated_redis: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    # With --redis, authenticating a user's first connection on a node asks the directory:
+    # while Redis is down `auth` is answered with `internal`. That is the server's trouble
+    # of the moment, not a refusal of the credentials: the client goes on trying and comes
+    # back, with its queued chat, once Redis does.
+    caplog.set_level("INFO", logger="hubbub.client")
+    server = restartable("--redis", dedicated_redis.url())
+    await server.start()
+    async with Gate(server.port) as gate:
+        ann = make_client(gate.ws, "ann")
+        rec = Recorder(ann)
+        await ann.connect()
+        await ann.join_room(ROOM)
+        dedicated_redis.shutdown()
+        gate.shut()
+        await rec.until(lambda: rec.of("close"))
+        pending = asyncio.ensure_future(ann.send_chat_message(ROOM, "queued while away"))
+        gate.open = True
+        await eventually(lambda: any("internal" in r.getMessage() for r in caplog.records),
+                         timeout=3 * WAIT)
+        assert not pending.done()
+        dedicated_redis.start_again()
+        await ann.wait_connected(3 * WAIT)
+        async with asyncio.timeout(WAIT):
+            ack = await pending
+        assert ack.seq == 1
+        assert all(not c["final"] for c in rec.payloads("close"))
+        assert 4001 not in {c["code"] for c in rec.payloads("close")}
+        await rec.until(lambda: rejoined(rec))

@@ -27,6 +27,10 @@ log = logging.getLogger("hubbub.client")
 
 # PROTOCOL §Close codes: after these the client must not come back on its own.
 NO_RECONNECT = {4001, 4002, 1008}
+# An `error` answering `auth` with one of these refuses the credentials themselves: trying
+# again cannot help. Any other code (`internal` while the directory's Redis is down,
+# `rate_limited`, ...) is the server's trouble of the moment, retried like a lost connection.
+AUTH_REFUSED = frozenset({"unauthorized", "forbidden", "bad_request"})
 # The persisted room events: they carry a seq, which recovery resumes from.
 ROOM_EVENTS = frozenset(EVENT_TYPES.values())
 
@@ -191,8 +195,9 @@ class Connection:
             if env.type == "error":
                 err = msgspec.json.decode(env.payload, type=_ErrorPayload)
                 await self._ws.close()
-                self.close_code = 4001
-                raise HubbubRequestError(err.code, err.message)
+                if err.code in AUTH_REFUSED:  # reported as the server's 4001 would be
+                    self.close_code = 4001
+                raise HubbubRequestError(err.code, err.message, err.retry_after_ms)
         self._generation += 1
         return self.welcome
 
@@ -265,7 +270,8 @@ class Connection:
 
     async def _reconnect(self) -> bool:
         """Retry until a connection is authenticated (True), or until the server refuses
-        the credentials or close() is called (False)."""
+        the credentials or close() is called (False). The backoff goes on growing through
+        attempts the server answers with a transient error: it is not a welcome."""
         while not self._closing:
             delay = self.backoff.next_delay()
             await self._state("reconnect", {"attempt": self.backoff.attempt, "delay": delay})
@@ -276,6 +282,9 @@ class Connection:
                 log.info("reconnect attempt %d failed: %s", self.backoff.attempt, exc)
                 continue
             except HubbubRequestError as exc:
+                if exc.code not in AUTH_REFUSED:
+                    log.info("reconnect attempt %d failed: %s", self.backoff.attempt, exc)
+                    continue
                 log.warning("re-authentication refused: %s", exc)
                 return False
             self.backoff.reset()
