@@ -1203,3 +1203,48 @@ async def test_a_transient_error_answering_the_reauthentication_is_retried(
         assert all(not c["final"] for c in rec.payloads("close"))
         assert 4001 not in {c["code"] for c in rec.payloads("close")}
         await rec.until(lambda: rejoined(rec))
+
+
+async def test_a_frame_over_the_servers_max_frame_fails_at_once_and_is_never_sent(
+        make_client: ClientFactory) -> None:
+    # The server closes a connection that sends a frame over --max-frame with 1009. A chat
+    # that big, resent after every reconnect, would loop for ever and block the outbox.
+    async with running_server() as server:
+        ann = make_client(ws_url(server), "ann")
+        rec = Recorder(ann)
+        welcome = await ann.connect()
+        await ann.join_room(ROOM)
+        big = "x" * (welcome.limits.max_frame_bytes + 1)
+        with pytest.raises(HubbubRequestError) as err:
+            await asyncio.wait_for(ann.send_chat_message(ROOM, big), WAIT)
+        assert err.value.code == "too_large"
+        with pytest.raises(HubbubRequestError) as err:  # any request, not only chats
+            await asyncio.wait_for(ann.edit_message(ROOM, "m1", big), WAIT)
+        assert err.value.code == "too_large"
+        assert (await ann.send_chat_message(ROOM, "small")).seq == 1
+        assert ann.connected
+        assert not rec.of("close")
+
+
+async def test_queued_chats_too_large_for_the_server_they_reach_fail_with_too_large(
+        restartable: Callable[..., Restartable], make_client: ClientFactory) -> None:
+    # Another node (or a new configuration) may take smaller frames than the one the chats
+    # were queued for: each welcome checks the outbox again.
+    server = restartable()
+    await server.start()
+    ann = make_client(server.ws, "ann")
+    rec = Recorder(ann)
+    await ann.connect()
+    await ann.join_room(ROOM)
+    server.kill()
+    await rec.until(lambda: rec.of("close"))
+    big = asyncio.ensure_future(ann.send_chat_message(ROOM, "x" * 20000))
+    small = asyncio.ensure_future(ann.send_chat_message(ROOM, "after it"))
+    server.flags = ("--max-frame", "16384")
+    await server.start()
+    async with asyncio.timeout(WAIT):
+        with pytest.raises(HubbubRequestError) as err:
+            await big
+        assert err.value.code == "too_large"
+        assert (await small).seq == 1
+    assert [c["final"] for c in rec.payloads("close")] == [False]  # only the kill: no 1009

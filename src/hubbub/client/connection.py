@@ -31,6 +31,8 @@ NO_RECONNECT = {4001, 4002, 1008}
 # again cannot help. Any other code (`internal` while the directory's Redis is down,
 # `rate_limited`, ...) is the server's trouble of the moment, retried like a lost connection.
 AUTH_REFUSED = frozenset({"unauthorized", "forbidden", "bad_request"})
+# PROTOCOL §Running the server: the default --max-frame, which holds until a welcome.
+DEFAULT_MAX_FRAME = 65536
 # The persisted room events: they carry a seq, which recovery resumes from.
 ROOM_EVENTS = frozenset(EVENT_TYPES.values())
 
@@ -78,11 +80,25 @@ class Backoff:
         self.attempt = 0
 
 
+class _Limits(msgspec.Struct, rename="camel"):
+    max_frame_bytes: int = DEFAULT_MAX_FRAME
+    chats_per_second: float = 0.0
+    chat_burst: int = 0
+
+
+class _WelcomeInfo(msgspec.Struct, rename="camel"):
+    """What the connection itself needs of a `welcome`."""
+
+    user_id: str = ""
+    limits: _Limits = msgspec.field(default_factory=_Limits)
+
+
 @dataclass
 class _Outgoing:
     """A chat waiting for its ack; re-sent after a reconnect."""
 
-    frame: dict[str, Any]
+    text: str  # the encoded frame
+    size: int  # its length in UTF-8 bytes, what the server's --max-frame counts
     future: "asyncio.Future[msgspec.Raw]"
     sent_on: int = 0  # the connection (generation) it was last written to
 
@@ -102,6 +118,7 @@ class Connection:
     request_timeout: float = 10.0
     heartbeat: float = 20.0
     welcome: msgspec.Raw | None = None
+    _info: _WelcomeInfo = field(default_factory=_WelcomeInfo)  # from the last welcome
     rooms: dict[str, int] = field(default_factory=dict)  # room -> last seq seen
     status: str | None = None  # the last presence status set; restored on reconnect
     _http: aiohttp.ClientSession | None = None
@@ -191,6 +208,8 @@ class Connection:
             env = msgspec.json.decode(msg.data, type=Envelope)
             if env.type == "welcome":
                 self.welcome = env.payload
+                self._info = msgspec.json.decode(env.payload, type=_WelcomeInfo)
+                self._fail_too_large()
                 break
             if env.type == "error":
                 err = msgspec.json.decode(env.payload, type=_ErrorPayload)
@@ -375,9 +394,39 @@ class Connection:
         return fut
 
     async def _send(self, frame: dict[str, Any]) -> None:
+        await self._write(self._encode(frame))
+
+    async def _write(self, text: str) -> None:
         if self._ws is None or self._ws.closed:
             raise ConnectionError("not connected")
-        await self._ws.send_str(msgspec.json.encode(frame).decode())
+        await self._ws.send_str(text)
+
+    def _encode(self, frame: dict[str, Any]) -> str:
+        """The frame as sent; HubbubRequestError `too_large` if the server would refuse it.
+        A frame over the server's --max-frame is not answered: the server closes with 1009,
+        so it must never be written (a chat re-sent after each reconnect would loop)."""
+        data = msgspec.json.encode(frame)
+        if len(data) > self._max_frame:
+            raise HubbubRequestError("too_large", self._too_large(frame["type"], len(data)))
+        return data.decode()
+
+    @property
+    def _max_frame(self) -> int:
+        return self._info.limits.max_frame_bytes
+
+    def _too_large(self, type_: str, size: int) -> str:
+        return (f"a {type_} frame of {size} bytes is over the server's limit of "
+                f"{self._max_frame} bytes (welcome.limits.maxFrameBytes)")
+
+    def _fail_too_large(self) -> None:
+        """After a welcome: this server may take less than the one the chats were queued
+        for (another node, a new configuration)."""
+        for frame_id, out in list(self._outbox.items()):
+            if out.size > self._max_frame:
+                del self._outbox[frame_id]
+                if not out.future.done():
+                    out.future.set_exception(
+                        HubbubRequestError("too_large", self._too_large("chat", out.size)))
 
     async def request(self, type_: str, payload: dict[str, Any]) -> msgspec.Raw:
         """Send a frame with an id and wait for its ack (or raise HubbubRequestError).
@@ -401,12 +450,14 @@ class Connection:
     async def send_chat(self, payload: dict[str, Any]) -> msgspec.Raw:
         """A chat survives reconnects: it stays in the outbox, keyed by clientMsgId, until
         acked, and is re-sent with the same clientMsgId after each reconnect. Raises
-        ConnectionError once the client is closed for good."""
+        ConnectionError once the client is closed for good, HubbubRequestError `too_large`
+        at once for a chat the server would not take (it never enters the outbox)."""
         if self._closing:
             raise ConnectionError("client closed")
-        fut: asyncio.Future[msgspec.Raw] = asyncio.get_running_loop().create_future()
         frame_id = f"c{next(self._ids)}"
-        out = _Outgoing({"type": "chat", "id": frame_id, "payload": payload}, fut)
+        text = self._encode({"type": "chat", "id": frame_id, "payload": payload})
+        fut: asyncio.Future[msgspec.Raw] = asyncio.get_running_loop().create_future()
+        out = _Outgoing(text, len(text.encode()), fut)
         self._outbox[frame_id] = out
         # Else _resume sends it, after the rooms are rejoined, or the pacer, in its turn.
         if self.connected and not self._pacing:
@@ -416,7 +467,7 @@ class Connection:
     async def _send_outgoing(self, out: _Outgoing) -> None:
         out.sent_on = self._generation
         with contextlib.suppress(ConnectionError):
-            await self._send(out.frame)
+            await self._write(out.text)
 
     # ---- rate-limited chats ---------------------------------------------------------------
     @property
