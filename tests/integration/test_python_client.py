@@ -592,12 +592,15 @@ def restartable(tmp_path: Path) -> Iterator[Callable[..., Restartable]]:
 class Gate:
     """A TCP proxy in front of a server. Shut, it cuts its connections and refuses new
     ones (the client behind it is away); `drop_replies` black-holes server->client bytes
-    (the client's requests arrive, their acks never come back)."""
+    (the client's requests arrive, their acks never come back); `stall` holds back the
+    first server->client chunk that contains it until `release()` (a slow link)."""
 
     def __init__(self, target_port: int) -> None:
         self.target_port = target_port
         self.open = True
         self.drop_replies = False
+        self.stall: bytes | None = None
+        self._released = asyncio.Event()
         self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self.port = 0
@@ -616,6 +619,9 @@ class Gate:
         assert self._server is not None
         self._server.close()
         await self._server.wait_closed()
+
+    def release(self) -> None:
+        self._released.set()
 
     def shut(self) -> None:
         self.open = False
@@ -644,6 +650,9 @@ class Gate:
             while data := await src.read(65536):
                 if replies and self.drop_replies:
                     continue
+                if replies and self.stall is not None and self.stall in data:
+                    self.stall = None
+                    await self._released.wait()
                 dst.write(data)
                 await dst.drain()
         except (ConnectionError, OSError):
@@ -1248,3 +1257,73 @@ async def test_queued_chats_too_large_for_the_server_they_reach_fail_with_too_la
         assert err.value.code == "too_large"
         assert (await small).seq == 1
     assert [c["final"] for c in rec.payloads("close")] == [False]  # only the kill: no 1009
+
+
+async def test_a_rejoin_answered_after_the_request_timeout_loses_nothing(
+        restartable: Callable[..., Restartable], make_client: ClientFactory,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A slow link: the re-join's ack, with the missed events, comes after request_timeout.
+    # The client must not forget that join (its missed events would be lost for good): it
+    # drops that connection and re-joins on the next one with the same `since`.
+    server = restartable()
+    await server.start()
+    async with Gate(server.port) as gate:
+        ann = make_client(gate.ws, "ann", request_timeout=2.0)
+        bob = make_client(server.ws, "bob")
+        rec = Recorder(ann)
+        for client in (ann, bob):
+            await client.connect()
+            await client.join_room(ROOM)
+        await bob.send_chat_message(ROOM, "seen")
+        await rec.until(lambda: rec.chats())
+        gate.shut()
+        await rec.until(lambda: rec.of("close"))
+        for i in range(3):
+            await bob.send_chat_message(ROOM, f"away {i}")
+        gate.stall = b'"missed":'
+        gate.open = True
+        await eventually(lambda: any("rejoining" in r.getMessage() for r in caplog.records),
+                         timeout=3 * WAIT)
+        gate.release()  # the late ack reaches a connection the client has given up on
+        await rec.until(lambda: rejoined(rec), timeout=3 * WAIT)
+        await ann.wait_connected(WAIT)
+        await bob.send_chat_message(ROOM, "live")
+        await rec.until(lambda: rec.chats()[-1].content == "live")
+        assert [(c.seq, c.content) for c in rec.chats()] == [
+            (1, "seen"), (2, "away 0"), (3, "away 1"), (4, "away 2"), (5, "live")]
+        assert rejoined(rec)[-1] == {"roomId": ROOM, "recovered": True, "lastSeq": 4}
+
+
+async def test_an_open_handler_that_joins_a_room_loses_none_of_its_missed_events(
+        restartable: Callable[..., Restartable], make_client: ClientFactory) -> None:
+    # An app that (re)joins its rooms itself when the connection opens. Its join must not
+    # overtake the client's re-join, nor move the room past the events it has not seen.
+    server = restartable()
+    await server.start()
+    async with Gate(server.port) as gate:
+        ann = make_client(gate.ws, "ann")
+        bob = make_client(server.ws, "bob")
+        rec = Recorder(ann)
+        joined: list[f.JoinAck] = []
+
+        async def join_on_open(event: Event) -> None:
+            joined.append(await ann.join_room(ROOM))
+
+        for client in (ann, bob):
+            await client.connect()
+            await client.join_room(ROOM)
+        ann.on("open", join_on_open)
+        await bob.send_chat_message(ROOM, "seen")
+        await rec.until(lambda: rec.chats())
+        gate.shut()
+        await rec.until(lambda: rec.of("close"))
+        for i in range(3):
+            await bob.send_chat_message(ROOM, f"away {i}")
+        gate.open = True
+        await rec.until(lambda: rejoined(rec))
+        await eventually(lambda: joined)
+        await bob.send_chat_message(ROOM, "live")
+        await rec.until(lambda: rec.chats()[-1].content == "live")
+        assert [(c.seq, c.content) for c in rec.chats()] == [
+            (1, "seen"), (2, "away 0"), (3, "away 1"), (4, "away 2"), (5, "live")]
+        assert joined[0].last_seq == 4

@@ -125,12 +125,14 @@ class Connection:
     _ws: aiohttp.ClientWebSocketResponse | None = None
     _pending: dict[str, "asyncio.Future[msgspec.Raw]"] = field(default_factory=dict)
     _outbox: dict[str, _Outgoing] = field(default_factory=dict)
-    _joins: dict[str, str] = field(default_factory=dict)  # join request id -> room
+    # join request id -> room, until its ack (however late) or the end of its connection
+    _joins: dict[str, str] = field(default_factory=dict)
     _ids: "itertools.count[int]" = field(default_factory=lambda: itertools.count(1))
     _reader: "asyncio.Task[None] | None" = None
     _closing: bool = False
     _ended: bool = False  # the final `close` event went out
     _generation: int = 0  # connections established so far
+    _dropping: bool = False  # _resume is closing a connection whose re-join went unanswered
     _pacer: "asyncio.Task[None] | None" = None  # re-sends rate-limited chats one by one
     _pace_until: float = 0.0  # loop time before which the pacer sends nothing
     _limited: asyncio.Event = field(default_factory=asyncio.Event)  # a chat was refused
@@ -242,7 +244,7 @@ class Connection:
     async def _read_until_closed(self) -> None:
         ws = self._ws
         assert ws is not None
-        resume = asyncio.get_running_loop().create_task(self._resume())
+        resume = asyncio.get_running_loop().create_task(self._resume(self._generation > 1))
         try:
             async for msg in ws:
                 if msg.type is aiohttp.WSMsgType.TEXT:
@@ -252,16 +254,22 @@ class Connection:
         except (aiohttp.ClientError, ConnectionError, msgspec.DecodeError) as exc:
             log.info("connection error: %s", exc)
         finally:
-            resume.cancel()
+            if not self._dropping:  # else it is in ws.close(): cancelled, it would leak the socket
+                resume.cancel()
+            await asyncio.wait([resume])  # its close code is read below
+            if not resume.cancelled() and resume.exception() is not None:
+                log.error("resuming failed", exc_info=resume.exception())
+            self._dropping = False
             code = ws.close_code  # a plain int in the events, not aiohttp's WSCloseCode
             self.close_code = None if code is None else int(code)
 
-    async def _resume(self) -> None:
+    async def _resume(self, reconnected: bool) -> None:
         """On every (re)connection: rejoin each room with `since` = the last seq seen and
         replay the missed events to the handlers, then re-send the unacked chats. Only then
         is the client `connected` (new chats would otherwise overtake the older ones waiting
         in the outbox). Requests may go out as soon as the rejoin frames are written: the
-        server handles a connection's frames in order, so they find the rooms joined."""
+        server handles a connection's frames in order, so they find the rooms joined. So
+        does `open`: a handler that joins a room then cannot overtake its re-join."""
         if self.status is not None:
             with contextlib.suppress(ConnectionError):  # before the rejoins: they carry it
                 await self._send({"type": "presence", "payload": {"status": self.status}})
@@ -272,20 +280,42 @@ class Connection:
             except ConnectionError as exc:
                 log.warning("rejoining %s failed: %s", room, exc)
         self._can_send = True
-        for room, frame_id, fut in rejoins:
-            try:
-                ack = msgspec.json.decode(await self._answer(frame_id, fut), type=_JoinAck)
-            except (HubbubRequestError, TimeoutError, ConnectionError) as exc:
-                log.warning("rejoining %s failed: %s", room, exc)
-                continue
-            await self._state("rejoined", {"roomId": room, "recovered": bool(ack.recovered),
-                                           "lastSeq": ack.last_seq})
+        if reconnected:
+            await self._state("open", {"reconnected": True})
+        if not await self._rejoined(rejoins):
+            # Forgetting the re-join would lose its missed events for good; a connection
+            # that does not answer it is dropped, and the next one asks again (same since).
+            self._dropping = True
+            if self._ws is not None:
+                await self._ws.close()
+            return
         # Chats queued while this loop awaits are picked up too, in the order they came.
         self._stop_pacer()  # one from the previous connection: this sends all
         while todo := [o for o in self._outbox.values() if o.sent_on != self._generation]:
             for out in todo:
                 await self._send_outgoing(out)
         self._connected.set()
+
+    async def _rejoined(self, rejoins: list[tuple[str, str, "asyncio.Future[msgspec.Raw]"]],
+                        ) -> bool:
+        """Wait for each re-join's ack (the reader has replayed its missed events by then)
+        and emit `rejoined`. False if one went unanswered for `request_timeout`."""
+        for room, frame_id, fut in rejoins:
+            try:
+                raw = await asyncio.wait_for(fut, self.request_timeout)
+            except TimeoutError:
+                log.warning("no answer to rejoining %s within %s s: reconnecting", room,
+                            self.request_timeout)
+                return False
+            except (HubbubRequestError, ConnectionError) as exc:
+                log.warning("rejoining %s failed: %s", room, exc)
+                continue
+            finally:
+                self._pending.pop(frame_id, None)
+            ack = msgspec.json.decode(raw, type=_JoinAck)
+            await self._state("rejoined", {"roomId": room, "recovered": bool(ack.recovered),
+                                           "lastSeq": ack.last_seq})
+        return True
 
     async def _reconnect(self) -> bool:
         """Retry until a connection is authenticated (True), or until the server refuses
@@ -306,8 +336,7 @@ class Connection:
                     continue
                 log.warning("re-authentication refused: %s", exc)
                 return False
-            self.backoff.reset()
-            await self._state("open", {"reconnected": True})
+            self.backoff.reset()  # `open` follows once the re-join frames are written
             return True
         return False
 
@@ -321,10 +350,11 @@ class Connection:
             fut = self._pending.pop(env.id, None)
             out = self._outbox.pop(env.id, None)
             fut = fut or (out.future if out else None)
-            if env.type == "ack" and env.id in self._joins:
+            room = self._joins.pop(env.id, None)
+            if env.type == "ack" and room is not None:
                 # Replay what the join recovered right here, in the reader, so the missed
                 # events reach the handlers before any live event that follows the ack.
-                await self._joined(self._joins.pop(env.id), env.payload)
+                await self._joined(room, env.payload)
             if fut is not None and not fut.done():
                 if env.type == "error":
                     err = msgspec.json.decode(env.payload, type=_ErrorPayload)
@@ -359,8 +389,19 @@ class Connection:
         self.rooms[room] = max(self.rooms[room], ack.last_seq)
 
     async def join(self, room: str, since: int | None = None) -> msgspec.Raw:
-        """Join (or rejoin) a room; remembered for rejoining after reconnects."""
-        return await self._answer(*await self._send_join(room, since))
+        """Join (or rejoin) a room; remembered for rejoining after reconnects. For a room
+        already tracked, `since` defaults to the last seq seen: a plain join would move
+        the room to the server's lastSeq, over the missed events a re-join in flight is
+        about to deliver."""
+        if not self._can_send:
+            raise ConnectionError("not connected")
+        if since is None:
+            since = self.rooms.get(room)
+        frame_id, fut = await self._send_join(room, since)
+        try:
+            return await asyncio.wait_for(fut, self.request_timeout)
+        finally:
+            self._pending.pop(frame_id, None)  # not _joins: a late ack is still applied
 
     async def _send_join(self, room: str,
                          since: int | None) -> tuple[str, "asyncio.Future[msgspec.Raw]"]:
@@ -377,13 +418,6 @@ class Connection:
             self._joins.pop(frame_id, None)
             raise
         return frame_id, fut
-
-    async def _answer(self, frame_id: str, fut: "asyncio.Future[msgspec.Raw]") -> msgspec.Raw:
-        try:
-            return await asyncio.wait_for(fut, self.request_timeout)
-        finally:
-            self._pending.pop(frame_id, None)
-            self._joins.pop(frame_id, None)
 
     # ---- requests -----------------------------------------------------------------------
     def _request_future(self) -> "asyncio.Future[msgspec.Raw]":
@@ -515,6 +549,7 @@ class Connection:
             if not fut.done():
                 fut.set_exception(exc)
         self._pending.clear()
+        self._joins.clear()  # their acks died with the connection
         if include_outbox:
             for out in self._outbox.values():
                 if not out.future.done():
