@@ -133,9 +133,9 @@ class Connection:
     _ended: bool = False  # the final `close` event went out
     _generation: int = 0  # connections established so far
     _dropping: bool = False  # _resume is closing a connection whose re-join went unanswered
-    _pacer: "asyncio.Task[None] | None" = None  # re-sends rate-limited chats one by one
-    _pace_until: float = 0.0  # loop time before which the pacer sends nothing
-    _limited: asyncio.Event = field(default_factory=asyncio.Event)  # a chat was refused
+    _bucket: "_ChatBucket | None" = None  # this connection's chat pace (see _pump)
+    _hold_until: float = 0.0  # loop time before which no chat is written (rate_limited)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)  # the outbox has news
     _connected: asyncio.Event = field(default_factory=asyncio.Event)
     _can_send: bool = False  # authenticated, and the rejoin frames are on the wire
     close_code: int | None = None
@@ -157,7 +157,6 @@ class Connection:
         self._closing = True
         self._connected.clear()
         self._can_send = False
-        self._stop_pacer()
         if self._ws is not None and not self._ws.closed:
             await self._ws.close()
         # A handler may call this from the reader itself: that task then ends on its own.
@@ -176,7 +175,6 @@ class Connection:
         self._closing = self._ended = True
         self._connected.clear()
         self._can_send = False
-        self._stop_pacer()
         self._fail_pending(ConnectionError(f"connection closed ({code})"), include_outbox=True)
         await self._state("close", {"code": code, "final": True})
 
@@ -265,11 +263,11 @@ class Connection:
 
     async def _resume(self, reconnected: bool) -> None:
         """On every (re)connection: rejoin each room with `since` = the last seq seen and
-        replay the missed events to the handlers, then re-send the unacked chats. Only then
-        is the client `connected` (new chats would otherwise overtake the older ones waiting
-        in the outbox). Requests may go out as soon as the rejoin frames are written: the
-        server handles a connection's frames in order, so they find the rooms joined. So
-        does `open`: a handler that joins a room then cannot overtake its re-join."""
+        replay the missed events to the handlers; then the client is `connected` and this
+        task goes on writing the outbox (_pump), where new chats queue behind the older
+        ones. Requests may go out as soon as the rejoin frames are written: the server
+        handles a connection's frames in order, so they find the rooms joined. So does
+        `open`: a handler that joins a room then cannot overtake its re-join."""
         if self.status is not None:
             with contextlib.suppress(ConnectionError):  # before the rejoins: they carry it
                 await self._send({"type": "presence", "payload": {"status": self.status}})
@@ -289,12 +287,8 @@ class Connection:
             if self._ws is not None:
                 await self._ws.close()
             return
-        # Chats queued while this loop awaits are picked up too, in the order they came.
-        self._stop_pacer()  # one from the previous connection: this sends all
-        while todo := [o for o in self._outbox.values() if o.sent_on != self._generation]:
-            for out in todo:
-                await self._send_outgoing(out)
         self._connected.set()
+        await self._pump()
 
     async def _rejoined(self, rejoins: list[tuple[str, str, "asyncio.Future[msgspec.Raw]"]],
                         ) -> bool:
@@ -493,56 +487,48 @@ class Connection:
         fut: asyncio.Future[msgspec.Raw] = asyncio.get_running_loop().create_future()
         out = _Outgoing(text, len(text.encode()), fut)
         self._outbox[frame_id] = out
-        # Else _resume sends it, after the rooms are rejoined, or the pacer, in its turn.
-        if self.connected and not self._pacing:
-            await self._send_outgoing(out)
+        self._wake.set()  # for _pump, once the rooms are rejoined
         return await fut
 
-    async def _send_outgoing(self, out: _Outgoing) -> None:
-        out.sent_on = self._generation
-        with contextlib.suppress(ConnectionError):
-            await self._write(out.text)
-
-    # ---- rate-limited chats ---------------------------------------------------------------
-    @property
-    def _pacing(self) -> bool:
-        return self._pacer is not None and not self._pacer.done()
+    # ---- the chat pace -----------------------------------------------------------------------
+    async def _pump(self) -> None:
+        """Write the outbox, oldest chat first, for as long as this connection lasts: the
+        chats waiting since an earlier connection, then the new ones, each when the chat
+        bucket has a token. The bucket mirrors the server's (welcome.limits), fresh and
+        full per connection as the server's is, so a long outbox goes out at the pace the
+        server takes instead of collecting refusals, each a strike towards a 4008."""
+        loop = asyncio.get_running_loop()
+        limits = self._info.limits
+        self._bucket = _ChatBucket(limits.chats_per_second, max(1.0, limits.chat_burst))
+        self._hold_until = 0.0
+        while True:
+            out = next((o for o in self._outbox.values() if o.sent_on != self._generation),
+                       None)
+            if out is None:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            wait = self._hold_until - loop.time()
+            if wait <= 0:
+                wait = self._bucket.take(loop.time())
+            if wait > 0:  # the one timer: refusals only move _hold_until
+                await asyncio.sleep(wait)
+                continue
+            out.sent_on = self._generation
+            with contextlib.suppress(ConnectionError):
+                await self._write(out.text)
 
     def _hold(self, out: _Outgoing, retry_after_ms: int) -> None:
-        """The server refused a chat for its rate (a long outbox re-sent at once exceeds the
-        chat burst). It waits `retryAfterMs`; from then on the unsent chats go out one at a
-        time, each after the previous one's answer, in order: resending them all at once
-        would only collect more refusals, each a strike towards a 4008."""
+        """The server refused a chat for its rate all the same (its bucket started a little
+        later than ours, when the first chat reached it). The chat goes back to its place
+        (the outbox keeps the order they were sent in), nothing is written for
+        `retryAfterMs`, and our bucket starts again empty, as the server's is."""
         loop = asyncio.get_running_loop()
         out.sent_on = 0  # unsent
-        self._pace_until = max(self._pace_until, loop.time() + retry_after_ms / 1000)
-        self._limited.set()
-        if not self._pacing:
-            self._pacer = loop.create_task(self._pace(self._generation))
-
-    async def _pace(self, generation: int) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(max(0.0, self._pace_until - loop.time()))
-            if generation != self._generation or not self.connected:
-                return  # _resume re-sends everything on the next connection
-            out = next((o for o in self._outbox.values() if o.sent_on != generation), None)
-            if out is None:
-                return
-            self._limited.clear()
-            await self._send_outgoing(out)
-            limited = loop.create_task(self._limited.wait())
-            answered: asyncio.Future[Any] = out.future
-            try:
-                await asyncio.wait([answered, limited], timeout=self.request_timeout,
-                                   return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                limited.cancel()
-
-    def _stop_pacer(self) -> None:
-        if self._pacer is not None:
-            self._pacer.cancel()
-            self._pacer = None
+        self._hold_until = max(self._hold_until, loop.time() + retry_after_ms / 1000)
+        if self._bucket is not None:
+            self._bucket.empty(loop.time())
+        self._wake.set()
 
     def _fail_pending(self, exc: Exception, include_outbox: bool = False) -> None:
         for fut in self._pending.values():
@@ -555,6 +541,34 @@ class Connection:
                 if not out.future.done():
                     out.future.set_exception(exc)
             self._outbox.clear()
+
+
+@dataclass
+class _ChatBucket:
+    """A token bucket like the server's (hubbub.core.ratelimit): `rate` tokens a second, at
+    most `burst`, full until first used. `rate <= 0`: unlimited. Times are loop seconds."""
+
+    rate: float
+    burst: float
+    tokens: float = 0.0
+    at: float | None = None  # when `tokens` was counted; None: never used, full
+
+    def take(self, now: float) -> float:
+        """Spend a token: 0.0, or else the seconds until there is one (nothing spent)."""
+        if self.rate <= 0:
+            return 0.0
+        if self.at is None:
+            self.tokens, self.at = self.burst, now
+        elif now > self.at:
+            self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+            self.at = now
+        if self.tokens >= 1 - 1e-9:  # the refill is float arithmetic
+            self.tokens = max(0.0, self.tokens - 1)
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+    def empty(self, now: float) -> None:
+        self.tokens, self.at = 0.0, now
 
 
 class _Seq(msgspec.Struct, rename="camel"):
