@@ -1322,3 +1322,109 @@ async def test_an_open_handler_that_joins_a_room_loses_none_of_its_missed_events
         assert [(c.seq, c.content) for c in rec.chats()] == [
             (1, "seen"), (2, "away 0"), (3, "away 1"), (4, "away 2"), (5, "live")]
         assert joined[0].last_seq == 4
+
+
+OFFER = {"type": "offer", "sdp": "v=0 offer"}
+ANSWER = {"type": "answer", "sdp": "v=0 answer"}
+
+
+async def test_a_dropped_connection_ends_its_calls_on_both_sides(
+        restartable: Callable[..., Restartable], make_client: ClientFactory) -> None:
+    # The server ends the call when ann's only connection drops, and tells bob. Ann's app,
+    # offline then, would never hear of it: her client ends the call itself, visibly.
+    server = restartable()
+    await server.start()
+    async with Gate(server.port) as gate:
+        ann = make_client(gate.ws, "ann")
+        bob = make_client(server.ws, "bob")
+        ann_rec, bob_rec = Recorder(ann), Recorder(bob)
+        for client in (ann, bob):
+            await client.connect()
+            await client.join_room(ROOM)
+        call_id = await ann.send_webrtc_offer("bob", OFFER)
+        await bob_rec.until(lambda: bob_rec.of("webrtc"))
+        await bob.send_webrtc_answer("ann", ANSWER, call_id)
+        await ann_rec.until(lambda: ann_rec.of("webrtc"))
+
+        gate.shut()
+        await ann_rec.until(lambda: ann_rec.of("call_end"))
+        ended = ann_rec.payloads("call_end")
+        assert ended == [f.CallEndEvent(call_id=call_id, by="ann", reason="disconnected",
+                                        local=True)]
+        assert ann_rec.types().index("close") < ann_rec.types().index("call_end")
+        await bob_rec.until(lambda: bob_rec.of("call_end"))
+        assert bob_rec.payloads("call_end") == [
+            f.CallEndEvent(call_id=call_id, by="ann", reason="disconnected")]
+
+        gate.open = True
+        await ann_rec.until(lambda: rejoined(ann_rec))
+        await ann.ping()
+        # Her client's own call_end got `conflict` (the call was over): not the app's
+        # business. Nothing else ended, nothing twice.
+        assert not ann_rec.of("error")
+        assert len(ann_rec.of("call_end")) == 1
+        assert len(bob_rec.of("call_end")) == 1
+
+
+async def test_after_the_drop_the_call_is_ended_even_if_another_device_kept_it(
+        restartable: Callable[..., Restartable], make_client: ClientFactory) -> None:
+    # Ann has a second connection: her first one dropping does not end the call on the
+    # server, only on that device. Back, it hangs up, so that bob does not stay in a call
+    # nobody is in.
+    server = restartable()
+    await server.start()
+    async with Gate(server.port) as gate:
+        ann = make_client(gate.ws, "ann")
+        ann_tablet = make_client(server.ws, "ann")
+        bob = make_client(server.ws, "bob")
+        ann_rec, bob_rec = Recorder(ann), Recorder(bob)
+        for client in (ann, ann_tablet, bob):
+            await client.connect()
+            await client.join_room(ROOM)
+        call_id = await ann.send_webrtc_offer("bob", OFFER)
+        await bob_rec.until(lambda: bob_rec.of("webrtc"))
+        await bob.send_webrtc_answer("ann", ANSWER, call_id)
+        await ann_rec.until(lambda: ann_rec.of("webrtc"))
+
+        gate.shut()
+        await ann_rec.until(lambda: ann_rec.of("call_end"))
+        assert ann_rec.payloads("call_end")[0].local is True
+        gate.open = True
+        await bob_rec.until(lambda: bob_rec.of("call_end"))
+        assert bob_rec.payloads("call_end") == [
+            f.CallEndEvent(call_id=call_id, by="ann", reason="disconnected")]
+        await ann_rec.until(lambda: rejoined(ann_rec))
+        assert not ann_rec.of("error")
+
+
+async def test_calls_that_ended_normally_are_not_ended_again_by_a_drop(
+        restartable: Callable[..., Restartable], make_client: ClientFactory) -> None:
+    server = restartable()
+    await server.start()
+    async with Gate(server.port) as gate:
+        ann = make_client(gate.ws, "ann")
+        bob = make_client(server.ws, "bob")
+        ann_rec, bob_rec = Recorder(ann), Recorder(bob)
+        for client in (ann, bob):
+            await client.connect()
+            await client.join_room(ROOM)
+        hung_up = await ann.send_webrtc_offer("bob", OFFER)
+        await bob_rec.until(lambda: bob_rec.of("webrtc"))
+        await bob.send_webrtc_answer("ann", ANSWER, hung_up)
+        await ann_rec.until(lambda: ann_rec.of("webrtc"))
+        await bob.end_call(hung_up)
+        await ann_rec.until(lambda: ann_rec.of("call_end"))
+        declined = await ann.send_webrtc_offer("bob", OFFER)
+        await bob_rec.until(lambda: len(bob_rec.of("webrtc")) == 2)
+        await bob.reject_call(declined)
+        await ann_rec.until(lambda: ann_rec.of("call_reject"))
+        mine = await ann.send_webrtc_offer("bob", OFFER)
+        await ann.end_call(mine)
+
+        gate.shut()
+        await ann_rec.until(lambda: ann_rec.of("close"))
+        gate.open = True
+        await ann_rec.until(lambda: rejoined(ann_rec))
+        await ann.ping()
+        assert [p.reason for p in ann_rec.payloads("call_end")] == ["hangup"]
+        assert not any(p.local for p in ann_rec.payloads("call_end"))

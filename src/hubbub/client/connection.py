@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import msgspec
 
+from hubbub.client.calls import CALL_FRAMES, CallFrame, CallTracker
 from hubbub.protocol.frames import EVENT_TYPES, StoredFrame
 
 log = logging.getLogger("hubbub.client")
@@ -128,6 +129,9 @@ class Connection:
     # join request id -> room, until its ack (however late) or the end of its connection
     _joins: dict[str, str] = field(default_factory=dict)
     _ids: "itertools.count[int]" = field(default_factory=lambda: itertools.count(1))
+    _calls: CallTracker = field(default_factory=CallTracker)
+    _hang_ups: dict[str, None] = field(default_factory=dict)  # calls a drop ended, in order
+    _quiet: set[str] = field(default_factory=set)  # ids of frames whose answer nobody awaits
     _reader: "asyncio.Task[None] | None" = None
     _closing: bool = False
     _ended: bool = False  # the final `close` event went out
@@ -177,6 +181,7 @@ class Connection:
         self._can_send = False
         self._fail_pending(ConnectionError(f"connection closed ({code})"), include_outbox=True)
         await self._state("close", {"code": code, "final": True})
+        await self._drop_calls()
 
     async def _state(self, state: str, info: dict[str, Any]) -> None:
         result = self.on_state(state, info)
@@ -234,6 +239,7 @@ class Connection:
                 await self._end(code)
                 return
             await self._state("close", {"code": code, "final": False})
+            await self._drop_calls()
             if not await self._reconnect():
                 if not self._closing:  # re-authentication refused
                     await self._end(self.close_code)
@@ -268,6 +274,7 @@ class Connection:
         ones. Requests may go out as soon as the rejoin frames are written: the server
         handles a connection's frames in order, so they find the rooms joined. So does
         `open`: a handler that joins a room then cannot overtake its re-join."""
+        await self._hang_up()
         if self.status is not None:
             with contextlib.suppress(ConnectionError):  # before the rejoins: they carry it
                 await self._send({"type": "presence", "payload": {"status": self.status}})
@@ -335,6 +342,9 @@ class Connection:
         return False
 
     async def _dispatch(self, env: Envelope) -> None:
+        if env.id is not None and env.id in self._quiet:
+            self._quiet.discard(env.id)
+            return
         if env.type == "error" and env.id in self._outbox:
             err = msgspec.json.decode(env.payload, type=_ErrorPayload)
             if err.code == "rate_limited":  # not an answer: the chat goes out again later
@@ -365,9 +375,43 @@ class Connection:
                 if seq.seq <= last:
                     return  # already seen (live and in a replay): deliver once
                 self.rooms[seq.room_id] = seq.seq
+        elif env.type in CALL_FRAMES:
+            with contextlib.suppress(msgspec.ValidationError):  # the app gets it anyway
+                self._calls.heard(env.type, msgspec.json.decode(env.payload, type=CallFrame))
+        await self._deliver(env)
+
+    async def _deliver(self, env: Envelope) -> None:
         result = self.on_frame(env)
         if result is not None:
             await result
+
+    # ---- calls ----------------------------------------------------------------------------
+    async def _drop_calls(self) -> None:
+        """The connection is gone: the server ends its calls (when it was the user's last)
+        and tells only the peer. Tell the app here, as the server would have: a `call_end`
+        marked `local`. Each is hung up on the next connection (_hang_up)."""
+        for call_id in self._calls.drop_all():
+            self._hang_ups[call_id] = None
+            payload = {"callId": call_id, "by": self._info.user_id, "reason": "disconnected",
+                       "local": True}
+            await self._deliver(Envelope("call_end", payload=msgspec.Raw(
+                msgspec.json.encode(payload))))
+
+    async def _hang_up(self) -> None:
+        """End on the server the calls the last drop ended here. Usually the server did so
+        already (the answer is `conflict` or `not_found`, and nobody needs it); but when
+        another connection of this user kept a call alive, this ends it for the peer too,
+        so both sides agree it is over."""
+        for call_id in list(self._hang_ups):
+            frame_id = f"r{next(self._ids)}"
+            self._quiet.add(frame_id)
+            try:
+                await self._send({"type": "call_end", "id": frame_id,
+                                  "payload": {"callId": call_id, "reason": "disconnected"}})
+            except ConnectionError:
+                self._quiet.discard(frame_id)
+                return  # the next connection tries again
+            del self._hang_ups[call_id]
 
     async def _joined(self, room: str, raw: msgspec.Raw) -> None:
         ack = msgspec.json.decode(raw, type=_JoinAck)
@@ -463,11 +507,17 @@ class Connection:
             raise ConnectionError("not connected")
         fut = self._request_future()
         frame_id: str = fut.frame_id  # type: ignore[attr-defined]
+        self._calls.sending(type_, payload)
         try:
             await self._send({"type": type_, "id": frame_id, "payload": payload})
-            return await asyncio.wait_for(fut, self.request_timeout)
+            answer = await asyncio.wait_for(fut, self.request_timeout)
+        except HubbubRequestError as exc:
+            self._calls.refused(type_, payload, exc.code)
+            raise
         finally:
             self._pending.pop(frame_id, None)
+        self._calls.acked(type_, payload)
+        return answer
 
     async def send(self, type_: str, payload: dict[str, Any]) -> None:
         """Fire and forget (typing): dropped while disconnected."""
@@ -536,6 +586,7 @@ class Connection:
                 fut.set_exception(exc)
         self._pending.clear()
         self._joins.clear()  # their acks died with the connection
+        self._quiet.clear()
         if include_outbox:
             for out in self._outbox.values():
                 if not out.future.done():

@@ -430,6 +430,9 @@ class CallEndEvent(Out):
     call_id: str
     by: str
     reason: str
+    # Never sent by the server: the clients set it on the `call_end` they emit themselves
+    # for the calls a dropped connection ended (docs/reference/python-client.md).
+    local: bool = False
 
 
 class CallRecord(Out):
