@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 
 from hubbub.client import Client, Event, HubbubRequestError
 from hubbub.protocol import frames as f
@@ -1428,3 +1429,44 @@ async def test_calls_that_ended_normally_are_not_ended_again_by_a_drop(
         await ann.ping()
         assert [p.reason for p in ann_rec.payloads("call_end")] == ["hangup"]
         assert not any(p.local for p in ann_rec.payloads("call_end"))
+
+
+WELCOME = {"sessionId": "s1", "userId": "ann", "username": "ann", "serverTime": 1,
+           "heartbeatMs": 0, "protocol": 1, "iceServers": [],
+           "limits": {"maxFrameBytes": 65536, "maxRoomsPerConnection": 100,
+                      "maxContentChars": 4000, "framesPerSecond": 100.0,
+                      "chatsPerSecond": 20.0, "chatBurst": 40, "typingTimeoutMs": 3000}}
+
+
+async def test_no_reconnect_after_1008_policy(make_client: ClientFactory) -> None:
+    # hubbub refuses a foreign Origin before the upgrade, so 1008 comes from a stand-in:
+    # a server that welcomes, then closes with 1008 (PROTOCOL §Close codes: policy).
+    connections = 0
+
+    async def endpoint(request: web.Request) -> web.WebSocketResponse:
+        nonlocal connections
+        connections += 1
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        auth = await ws.receive_json()
+        await ws.send_json({"type": "welcome", "id": auth.get("id"), "payload": WELCOME})
+        await ws.close(code=1008, message=b"policy")
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/ws", endpoint)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        ann = make_client(f"ws://127.0.0.1:{port}/ws", "ann")
+        rec = Recorder(ann)
+        await ann.connect()
+        await rec.until(lambda: rec.of("close"))
+        assert rec.payloads("close") == [{"code": 1008, "final": True}]
+        await asyncio.sleep(0.5)  # ample for several attempts with a 0.3 s cap, if it made any
+        assert rec.types() == ["open", "close"] and connections == 1
+    finally:
+        await runner.cleanup()
