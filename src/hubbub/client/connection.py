@@ -137,6 +137,7 @@ class Connection:
     _ended: bool = False  # the final `close` event went out
     _generation: int = 0  # connections established so far
     _dropping: bool = False  # _resume is closing a connection whose re-join went unanswered
+    _rejoin_patience: int = 1  # times request_timeout; doubled by each unanswered re-join
     _bucket: "_ChatBucket | None" = None  # this connection's chat pace (see _pump)
     _hold_until: float = 0.0  # loop time before which no chat is written (rate_limited)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)  # the outbox has news
@@ -300,13 +301,17 @@ class Connection:
     async def _rejoined(self, rejoins: list[tuple[str, str, "asyncio.Future[msgspec.Raw]"]],
                         ) -> bool:
         """Wait for each re-join's ack (the reader has replayed its missed events by then)
-        and emit `rejoined`. False if one went unanswered for `request_timeout`."""
+        and emit `rejoined`. False if one went unanswered for `request_timeout` (twice that
+        after one such drop, four times after two, ...: a link merely slower than the
+        timeout must not be dropped for ever)."""
+        timeout = self.request_timeout * self._rejoin_patience
         for room, frame_id, fut in rejoins:
             try:
-                raw = await asyncio.wait_for(fut, self.request_timeout)
+                raw = await asyncio.wait_for(fut, timeout)
             except TimeoutError:
                 log.warning("no answer to rejoining %s within %s s: reconnecting", room,
-                            self.request_timeout)
+                            timeout)
+                self._rejoin_patience = min(2 * self._rejoin_patience, 64)
                 return False
             except (HubbubRequestError, ConnectionError) as exc:
                 log.warning("rejoining %s failed: %s", room, exc)
@@ -316,6 +321,7 @@ class Connection:
             ack = msgspec.json.decode(raw, type=_JoinAck)
             await self._state("rejoined", {"roomId": room, "recovered": bool(ack.recovered),
                                            "lastSeq": ack.last_seq})
+        self._rejoin_patience = 1
         return True
 
     async def _reconnect(self) -> bool:
