@@ -1439,8 +1439,8 @@ WELCOME = {"sessionId": "s1", "userId": "ann", "username": "ann", "serverTime": 
 
 
 async def test_no_reconnect_after_1008_policy(make_client: ClientFactory) -> None:
-    # hubbub refuses a foreign Origin before the upgrade, so 1008 comes from a stand-in:
-    # a server that welcomes, then closes with 1008 (PROTOCOL §Close codes: policy).
+    # hubbub's 1008 is for a foreign Origin, which the Python client never sends, so 1008
+    # comes from a stand-in: a server that welcomes, then closes with 1008 (policy).
     connections = 0
 
     async def endpoint(request: web.Request) -> web.WebSocketResponse:
