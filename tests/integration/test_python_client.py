@@ -1398,6 +1398,35 @@ async def test_after_the_drop_the_call_is_ended_even_if_another_device_kept_it(
         assert not ann_rec.of("error")
 
 
+async def test_a_call_that_only_rang_on_the_dropped_device_still_rings_on_the_others(
+        restartable: Callable[..., Restartable], make_client: ClientFactory) -> None:
+    server = restartable()
+    await server.start()
+    async with Gate(server.port) as gate:
+        ann = make_client(server.ws, "ann")
+        bob_phone = make_client(gate.ws, "bob")
+        bob_laptop = make_client(server.ws, "bob")
+        ann_rec, phone_rec, laptop_rec = Recorder(ann), Recorder(bob_phone), Recorder(bob_laptop)
+        for client in (ann, bob_phone, bob_laptop):
+            await client.connect()
+            await client.join_room(ROOM)
+        call_id = await ann.send_webrtc_offer("bob", OFFER)
+        await phone_rec.until(lambda: phone_rec.of("webrtc"))
+        await laptop_rec.until(lambda: laptop_rec.of("webrtc"))
+
+        gate.shut()  # the phone stops ringing (for it the call is gone) ...
+        await phone_rec.until(lambda: phone_rec.of("call_end"))
+        assert phone_rec.payloads("call_end")[0].local is True
+        gate.open = True
+        await phone_rec.until(lambda: rejoined(phone_rec))
+        await bob_phone.ping()
+        # ... but it does not hang up a call it never answered: the laptop still can.
+        await bob_laptop.send_webrtc_answer("ann", ANSWER, call_id)
+        await ann_rec.until(lambda: ann_rec.of("webrtc"))
+        assert ann_rec.payloads("webrtc")[0].kind == "answer"
+        assert not ann_rec.of("call_end")
+
+
 async def test_calls_that_ended_normally_are_not_ended_again_by_a_drop(
         restartable: Callable[..., Restartable], make_client: ClientFactory) -> None:
     server = restartable()

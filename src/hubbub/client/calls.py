@@ -22,6 +22,9 @@ GONE = frozenset({"conflict", "not_found"})
 class Call:
     peer: str
     state: Literal["ringing", "active"]
+    # This connection speaks for its side: it sent the offer, or answered it. An offer
+    # that only rings here is not owned: the user's other devices may still answer it.
+    owned: bool
 
 
 class CallFrame(msgspec.Struct, rename="camel"):
@@ -42,7 +45,7 @@ class CallTracker:
         if frame.call_id is None:
             return
         if type_ == "webrtc":
-            self._signal(frame.call_id, frame.kind, frame.from_ or "")
+            self._signal(frame.call_id, frame.kind, frame.from_ or "", sent=False)
         else:  # call_end, call_reject: over (answered_elsewhere too: another device has it)
             self.live.pop(frame.call_id, None)
 
@@ -56,21 +59,24 @@ class CallTracker:
         """The server accepted an offer or an answer of ours: we are a party."""
         call_id = payload.get("callId")
         if type_ == "webrtc" and call_id is not None:
-            self._signal(str(call_id), payload.get("kind"), str(payload.get("to", "")))
+            self._signal(str(call_id), payload.get("kind"), str(payload.get("to", "")),
+                         sent=True)
 
     def refused(self, type_: str, payload: Mapping[str, Any], code: str) -> None:
         if type_ == "webrtc" and code in GONE:
             self.live.pop(str(payload.get("callId")), None)
 
-    def drop_all(self) -> list[str]:
-        """Every live call, forgotten: the connection they depended on is gone."""
-        ended = list(self.live)
+    def drop_all(self) -> list[tuple[str, bool]]:
+        """Every live call, forgotten, and whether this connection owned its side: the
+        connection they depended on is gone."""
+        ended = [(call_id, call.owned) for call_id, call in self.live.items()]
         self.live.clear()
         return ended
 
-    def _signal(self, call_id: str, kind: str | None, peer: str) -> None:
+    def _signal(self, call_id: str, kind: str | None, peer: str, sent: bool) -> None:
         # Candidates start nothing: a late one must not bring an ended call back.
         if kind == "offer":
-            self.live.setdefault(call_id, Call(peer, "ringing"))  # renegotiation: unchanged
-        elif kind == "answer":
-            self.live[call_id] = Call(peer, "active")
+            # A renegotiation leaves the call as it was.
+            self.live.setdefault(call_id, Call(peer, "ringing", owned=sent))
+        elif kind == "answer":  # ours, or the peer's to our offer: we own our side
+            self.live[call_id] = Call(peer, "active", owned=True)

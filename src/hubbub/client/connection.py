@@ -395,9 +395,11 @@ class Connection:
     async def _drop_calls(self) -> None:
         """The connection is gone: the server ends its calls (when it was the user's last)
         and tells only the peer. Tell the app here, as the server would have: a `call_end`
-        marked `local`. Each is hung up on the next connection (_hang_up)."""
-        for call_id in self._calls.drop_all():
-            self._hang_ups[call_id] = None
+        marked `local`. Each whose side this connection owned is hung up on the next
+        connection (_hang_up); one that only rang here may still be answered elsewhere."""
+        for call_id, owned in self._calls.drop_all():
+            if owned:
+                self._hang_ups[call_id] = None
             payload = {"callId": call_id, "by": self._info.user_id, "reason": "disconnected",
                        "local": True}
             await self._deliver(Envelope("call_end", payload=msgspec.Raw(
