@@ -557,7 +557,10 @@ class Connection:
         server takes instead of collecting refusals, each a strike towards a 4008."""
         loop = asyncio.get_running_loop()
         limits = self._info.limits
-        self._bucket = _ChatBucket(limits.chats_per_second, max(1.0, limits.chat_burst))
+        # One token of the burst is held back: frames bunched in transit can reach the
+        # server a little closer together than they were written (the browser client
+        # does the same).
+        self._bucket = _ChatBucket(limits.chats_per_second, max(1.0, limits.chat_burst - 1))
         self._hold_until = 0.0
         while True:
             out = next((o for o in self._outbox.values() if o.sent_on != self._generation),
