@@ -7,10 +7,11 @@ window.harness = (() => {
     'error', 'open', 'close', 'reconnect', 'reconnecting', 'rejoin'];
   const h = { events: [], hub: null, pc: null, callId: null, peer: null, pendingIce: [] };
 
+  /** `options.url`: another WebSocket URL than this page's server (a proxy, a fake). */
   h.connect = async (userId, username, options = {}) => {
     const { HubbubClient } = await import('/hubbub.js');
-    const url = location.origin.replace(/^http/, 'ws') + '/ws';
-    h.hub = new HubbubClient(url, { userId, username, ...options });
+    const { url = location.origin.replace(/^http/, 'ws') + '/ws', ...rest } = options;
+    h.hub = new HubbubClient(url, { userId, username, ...rest });
     for (const type of EVENTS) h.hub.on(type, (m) => h.events.push(m));
     return h.hub.connect();
   };

@@ -2,9 +2,11 @@
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import aiohttp.web
 
 
 async def until(page: Any, expression: str, what: str, arg: Any = None,
@@ -67,3 +69,147 @@ class RawClient:
                 return dict(answer["payload"])
             assert answer["payload"]["code"] == "rate_limited", answer
             await asyncio.sleep(answer["payload"].get("retryAfterMs", 100) / 1000)
+
+
+class Proxy:
+    """A TCP proxy in front of the server: cut() resets every connection through it (a
+    network drop), `refuse` turns new connections away (the network stays down)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.refuse = False
+        self.port = 0
+        self._conns: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> "Proxy":
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refuse:
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        pair = (writer, up_writer)
+        self._conns.append(pair)
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except OSError:
+                pass
+            finally:
+                dst.transport.abort()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        if pair in self._conns:
+            self._conns.remove(pair)
+
+    def cut(self) -> None:
+        for writer, up_writer in self._conns:
+            writer.transport.abort()
+            up_writer.transport.abort()
+        self._conns.clear()
+
+    async def close(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+
+Script = Callable[[aiohttp.web.WebSocketResponse, dict[str, Any]], Awaitable[None]]
+
+
+class FakeServer:
+    """A WebSocket endpoint that plays a scripted server: the n-th connection gets the n-th
+    script (the last one repeats), called with the socket and the client's `auth` frame.
+    For what a real server does only when something is wrong (an `internal` answer to
+    `auth`, a 1008 close)."""
+
+    def __init__(self, *scripts: Script) -> None:
+        self.scripts = scripts
+        self.connections = 0
+        self.frames: list[dict[str, Any]] = []  # every frame received, in order
+        self.port = 0
+        self._runner: aiohttp.web.AppRunner | None = None
+        self._sockets: set[aiohttp.web.WebSocketResponse] = set()
+
+    async def start(self) -> "FakeServer":
+        app = aiohttp.web.Application()
+        app.router.add_get("/ws", self._handle)
+        self._runner = aiohttp.web.AppRunner(app, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = aiohttp.web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    async def _handle(self, request: aiohttp.web.Request) -> aiohttp.web.WebSocketResponse:
+        ws = aiohttp.web.WebSocketResponse()
+        await ws.prepare(request)
+        script = self.scripts[min(self.connections, len(self.scripts) - 1)]
+        self.connections += 1
+        self._sockets.add(ws)
+        try:
+            await script(ws, await self.receive(ws))
+        finally:
+            self._sockets.discard(ws)
+        return ws
+
+    async def receive(self, ws: aiohttp.web.WebSocketResponse) -> dict[str, Any]:
+        frame: dict[str, Any] = await ws.receive_json(timeout=15)
+        self.frames.append(frame)
+        return frame
+
+    async def serve(self, ws: aiohttp.web.WebSocketResponse) -> None:
+        """Answer every request with an empty ack (`chat`: a stored-like ack) until closed."""
+        seq = 0
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.TEXT:
+                break
+            frame = json.loads(msg.data)
+            self.frames.append(frame)
+            if frame["type"] == "ping":
+                await ws.send_json({"type": "pong", "id": frame.get("id")})
+                continue
+            payload: dict[str, Any] = {}
+            if frame["type"] == "chat":
+                seq += 1
+                payload = {"messageId": f"m{seq}", "seq": seq, "createdAt": 0}
+            elif frame["type"] == "join_room":
+                payload = {"roomId": frame["payload"]["roomId"], "members": [], "lastSeq": 0}
+            await ws.send_json({"type": "ack", "id": frame.get("id"), "payload": payload})
+
+    async def close(self) -> None:
+        for ws in list(self._sockets):
+            await ws.close(code=1001)
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+def welcome(auth: dict[str, Any], **limits: Any) -> dict[str, Any]:
+    """The `welcome` answering `auth` (dev identity), with protocol-default limits."""
+    user = auth["payload"].get("userId", "ann")
+    return {"type": "welcome", "id": auth["id"], "payload": {
+        "sessionId": "fake", "userId": user, "username": user.title(), "serverTime": 0,
+        "heartbeatMs": 20000, "protocol": 1, "iceServers": [],
+        "limits": {"maxFrameBytes": 65536, "maxRoomsPerConnection": 100,
+                   "maxContentChars": 4000, "framesPerSecond": 100.0, "chatsPerSecond": 20.0,
+                   "chatBurst": 40, "typingTimeoutMs": 3000, **limits}}}

@@ -21,7 +21,12 @@
 const ROOM_EVENTS = new Set(['chat', 'message_edit', 'message_delete', 'reaction']);
 /** Close codes after which reconnecting cannot help: auth failed/expired, replaced. */
 const NO_RECONNECT = new Set([4001, 4002]);
-/** Close code the client reports when it gives up on a silent connection itself. */
+/** `error` codes answering a re-connect's `auth` that are final; any other is transient. */
+const AUTH_REFUSED = new Set(['unauthorized', 'forbidden', 'bad_request']);
+/**
+ * Close code the client reports when it gives up on a connection itself: silent, no
+ * `welcome` in time, or a transient error answering its `auth`.
+ */
 const CLIENT_TIMEOUT = 4000;
 const TYPING_REFRESH_MS = 2000;
 const TYPING_IDLE_MS = 3000;
@@ -219,7 +224,15 @@ export class HubbubClient {
       request: { type: 'auth', payload: token ? { token: '…' } : payload },
       resolve: (welcome) => this._onWelcome(ws, welcome),
       reject: (err) => {
-        if (err.code !== 'disconnected') this._drop(4001, `authentication refused: ${err.message}`);
+        if (err.code === 'disconnected' || err.code === 'cancelled') return;
+        // A server in trouble (`internal`, `rate_limited`, ...) may answer a re-connect's
+        // auth: retry with the usual backoff. A refusal, or any error on the first
+        // connect(), is final, as a 4001 close is.
+        if (this.state === 'reconnecting' && !AUTH_REFUSED.has(err.code)) {
+          this._drop(CLIENT_TIMEOUT, `authentication failed: ${err.code} ${err.message}`);
+        } else {
+          this._drop(4001, `authentication refused: ${err.message}`);
+        }
       },
     });
     ws.onopen = () => this._send({ type: 'auth', id: authId, payload });
