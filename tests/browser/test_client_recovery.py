@@ -76,3 +76,23 @@ async def test_a_refusal_answering_a_reconnects_auth_is_final(server: Hubbub,
     finally:
         await fake.close()
 
+
+async def test_close_1008_is_final(server: Hubbub, browser: Browser) -> None:
+    async def policy(ws: aiohttp.web.WebSocketResponse, auth: dict[str, Any]) -> None:
+        await ws.send_json(welcome(auth))
+        await ws.close(code=1008, message=b"policy violation")
+
+    fake = await FakeServer(policy).start()
+    try:
+        page = await browser.harness_page("ann", server)
+        await page.evaluate(f"u => harness.connect('ann', 'Ann', {{url: u, ...{FAST}}})",
+                            fake.ws_url)
+        await until(page, "harness.of('close').length === 1", "the 1008 close")
+        # 'reconnecting' would have been emitted with the close, synchronously.
+        events = await page.evaluate("harness.events.map(m => [m.type, m.payload.code])")
+        assert events == [["open", None], ["close", 1008]], events
+        close = await page.evaluate("harness.of('close')[0]")
+        assert close == {"code": 1008, "reason": "policy violation", "willReconnect": False}
+        assert await page.evaluate("harness.hub.state") == "closed"
+    finally:
+        await fake.close()

@@ -19,8 +19,8 @@
 
 /** Persisted room events: they carry a per-room `seq`, and are de-duplicated by it. */
 const ROOM_EVENTS = new Set(['chat', 'message_edit', 'message_delete', 'reaction']);
-/** Close codes after which reconnecting cannot help: auth failed/expired, replaced. */
-const NO_RECONNECT = new Set([4001, 4002]);
+/** Close codes after which reconnecting cannot help: policy, auth failed/expired, replaced. */
+const NO_RECONNECT = new Set([1008, 4001, 4002]);
 /** `error` codes answering a re-connect's `auth` that are final; any other is transient. */
 const AUTH_REFUSED = new Set(['unauthorized', 'forbidden', 'bad_request']);
 /**
