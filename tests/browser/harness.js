@@ -16,6 +16,13 @@ window.harness = (() => {
     return h.hub.connect();
   };
 
+  /** Keep how a Promise settles in `harness.settled[name]`: `{value}` or `{code, message}`. */
+  h.settled = {};
+  h.track = (name, promise) => {
+    promise.then((value) => { h.settled[name] = { value }; },
+      (e) => { h.settled[name] = { code: e.code, message: e.message }; });
+  };
+
   /** The events of one type, payloads only. */
   h.of = (type) => h.events.filter((m) => m.type === type).map((m) => m.payload);
 

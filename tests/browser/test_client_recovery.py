@@ -17,6 +17,14 @@ ROOM = "lobby"
 FAST = "{backoffBaseMs: 50, backoffCapMs: 200}"
 
 
+async def connect(page: Any, url: str | None = None, user: str = "ann") -> dict[str, Any]:
+    """harness.connect() with a short backoff, to this page's server or to `url`."""
+    welcome_: dict[str, Any] = await page.evaluate(
+        f"([u, url]) => harness.connect(u, u, {{...{FAST}, ...(url ? {{url}} : {{}})}})",
+        [user, url])
+    return welcome_
+
+
 async def test_a_transient_error_answering_a_reconnects_auth_is_retried_and_chats_kept(
         server: Hubbub, browser: Browser) -> None:
     async def first(ws: aiohttp.web.WebSocketResponse, auth: dict[str, Any]) -> None:
@@ -94,5 +102,62 @@ async def test_close_1008_is_final(server: Hubbub, browser: Browser) -> None:
         close = await page.evaluate("harness.of('close')[0]")
         assert close == {"code": 1008, "reason": "policy violation", "willReconnect": False}
         assert await page.evaluate("harness.hub.state") == "closed"
+    finally:
+        await fake.close()
+
+
+async def test_an_oversized_frame_fails_at_once_and_never_reaches_the_server(
+        server: Hubbub, browser: Browser) -> None:
+    page = await browser.harness_page("ann", server)
+    await connect(page)
+    await page.evaluate("r => harness.hub.joinRoom(r)", ROOM)
+    await page.evaluate("""r => {
+      harness.track('big', harness.hub.sendChatMessage(r, undefined, 'é'.repeat(40000)));
+      harness.track('after', harness.hub.sendChatMessage(r, undefined, 'small'));
+    }""", ROOM)
+    # 40 000 characters, 80 000 bytes in UTF-8: more than the 65 536 the server takes.
+    await until(page, "harness.settled.big && harness.settled.after", "both chats to settle",
+                dump="[harness.settled, harness.events.map(m => [m.type, m.payload.code])]")
+    settled = await page.evaluate("harness.settled")
+    assert settled["big"]["code"] == "too_large", settled
+    assert settled["after"]["value"]["seq"] == 1, settled
+    error = await page.evaluate("harness.events.find(m => m.type === 'error')")
+    assert (error["payload"]["code"], error["local"], error["request"]["type"]) == (
+        "too_large", True, "chat")
+    code = await page.evaluate("([r, m]) => harness.hub.editMessage(r, m, 'x'.repeat(70000))"
+                               ".then(() => 'sent', e => e.code)",
+                               [ROOM, settled["after"]["value"]["messageId"]])
+    assert code == "too_large"
+    assert await page.evaluate("[harness.hub.state, harness.hub.outbox.length, "
+                               "harness.of('close').length]") == ["open", 0, 0]
+    history = await page.evaluate("r => harness.hub.history(r)", ROOM)
+    assert [m["content"] for m in history["messages"]] == ["small"]
+
+
+async def test_the_outbox_is_checked_against_each_welcomes_frame_limit(
+        server: Hubbub, browser: Browser) -> None:
+    async def no_acks(ws: aiohttp.web.WebSocketResponse, auth: dict[str, Any]) -> None:
+        await ws.send_json(welcome(auth))
+        while sum(f["type"] == "chat" for f in fake.frames) < 2:
+            await fake.receive(ws)
+        await ws.close(code=1012, message=b"restarting")
+
+    async def smaller(ws: aiohttp.web.WebSocketResponse, auth: dict[str, Any]) -> None:
+        await ws.send_json(welcome(auth, maxFrameBytes=2000))
+        await fake.serve(ws)
+
+    fake = await FakeServer(no_acks, smaller).start()
+    try:
+        page = await browser.harness_page("ann", server)
+        await connect(page, fake.ws_url)
+        await page.evaluate("""() => {
+          harness.track('big', harness.hub.sendChatMessage('lobby', undefined, 'x'.repeat(3000)));
+          harness.track('small', harness.hub.sendChatMessage('lobby', undefined, 'small'));
+        }""")
+        await until(page, "harness.settled.big && harness.settled.small", "both chats to settle")
+        settled = await page.evaluate("harness.settled")
+        assert settled["big"]["code"] == "too_large" and settled["small"]["value"]["seq"] == 1
+        chats = [f["payload"]["content"][:5] for f in fake.frames if f["type"] == "chat"]
+        assert chats == ["xxxxx", "small", "small"], "the big chat was not sent again"
     finally:
         await fake.close()

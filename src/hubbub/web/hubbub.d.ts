@@ -22,10 +22,14 @@ export interface IceServer {
 }
 
 export interface Limits {
+  /** The largest frame, in UTF-8 bytes; the client sends nothing larger. */
   maxFrameBytes: number;
   maxRoomsPerConnection: number;
   maxContentChars: number;
   framesPerSecond: number;
+  /** The server's chat token bucket (0 = unlimited); the client paces chats to it. */
+  chatsPerSecond: number;
+  chatBurst: number;
   typingTimeoutMs: number;
 }
 
@@ -234,9 +238,13 @@ export interface ErrorPayload {
   retryAfterMs?: number;
 }
 
-/** An `error` frame; `request` is the client frame it answers, when it answered one. */
+/**
+ * An `error` frame; `request` is the client frame it answers, when it answered one.
+ * `local: true`: the client's own refusal to send `request` (`too_large`), no frame.
+ */
 export interface ErrorEnvelope extends Envelope<'error', ErrorPayload> {
   request?: { type: string; payload: unknown };
+  local?: true;
 }
 
 /** A persisted room event delivered from a re-join's `missed` carries `replayed: true`. */
@@ -301,7 +309,10 @@ export interface HubbubClientOptions {
 export type ConnectionState = 'idle' | 'connecting' | 'open' | 'reconnecting' | 'closed';
 
 export declare class HubbubError extends Error {
-  /** A protocol error code, or the client's own: disconnected, cancelled, unauthorized, connect_failed. */
+  /**
+   * A protocol error code, or the client's own: disconnected, cancelled, unauthorized,
+   * connect_failed, and too_large for a frame it did not send (above limits.maxFrameBytes).
+   */
   code: ErrorCode | 'disconnected' | 'cancelled' | 'connect_failed';
   payload?: ErrorPayload | { code: number; reason: string };
   retryAfterMs?: number;

@@ -28,6 +28,8 @@ const AUTH_REFUSED = new Set(['unauthorized', 'forbidden', 'bad_request']);
  * `welcome` in time, or a transient error answering its `auth`.
  */
 const CLIENT_TIMEOUT = 4000;
+/** The largest frame a server takes before its first `welcome` (the protocol default). */
+const DEFAULT_MAX_FRAME_BYTES = 65536;
 const TYPING_REFRESH_MS = 2000;
 const TYPING_IDLE_MS = 3000;
 
@@ -35,6 +37,7 @@ const TYPING_IDLE_MS = 3000;
  * The error every Promise of HubbubClient rejects with. `code` is a protocol error code
  * (`forbidden`, `not_in_room`, `rate_limited`, ...) or one of the client's own:
  * `disconnected` (not connected, or the connection dropped before the answer),
+ * `too_large` (the frame is larger than the server's `limits.maxFrameBytes`: not sent),
  * `cancelled` (the request was withdrawn: leaveRoom() or disconnect()),
  * `unauthorized` / `connect_failed` (connect() could not get a `welcome`).
  */
@@ -84,6 +87,11 @@ function toWsUrl(url) {
 
 /** `{type, sdp}` of an RTCSessionDescription (or of a plain object like it). */
 const description = (d) => ({ type: d.type, sdp: d.sdp });
+
+/** The size of a frame's text on the wire, in UTF-8 bytes. */
+function utf8Bytes(text) {
+  return new TextEncoder().encode(text).length;
+}
 
 /** A copy of `obj` without its undefined/null fields (the server wants them absent). */
 const defined = (obj) => Object.fromEntries(Object.entries(obj).filter(([, v]) => v != null));
@@ -244,10 +252,41 @@ export class HubbubClient {
     }, this.options.connectTimeoutMs);
   }
 
+  /**
+   * Write a frame. Throws HubbubError `too_large`, and writes nothing, when the frame is
+   * larger than the server takes: it would close the connection with 1009.
+   */
   _send(frame) {
     if (!this._ws || this._ws.readyState !== 1) return false;
-    this._ws.send(JSON.stringify(frame));
+    const text = JSON.stringify(frame);
+    this._checkSize(frame.type, text);
+    this._ws.send(text);
     return true;
+  }
+
+  /** `welcome.limits.maxFrameBytes`; before the first `welcome`, the protocol default. */
+  _maxFrameBytes() {
+    const limits = this.welcome && this.welcome.limits;
+    return (limits && limits.maxFrameBytes) || DEFAULT_MAX_FRAME_BYTES;
+  }
+
+  _checkSize(type, text) {
+    const max = this._maxFrameBytes();
+    // A UTF-16 code unit is at most 3 UTF-8 bytes: most frames need no encoding.
+    if (text.length * 3 <= max) return;
+    const bytes = utf8Bytes(text);
+    if (bytes > max) {
+      throw new HubbubError('too_large', `a ${type} frame of ${bytes} bytes; the server takes at most ${max}`);
+    }
+  }
+
+  /**
+   * Reject a request that was not sent, and tell 'error' handlers too (as the server's
+   * errors are), with `local: true`.
+   */
+  _refuse(request, err, reject) {
+    this._emit({ type: 'error', payload: { code: err.code, message: err.message }, request, local: true });
+    reject(err);
   }
 
   /** Stop using the current socket now (its close event may take long to come). */
@@ -266,6 +305,7 @@ export class HubbubClient {
     const attempt = this._attempt;
     this.welcome = welcome;
     this._authed = true;
+    this._dropOversized();
     this.state = 'open';
     this._attempt = 0;
     this._startHeartbeat();
@@ -379,8 +419,13 @@ export class HubbubClient {
     }
     const id = this._nextId();
     return quiet(new Promise((resolve, reject) => {
+      try {
+        this._send({ type, id, payload });
+      } catch (err) {
+        if (!(err instanceof HubbubError)) throw err;
+        return this._refuse({ type, payload }, err, reject);
+      }
       this._pending.set(id, { resolve, reject, request: { type, payload } });
-      this._send({ type, id, payload });
     }));
   }
 
@@ -501,16 +546,25 @@ export class HubbubClient {
    * Send a chat message. Resolves with the ack `{messageId, seq, createdAt}` once the
    * server has stored it. Every message gets a `clientMsgId` and stays in the outbox until
    * acked: it is sent when connected and re-sent after a reconnect (the server answers a
-   * retry with the original ack and does not broadcast it twice). `options`:
-   * `{clientMsgId?, replyTo?}`; `userId` is kept for compatibility.
+   * retry with the original ack and does not broadcast it twice). A chat whose frame is
+   * larger than the server takes rejects at once with `too_large` and is not queued.
+   * `options`: `{clientMsgId?, replyTo?}`; `userId` is kept for compatibility.
    */
   sendChatMessage(roomId, userId, content, options = {}) {
     roomId = String(roomId);
     const clientMsgId = options.clientMsgId || uuid();
     const payload = defined({ roomId, content, clientMsgId, replyTo: options.replyTo, userId });
-    this._clearTyping(roomId); // a chat ends typing on the server
+    // Its size with the longest frame id it could be sent with: judged now, not at sending.
+    const text = JSON.stringify({ type: 'chat', id: `${this._idPrefix}-${Number.MAX_SAFE_INTEGER}`, payload });
+    const bytes = utf8Bytes(text);
     const promise = new Promise((resolve, reject) => {
-      this._outbox.set(clientMsgId, { payload, resolve, reject, frameId: null });
+      try {
+        this._checkSize('chat', text);
+      } catch (err) {
+        return this._refuse({ type: 'chat', payload }, err, reject);
+      }
+      this._clearTyping(roomId); // a chat ends typing on the server
+      this._outbox.set(clientMsgId, { payload, bytes, resolve, reject, frameId: null });
     });
     this._flushOutbox();
     return quiet(promise);
@@ -519,6 +573,17 @@ export class HubbubClient {
   /** Chats in the outbox, not yet acknowledged, in sending order. */
   get outbox() {
     return [...this._outbox.values()].map((e) => ({ ...e.payload }));
+  }
+
+  /** After a `welcome`: chats now larger than this server takes fail rather than go out. */
+  _dropOversized() {
+    const max = this._maxFrameBytes();
+    for (const [clientMsgId, entry] of this._outbox) {
+      if (entry.bytes <= max) continue;
+      this._outbox.delete(clientMsgId);
+      const err = new HubbubError('too_large', `a chat frame of ${entry.bytes} bytes; the server takes at most ${max}`);
+      this._refuse({ type: 'chat', payload: entry.payload }, err, entry.reject);
+    }
   }
 
   _flushOutbox() {
