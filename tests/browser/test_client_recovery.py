@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 
 from tests.browser.conftest import Browser, Hubbub
-from tests.browser.helpers import FakeServer, until, welcome
+from tests.browser.helpers import FakeServer, Proxy, RawClient, until, welcome
 
 ROOM = "lobby"
 FAST = "{backoffBaseMs: 50, backoffCapMs: 200}"
@@ -161,3 +161,40 @@ async def test_the_outbox_is_checked_against_each_welcomes_frame_limit(
         assert chats == ["xxxxx", "small", "small"], "the big chat was not sent again"
     finally:
         await fake.close()
+
+
+async def test_a_room_joined_again_from_an_open_handler_still_gets_what_it_missed(
+        server: Hubbub, browser: Browser) -> None:
+    proxy = await Proxy(server.port).start()
+    try:
+        page = await browser.harness_page("ann", server)
+        await connect(page, proxy.ws_url)
+        # An app written for the original service joins its room on every 'open'.
+        await page.evaluate("""r => {
+          harness.hub.on('open', () => harness.track('reopen', harness.hub.joinRoom(r)));
+          return harness.hub.joinRoom(r);
+        }""", ROOM)
+        async with aiohttp.ClientSession() as http:
+            bob = await RawClient.connect(http, server.ws_url, "bob", ROOM)
+            await bob.chat(ROOM, "before")
+            await until(page, "harness.of('chat').length === 1", "the first chat")
+            proxy.refuse = True
+            proxy.cut()
+            await until(page, "harness.of('close').length === 1", "Ann to notice the drop")
+            for i in range(3):
+                await bob.chat(ROOM, f"missed {i}")
+            proxy.refuse = False
+            await until(page, "harness.of('reconnect').length === 1", "Ann to reconnect")
+            await bob.chat(ROOM, "after")
+            await until(page, "harness.of('chat').length >= 5", "the chat after the reconnect",
+                        dump="harness.events.map(m => [m.type, m.payload.seq])")
+            await bob.ws.close()
+        chats = await page.evaluate("harness.events.filter(m => m.type === 'chat')"
+                                    ".map(m => [m.payload.seq, m.payload.content, !!m.replayed])")
+        assert chats == [[1, "before", False], [2, "missed 0", True], [3, "missed 1", True],
+                         [4, "missed 2", True], [5, "after", False]], chats
+        reopen = await page.evaluate("harness.settled.reopen.value")
+        assert (reopen["lastSeq"], len(reopen["missed"]), reopen["recovered"]) == (4, 3, True)
+        assert await page.evaluate("harness.hub.rooms.get('lobby').lastSeq") == 5
+    finally:
+        await proxy.close()

@@ -63,9 +63,9 @@ export interface JoinAck {
   members: Member[];
   /** The room's latest seq (0 for a room without persisted events). */
   lastSeq: number;
-  /** Only on a re-join with `since`: the events after it, in seq order. */
+  /** Only on a join with `since`: the events after it, in seq order. */
   missed?: Array<RoomEvent>;
-  /** Only on a re-join with `since`: false when more was missed than replayed. */
+  /** Only on a join with `since`: false when more was missed than replayed. */
   recovered?: boolean;
 }
 
@@ -272,7 +272,7 @@ export interface EventMap {
   call_reject: Envelope<'call_reject', CallEndEvent>;
   announcement: Envelope<'announcement', AnnouncementEvent>;
   error: ErrorEnvelope;
-  /** after every `welcome` (the first connect and each reconnect) */
+  /** after every `welcome` (the first connect and each reconnect), once re-joins are sent */
   open: Envelope<'open', Welcome>;
   close: Envelope<'close', CloseInfo>;
   /** a reconnect is scheduled: `attempt` counts from 1, `delayMs` is the backoff */
@@ -344,6 +344,7 @@ export declare class HubbubClient {
   off(type: string, handler: (message: Envelope) => void): void;
 
   setPresence(userId: UserId | undefined, username: string | undefined, status: Status): Promise<PresenceAck>;
+  /** A room already joined is joined with `since` (or by the join already on its way). */
   joinRoom(roomId: RoomId | number): Promise<JoinAck>;
   leaveRoom(roomId: RoomId | number): Promise<RoomAck>;
 

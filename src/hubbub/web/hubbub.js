@@ -309,10 +309,15 @@ export class HubbubClient {
     this.state = 'open';
     this._attempt = 0;
     this._startHeartbeat();
+    const rejoined = this._resync();
+    // After the re-join frames went out: a joinRoom() from an 'open' handler joins them.
     this._emit({ type: 'open', payload: welcome });
     this._settleConnect(welcome);
-    this._resync(ws).then(() => {
-      if (reconnecting && ws === this._ws) this._emit({ type: 'reconnect', payload: { attempt } });
+    rejoined.then(() => {
+      if (ws !== this._ws) return;
+      this._ready = true;
+      this._flushOutbox();
+      if (reconnecting) this._emit({ type: 'reconnect', payload: { attempt } });
     });
   }
 
@@ -320,13 +325,13 @@ export class HubbubClient {
     for (const w of this._connectWaiters.splice(0)) (error ? w.reject(error) : w.resolve(welcome));
   }
 
-  /** After a `welcome`: restore the presence status, re-join rooms, then send the outbox. */
-  async _resync(ws) {
+  /**
+   * After a `welcome`: restore the presence status and re-join rooms, now (the frames are
+   * written when this returns); the Promise settles when every re-join is answered.
+   */
+  _resync() {
     if (this._status) this.setPresence(undefined, undefined, this._status);
-    await Promise.allSettled([...this._rooms.keys()].map((roomId) => this._sendJoin(roomId, false)));
-    if (ws !== this._ws) return;
-    this._ready = true;
-    this._flushOutbox();
+    return Promise.allSettled([...this._rooms.keys()].map((roomId) => this._sendJoin(roomId, true)));
   }
 
   _onClose(ws, code, reason) {
@@ -434,30 +439,40 @@ export class HubbubClient {
   /**
    * Join a room; resolves with the ack `{roomId, members, lastSeq}`. Called while
    * disconnected, the join goes out when the connection is back; every reconnect re-joins.
+   * A room already joined is joined with `since` (its `missed` delivered, de-duplicated).
    */
   joinRoom(roomId) {
     roomId = String(roomId);
     let room = this._rooms.get(roomId);
-    if (!room) this._rooms.set(roomId, (room = { lastSeq: null, waiters: [] }));
+    if (!room) this._rooms.set(roomId, (room = { lastSeq: null, waiters: [], joining: null }));
     const promise = new Promise((resolve, reject) => room.waiters.push({ resolve, reject }));
-    if (this._authed) this._sendJoin(roomId, true);
+    // A join already on its way on this connection (the re-join after a reconnect, say)
+    // answers this call too: a second one could only race it.
+    if (this._authed && room.joining !== this._ws) this._sendJoin(roomId, false);
     return quiet(promise);
   }
 
-  /** `explicit`: joinRoom() (a fresh view) rather than a re-join with `since`. */
-  _sendJoin(roomId, explicit) {
+  /**
+   * Join with `since` = the last seq seen in the room, whenever there is one, so that no
+   * join can skip missed events. `rejoin`: the client's own re-join after a reconnect.
+   */
+  _sendJoin(roomId, rejoin) {
     const room = this._rooms.get(roomId);
-    const since = !explicit && room.lastSeq != null ? room.lastSeq : undefined;
+    const since = room.lastSeq != null ? room.lastSeq : undefined;
+    const ws = this._ws;
+    room.joining = ws;
+    const done = () => { if (room.joining === ws) room.joining = null; };
     return this._request('join_room', defined({ roomId, since })).then(
-      (ack) => this._onJoinAck(roomId, room, ack, since),
+      (ack) => (done(), this._onJoinAck(roomId, room, ack, since, rejoin)),
       (err) => {
+        done();
         if (err.code === 'disconnected' || this._rooms.get(roomId) !== room) return;
         this._rooms.delete(roomId); // refused (forbidden, ...): the room is not ours
         room.waiters.splice(0).forEach((w) => w.reject(err));
       });
   }
 
-  _onJoinAck(roomId, room, ack, since) {
+  _onJoinAck(roomId, room, ack, since, rejoin) {
     if (this._rooms.get(roomId) !== room) return; // left in the meantime
     if (since !== undefined) {
       for (const event of ack.missed || []) this._roomEvent({ ...event, replayed: true });
@@ -467,7 +482,7 @@ export class HubbubClient {
     if (since !== undefined && ack.recovered === false) room.lastSeq = ack.lastSeq;
     else room.lastSeq = Math.max(room.lastSeq == null ? 0 : room.lastSeq, ack.lastSeq || 0);
     room.waiters.splice(0).forEach((w) => w.resolve(ack));
-    if (since !== undefined) this._emit({ type: 'rejoin', payload: ack });
+    if (rejoin && since !== undefined) this._emit({ type: 'rejoin', payload: ack });
   }
 
   /** Leave a room; resolves with the ack `{roomId}` (at once when disconnected). */
