@@ -198,3 +198,35 @@ async def test_a_room_joined_again_from_an_open_handler_still_gets_what_it_misse
         assert await page.evaluate("harness.hub.rooms.get('lobby').lastSeq") == 5
     finally:
         await proxy.close()
+
+
+async def test_a_long_outbox_is_sent_at_the_advertised_pace_in_order(
+        tmp_path: Any, browser: Browser) -> None:
+    # 5 chats/s, burst 10: 30 queued chats would be 20 refusals if sent at once.
+    server = Hubbub(store="sqlite:///" + str(tmp_path / "paced.db"),
+                    log_path=tmp_path / "paced.log", extra=["--chat-rate", "5"])
+    server.start()
+    try:
+        page = await browser.harness_page("ann", server)
+        await page.evaluate("""r => {
+          harness.acks = [];
+          return harness.connect('ann', 'Ann').then(() => {
+            harness.hub.joinRoom(r);
+            for (let i = 0; i < 30; i++) {
+              harness.hub.sendChatMessage(r, undefined, 'm' + i)
+                .then((a) => harness.acks.push(a.seq), (e) => harness.acks.push(e.code));
+            }
+          });
+        }""", ROOM)
+        limits = await page.evaluate("harness.hub.welcome.limits")
+        assert (limits["chatsPerSecond"], limits["chatBurst"]) == (5.0, 10)
+        await until(page, "harness.acks.length === 30", "every chat to be acked", timeout=60000,
+                    dump="[harness.acks, harness.events.map(m => [m.type, m.payload.code])]")
+        assert await page.evaluate("harness.acks") == list(range(1, 31))
+        errors = await page.evaluate("harness.of('error')")
+        assert errors == [], "not one rate_limited refusal"
+        assert await page.evaluate("harness.of('close')") == []
+        history = await page.evaluate("r => harness.hub.history(r, {limit: 100})", ROOM)
+        assert [m["content"] for m in history["messages"]] == [f"m{i}" for i in range(30)]
+    finally:
+        server.stop()

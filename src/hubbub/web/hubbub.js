@@ -60,6 +60,44 @@ export function backoffDelay(attempt, baseMs = 500, capMs = 20000, random = Math
   return random() * Math.min(capMs, baseMs * 2 ** attempt);
 }
 
+/**
+ * The server's token bucket for one connection's chats (`welcome.limits.chatsPerSecond`,
+ * `chatBurst`; 0 or absent = unlimited), kept by the client so that it never sends a chat
+ * the server would refuse. One token is held back: chats bunched together on the way must
+ * not find the server's bucket a hair short.
+ */
+class ChatBucket {
+  constructor(limits) {
+    this.rate = (limits && limits.chatsPerSecond) || 0;
+    const burst = (limits && limits.chatBurst) || 1;
+    this.burst = burst > 1 ? burst - 1 : 1;
+    this.tokens = this.burst;
+    this.at = Date.now();
+  }
+
+  _refill(now) {
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.at) * this.rate) / 1000);
+    this.at = now;
+  }
+
+  /** Spend a token: 0 when there was one, else the ms until there is. */
+  take(now = Date.now()) {
+    if (this.rate <= 0) return 0;
+    this._refill(now);
+    if (this.tokens >= 1) {
+      this.tokens -= 1;
+      return 0;
+    }
+    return Math.max(1, Math.ceil(((1 - this.tokens) * 1000) / this.rate));
+  }
+
+  /** The server said `rate_limited`: it has no token left, whatever this one counted. */
+  empty(now = Date.now()) {
+    this._refill(now);
+    this.tokens = 0;
+  }
+}
+
 /** A random UUID; crypto.randomUUID needs a secure context, getRandomValues does not. */
 function uuid() {
   if (globalThis.crypto && typeof crypto.randomUUID === 'function') return crypto.randomUUID();
@@ -127,6 +165,9 @@ export class HubbubClient {
     this._status = null; // last status given to setPresence()
     this._attempt = 0;
     this._retryTimer = this._openTimer = this._heartbeat = null;
+    this._chats = new ChatBucket(null); // this connection's, from its welcome
+    this._flushTimer = null; // the one timer that sends the outbox on when chats must wait
+    this._flushAt = 0;
     this._awaitingPong = false;
     this._idPrefix = uuid().slice(0, 8);
     this._ids = 0;
@@ -305,6 +346,7 @@ export class HubbubClient {
     const attempt = this._attempt;
     this.welcome = welcome;
     this._authed = true;
+    this._chats = new ChatBucket(welcome.limits); // the server's is new and full too
     this._dropOversized();
     this.state = 'open';
     this._attempt = 0;
@@ -341,6 +383,8 @@ export class HubbubClient {
     clearInterval(this._heartbeat);
     const wasOpen = this._authed;
     this._authed = this._ready = false;
+    clearTimeout(this._flushTimer);
+    this._flushTimer = null;
     this._typing.forEach((t) => clearTimeout(t.timer)); // the server ends typing on close
     this._typing.clear();
     const pending = [...this._pending.values()];
@@ -601,10 +645,16 @@ export class HubbubClient {
     }
   }
 
+  /**
+   * Send the chats not in flight, in submission order, each when the connection's chat
+   * bucket has a token; the rest wait for one timer, and no chat passes one that waits.
+   */
   _flushOutbox() {
-    if (!this._ready) return;
+    if (!this._ready || this._flushTimer) return;
     for (const [clientMsgId, entry] of this._outbox) {
       if (entry.frameId) continue;
+      const wait = this._chats.take();
+      if (wait) return this._flushLater(wait);
       const id = this._nextId();
       entry.frameId = id;
       this._pending.set(id, {
@@ -613,13 +663,28 @@ export class HubbubClient {
         reject: (err) => {
           entry.frameId = null;
           if (err.code === 'disconnected') return; // re-sent after the reconnect
-          if (err.code === 'rate_limited') return void setTimeout(() => this._flushOutbox(), err.retryAfterMs || 1000);
+          if (err.code === 'rate_limited') { // it keeps its place; nothing goes out until then
+            this._chats.empty();
+            return this._flushLater(err.retryAfterMs || 1000);
+          }
           this._outbox.delete(clientMsgId);
           entry.reject(err);
         },
       });
       this._send({ type: 'chat', id, payload: entry.payload });
     }
+  }
+
+  /** Flush the outbox in `ms` (or later, if the timer already waits longer). */
+  _flushLater(ms) {
+    const at = Date.now() + ms;
+    if (this._flushTimer && this._flushAt >= at) return;
+    clearTimeout(this._flushTimer);
+    this._flushAt = at;
+    this._flushTimer = setTimeout(() => {
+      this._flushTimer = null;
+      this._flushOutbox();
+    }, ms);
   }
 
   /** Edit your message; resolves with `{messageId, seq, editedAt}`. */
