@@ -6,6 +6,7 @@ design: a transient auth error is retried, 1008 is final, oversized frames never
 the wire, re-joins keep their missed events, chats are paced, calls end on both sides.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -230,3 +231,89 @@ async def test_a_long_outbox_is_sent_at_the_advertised_pace_in_order(
         assert [m["content"] for m in history["messages"]] == [f"m{i}" for i in range(30)]
     finally:
         server.stop()
+
+
+OFFER = {"type": "offer", "sdp": "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"}
+ANSWER = {"type": "answer", "sdp": "v=0\r\no=- 3 4 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"}
+
+
+async def frame_at(client: RawClient, what: str, match: Callable[[dict[str, Any]], bool]
+                   ) -> dict[str, Any]:
+    """The first frame `client` got (or gets, within 15 s) that `match`es."""
+    seen = 0
+    while True:
+        for frame in client.frames[seen:]:
+            if match(frame):
+                return frame
+        seen = len(client.frames)
+        try:
+            client.frames.append(await client.ws.receive_json(timeout=15))
+        except TimeoutError:
+            raise AssertionError(f"no {what}; frames: {client.frames}") from None
+
+
+async def test_a_dropped_connection_ends_its_calls_on_both_sides(server: Hubbub,
+                                                                 browser: Browser) -> None:
+    proxy = await Proxy(server.port).start()
+    try:
+        page = await browser.harness_page("ann", server)
+        await connect(page, proxy.ws_url)
+        await page.evaluate("r => harness.hub.joinRoom(r)", ROOM)
+        async with aiohttp.ClientSession() as http:
+            bob = await RawClient.connect(http, server.ws_url, "bob", ROOM)
+            # Ann's phone: another connection of hers, which keeps her side of a call alive.
+            phone = await RawClient.connect(http, server.ws_url, "ann", ROOM)
+
+            async def ring() -> str:
+                call_id: str = await page.evaluate(
+                    "o => harness.hub.sendWebRTCOffer(undefined, 'bob', o)", OFFER)
+                await frame_at(bob, "offer", lambda f: f["type"] == "webrtc"
+                               and f["payload"]["callId"] == call_id)
+                return call_id
+
+            # A call that ended normally is forgotten: no call_end for it at the drop.
+            declined = await ring()
+            await bob.request("call_reject", {"callId": declined})
+            await until(page, "harness.of('call_reject').length === 1", "the call_reject")
+            call_id = await ring()
+            answer = await bob.request("webrtc", {"kind": "answer", "to": "ann",
+                                                  "callId": call_id, "sdp": ANSWER})
+            assert answer["payload"]["state"] == "active", answer
+            await until(page, "harness.of('webrtc').some(p => p.kind === 'answer')", "the answer")
+
+            proxy.refuse = True
+            proxy.cut()
+            await until(page, "harness.of('call_end').length === 1", "Ann's own call_end")
+            ends = await page.evaluate("harness.events.filter(m => m.type === 'call_end')")
+            assert ends == [{"type": "call_end", "local": True, "payload": {
+                "callId": call_id, "by": "ann", "reason": "disconnected"}}], ends
+            order = await page.evaluate("(i => harness.events.slice(i - 1, i + 2).map(m => m.type))"
+                                        "(harness.events.findIndex(m => m.type === 'call_end'))")
+            assert order == ["close", "call_end", "reconnecting"], order
+
+            # Her phone kept the call alive on the server; the reconnect ends it for Bob.
+            proxy.refuse = False
+            await until(page, "harness.of('reconnect').length === 1", "Ann to reconnect")
+            end = await frame_at(bob, "call_end", lambda f: f["type"] == "call_end"
+                                 and f["payload"]["callId"] == call_id)
+            assert end["payload"] == {"callId": call_id, "by": "ann", "reason": "disconnected"}
+
+            # Without the phone the server ends the call itself; Ann's call_end after the
+            # reconnect is then refused, quietly.
+            await phone.ws.close()
+            call_id = await ring()
+            await bob.request("webrtc", {"kind": "answer", "to": "ann", "callId": call_id,
+                                         "sdp": ANSWER})
+            proxy.cut()
+            end = await frame_at(bob, "the server's call_end",
+                                 lambda f: f["type"] == "call_end"
+                                 and f["payload"]["callId"] == call_id)
+            assert end["payload"]["reason"] == "disconnected", end
+            await until(page, "harness.of('reconnect').length === 2", "the second reconnect")
+            await until(page, "harness.of('call_end').length === 2", "Ann's second call_end")
+            # Answered in order: Ann's call_end was answered before this history page is.
+            await page.evaluate("r => harness.hub.history(r, {limit: 1})", ROOM)
+            await bob.ws.close()
+        assert await page.evaluate("harness.of('error')") == []
+    finally:
+        await proxy.close()

@@ -268,7 +268,8 @@ export interface EventMap {
   join_room: Envelope<'join_room', JoinRoomEvent>;
   leave_room: Envelope<'leave_room', LeaveRoomEvent>;
   webrtc: Envelope<'webrtc', WebRTCEvent>;
-  call_end: Envelope<'call_end', CallEndEvent>;
+  /** `local: true`: the client's own, for a call of a connection that dropped */
+  call_end: Envelope<'call_end', CallEndEvent> & { local?: true };
   call_reject: Envelope<'call_reject', CallEndEvent>;
   announcement: Envelope<'announcement', AnnouncementEvent>;
   error: ErrorEnvelope;

@@ -161,6 +161,8 @@ export class HubbubClient {
     this._rooms = new Map(); // roomId -> {lastSeq: number|null, waiters: [{resolve, reject}]}
     this._outbox = new Map(); // clientMsgId -> {payload, resolve, reject, frameId}
     this._typing = new Map(); // roomId -> {sentAt, timer}
+    this._calls = new Map(); // callId -> {peer, state, acked}: the calls this client is in
+    this._callsToEnd = new Set(); // callIds a drop ended here: call_end after the next welcome
     this._connectWaiters = [];
     this._status = null; // last status given to setPresence()
     this._attempt = 0;
@@ -373,6 +375,12 @@ export class HubbubClient {
    */
   _resync() {
     if (this._status) this.setPresence(undefined, undefined, this._status);
+    // The calls a drop ended here: end them for the peer too, in case another connection
+    // of this user kept them alive. `conflict` / `not_found` (already ended) are expected.
+    for (const callId of this._callsToEnd) {
+      this._request('call_end', { callId, reason: 'disconnected' }, { silent: true });
+    }
+    this._callsToEnd.clear();
     return Promise.allSettled([...this._rooms.keys()].map((roomId) => this._sendJoin(roomId, true)));
   }
 
@@ -396,6 +404,7 @@ export class HubbubClient {
     if (wasOpen || terminal) {
       this._emit({ type: 'close', payload: { code, reason: reason || '', willReconnect: !terminal } });
     }
+    this._endCallsLocally();
     if (terminal) {
       this.state = 'closed';
       const unauthorized = code === 4001;
@@ -435,7 +444,7 @@ export class HubbubClient {
       this._pending.delete(id);
       if (type === 'error') {
         frame.request = pending.request;
-        this._emit(frame);
+        if (!pending.silent) this._emit(frame);
         const p = frame.payload || {};
         pending.reject(new HubbubError(p.code || 'internal', p.message, p));
       } else {
@@ -443,8 +452,10 @@ export class HubbubClient {
       }
       return;
     }
-    if (ROOM_EVENTS.has(type)) this._roomEvent(frame);
-    else this._emit(frame);
+    if (ROOM_EVENTS.has(type)) return this._roomEvent(frame);
+    if (type === 'webrtc') this._onSignal(frame.payload || {});
+    else if (type === 'call_end' || type === 'call_reject') this._calls.delete((frame.payload || {}).callId);
+    this._emit(frame);
   }
 
   /** Deliver a persisted room event unless its seq was already seen in that room. */
@@ -462,7 +473,7 @@ export class HubbubClient {
    * Send a request frame with a fresh id; the Promise settles with its ack (or error).
    * Rejects at once with `disconnected` when there is no authenticated connection.
    */
-  _request(type, payload) {
+  _request(type, payload, { silent = false } = {}) {
     if (!this._authed) {
       return quiet(Promise.reject(new HubbubError('disconnected', `not connected (${this.state})`)));
     }
@@ -474,7 +485,7 @@ export class HubbubClient {
         if (!(err instanceof HubbubError)) throw err;
         return this._refuse({ type, payload }, err, reject);
       }
-      this._pending.set(id, { resolve, reject, request: { type, payload } });
+      this._pending.set(id, { resolve, reject, request: { type, payload }, silent });
     }));
   }
 
@@ -744,17 +755,62 @@ export class HubbubClient {
   }
 
   _signal(kind, from, to, callId, extra) {
-    return this._request('webrtc', defined({ kind, from, to: String(to), callId, ...extra }));
+    to = String(to);
+    if (kind === 'offer' && this._authed && !this._calls.has(callId)) {
+      this._calls.set(callId, { peer: to, state: 'ringing', acked: false });
+    }
+    return this._trackCall('webrtc', callId, this._request('webrtc', defined({ kind, from, to, callId, ...extra })));
   }
 
   /** Decline a ringing call (the caller gets `call_reject`). */
   rejectCall(callId, reason) {
-    return this._request('call_reject', defined({ callId, reason }));
+    return this._trackCall('call_reject', callId, this._request('call_reject', defined({ callId, reason })));
   }
 
   /** Hang up (the other party gets `call_end`). */
   endCall(callId, reason) {
-    return this._request('call_end', defined({ callId, reason }));
+    return this._trackCall('call_end', callId, this._request('call_end', defined({ callId, reason })));
+  }
+
+  /** Follow a call's state from the answers to this client's frames about it. */
+  _trackCall(type, callId, promise) {
+    promise.then((ack) => {
+      const call = this._calls.get(callId);
+      if (!call) return;
+      if (ack.state === 'ended') this._calls.delete(callId);
+      else Object.assign(call, { state: ack.state || call.state, acked: true });
+    }, (err) => {
+      const call = this._calls.get(callId);
+      if (!call || err.code === 'disconnected') return;
+      // Not a call (any more): an offer refused before the call existed, an unknown
+      // callId, or a hang-up of a call that had ended.
+      const gone = !call.acked || err.code === 'not_found' || (type === 'call_end' && err.code === 'conflict');
+      if (gone) this._calls.delete(callId);
+    });
+    return promise;
+  }
+
+  /** An offer or answer for this client (the server relays only a party's frames). */
+  _onSignal(p) {
+    if (!p.callId) return;
+    const call = this._calls.get(p.callId);
+    if (p.kind === 'offer' && !call) this._calls.set(p.callId, { peer: p.from, state: 'ringing', acked: true });
+    else if (p.kind === 'answer' && call) call.state = 'active';
+  }
+
+  /**
+   * The connection dropped: the server ends this client's calls (or another connection of
+   * the user takes them over). Tell the app now, as the server tells the peer, and end
+   * them for the peer after the next welcome.
+   */
+  _endCallsLocally() {
+    const by = this.welcome ? this.welcome.userId : undefined;
+    const ended = [...this._calls.keys()];
+    this._calls.clear();
+    for (const callId of ended) {
+      this._callsToEnd.add(callId);
+      this._emit({ type: 'call_end', payload: { callId, by, reason: 'disconnected' }, local: true });
+    }
   }
 }
 
