@@ -317,3 +317,18 @@ async def test_a_dropped_connection_ends_its_calls_on_both_sides(server: Hubbub,
         assert await page.evaluate("harness.of('error')") == []
     finally:
         await proxy.close()
+
+
+async def test_disconnect_cancels_every_pending_promise(server: Hubbub,
+                                                        browser: Browser) -> None:
+    page = await browser.harness_page("ann", server)
+    await connect(page)
+    await page.evaluate("r => harness.hub.joinRoom(r)", ROOM)
+    codes = await page.evaluate("""r => {
+      const hub = harness.hub;
+      const pending = [hub.history(r), hub.react(r, 'no-such-message', '👍'),
+        hub.sendChatMessage(r, undefined, 'unsent'), hub.joinRoom('another')];
+      hub.disconnect();  // before any of them can be answered
+      return Promise.all(pending.map((p) => p.then(() => 'settled', (e) => e.code)));
+    }""", ROOM)
+    assert codes == ["cancelled"] * 4, codes

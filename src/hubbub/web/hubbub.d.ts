@@ -336,7 +336,7 @@ export declare class HubbubClient {
 
   /** Resolves after `welcome`; a failed first attempt rejects (no retry). */
   connect(): Promise<Welcome>;
-  /** Close for good; no reconnect. */
+  /** Close for good; no reconnect. Everything still pending rejects with `cancelled`. */
   disconnect(): void;
 
   on<K extends EventType>(type: K, handler: (message: EventMap[K]) => void): () => void;

@@ -38,7 +38,7 @@ const TYPING_IDLE_MS = 3000;
  * (`forbidden`, `not_in_room`, `rate_limited`, ...) or one of the client's own:
  * `disconnected` (not connected, or the connection dropped before the answer),
  * `too_large` (the frame is larger than the server's `limits.maxFrameBytes`: not sent),
- * `cancelled` (the request was withdrawn: leaveRoom() or disconnect()),
+ * `cancelled` (the request was withdrawn: leaveRoom(), or disconnect() for everything pending),
  * `unauthorized` / `connect_failed` (connect() could not get a `welcome`).
  */
 export class HubbubError extends Error {
@@ -230,7 +230,10 @@ export class HubbubClient {
     return promise;
   }
 
-  /** Close for good: no reconnect; pending requests and unsent chats are rejected. */
+  /**
+   * Close for good: no reconnect; unsent chats, pending joins and every request still
+   * waiting for its answer reject with `cancelled`.
+   */
   disconnect() {
     const was = this.state;
     this.state = 'closed';
@@ -241,6 +244,9 @@ export class HubbubClient {
     this._outbox.clear();
     for (const room of this._rooms.values()) room.waiters.forEach((w) => w.reject(cancelled()));
     this._rooms.clear();
+    const pending = [...this._pending.values()];
+    this._pending.clear();
+    for (const p of pending) p.reject(cancelled());
     this._clearTyping();
     if (this._ws) this._drop(1000, 'client disconnect');
     else if (was === 'reconnecting') {
