@@ -141,7 +141,8 @@ export interface ChatEvent {
   seq: number;
   userId: UserId;
   username: string;
-  content: string;
+  /** null in a replayed chat (`replayed: true`) of a message deleted since */
+  content: string | null;
   createdAt: number;
   clientMsgId?: string;
   replyTo?: string;
@@ -152,7 +153,8 @@ export interface MessageEditEvent {
   messageId: string;
   seq: number;
   userId: UserId;
-  content: string;
+  /** null in a replayed edit (`replayed: true`) of a message deleted since */
+  content: string | null;
   editedAt: number;
 }
 

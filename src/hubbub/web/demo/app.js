@@ -521,13 +521,15 @@ function wire(hub) {
     if (p.roomId !== s.room) return;
     const follow = nearBottom() || p.userId === s.me;
     if (p.clientMsgId) document.querySelector(`[data-client-msg-id="${CSS.escape(p.clientMsgId)}"]`)?.remove();
-    upsert({ ...p, reactions: {}, deleted: false });
+    // A chat replayed after a reconnect has `content: null` if it was deleted since.
+    upsert({ ...p, reactions: {}, deleted: p.content === null });
     setTyping(p.userId, false);
     renderHistoryStatus();
     if (follow) scrollToBottom();
   });
   hub.on('message_edit', ({ payload: p }) => p.roomId === s.room &&
-    update(p.messageId, () => ({ content: p.content, editedAt: p.editedAt })));
+    update(p.messageId, () => (p.content === null ? { deleted: true, content: null }
+      : { content: p.content, editedAt: p.editedAt })));
   hub.on('message_delete', ({ payload: p }) => p.roomId === s.room &&
     update(p.messageId, () => ({ deleted: true, content: null, deletedAt: p.deletedAt })));
   hub.on('reaction', ({ payload: p }) => p.roomId === s.room && update(p.messageId, (m) => {
