@@ -499,8 +499,9 @@ async function onSignal({ payload: p }) {
   }
 }
 
-function onCallOver({ payload: p }) {
+function onCallOver({ payload: p, local }) {
   if (!s.call || s.call.id !== p.callId) return;
+  if (local) return endCall('Call ended: you lost the connection');
   const say = END_REASONS[p.reason];
   endCall(say ? say(nameOf(s.call.peer)) : `Call ended (${p.reason})`);
 }
