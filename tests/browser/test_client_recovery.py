@@ -319,6 +319,36 @@ async def test_a_dropped_connection_ends_its_calls_on_both_sides(server: Hubbub,
         await proxy.close()
 
 
+async def test_a_call_that_only_rang_on_the_dropped_page_still_rings_on_the_others(
+        server: Hubbub, browser: Browser) -> None:
+    proxy = await Proxy(server.port).start()
+    try:
+        page = await browser.harness_page("ann", server)
+        await connect(page, proxy.ws_url)
+        await page.evaluate("r => harness.hub.joinRoom(r)", ROOM)
+        async with aiohttp.ClientSession() as http:
+            bob = await RawClient.connect(http, server.ws_url, "bob", ROOM)
+            phone = await RawClient.connect(http, server.ws_url, "ann", ROOM)
+            offer = await bob.request("webrtc", {"kind": "offer", "to": "ann", "sdp": OFFER})
+            call_id = offer["payload"]["callId"]
+            await until(page, "harness.of('webrtc').length === 1", "the offer on the page")
+            await frame_at(phone, "the offer on the phone", lambda f: f["type"] == "webrtc")
+
+            proxy.cut()  # the page stops ringing ...
+            await until(page, "harness.of('call_end').length === 1", "the page's call_end")
+            await until(page, "harness.of('reconnect').length === 1", "the reconnect")
+            await page.evaluate("r => harness.hub.history(r, {limit: 1})", ROOM)
+            # ... but does not hang up a call it never answered: the phone still can.
+            answer = await phone.request("webrtc", {"kind": "answer", "to": "bob",
+                                                    "callId": call_id, "sdp": ANSWER})
+            assert answer["payload"]["state"] == "active", answer
+            assert not [f for f in bob.frames if f["type"] == "call_end"]
+            await bob.ws.close()
+            await phone.ws.close()
+    finally:
+        await proxy.close()
+
+
 async def test_disconnect_cancels_every_pending_promise(server: Hubbub,
                                                         browser: Browser) -> None:
     page = await browser.harness_page("ann", server)

@@ -161,7 +161,9 @@ export class HubbubClient {
     this._rooms = new Map(); // roomId -> {lastSeq: number|null, waiters: [{resolve, reject}]}
     this._outbox = new Map(); // clientMsgId -> {payload, resolve, reject, frameId}
     this._typing = new Map(); // roomId -> {sentAt, timer}
-    this._calls = new Map(); // callId -> {peer, state, acked}: the calls this client is in
+    // callId -> {peer, state, acked, owned}: the calls this client is in; `owned`: this
+    // connection speaks for its side (it offered, or answered)
+    this._calls = new Map();
     this._callsToEnd = new Set(); // callIds a drop ended here: call_end after the next welcome
     this._connectWaiters = [];
     this._status = null; // last status given to setPresence()
@@ -763,7 +765,9 @@ export class HubbubClient {
   _signal(kind, from, to, callId, extra) {
     to = String(to);
     if (kind === 'offer' && this._authed && !this._calls.has(callId)) {
-      this._calls.set(callId, { peer: to, state: 'ringing', acked: false });
+      this._calls.set(callId, { peer: to, state: 'ringing', acked: false, owned: true });
+    } else if (kind === 'answer' && this._calls.has(callId)) {
+      this._calls.get(callId).owned = true;
     }
     return this._trackCall('webrtc', callId, this._request('webrtc', defined({ kind, from, to, callId, ...extra })));
   }
@@ -800,21 +804,22 @@ export class HubbubClient {
   _onSignal(p) {
     if (!p.callId) return;
     const call = this._calls.get(p.callId);
-    if (p.kind === 'offer' && !call) this._calls.set(p.callId, { peer: p.from, state: 'ringing', acked: true });
+    if (p.kind === 'offer' && !call) this._calls.set(p.callId, { peer: p.from, state: 'ringing', acked: true, owned: false });
     else if (p.kind === 'answer' && call) call.state = 'active';
   }
 
   /**
    * The connection dropped: the server ends this client's calls (or another connection of
    * the user takes them over). Tell the app now, as the server tells the peer, and end
-   * them for the peer after the next welcome.
+   * for the peer after the next welcome those whose side this connection owned; a call
+   * that only rang here may still be answered on the user's other devices.
    */
   _endCallsLocally() {
     const by = this.welcome ? this.welcome.userId : undefined;
-    const ended = [...this._calls.keys()];
+    const ended = [...this._calls.entries()];
     this._calls.clear();
-    for (const callId of ended) {
-      this._callsToEnd.add(callId);
+    for (const [callId, call] of ended) {
+      if (call.owned) this._callsToEnd.add(callId);
       this._emit({ type: 'call_end', payload: { callId, by, reason: 'disconnected' }, local: true });
     }
   }
