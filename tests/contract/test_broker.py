@@ -101,6 +101,22 @@ async def test_after_a_redis_restart_delivery_resumes_on_every_topic_the_broker_
     assert len(got) == len(set(got))  # nothing delivered twice
 
 
+async def test_after_a_redis_restart_the_first_publish_is_not_lost(
+        dedicated_redis: RedisServer,
+        two_on_own_redis: tuple[RedisBroker, RedisBroker, Inbox]) -> None:
+    a, b, inbox = two_on_own_redis
+    await b.subscribe("room:1")
+    a.publish("room:1", b"before")  # the publishing connection is made and pooled
+    assert await inbox.wait_for("room:1", 1) == [b"before"]
+    dedicated_redis.shutdown()
+    await eventually(lambda: not a.connected.is_set() and not b.connected.is_set())
+    dedicated_redis.start_again()
+    await eventually(lambda: a.connected.is_set() and b.connected.is_set())
+    a.publish("room:1", b"after")
+    assert await inbox.wait_for("room:1", 2) == [b"before", b"after"]
+    assert a.dropped == 0
+
+
 async def test_a_topic_subscribed_while_redis_is_down_is_delivered_once_it_is_back(
         dedicated_redis: RedisServer,
         two_on_own_redis: tuple[RedisBroker, RedisBroker, Inbox]) -> None:

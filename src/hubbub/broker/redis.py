@@ -175,6 +175,12 @@ class RedisBroker(Broker):
                 # subscribe() calls made meanwhile saw no connection and left it to us.
                 if missed := self._topics - held:
                     await pubsub.subscribe(*(self._channel(t) for t in missed))
+                if delay > 0.1:
+                    # The publishing connection, idle in the pool, was cut by the same
+                    # outage but learns of it only when used, which would cost the next
+                    # batch (the health check's PING fails on it and is not retried).
+                    # Dropped here, it is made anew for that batch.
+                    await self._redis.connection_pool.disconnect(inuse_connections=False)
                 self.connected.set()
                 if delay > 0.1:
                     log.info("Redis is back: fan-out resumed on %d topics", len(self._topics))
