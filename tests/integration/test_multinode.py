@@ -772,6 +772,30 @@ async def test_a_call_whose_home_node_is_killed_ends_and_the_survivor_logs_it(
             assert record["durationMs"] == record["endedAt"] - record["answeredAt"]
 
 
+async def test_a_call_whose_partys_node_is_killed_ends_and_frees_both(
+        redis_url: str, store_url: str) -> None:
+    with process_nodes(redis_url, store_url) as (doomed, home):
+        async with await member(home.ws, "ann") as ann:
+            bob = await member(doomed.ws, "bob")
+            # The offer arrives at ann's node, which stays: the call lives there.
+            await request(ann, "webrtc", kind="offer", to="bob", callId="k2", sdp=OFFER)
+            await bob.expect("webrtc", kind="offer")
+            await request(bob, "webrtc", kind="answer", to="ann", callId="k2", sdp=ANSWER)
+            await ann.expect("webrtc", kind="answer")
+            doomed.kill()
+            with contextlib.suppress(AssertionError):
+                await bob.closed()
+            await bob.close()
+            # PROTOCOL §Calls: bob's last connection is gone, so ann hears `disconnected`.
+            frames = await frames_until(ann, "call_end", timeout=DEAD_NODE_WAIT, callId="k2")
+            assert frames[-1]["payload"] == {"callId": "k2", "by": "bob",
+                                             "reason": "disconnected"}
+            # And both are free: bob, back on the surviving node, can be called again.
+            async with await member(home.ws, "bob") as bob_again:
+                await request(ann, "webrtc", kind="offer", to="bob", callId="k3", sdp=OFFER)
+                await bob_again.expect("webrtc", kind="offer", callId="k3")
+
+
 async def chats_until_one_crosses(sender: WsClient, receiver: WsClient,
                                   timeout: float = DEAD_NODE_WAIT) -> tuple[int, list[int]]:
     """Chat from `sender` until `receiver` (on another node) gets a chat; returns the last

@@ -98,6 +98,10 @@ class Calls:
         call_id = self._live.get(user)
         return self.calls.get(call_id) if call_id else None
 
+    def live_parties(self) -> list[UserId]:
+        """Every user in a ringing or active call here."""
+        return list(self._live)
+
     def live_count(self) -> int:
         return sum(1 for c in self.calls.values() if c.state is not CallState.ENDED)
 

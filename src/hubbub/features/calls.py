@@ -336,6 +336,21 @@ async def _connection_closed(node: Node, user: UserId, username: str, conn: Conn
     return []
 
 
+async def orphaned(node: Node) -> Effects:
+    """Calls living here whose party has no connection left anywhere, yet were not ended:
+    the node that held the party's last connection died (reaping its users tells no call
+    home), or its notice was lost (pub/sub is at most once; a node shutting down may not
+    get it out). End each as that last close would have: `disconnected`."""
+    effects: Effects = []
+    for user in node.calls.live_parties():
+        if user in node.user_conns or node.calls.live_call_of(user) is None:
+            continue  # connected here, or its call ended with its peer's just before
+        if not await node.directory.is_online(user):
+            log.info("ending the call of %s: no connection left on any node", user)
+            effects += await _departed(node, user, ConnId(0))
+    return effects
+
+
 async def _departed(node: Node, user: UserId, conn: ConnId, local_left: int = 0) -> Effects:
     """On the call's home: a connection of `user` closed somewhere."""
     if node.calls.live_call_of(user) is None:

@@ -147,6 +147,7 @@ async def housekeeping(node: Node, now_ms: int) -> Effects:
     if await d.heartbeat(now_ms):
         effects += await _tell_again(node, now_ms)
     effects += calls.calls_of_dead_nodes(await d.reap_calls(now_ms), now_ms)
+    effects += await calls.orphaned(node)
     for gone in await d.reap(now_ms):
         if gone.went_offline:
             effects += presence_to(gone.rooms_before, gone.user,
