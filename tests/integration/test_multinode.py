@@ -535,6 +535,32 @@ async def test_an_event_in_flight_reaches_the_members_of_a_node_where_someone_jo
                     (in_flight["seq"], "in flight"), (after["seq"], "after")]
 
 
+async def test_a_forwarded_call_frame_whose_answer_is_lost_gets_one_answer_internal(
+        tmp_path: Path) -> None:
+    # In-process only: the call's home (node 0) hears nothing while bob, on node 1, hangs
+    # up; node 1 answers the frame itself when the answer is overdue, and only once.
+    async with memory_cluster(tmp_path / "hubbub.db", broker=GatedBroker) as cluster:
+        home = cluster.brokers[0]
+        assert isinstance(home, GatedBroker)
+        async with (await member(cluster.ws(0), "ann") as ann,
+                    await member(cluster.ws(1), "bob") as bob):
+            await request(ann, "webrtc", kind="offer", to="bob", callId="f1", sdp=OFFER)
+            await bob.expect("webrtc", kind="offer")
+            await request(bob, "webrtc", kind="answer", to="ann", callId="f1", sdp=ANSWER)
+            await ann.expect("webrtc", kind="answer")
+            home.hold()
+            await bob.send("call_end", {"callId": "f1"}, id="e1")
+            answer = await bob.expect("error", timeout=WAIT)
+            assert (answer["id"], answer["payload"]["code"]) == ("e1", "internal")
+            home.release()  # the home hangs up now, and its late ack is not delivered
+            end = await ann.expect("call_end", callId="f1")
+            assert end["payload"]["reason"] == "hangup"
+            # A marker: node 1 handles it after the home's late ack reached it.
+            await request(ann, "call_history")
+            assert (await bob.request("ping", {}, id="p1"))["type"] == "pong"
+            assert not [f for f in bob.backlog if f.get("id") == "e1"]
+
+
 async def test_a_newcomer_gets_an_event_delivered_on_its_node_while_its_join_read_the_position(
         tmp_path: Path) -> None:
     # In-process only: node 1's store answers the newcomer's position read, then waits

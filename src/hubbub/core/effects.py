@@ -106,6 +106,7 @@ class Forward:
     user: UserId
     username: str
     frame: bytes
+    frame_id: str | None = None  # the frame's `id`: its answer is awaited (Fanout)
 
 
 Effect = Reply | ToRoom | ToRooms | ToUser | ToConns | ToAll | Close | LogCall | Later | Forward

@@ -96,7 +96,7 @@ async def _forward(node: Node, s: Session, frame: Inbound, call_id: str) -> Effe
     if s.identity.user_id not in (info.caller, info.callee):
         raise ProtocolError(ErrorCode.FORBIDDEN, "only the two parties may act on a call")
     return [Forward(info.home, s.conn, s.identity.user_id, s.identity.username,
-                    msgspec.json.encode(frame))]
+                    msgspec.json.encode(frame), frame.id)]
 
 
 # ---- webrtc ------------------------------------------------------------------------------
@@ -334,6 +334,19 @@ async def _connection_closed(node: Node, user: UserId, username: str, conn: Conn
     if info is not None and info.home != node.number:
         return [Forward(info.home, conn, user, username, b"")]
     return []
+
+
+def call_frames_unanswered(node: Node, frames: list[tuple[ConnId, str]]) -> Effects:
+    """Call frames forwarded to the call's home that got no answer in time: the frame or
+    its answer was lost (pub/sub is at most once), or the home died. PROTOCOL wants one
+    answer per `id`: `internal`, after which a retry is safe (the call's state is
+    unknown: the frame may or may not have been handled)."""
+    effects: Effects = []
+    for conn, frame_id in frames:
+        log.warning("no answer from the call's node to frame %r of conn=%s", frame_id, conn)
+        effects += error(conn, ProtocolError(
+            ErrorCode.INTERNAL, "the call's node did not answer; try again"), frame_id)
+    return effects
 
 
 async def orphaned(node: Node) -> Effects:

@@ -45,10 +45,14 @@ class Message(msgspec.Struct, array_like=True, omit_defaults=True):
     exclude_conn: int | None = None
     # A forwarded call frame: who sent it (conn, user, username).
     sender: tuple[int, str, str] | None = None
+    answers: str | None = None  # "conns": the id of the forwarded frame this answers
 
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(Message).decode
+
+# How long a forwarded call frame's answer may take before this node answers `internal`.
+FORWARD_ANSWER_MS = 5000
 
 # How a `typing` event frame ends (encoded by this code, isTyping last) when it is `true`.
 _TYPING_TRUE = b'"isTyping":true}}'
@@ -69,6 +73,12 @@ class Fanout:
         self._seen_set: set[tuple[int, int]] = set()
         self._next_id = 0
         self._fill_tasks: set[asyncio.Task[None]] = set()
+        # Forwarded frames with an `id`, until their answer comes back: (conn, id) ->
+        # deadline (ms). Pub/sub may lose the frame or its answer, and PROTOCOL wants
+        # exactly one answer; past the deadline this node gives it (`internal`).
+        self._awaiting: dict[tuple[int, str], int] = {}
+        # Those answered so: their real answer, if it comes after all, is dropped.
+        self._gave_up: deque[tuple[int, str]] = deque(maxlen=1024)
 
     async def start(self) -> None:
         await self.broker.start(self._received)
@@ -128,17 +138,31 @@ class Fanout:
 
     def forward(self, e: Forward) -> None:
         """A call frame for the node whose rules own the call."""
+        if e.frame_id is not None:
+            self._awaiting[(e.conn, e.frame_id)] = (self.hub.node.clock.now_ms()
+                                                    + FORWARD_ANSWER_MS)
         self.broker.publish(f"node:{e.home}", _encode(Message(
             kind="call", origin=self.node_number, type="call", frame=e.frame,
             sender=(e.conn, e.user, e.username))))
 
-    def conns(self, conns: list[ConnId], type_: str, frame: bytes) -> None:
+    def conns(self, conns: list[ConnId], type_: str, frame: bytes,
+              answers: str | None = None) -> None:
+        """`answers`: the frame is the answer to the forwarded frame with that id."""
         by_node: dict[int, list[int]] = {}
         for conn in conns:
             by_node.setdefault(node_of(conn), []).append(conn)
         for number, ids in by_node.items():
             self.broker.publish(f"node:{number}", _encode(Message(
-                kind="conns", origin=self.node_number, type=type_, frame=frame, conns=ids)))
+                kind="conns", origin=self.node_number, type=type_, frame=frame, conns=ids,
+                answers=answers)))
+
+    def unanswered(self, now_ms: int) -> list[tuple[ConnId, str]]:
+        """Forwarded frames whose answer is overdue: the caller answers them itself."""
+        due = [key for key, deadline in self._awaiting.items() if deadline <= now_ms]
+        for key in due:
+            del self._awaiting[key]
+            self._gave_up.append(key)
+        return [(ConnId(conn), frame_id) for conn, frame_id in due]
 
     def everyone(self, type_: str, frame: bytes) -> None:
         self.broker.publish("all", _encode(Message(kind="all", origin=self.node_number,
@@ -174,6 +198,10 @@ class Fanout:
             conn, user, username = msg.sender
             hub.forwarded(ConnId(conn), UserId(user), username, msg.frame)
         elif kind == "conns" and msg.conns is not None:
+            if msg.answers is not None:
+                answer = (msg.conns[0], msg.answers)
+                if self._awaiting.pop(answer, None) is None and answer in self._gave_up:
+                    return  # answered already, with `internal`, when it was overdue
             hub.deliver_conns([ConnId(c) for c in msg.conns], msg.type, msg.frame)
         elif kind == "all":
             hub.deliver_all(msg.type, msg.frame)

@@ -263,7 +263,7 @@ class Hub:
             # The answer to a call frame another node forwarded here goes back to it.
             if self.fanout is not None and node_of(e.conn) != self.node.number:
                 self.fanout.conns([e.conn], e.type,
-                                  framing.text_frame(encode(e.type, e.payload, e.id)))
+                                  framing.text_frame(encode(e.type, e.payload, e.id)), e.id)
             return
         if e.type == "welcome":
             assert conn.session.identity is not None

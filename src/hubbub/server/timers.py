@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable
 
 from hubbub.core.effects import Later
+from hubbub.features.calls import call_frames_unanswered
 from hubbub.features.system import housekeeping, tick
 from hubbub.server.hub import Hub
 
@@ -49,6 +50,7 @@ class Timers:
         self.hub.run(tick(node, now))
         if self.hub.fanout is not None:
             self.hub.fanout.fill_gaps(now)
+            self.hub.run(call_frames_unanswered(node, self.hub.fanout.unanswered(now)))
 
     def _housekeeping(self) -> None:
         node = self.hub.node
