@@ -533,6 +533,11 @@ async def test_an_event_in_flight_reaches_the_members_of_a_node_where_someone_jo
                 events = await room_events(u2, 2)
                 assert [(e["seq"], e["content"]) for e in events] == [
                     (in_flight["seq"], "in flight"), (after["seq"], "after")]
+                # The newcomer's lastSeq counts the chat in flight: it gets only what is
+                # above it (delivery.md §Joining), never a seq it already has.
+                events = await room_events(late, 1)
+                assert [(e["seq"], e["content"]) for e in events] == [
+                    (after["seq"], "after")]
 
 
 async def test_a_forwarded_call_frame_whose_answer_is_lost_gets_one_answer_internal(

@@ -31,8 +31,8 @@ class Fanout(Protocol):
     async def room_opened(self, room: RoomId) -> None:
         """The first local connection is joining `room`; returns once its events flow."""
 
-    def room_position(self, room: RoomId, last_seq: int) -> None:
-        """A local connection joined `room` at `last_seq`."""
+    def room_position(self, room: RoomId, last_seq: int, conn: ConnId) -> None:
+        """Local connection `conn` joined `room` at `last_seq`."""
 
     def delivered(self, room: RoomId) -> int | None:
         """The last seq of `room` this node delivered to its connections, if it orders it."""
@@ -54,7 +54,7 @@ class LocalOnly:
     async def room_opened(self, room: RoomId) -> None:
         return None
 
-    def room_position(self, room: RoomId, last_seq: int) -> None:
+    def room_position(self, room: RoomId, last_seq: int, conn: ConnId) -> None:
         return None
 
     def delivered(self, room: RoomId) -> int | None:

@@ -84,7 +84,7 @@ async def handle_join(node: Node, s: Session, frame: JoinRoom) -> Effects:
         if s.closing or s.conn not in node.sessions:
             return []
         raise _room_limit(node)  # other joins of this connection won the race
-    node.fanout.room_position(room, ack.last_seq)
+    node.fanout.room_position(room, ack.last_seq, s.conn)
     effects: Effects = [Reply(s.conn, "ack", ack, frame.id)]
     if room not in s.rooms:
         s.rooms.add(room)

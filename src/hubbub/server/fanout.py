@@ -57,8 +57,8 @@ FORWARD_ANSWER_MS = 5000
 # How a `typing` event frame ends (encoded by this code, isTyping last) when it is `true`.
 _TYPING_TRUE = b'"isTyping":true}}'
 
-# A persisted room event held for ordering: (frame, excluded user, type).
-Held = tuple[bytes, UserId | None, str]
+# A persisted room event held for ordering: (frame, excluded user, type, seq).
+Held = tuple[bytes, UserId | None, str, int]
 
 class Fanout:
     """This node's side of the shared broker; made only when the broker is clustered (one
@@ -69,6 +69,10 @@ class Fanout:
         self.broker = broker
         self.node_number = node_number
         self.sequencer: Sequencer[Held] = Sequencer()
+        # Connections that joined a room at a lastSeq above what this node had delivered
+        # there: room -> conn -> that lastSeq. Events up to it are still on their way to
+        # the members already in the room, and skip these (Hub.deliver_ordered).
+        self.floors: dict[RoomId, dict[ConnId, int]] = {}
         self._seen_rooms_msgs: deque[tuple[int, int]] = deque(maxlen=4096)
         self._seen_set: set[tuple[int, int]] = set()
         self._next_id = 0
@@ -95,18 +99,22 @@ class Fanout:
         """The first local connection is joining `room`: receive its events from now on."""
         await self.broker.subscribe(f"room:{room}")
 
-    def room_position(self, room: RoomId, last_seq: int) -> None:
-        """A local connection joined at `last_seq`: order the room's events after it."""
+    def room_position(self, room: RoomId, last_seq: int, conn: ConnId) -> None:
+        """Local connection `conn` joined at `last_seq`: order the room's events after it."""
         # Only the room's first local connection sets it (Sequencer.start keeps a tracked
         # room's position). Moving a tracked room forward would drop the events up to
         # `last_seq` that the connections already in it have not received yet (in flight
-        # from another node, or held for a gap). A newcomer may then also get a few events
-        # at or below its lastSeq, which clients skip by seq.
+        # from another node, or held for a gap). The newcomer has those (in its ack's
+        # lastSeq or `missed`): they skip it.
         self.sequencer.start(room, last_seq)
+        delivered = self.sequencer.last(room)
+        if delivered is not None and delivered < last_seq:
+            self.floors.setdefault(room, {})[conn] = last_seq
 
     def room_closed(self, room: RoomId) -> None:
         self.broker.unsubscribe(f"room:{room}")
         self.sequencer.stop(room)
+        self.floors.pop(room, None)
 
     async def user_opened(self, user: UserId) -> None:
         await self.broker.subscribe(f"user:{user}")
@@ -230,12 +238,12 @@ class Fanout:
         for ev in recovery.events:
             seq = msgspec.json.decode(ev.payload, type=_Seq).seq
             frame = framing.text_frame(encode_stored(ev))
-            events.append((seq, (frame, None, ev.type)))
+            events.append((seq, (frame, None, ev.type, seq)))
         log.info("filled a seq gap in room %s after %d from the store (%d events)",
                  room, after, len(events))
-        for frame, exclude, type_ in self.sequencer.filled(room, events, recovery.last_seq,
-                                                          node.clock.now_ms()):
-            self.hub.deliver_room_now(room, type_, frame, exclude)
+        for held in self.sequencer.filled(room, events, recovery.last_seq,
+                                          node.clock.now_ms()):
+            self.hub.deliver_ordered(room, held)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

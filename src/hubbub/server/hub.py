@@ -37,7 +37,7 @@ from hubbub.ids import ConnId, RoomId, UserId, node_of
 from hubbub.protocol.codes import CloseCode
 from hubbub.protocol.frames import WebRTC, encode
 from hubbub.server import framing
-from hubbub.server.fanout import Fanout
+from hubbub.server.fanout import Fanout, Held
 
 log = logging.getLogger("hubbub.conn")
 
@@ -287,9 +287,27 @@ class Hub:
         if seq is None or fan is None:
             self.deliver_room_now(room, type_, frame, exclude)
             return
-        for f, ex, ty in fan.sequencer.offer(room, seq, (frame, exclude, type_),
-                                             self.node.clock.now_ms()):
-            self.deliver_room_now(room, ty, f, ex)
+        for held in fan.sequencer.offer(room, seq, (frame, exclude, type_, seq),
+                                        self.node.clock.now_ms()):
+            self.deliver_ordered(room, held)
+
+    def deliver_ordered(self, room: RoomId, held: Held) -> None:
+        """A persisted room event in its seq order. A connection that joined at a lastSeq
+        at or above its seq already has it (docs/topics/delivery.md §Joining)."""
+        frame, exclude, type_, seq = held
+        fan = self.fanout
+        floors = fan.floors.get(room) if fan is not None else None
+        if fan is not None and floors:
+            skip = {c for c, floor in floors.items() if floor >= seq}
+            for c in [c for c, floor in floors.items() if floor <= seq]:
+                del floors[c]  # the events from here on are above its lastSeq
+            if not floors:
+                del fan.floors[room]
+            if skip:
+                self.deliver_conns([c for c in self.node.rooms.conns(room) if c not in skip],
+                                   type_, frame, exclude)
+                return
+        self.deliver_room_now(room, type_, frame, exclude)
 
     def deliver_room_now(self, room: RoomId, type_: str, frame: bytes,
                          exclude: UserId | None) -> None:
