@@ -101,6 +101,17 @@ async def test_after_a_redis_restart_delivery_resumes_on_every_topic_the_broker_
     assert len(got) == len(set(got))  # nothing delivered twice
 
 
+async def test_what_is_published_just_before_close_still_goes_out(
+        two_on_own_redis: tuple[RedisBroker, RedisBroker, Inbox]) -> None:
+    # A node shutting down publishes its last words (calls ending, ...) and closes.
+    a, b, inbox = two_on_own_redis
+    await b.subscribe("node:1")
+    for i in range(50):
+        a.publish("node:1", b"last %d" % i)
+    await a.close()
+    assert await inbox.wait_for("node:1", 50) == [b"last %d" % i for i in range(50)]
+
+
 async def test_after_a_redis_restart_the_first_publish_is_not_lost(
         dedicated_redis: RedisServer,
         two_on_own_redis: tuple[RedisBroker, RedisBroker, Inbox]) -> None:

@@ -827,6 +827,27 @@ async def test_a_call_whose_partys_node_is_killed_ends_and_frees_both(
                 await bob_again.expect("webrtc", kind="offer", callId="k3")
 
 
+async def test_a_call_whose_partys_node_shuts_down_ends_before_that_node_is_reaped(
+        redis_url: str, store_url: str) -> None:
+    with process_nodes(redis_url, store_url) as (leaving, home):
+        async with await member(home.ws, "ann") as ann:
+            bob = await member(leaving.ws, "bob")
+            await request(ann, "webrtc", kind="offer", to="bob", callId="t1", sdp=OFFER)
+            await bob.expect("webrtc", kind="offer")
+            await request(bob, "webrtc", kind="answer", to="ann", callId="t1", sdp=ANSWER)
+            await ann.expect("webrtc", kind="answer")
+            leaving.process.proc.send_signal(signal.SIGTERM)  # a graceful shutdown
+            with contextlib.suppress(AssertionError):
+                await bob.closed()
+            await bob.close()
+            # The leaving node tells the call's home on its way out: ann hears of it then,
+            # not only when the node is reaped (bob's `offline` comes from the reaping).
+            frames = await frames_until(ann, "call_end", timeout=DEAD_NODE_WAIT, callId="t1")
+            assert frames[-1]["payload"] == {"callId": "t1", "by": "bob",
+                                             "reason": "disconnected"}
+            assert about(frames, "presence", "bob") == []
+
+
 async def chats_until_one_crosses(sender: WsClient, receiver: WsClient,
                                   timeout: float = DEAD_NODE_WAIT) -> tuple[int, list[int]]:
     """Chat from `sender` until `receiver` (on another node) gets a chat; returns the last

@@ -71,8 +71,13 @@ class RedisBroker(Broker):
             raise ConfigError(f"cannot reach Redis at {self.url}") from None
 
     async def close(self) -> None:
+        """Publish what is queued (a shutting-down node's last words: its users' calls
+        ending, ...), for up to 2 s, then disconnect."""
         self._closing = True
         self._wake.set()
+        if self._tasks:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._tasks[1]), 2.0)
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
@@ -144,7 +149,7 @@ class RedisBroker(Broker):
         self._wake.set()
 
     async def _publish_loop(self) -> None:
-        while not self._closing:
+        while not (self._closing and not self._queue):  # closing: what is queued goes out
             await self._wake.wait()
             self._wake.clear()
             batch, self._queue = self._queue, []

@@ -134,6 +134,9 @@ class Server:
         if self.timers:
             self.timers.stop()
         await self.hub.close_all(CloseCode.GOING_AWAY, "server shutting down")
+        # Each closed connection's departure (directory, a call on another node) is
+        # background work, to finish before the broker and the directory close.
+        await self.hub.settle(2.0)
         await self.runner.cleanup()
         if self.fanout is not None:
             await self.fanout.close()

@@ -613,6 +613,14 @@ class Hub:
         if self._close_tasks:
             await asyncio.wait(list(self._close_tasks), timeout=CLOSE_GRACE_S + 0.5)
 
+    async def settle(self, timeout: float) -> None:
+        """Let background work finish (the directory and call bookkeeping of the
+        connections just closed), for up to `timeout` s, before the backends close."""
+        for _ in range(3):  # work done may start more work (its effects)
+            if not self._background:
+                return
+            await asyncio.wait(list(self._background), timeout=timeout)
+
     # ---- heartbeat ------------------------------------------------------------------------
     def heartbeat(self) -> None:
         """PROTOCOL §Heartbeat: ping everyone; a peer silent since the previous ping is dead."""
