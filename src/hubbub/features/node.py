@@ -79,7 +79,9 @@ def limits_from(settings: Settings) -> Limits:
         chats_per_second=settings.chat_rate if on else 0.0,
         chat_burst=max(1.0, settings.chat_rate * 2),
         joins_per_second=10.0 if on else 0.0,
-        join_burst=50.0,
+        # A client that reconnects re-joins every room it was in at once (the clients
+        # resume by themselves): the burst lets all --max-rooms of them through.
+        join_burst=max(50.0, float(settings.max_rooms)),
         max_rooms=settings.max_rooms,
         max_content_chars=settings.max_content,
     )

@@ -250,6 +250,18 @@ async def test_joins_over_their_own_rate_limit_get_rate_limited(node: Node) -> N
     assert "one-more" not in s.rooms
 
 
+@pytest.mark.parametrize("max_rooms", [100, 150])
+async def test_a_reconnecting_client_can_rejoin_all_its_rooms_at_once(
+        make: MakeNode, max_rooms: int) -> None:
+    node = await make(max_rooms=max_rooms)  # the frame burst is 200
+    s = connect(node, "ann")
+    await asend(node, s, "presence", {"status": "away"})
+    for i in range(max_rooms):
+        assert error_code(await asend(node, s, "join_room", {"roomId": f"r{i}", "since": 0},
+                                      id=f"j{i}")) is None, i
+    assert len(s.rooms) == max_rooms
+
+
 # ---- identity: a foreign userId / from -----------------------------------------------
 
 FOREIGN: list[tuple[str, dict[str, Any]]] = [
