@@ -121,3 +121,58 @@ async def test_demo_page_join_chat_and_call_by_clicks(server: Hubbub, browser: B
         await expect(bob.get_by_test_id("call-panel")).to_be_hidden()
         await expect(ann.get_by_test_id("call-panel")).to_be_hidden()
         await cy.ws.close()
+
+
+def console_errors(page: Any) -> list[str]:
+    """The page's console errors and uncaught exceptions from now on."""
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    return errors
+
+
+async def send(page: Any, text: str) -> None:
+    await page.get_by_test_id("message-input").fill(text)
+    await page.get_by_test_id("message-input").press("Enter")
+
+
+async def test_demo_a_live_reaction_keeps_an_edit_in_progress(server: Hubbub,
+                                                              browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    gus = await browser.page("gus", server.url + "/")
+    hal = await browser.page("hal", server.url + "/")
+    errors = console_errors(gus)
+    await join(gus, "Gus")
+    await join(hal, "Hal")
+    await send(gus, "teh typo")
+    await expect(message(hal, "teh typo")).to_be_visible()
+
+    # Gus starts editing; Hal reacts meanwhile: the edit box, its text and its focus stay,
+    # and the reaction shows under it.
+    await message(gus, "teh typo").hover()
+    await message(gus, "teh typo").get_by_test_id("edit-button").click()
+    edit = gus.get_by_test_id("edit-input")
+    await edit.fill("the typo, fixed")
+    await message(hal, "teh typo").hover()
+    await message(hal, "teh typo").locator('[data-testid="react-button"][data-emoji="👍"]').click()
+    chip = gus.get_by_test_id("message").filter(has=edit).get_by_test_id("reaction")
+    await expect(chip).to_have_text("👍 1")
+    await expect(edit).to_be_focused()
+    await expect(edit).to_have_value("the typo, fixed")
+
+    # Enter saves; the focus goes back to the message box; the reaction is still there.
+    await edit.press("Enter")
+    await expect(message(hal, "the typo, fixed").get_by_test_id("edited")).to_be_visible()
+    await expect(message(gus, "the typo, fixed").get_by_test_id("reaction")).to_have_text("👍 1")
+    await expect(gus.get_by_test_id("message-input")).to_be_focused()
+
+    # Escape cancels, and also gives the focus back.
+    await message(gus, "the typo, fixed").hover()
+    await message(gus, "the typo, fixed").get_by_test_id("edit-button").click()
+    await gus.get_by_test_id("edit-input").fill("never mind")
+    await gus.get_by_test_id("edit-input").press("Escape")
+    await expect(gus.get_by_test_id("edit-input")).to_have_count(0)
+    await expect(message(gus, "the typo, fixed")).to_be_visible()
+    await expect(gus.get_by_test_id("message-input")).to_be_focused()
+    assert errors == [], errors

@@ -208,21 +208,52 @@ function renderMessage(msg) {
   return li;
 }
 
-/** Insert or refresh a message, keeping the list in seq order. */
+/**
+ * Insert or refresh a message, keeping the list in seq order. A message being edited keeps
+ * its edit box (the same element, so its text, caret and focus stay): only the parts
+ * around it are redrawn, unless the message was deleted meanwhile.
+ */
 function upsert(msg) {
   const list = $('message-list');
   const known = s.messages.get(msg.messageId);
   if (msg.username) s.names.set(msg.userId, msg.username);
-  const entry = { msg: known ? { ...known.msg, ...msg } : msg, el: null };
+  const entry = { msg: known ? { ...known.msg, ...msg } : msg, el: null, editing: known ? known.editing : null };
+  if (entry.editing && entry.msg.deleted) {
+    entry.editing.cancel();
+    entry.editing = null;
+    toast('The message you were editing was deleted.');
+  }
   entry.el = renderMessage(entry.msg);
-  if (known) known.el.replaceWith(entry.el);
-  else {
+  s.messages.set(msg.messageId, entry);
+  if (known && entry.editing) {
+    patchAround(known.el, entry.el, entry.editing.input);
+    entry.el = known.el;
+  } else if (known) {
+    known.el.replaceWith(entry.el);
+  } else {
     const after = [...list.children].find((li) => li.dataset.seq !== '' && Number(li.dataset.seq) > msg.seq);
     list.insertBefore(entry.el, after || list.querySelector('.pending'));
   }
-  s.messages.set(msg.messageId, entry);
   if (s.oldestSeq === null || msg.seq < s.oldestSeq) s.oldestSeq = msg.seq;
   regroup();
+}
+
+/** Give `li` (which holds the edit box `keep`) the class and parts of `fresh`, but `keep`. */
+function patchAround(li, fresh, keep) {
+  li.className = fresh.className;
+  const freshBubble = fresh.querySelector('.bubble');
+  const bubble = li.querySelector('.bubble');
+  // `keep` is never moved: moving a focused element would blur it.
+  for (const part of [...bubble.children]) if (part !== keep) part.remove();
+  let before = true;
+  for (const part of [...freshBubble.children]) {
+    if (part.classList.contains('content')) before = false;
+    else if (before) bubble.insertBefore(part, keep);
+    else bubble.append(part);
+  }
+  li.querySelector('.actions')?.remove();
+  const actions = fresh.querySelector('.actions');
+  if (actions) li.append(actions);
 }
 
 /** Consecutive messages of one author within 5 minutes share one header. */
@@ -300,19 +331,34 @@ function renderHistoryStatus() {
 
 function startEdit(messageId) {
   const entry = s.messages.get(messageId);
+  if (!entry || entry.editing) return;
   const content = entry.el.querySelector('.content');
-  const input = el('input', { class: 'edit-input', 'data-testid': 'edit-input', value: entry.msg.content, maxlength: 4000 });
-  const finish = (save) => {
-    if (save && input.value.trim() && input.value !== entry.msg.content) {
-      s.hub.editMessage(s.room, messageId, input.value.trim()).catch((e) => toast(e.message, 'error'));
-    }
-    upsert(s.messages.get(messageId).msg);
-  };
-  input.addEventListener('keydown', (e) => {
-    if (e.key === 'Enter') finish(true);
-    if (e.key === 'Escape') finish(false);
+  const input = el('input', {
+    class: 'edit-input', 'data-testid': 'edit-input', value: entry.msg.content, maxlength: 4000,
+    'aria-label': 'Edit your message (Enter saves, Escape cancels)',
   });
-  input.addEventListener('blur', () => finish(false));
+  let done = false;
+  // Ends the edit once: Enter saves, Escape cancels (both give the focus back to the message
+  // box); leaving the box cancels without moving the focus.
+  const finish = (save, refocus) => {
+    if (done) return;
+    done = true;
+    const current = s.messages.get(messageId);
+    if (!current) return;
+    const text = input.value.trim();
+    if (save && text && text !== current.msg.content) {
+      s.hub.editMessage(s.room, messageId, text).catch((e) => toast(e.message, 'error'));
+    }
+    current.editing = null;
+    upsert(current.msg);
+    if (refocus) $('message-input').focus();
+  };
+  entry.editing = { input, cancel: () => { done = true; } };
+  input.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter') { e.preventDefault(); finish(true, true); }
+    if (e.key === 'Escape') { e.preventDefault(); finish(false, true); }
+  });
+  input.addEventListener('blur', () => finish(false, false));
   content.replaceWith(input);
   input.focus();
   input.select();
