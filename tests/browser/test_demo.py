@@ -176,3 +176,21 @@ async def test_demo_a_live_reaction_keeps_an_edit_in_progress(server: Hubbub,
     await expect(message(gus, "the typo, fixed")).to_be_visible()
     await expect(gus.get_by_test_id("message-input")).to_be_focused()
     assert errors == [], errors
+
+
+async def test_demo_a_blank_name_is_refused(server: Hubbub, browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    page = await browser.page("blank", server.url + "/")
+    await page.get_by_test_id("name-input").fill("   ")
+    await page.get_by_test_id("room-input").fill(ROOM)
+    await page.get_by_test_id("join-button").click()
+    await expect(page.get_by_test_id("login-error")).to_have_text("Please enter your name.")
+    await expect(page.get_by_test_id("name-input")).to_be_focused()
+    await expect(page.get_by_test_id("app")).to_be_hidden()
+    await expect(page.get_by_test_id("conn-status")).to_have_attribute("data-state", "idle")
+
+    await page.get_by_test_id("name-input").fill(" Ann ")
+    await page.get_by_test_id("join-button").click()
+    await expect(page.get_by_test_id("me")).to_have_text("Ann")
+    await expect(page.get_by_test_id("login-error")).to_have_text("")

@@ -96,6 +96,13 @@ function setConn(state, text) {
 
 async function join(name, room) {
   $('login-error').textContent = '';
+  name = name.trim();
+  room = room.trim();
+  if (!name) {
+    $('login-error').textContent = 'Please enter your name.';
+    $('name-input').focus();
+    return;
+  }
   $('join-button').disabled = true;
   try {
     if (!s.hub) {
@@ -619,7 +626,7 @@ function wire(hub) {
 
 $('login-form').addEventListener('submit', (e) => {
   e.preventDefault();
-  join($('name-input').value.trim(), $('room-input').value.trim());
+  join($('name-input').value, $('room-input').value);
 });
 $('composer').addEventListener('submit', (e) => {
   e.preventDefault();
