@@ -194,3 +194,25 @@ async def test_demo_a_blank_name_is_refused(server: Hubbub, browser: Browser) ->
     await page.get_by_test_id("join-button").click()
     await expect(page.get_by_test_id("me")).to_have_text("Ann")
     await expect(page.get_by_test_id("login-error")).to_have_text("")
+
+
+async def test_demo_leave_and_rejoin_under_a_new_name(server: Hubbub, browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    eve = await browser.page("eve", server.url + "/")
+    bob = await browser.page("bob", server.url + "/")
+    await join(eve, "Eve")
+    await join(bob, "Bob")
+    await expect(member(bob, "Eve")).to_be_visible()
+
+    await eve.get_by_test_id("leave-button").click()
+    await expect(eve.get_by_test_id("login")).to_be_visible()
+    await expect(member(bob, "Eve")).to_have_count(0)
+    await join(eve, "Evelyn")
+    await expect(eve.get_by_test_id("me")).to_have_text("Evelyn")
+    await expect(member(eve, "Evelyn")).to_contain_text("(you)")
+    await expect(member(eve, "Eve")).to_have_count(0)
+    await expect(member(bob, "Evelyn")).to_be_visible()
+    await send(eve, "it is Evelyn now")
+    author = message(bob, "it is Evelyn now").locator(".author")
+    await expect(author).to_have_text("Evelyn")

@@ -119,7 +119,12 @@ async function join(name, room) {
     history.replaceState(null, '', `?room=${encodeURIComponent(room)}`);
   } catch (err) {
     $('login-error').textContent = `Could not join: ${err.message}`;
-    if (s.hub && s.hub.state !== 'open') s.hub = null;
+    if (s.hub && s.hub.state !== 'open') {
+      const hub = s.hub;
+      s.hub = null;
+      hub.disconnect();
+      setConn('idle', 'not connected');
+    }
   } finally {
     $('join-button').disabled = false;
   }
@@ -138,14 +143,32 @@ async function enterRoom(room) {
   $('message-input').focus();
 }
 
+/** Leave the room and close the connection: the next join starts afresh, under its name. */
 async function leave() {
   if (s.call) hangUp();
-  await s.hub.leaveRoom(s.room).catch(() => {});
-  s.room = null;
+  const hub = s.hub;
+  s.hub = null; // its handlers ignore whatever comes now
+  if (hub) {
+    await hub.leaveRoom(s.room).catch(() => {});
+    hub.disconnect();
+  }
+  s.me = s.room = null;
+  s.members.clear();
+  s.names.clear();
+  s.messages.clear();
+  s.typers.forEach((timer) => clearTimeout(timer));
+  s.typers.clear();
+  $('typing-indicator').textContent = '';
+  $('message-list').replaceChildren();
+  $('members').replaceChildren();
+  $('me').textContent = '';
+  $('status-select').value = 'online';
+  setConn('idle', 'not connected');
   $('app').hidden = true;
   $('login').hidden = false;
   $('topbar-room').textContent = '';
   history.replaceState(null, '', location.pathname);
+  $('name-input').focus();
 }
 
 // ---- members and presence -----------------------------------------------------------
@@ -561,7 +584,9 @@ function onCallOver({ payload: p, local }) {
 
 // ---- wiring -------------------------------------------------------------------------
 
-function wire(hub) {
+function wire(client) {
+  // A client left behind (leave(), a failed join) talks to nobody.
+  const hub = { on: (type, handler) => client.on(type, (m) => { if (s.hub === client) handler(m); }) };
   hub.on('open', () => setConn('open', 'connected'));
   hub.on('close', ({ payload }) => setConn(payload.willReconnect ? 'reconnecting' : 'closed',
     payload.willReconnect ? 'reconnecting…' : `disconnected (${payload.code})`));
