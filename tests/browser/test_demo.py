@@ -216,3 +216,47 @@ async def test_demo_leave_and_rejoin_under_a_new_name(server: Hubbub, browser: B
     await send(eve, "it is Evelyn now")
     author = message(bob, "it is Evelyn now").locator(".author")
     await expect(author).to_have_text("Evelyn")
+
+
+async def start_call(caller: Any, callee: Any, callee_name: str) -> None:
+    """`caller` clicks Call next to `callee_name`; the callee's dialog rings."""
+    from playwright.async_api import expect
+
+    await member(caller, callee_name).get_by_test_id("call-button").click()
+    await expect(callee.get_by_test_id("incoming-call")).to_be_visible()
+
+
+async def connected(*pages: Any) -> None:
+    from playwright.async_api import expect
+
+    for page in pages:
+        await expect(page.get_by_test_id("call-state")).to_have_attribute(
+            "data-state", "connected", timeout=30000)
+
+
+async def test_demo_mute_and_camera_labels_start_afresh_in_the_next_call(
+        server: Hubbub, browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    ann = await browser.page("ann", server.url + "/")
+    bob = await browser.page("bob", server.url + "/")
+    await join(ann, "Ann")
+    await join(bob, "Bob")
+    await start_call(ann, bob, "Bob")
+    await bob.get_by_test_id("accept-call").click()
+    await connected(ann, bob)
+    await ann.get_by_test_id("mute-button").click()
+    await ann.get_by_test_id("camera-button").click()
+    await expect(ann.get_by_test_id("mute-button")).to_have_text("Unmute")
+    await expect(ann.get_by_test_id("camera-button")).to_have_text("Camera on")
+    await ann.get_by_test_id("hangup-button").click()
+    await expect(bob.get_by_test_id("call-panel")).to_be_hidden()
+
+    await start_call(ann, bob, "Bob")
+    await bob.get_by_test_id("accept-call").click()
+    await connected(ann, bob)
+    await expect(ann.get_by_test_id("mute-button")).to_have_text("Mute")
+    await expect(ann.get_by_test_id("camera-button")).to_have_text("Camera off")
+    live = await ann.evaluate("() => { const t = window.hubbubDemo.call.stream.getTracks();"
+                              " return t.every((track) => track.enabled); }")
+    assert live, "the new call's microphone and camera should be on, as the labels say"

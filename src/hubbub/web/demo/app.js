@@ -428,7 +428,14 @@ async function media() {
   }
 }
 
+/** The mute and camera buttons as a call starts: microphone and camera on. */
+function resetCallControls() {
+  $('mute-button').textContent = 'Mute';
+  $('camera-button').textContent = 'Camera off';
+}
+
 function showCall(c, label) {
+  resetCallControls();
   $('call-panel').hidden = false;
   $('app').classList.add('in-call');
   $('call-peer').textContent = nameOf(c.peer);
@@ -539,6 +546,7 @@ function endCall(message, kind = 'info') {
   $('remote-video').srcObject = null;
   $('local-video').srcObject = null;
   $('call-timer').textContent = '';
+  resetCallControls();
   $('call-panel').hidden = true;
   $('app').classList.remove('in-call');
   if ($('incoming-call').open) $('incoming-call').close();
