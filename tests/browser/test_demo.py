@@ -4,6 +4,9 @@ video call with the incoming-call dialog. A screenshot of the live call is saved
 test-artifacts/demo-call.png.
 """
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -13,6 +16,22 @@ from tests.browser.helpers import RawClient, until
 
 ROOM = "demo"
 EARLIER = 70  # messages in the room before anyone opens the page (page size: 30)
+
+
+@contextlib.contextmanager
+def hubbub_with(tmp_path: Path, *options: str) -> Iterator[Hubbub]:
+    """A server like the `server` fixture's, with command-line `options`."""
+    hub = Hubbub(store="sqlite:///" + str(tmp_path / "tuned.db"),
+                 log_path=tmp_path / "tuned.log", extra=list(options))
+    hub.start()
+    try:
+        yield hub
+    finally:
+        hub.stop()
+
+
+def toast(page: Any, text: str) -> Any:
+    return page.get_by_test_id("toast").filter(has_text=text)
 
 
 def member(page: Any, username: str) -> Any:
@@ -260,3 +279,35 @@ async def test_demo_mute_and_camera_labels_start_afresh_in_the_next_call(
     live = await ann.evaluate("() => { const t = window.hubbubDemo.call.stream.getTracks();"
                               " return t.every((track) => track.enabled); }")
     assert live, "the new call's microphone and camera should be on, as the labels say"
+
+
+async def test_demo_the_callee_is_told_of_a_missed_call(tmp_path: Path, browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    with hubbub_with(tmp_path, "--ring-timeout", "3") as server:
+        ann = await browser.page("ann", server.url + "/")
+        bob = await browser.page("bob", server.url + "/")
+        await join(ann, "Ann")
+        await join(bob, "Bob")
+
+        # Ann gives up while it rings.
+        await start_call(ann, bob, "Bob")
+        await ann.get_by_test_id("hangup-button").click()
+        await expect(toast(bob, "Missed call from Ann")).to_be_visible()
+        await expect(bob.get_by_test_id("incoming-call")).to_be_hidden()
+        await expect(toast(bob, "hung up")).to_have_count(0)
+
+        # Nobody answers: the server's ring timeout ends it.
+        await start_call(ann, bob, "Bob")
+        await expect(toast(ann, "No answer from Bob")).to_be_visible(timeout=30000)
+        await expect(toast(bob, "Missed call from Ann").last).to_be_visible(timeout=30000)
+        await expect(bob.get_by_test_id("incoming-call")).to_be_hidden()
+        await expect(ann.get_by_test_id("call-panel")).to_be_hidden()
+        await expect(toast(bob, "No answer")).to_have_count(0)
+
+        # Answered, then Ann hangs up: that is not a missed call.
+        await start_call(ann, bob, "Bob")
+        await bob.get_by_test_id("accept-call").click()
+        await connected(ann, bob)
+        await ann.get_by_test_id("hangup-button").click()
+        await expect(toast(bob, "Ann hung up")).to_be_visible()

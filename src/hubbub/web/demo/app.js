@@ -5,11 +5,16 @@ import { HubbubClient } from '/hubbub.js';
 const $ = (id) => document.getElementById(id);
 const QUICK_REACTIONS = ['👍', '❤️', '😂', '🎉'];
 const PAGE = 30;
+/** What ends a call, in words, for whoever started it or took it (`n`: the other person). */
 const END_REASONS = {
   hangup: (n) => `${n} hung up`, rejected: (n) => `${n} declined the call`,
-  busy: (n) => `${n} is in another call`, timeout: () => 'No answer',
+  busy: (n) => `${n} is in another call`, timeout: (n) => `No answer from ${n}`,
   disconnected: (n) => `${n} lost the connection`,
+};
+/** ... and for a callee who had not answered: it rang here and stopped. */
+const UNANSWERED_REASONS = {
   answered_elsewhere: () => 'Answered on another device',
+  rejected: () => 'Declined on another device',
 };
 
 const s = {
@@ -507,6 +512,7 @@ async function accept() {
   const c = s.call;
   $('incoming-call').close();
   if (!c) return;
+  c.accepted = true;
   showCall(c, 'connecting…');
   try {
     const pc = await connect(c);
@@ -584,10 +590,17 @@ async function onSignal({ payload: p }) {
 }
 
 function onCallOver({ payload: p, local }) {
-  if (!s.call || s.call.id !== p.callId) return;
+  const c = s.call;
+  if (!c || c.id !== p.callId) return;
   if (local) return endCall('Call ended: you lost the connection');
+  const name = nameOf(c.peer);
+  if (c.role === 'callee' && !c.accepted) { // the caller gave up, or the ring timed out
+    const say = UNANSWERED_REASONS[p.reason];
+    return endCall(say ? say(name) : `Missed call from ${name}`);
+  }
   const say = END_REASONS[p.reason];
-  endCall(say ? say(nameOf(s.call.peer)) : `Call ended (${p.reason})`);
+  if (!say) console.info(`hubbub demo: call ended with reason ${p.reason}`);
+  endCall(say ? say(name) : `Call with ${name} ended`);
 }
 
 // ---- wiring -------------------------------------------------------------------------
