@@ -311,3 +311,58 @@ async def test_demo_the_callee_is_told_of_a_missed_call(tmp_path: Path, browser:
         await connected(ann, bob)
         await ann.get_by_test_id("hangup-button").click()
         await expect(toast(bob, "Ann hung up")).to_be_visible()
+
+
+async def raw_user(http: aiohttp.ClientSession, server: Hubbub, user_id: str,
+                   username: str) -> RawClient:
+    """A protocol-level user in ROOM with the demo's kind of user id (`cy-q7zz`)."""
+    client = RawClient(await http.ws_connect(server.ws_url))
+    welcome = await client.request("auth", {"userId": user_id, "username": username})
+    assert welcome["type"] == "welcome", welcome
+    joined = await client.request("join_room", {"roomId": ROOM})
+    assert joined["type"] == "ack", joined
+    return client
+
+
+async def shown_text(page: Any) -> str:
+    """What the page shows, tooltips included."""
+    text: str = await page.evaluate("""() => document.body.innerText + '\\n' +
+        [...document.querySelectorAll('[title]')].map((e) => e.title).join('\\n')""")
+    return text
+
+
+async def test_demo_shows_names_and_sentences_never_user_ids(tmp_path: Path,
+                                                             browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    # A long grace: Cy's dropped connection keeps him listed (online) while he cannot be
+    # called, which is what a call to someone who just closed the tab meets.
+    with hubbub_with(tmp_path, "--presence-grace", "120") as server:
+        async with aiohttp.ClientSession() as http:
+            cy = await raw_user(http, server, "cy-q7zz", "Cy")
+            hello = await cy.chat(ROOM, "hello from Cy")
+            dee = await raw_user(http, server, "dee-k2m1", "Dee")
+            await dee.request("reaction", {"roomId": ROOM, "messageId": hello["messageId"],
+                                           "emoji": "👍", "op": "add"})
+            eve = await raw_user(http, server, "eve-x1y2", "Eve")
+            oops = await eve.chat(ROOM, "oops")
+            await eve.request("message_delete", {"roomId": ROOM, "messageId": oops["messageId"]})
+            for gone in (dee, eve):  # they leave: their names are nowhere in the room now
+                await gone.request("leave_room", {"roomId": ROOM})
+                await gone.ws.close()
+            await cy.ws.close()  # dropped: lingers as a member
+
+            ann = await browser.page("ann", server.url + "/")
+            await join(ann, "Ann")
+            reaction = message(ann, "hello from Cy").get_by_test_id("reaction")
+            await expect(reaction).to_have_text("👍 1")
+            await expect(message(ann, "message deleted")).to_be_visible()
+            await expect(member(ann, "Cy")).to_be_visible()
+
+            await member(ann, "Cy").get_by_test_id("call-button").click()
+            refused = toast(ann, "Call failed")
+            await expect(refused).to_have_text("Call failed: Cy is not online right now")
+            await expect(ann.get_by_test_id("call-panel")).to_be_hidden()
+            shown = await shown_text(ann)
+            for user_id in ("cy-q7zz", "dee-k2m1", "eve-x1y2"):
+                assert user_id not in shown, f"{user_id} shown on the page:\n{shown}"

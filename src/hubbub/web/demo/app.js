@@ -54,7 +54,7 @@ function hue(id) {
 
 function avatar(userId, name) {
   return el('span', { class: 'avatar', style: `--h:${hue(userId)}`, 'aria-hidden': 'true' },
-    (name || userId).trim().charAt(0).toUpperCase() || '?');
+    (name || '').trim().charAt(0).toUpperCase() || '?');
 }
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
@@ -76,7 +76,57 @@ function icon(name) {
   return svg;
 }
 
-const nameOf = (userId) => s.names.get(userId) || userId;
+/** A person's name; never their user id (a deleted message carries no name, for one). */
+const nameOf = (userId) => (userId === s.me ? s.names.get(s.me) : s.names.get(userId)) || 'Someone';
+
+/** "You, Bob and 2 others": who reacted, by name. */
+function people(userIds) {
+  const known = userIds.filter((u) => u === s.me || s.names.has(u)).map((u) => (u === s.me ? 'You' : nameOf(u)));
+  const others = userIds.length - known.length;
+  if (others) known.push(others === 1 ? (known.length ? '1 other' : 'Someone') : `${others} others`);
+  return known.length > 1 ? `${known.slice(0, -1).join(', ')} and ${known.at(-1)}` : known.join('');
+}
+
+/** Error codes (the protocol's and the client's) in words; the server's text goes to the console. */
+const ERROR_TEXT = {
+  bad_request: 'the server did not accept that',
+  unauthorized: 'the server did not accept who you are',
+  forbidden: 'you are not allowed to do that',
+  not_in_room: 'you are not in this room any more',
+  not_found: 'that message is gone',
+  conflict: 'that message was deleted',
+  rate_limited: 'too fast: wait a moment and try again',
+  too_large: 'the message is too long',
+  internal: 'the server had a problem: try again',
+  disconnected: 'you are offline: try again when the connection is back',
+  cancelled: 'cancelled',
+  connect_failed: 'the server cannot be reached',
+};
+
+/** "Could not delete the message: that message was deleted" for a HubbubError `err`. */
+function humanError(err, doing) {
+  const code = (err && err.code) || 'internal';
+  console.warn(`hubbub demo: ${doing || 'request'} failed: ${code}: ${err && err.message}`);
+  const text = ERROR_TEXT[code] || 'something went wrong';
+  return doing ? `${doing}: ${text}` : text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+/** Why a call could not start, for a refused offer (`code`) to `name`. */
+function callRefusal(code, name) {
+  if (code === 'not_found') return `${name} is not online right now`;
+  if (code === 'forbidden') return `you and ${name} are no longer in a room together`;
+  if (code === 'conflict') return 'one of you is already in a call';
+  return ERROR_TEXT[code] || 'something went wrong';
+}
+
+/** getUserMedia's errors, in words. */
+function mediaError(err) {
+  console.warn('hubbub demo: media error', err);
+  if (err && err.name === 'NotAllowedError') return 'the camera and microphone are blocked for this page';
+  if (err && err.name === 'NotFoundError') return 'no camera or microphone was found';
+  if (err && err.name === 'NotReadableError') return 'the camera or microphone is in use by another application';
+  return 'the call could not be set up';
+}
 const time = (ms) => new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
 
 /** A stable userId per name in this tab: "ann-k3f9" (two tabs named Ann are two users). */
@@ -123,7 +173,8 @@ async function join(name, room) {
     localStorage.setItem('hubbub.demo.name', name);
     history.replaceState(null, '', `?room=${encodeURIComponent(room)}`);
   } catch (err) {
-    $('login-error').textContent = `Could not join: ${err.message}`;
+    $('login-error').textContent = err.code === 'forbidden' ? 'You may not join this room.'
+      : err.code === 'bad_request' ? 'That room name is not valid.' : `${humanError(err, 'Could not join')}.`;
     if (s.hub && s.hub.state !== 'open') {
       const hub = s.hub;
       s.hub = null;
@@ -226,21 +277,26 @@ function renderMessage(msg) {
     .filter(([, users]) => users.length)
     .map(([emoji, users]) => el('button', {
       class: `chip${users.includes(s.me) ? ' on' : ''}`, type: 'button', 'data-testid': 'reaction',
-      'data-emoji': emoji, title: users.map(nameOf).join(', '),
-      onclick: () => s.hub.react(s.room, msg.messageId, emoji, users.includes(s.me) ? 'remove' : 'add'),
+      'data-emoji': emoji, title: people(users),
+      onclick: () => react(msg.messageId, emoji, users.includes(s.me) ? 'remove' : 'add'),
     }, `${emoji} ${users.length}`)));
   const actions = msg.deleted || msg.pending ? null : el('div', { class: 'actions' },
     ...QUICK_REACTIONS.map((emoji) => el('button', {
       type: 'button', class: 'icon', 'data-testid': 'react-button', 'data-emoji': emoji,
-      title: `React ${emoji}`, onclick: () => s.hub.react(s.room, msg.messageId, emoji, 'add'),
+      title: `React ${emoji}`, onclick: () => react(msg.messageId, emoji, 'add'),
     }, emoji)),
     mine ? el('button', { type: 'button', class: 'icon', 'data-testid': 'edit-button', title: 'Edit',
       onclick: () => startEdit(msg.messageId) }, icon('edit')) : null,
     mine ? el('button', { type: 'button', class: 'icon', 'data-testid': 'delete-button', title: 'Delete',
-      onclick: () => s.hub.deleteMessage(s.room, msg.messageId).catch((e) => toast(e.message, 'error')) }, icon('trash')) : null);
-  li.append(avatar(msg.userId, msg.username || nameOf(msg.userId)),
+      onclick: () => s.hub.deleteMessage(s.room, msg.messageId)
+        .catch((e) => toast(humanError(e, 'Could not delete the message'), 'error')) }, icon('trash')) : null);
+  li.append(avatar(msg.userId, msg.username || s.names.get(msg.userId)),
     el('div', { class: 'bubble' }, meta, content, reactions), actions || '');
   return li;
+}
+
+function react(messageId, emoji, op) {
+  s.hub.react(s.room, messageId, emoji, op).catch((e) => toast(humanError(e, 'Could not react'), 'error'));
 }
 
 /**
@@ -251,6 +307,7 @@ function renderMessage(msg) {
 function upsert(msg) {
   const list = $('message-list');
   const known = s.messages.get(msg.messageId);
+  const learned = msg.username && s.names.get(msg.userId) !== msg.username;
   if (msg.username) s.names.set(msg.userId, msg.username);
   const entry = { msg: known ? { ...known.msg, ...msg } : msg, el: null, editing: known ? known.editing : null };
   if (entry.editing && entry.msg.deleted) {
@@ -271,6 +328,12 @@ function upsert(msg) {
   }
   if (s.oldestSeq === null || msg.seq < s.oldestSeq) s.oldestSeq = msg.seq;
   regroup();
+  // A name learned now: the messages that carry none (deleted ones) can show it too.
+  if (learned) {
+    for (const other of [...s.messages.values()]) {
+      if (other !== entry && other.msg.userId === msg.userId && !other.msg.username) upsert(other.msg);
+    }
+  }
 }
 
 /** Give `li` (which holds the edit box `keep`) the class and parts of `fresh`, but `keep`. */
@@ -343,7 +406,7 @@ async function loadOlder() {
     s.hasMore = page.hasMore;
     box.scrollTop += box.scrollHeight - before; // keep what the reader was looking at
   } catch (err) {
-    toast(`Could not load older messages: ${err.message}`, 'error');
+    toast(humanError(err, 'Could not load older messages'), 'error');
   } finally {
     s.loadingOlder = false;
     renderHistoryStatus();
@@ -382,7 +445,7 @@ function startEdit(messageId) {
     if (!current) return;
     const text = input.value.trim();
     if (save && text && text !== current.msg.content) {
-      s.hub.editMessage(s.room, messageId, text).catch((e) => toast(e.message, 'error'));
+      s.hub.editMessage(s.room, messageId, text).catch((e) => toast(humanError(e, 'Could not edit the message'), 'error'));
     }
     current.editing = null;
     upsert(current.msg);
@@ -406,7 +469,7 @@ function send(text) {
   $('message-list').append(pending);
   scrollToBottom();
   s.hub.sendChatMessage(s.room, s.me, text, { clientMsgId }).catch((err) => {
-    pending.querySelector('.sending').textContent = `not sent: ${err.message}`;
+    pending.querySelector('.sending').textContent = `not sent: ${humanError(err)}`;
     pending.classList.add('failed');
   });
 }
@@ -504,7 +567,7 @@ async function startCall(peer) {
     signalled(c);
     setCallState('ringing', `ringing ${nameOf(peer)}…`);
   } catch (err) {
-    endCall(`Could not start the call: ${err.message}`, 'error');
+    endCall(`Could not start the call: ${mediaError(err)}`, 'error');
   }
 }
 
@@ -519,11 +582,11 @@ async function accept() {
     await pc.setRemoteDescription(c.offer);
     await pc.setLocalDescription(await pc.createAnswer());
     s.hub.sendWebRTCAnswer(s.me, c.peer, pc.localDescription, c.id)
-      .catch((err) => s.call === c && endCall(`The call could not be answered: ${err.message}`, 'error'));
+      .catch((err) => s.call === c && endCall(humanError(err, 'The call could not be answered'), 'error'));
     signalled(c);
     await remoteIce(c);
   } catch (err) {
-    endCall(`Could not answer: ${err.message}`, 'error');
+    endCall(`Could not answer: ${mediaError(err)}`, 'error');
   }
 }
 
@@ -571,7 +634,6 @@ async function onSignal({ payload: p }) {
     } else if (c) {
       s.hub.rejectCall(p.callId, 'busy');
     } else {
-      s.names.has(p.from) || s.names.set(p.from, p.from);
       s.call = { id: p.callId, peer: p.from, offer: p.sdp, localIce: [], remoteIce: [], role: 'callee' };
       $('incoming-caller').textContent = nameOf(p.from);
       $('incoming-call').showModal();
@@ -657,15 +719,25 @@ function wire(client) {
     setTyping(p.userId, false);
     renderMembers();
   });
-  hub.on('webrtc', (m) => onSignal(m).catch((err) => endCall(`Call error: ${err.message}`, 'error')));
+  hub.on('webrtc', (m) => onSignal(m).catch((err) => {
+    console.warn('hubbub demo: signalling failed', err);
+    endCall('The call failed: the connection could not be set up', 'error');
+  }));
   hub.on('call_end', onCallOver);
   hub.on('call_reject', onCallOver);
   hub.on('announcement', ({ payload }) => toast(`📣 ${payload.content}`, 'announcement'));
+  // Requests the page makes handle their own errors (a toast, or the message's "not sent");
+  // here: a refused call offer, a status change, and what the server says unasked.
   hub.on('error', ({ payload, request }) => {
-    if (request && request.type === 'webrtc' && s.call && request.payload.callId === s.call.id) {
-      endCall(`Call failed: ${payload.message}`, 'error');
-    } else if (!request || !['typing', 'webrtc', 'call_end', 'call_reject'].includes(request.type)) {
-      toast(payload.message || payload.code, 'error');
+    console.warn(`hubbub demo: ${request ? request.type : 'server'} error ${payload.code}: ${payload.message}`);
+    if (request && request.type === 'webrtc') {
+      if (s.call && request.payload.callId === s.call.id && request.payload.kind === 'offer') {
+        endCall(`Call failed: ${callRefusal(payload.code, nameOf(s.call.peer))}`, 'error');
+      }
+    } else if (request && request.type === 'presence') {
+      toast(humanError(payload, 'Could not change your status'), 'error');
+    } else if (!request) {
+      toast(humanError(payload), 'error');
     }
   });
 }
