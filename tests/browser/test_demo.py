@@ -5,6 +5,7 @@ test-artifacts/demo-call.png.
 """
 
 import contextlib
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -366,3 +367,43 @@ async def test_demo_shows_names_and_sentences_never_user_ids(tmp_path: Path,
             shown = await shown_text(ann)
             for user_id in ("cy-q7zz", "dee-k2m1", "eve-x1y2"):
                 assert user_id not in shown, f"{user_id} shown on the page:\n{shown}"
+
+
+async def test_demo_no_call_while_disconnected_and_a_call_that_cannot_connect_ends(
+        server: Hubbub, browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    ann = await browser.page("ann", server.url + "/")
+    bob = await browser.page("bob", server.url + "/")
+    await join(ann, "Ann")
+    await join(bob, "Bob")
+    call_bob = member(ann, "Bob").get_by_test_id("call-button")
+    await expect(call_bob).to_be_enabled()
+
+    # The server goes away: Call is disabled until the connection is back.
+    server.stop()
+    await expect(ann.get_by_test_id("conn-status")).to_have_attribute("data-state", "reconnecting")
+    await expect(call_bob).to_be_disabled()
+    server.start()
+    await expect(ann.get_by_test_id("conn-status")).to_have_attribute(
+        "data-state", "open", timeout=60000)
+    await expect(bob.get_by_test_id("conn-status")).to_have_attribute(
+        "data-state", "open", timeout=60000)
+    await expect(call_bob).to_be_enabled(timeout=30000)
+
+    # No ICE path (no candidate reaches the other side): the call ends with a reason after
+    # the page's connect guard (shortened here) instead of "connecting…" for ever.
+    for page in (ann, bob):
+        await page.evaluate("""() => {
+            window.hubbubDemo.guards.connectMs = 3000;
+            window.hubbubDemo.hub.sendIceCandidate = () => Promise.resolve(null);
+        }""")
+    await call_bob.click()
+    await expect(bob.get_by_test_id("incoming-call")).to_be_visible()
+    await bob.get_by_test_id("accept-call").click()
+    # Whichever side gives up first tells the other.
+    failed = re.compile(r"could not connect", re.IGNORECASE)
+    for page, peer in ((ann, "Bob"), (bob, "Ann")):
+        said = page.get_by_test_id("toast").filter(has_text=failed).filter(has_text=peer)
+        await expect(said).to_be_visible(timeout=30000)
+        await expect(page.get_by_test_id("call-panel")).to_be_hidden()

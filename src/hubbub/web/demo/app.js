@@ -10,6 +10,7 @@ const END_REASONS = {
   hangup: (n) => `${n} hung up`, rejected: (n) => `${n} declined the call`,
   busy: (n) => `${n} is in another call`, timeout: (n) => `No answer from ${n}`,
   disconnected: (n) => `${n} lost the connection`,
+  failed: (n) => `The call with ${n} could not connect`,
 };
 /** ... and for a callee who had not answered: it rang here and stopped. */
 const UNANSWERED_REASONS = {
@@ -25,7 +26,14 @@ const s = {
   oldestSeq: null, hasMore: false, loadingOlder: false,
   typers: new Map(), // userId -> timer
   call: null,
+  online: false,
+  // How long a call may ring here, and take to connect once answered, before this page
+  // gives up on it (the server ends a ring after --ring-timeout, 30 s; this is the backstop).
+  guards: { ringMs: 45000, connectMs: 30000 },
 };
+
+/** Between the client's 'open' and 'close' events (its state still reads 'open' in the latter). */
+const connected = () => !!s.hub && s.online;
 
 // ---- small helpers ------------------------------------------------------------------
 
@@ -209,6 +217,7 @@ async function leave() {
     hub.disconnect();
   }
   s.me = s.room = null;
+  s.online = false;
   s.members.clear();
   s.names.clear();
   s.messages.clear();
@@ -243,8 +252,10 @@ function renderMembers() {
     const dot = el('span', { class: `dot ${m.status}`, 'data-testid': 'presence-dot', title: m.status });
     const call = mine ? null : el('button', {
       class: 'call-button', type: 'button', 'data-testid': 'call-button',
-      'aria-label': `Video call ${m.username}`, title: `Video call ${m.username}`,
-      disabled: m.status === 'offline' || !!s.call,
+      'aria-label': `Video call ${m.username}`,
+      title: !connected() ? 'You are offline: calls wait for the connection to come back'
+        : m.status === 'offline' ? `${m.username} is offline` : `Video call ${m.username}`,
+      disabled: m.status === 'offline' || !!s.call || !connected(),
       onclick: () => startCall(m.userId),
     }, icon('video'), 'Call');
     return el('li', {
@@ -536,7 +547,10 @@ async function connect(c) {
         $('call-timer').textContent = `${Math.floor(sec / 60)}:${String(sec % 60).padStart(2, '0')}`;
       }, 1000);
     }
-    if (pc.connectionState === 'failed') endCall('The connection failed', 'failed');
+    if (pc.connectionState === 'failed') {
+      s.hub.endCall(c.id, 'failed');
+      endCall(`The call with ${nameOf(c.peer)} lost its connection`, 'error');
+    }
   };
   c.stream = await media();
   if (s.call !== c) throw new Error('the call ended');
@@ -555,11 +569,37 @@ async function remoteIce(c) {
   for (const cand of c.remoteIce.splice(0)) await c.pc.addIceCandidate(cand).catch(() => {});
 }
 
+/**
+ * Give up on call `c` after `ms` unless it is over (or connected) by then: hang up on the
+ * server with `reason` and say `why`.
+ */
+function guard(c, ms, reason, why) {
+  clearTimeout(c.guard);
+  c.guard = setTimeout(() => {
+    if (s.call !== c || (c.pc && c.pc.connectionState === 'connected')) return;
+    if (reason === 'timeout' && c.role === 'callee') s.hub.rejectCall(c.id, reason);
+    else s.hub.endCall(c.id, reason);
+    endCall(why, 'error');
+  }, ms);
+}
+
+/** The call was answered: it must connect within guards.connectMs. */
+function guardConnect(c) {
+  const name = nameOf(c.peer);
+  guard(c, s.guards.connectMs, 'failed', `Could not connect the call with ${name}: no network path `
+    + 'was found between you (across networks this needs a TURN server)');
+}
+
 async function startCall(peer) {
   if (s.call) return;
+  if (!connected()) {
+    toast('You are offline: you can call once the connection is back.', 'error');
+    return;
+  }
   const c = { id: crypto.randomUUID(), peer, localIce: [], remoteIce: [], role: 'caller' };
   s.call = c;
   showCall(c, `calling ${nameOf(peer)}…`);
+  guard(c, s.guards.ringMs, 'timeout', `No answer from ${nameOf(peer)}`);
   try {
     const pc = await connect(c);
     await pc.setLocalDescription(await pc.createOffer());
@@ -577,6 +617,7 @@ async function accept() {
   if (!c) return;
   c.accepted = true;
   showCall(c, 'connecting…');
+  guardConnect(c);
   try {
     const pc = await connect(c);
     await pc.setRemoteDescription(c.offer);
@@ -610,6 +651,7 @@ function endCall(message, kind = 'info') {
   if (!c) return;
   s.call = null;
   clearInterval(c.tick);
+  clearTimeout(c.guard);
   if (c.pc) c.pc.close();
   if (c.stream) c.stream.getTracks().forEach((t) => t.stop());
   $('remote-video').srcObject = null;
@@ -635,12 +677,14 @@ async function onSignal({ payload: p }) {
       s.hub.rejectCall(p.callId, 'busy');
     } else {
       s.call = { id: p.callId, peer: p.from, offer: p.sdp, localIce: [], remoteIce: [], role: 'callee' };
+      guard(s.call, s.guards.ringMs, 'timeout', `Missed call from ${nameOf(p.from)}`);
       $('incoming-caller').textContent = nameOf(p.from);
       $('incoming-call').showModal();
       renderMembers();
     }
   } else if (c && c.id === p.callId) {
     if (p.kind === 'answer') {
+      guardConnect(c);
       await c.pc.setRemoteDescription(p.sdp);
       setCallState('connecting', 'connecting…');
       await remoteIce(c);
@@ -670,9 +714,14 @@ function onCallOver({ payload: p, local }) {
 function wire(client) {
   // A client left behind (leave(), a failed join) talks to nobody.
   const hub = { on: (type, handler) => client.on(type, (m) => { if (s.hub === client) handler(m); }) };
-  hub.on('open', () => setConn('open', 'connected'));
-  hub.on('close', ({ payload }) => setConn(payload.willReconnect ? 'reconnecting' : 'closed',
-    payload.willReconnect ? 'reconnecting…' : `disconnected (${payload.code})`));
+  // Call buttons follow the connection: a call cannot start while it is down.
+  hub.on('open', () => { s.online = true; setConn('open', 'connected'); renderMembers(); });
+  hub.on('close', ({ payload }) => {
+    s.online = false;
+    setConn(payload.willReconnect ? 'reconnecting' : 'closed',
+      payload.willReconnect ? 'reconnecting…' : 'disconnected');
+    renderMembers();
+  });
   hub.on('reconnecting', ({ payload }) => setConn('reconnecting', `reconnecting… (attempt ${payload.attempt})`));
   hub.on('rejoin', ({ payload }) => {
     if (payload.roomId !== s.room) return;
