@@ -407,3 +407,46 @@ async def test_demo_no_call_while_disconnected_and_a_call_that_cannot_connect_en
         said = page.get_by_test_id("toast").filter(has_text=failed).filter(has_text=peer)
         await expect(said).to_be_visible(timeout=30000)
         await expect(page.get_by_test_id("call-panel")).to_be_hidden()
+
+
+def overlap(a: dict[str, float], b: dict[str, float]) -> bool:
+    return (a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"]
+            and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"])
+
+
+async def test_demo_on_a_phone_the_message_box_stays_on_screen_during_a_call(
+        server: Hubbub, browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    ann = await browser.page("ann", server.url + "/")
+    phone = await browser.browser.new_context(viewport={"width": 390, "height": 844})
+    bob = await phone.new_page()
+    bob.set_default_timeout(15000)
+    await bob.goto(server.url + "/")
+    browser.pages["bob"], browser.contexts["bob"] = bob, phone
+    await join(ann, "Ann")
+    await join(bob, "Bob")
+    await start_call(ann, bob, "Bob")
+    await bob.get_by_test_id("accept-call").click()
+    await connected(ann, bob)
+
+    viewport = {"x": 0, "y": 0, "width": 390, "height": 844}
+    for part in ("message-input", "send-button", "hangup-button"):
+        box = await bob.get_by_test_id(part).bounding_box()
+        assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 844, (part, box)
+        assert overlap(box, viewport), (part, box)
+    messages = await bob.get_by_test_id("messages").bounding_box()
+    assert messages is not None and messages["height"] >= 120, messages
+    await send(bob, "typed on the phone during the call")
+    await expect(message(ann, "typed on the phone during the call")).to_be_visible()
+    await expect(message(bob, "typed on the phone during the call")).to_be_in_viewport()
+
+    # Toasts keep off the message box and Send, on both sizes.
+    await ann.get_by_test_id("hangup-button").click()
+    for page in (ann, bob):
+        shown = page.get_by_test_id("toast").first
+        await expect(shown).to_be_visible()
+        toast_box = await shown.bounding_box()
+        for part in ("message-input", "send-button"):
+            box = await page.get_by_test_id(part).bounding_box()
+            assert toast_box and box and not overlap(toast_box, box), (part, toast_box, box)

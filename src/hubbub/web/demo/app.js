@@ -807,7 +807,14 @@ $('message-input').addEventListener('input', (e) => {
   if (e.target.value) s.hub.typing(s.room); else s.hub.stopTyping(s.room);
 });
 $('message-input').addEventListener('blur', () => s.room && s.hub.stopTyping(s.room));
-$('messages').addEventListener('scroll', () => { if ($('messages').scrollTop < 60) loadOlder(); });
+// A reader at the bottom stays there when the list's box changes size (a call opening on a
+// phone, the keyboard, a rotation).
+let stick = true;
+$('messages').addEventListener('scroll', () => {
+  stick = nearBottom();
+  if ($('messages').scrollTop < 60) loadOlder();
+});
+new ResizeObserver(() => { if (stick) scrollToBottom(); }).observe($('messages'));
 $('leave-button').addEventListener('click', leave);
 $('status-select').addEventListener('change', (e) => s.hub.setPresence(s.me, s.names.get(s.me), e.target.value));
 $('accept-call').addEventListener('click', accept);
