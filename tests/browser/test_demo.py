@@ -450,3 +450,54 @@ async def test_demo_on_a_phone_the_message_box_stays_on_screen_during_a_call(
         for part in ("message-input", "send-button"):
             box = await page.get_by_test_id(part).bounding_box()
             assert toast_box and box and not overlap(toast_box, box), (part, toast_box, box)
+
+
+async def test_demo_by_keyboard(server: Hubbub, browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    ann = await browser.page("ann", server.url + "/")
+    bob = await browser.page("bob", server.url + "/")
+    await join(ann, "Ann")
+    await join(bob, "Bob")
+    for n in range(1, 6):
+        await send(bob, f"note {n}")
+    await expect(message(ann, "note 5")).to_be_visible()
+    box = ann.get_by_test_id("message-input")
+    labelled = ann.get_by_label("Message #demo")
+    await expect(labelled).to_have_attribute("data-testid", "message-input")
+
+    # From Leave to the message box: status, Call Bob, the message list (one stop: the
+    # newest message, then its tools), the box; the other messages' tools are not in the way.
+    await ann.get_by_test_id("leave-button").focus()
+    path = []
+    while not await box.evaluate("e => e === document.activeElement"):
+        await ann.keyboard.press("Tab")
+        path.append(await ann.evaluate("document.activeElement.dataset.testid"))
+        assert len(path) <= 12, f"the message box is not reached by Tab: {path}"
+    assert path == ["status-select", "call-button", "message", *["react-button"] * 4,
+                    "message-input"], path
+
+    # Back into the list: the newest message; the arrows move; Tab reaches its tools.
+    await ann.keyboard.press("Shift+Tab")
+    await expect(message(ann, "note 5")).to_be_focused()
+    await ann.keyboard.press("ArrowUp")
+    await expect(message(ann, "note 4")).to_be_focused()
+    await ann.keyboard.press("Tab")
+    thumbs = message(ann, "note 4").locator('[data-testid="react-button"][data-emoji="👍"]')
+    await expect(thumbs).to_be_focused()
+    await ann.keyboard.press("Enter")
+    await expect(message(bob, "note 4").get_by_test_id("reaction")).to_have_text("👍 1")
+    # The redrawn message keeps the focus where it was.
+    await expect(message(ann, "note 4").locator(
+        '[data-testid="react-button"][data-emoji="👍"]')).to_be_focused()
+
+    # New messages from others are announced politely.
+    await send(bob, "anyone there?")
+    await expect(ann.get_by_test_id("announcer")).to_have_text("Bob: anyone there?")
+    await expect(ann.get_by_test_id("announcer")).to_have_attribute("aria-live", "polite")
+
+    # An incoming call focuses Accept: Enter answers.
+    await start_call(bob, ann, "Ann")
+    await expect(ann.get_by_test_id("accept-call")).to_be_focused()
+    await ann.keyboard.press("Enter")
+    await connected(ann, bob)

@@ -149,6 +149,11 @@ function userIdFor(name) {
   return id;
 }
 
+/** Say `text` to screen readers (politely: after what they are reading). */
+function announce(text) {
+  $('announcer').textContent = text;
+}
+
 function setConn(state, text) {
   const pill = $('conn-status');
   pill.dataset.state = state;
@@ -202,6 +207,7 @@ async function enterRoom(room) {
   $('room-name').textContent = `#${s.room}`;
   $('topbar-room').textContent = `#${s.room}`;
   $('message-input').placeholder = `Message #${s.room}`;
+  $('message-label').textContent = `Message #${s.room}`;
   setMembers(ack.members);
   await reloadHistory();
   $('message-input').focus();
@@ -303,7 +309,73 @@ function renderMessage(msg) {
         .catch((e) => toast(humanError(e, 'Could not delete the message'), 'error')) }, icon('trash')) : null);
   li.append(avatar(msg.userId, msg.username || s.names.get(msg.userId)),
     el('div', { class: 'bubble' }, meta, content, reactions), actions || '');
+  // Out of the tab order until the message has the focus (see rove()).
+  li.tabIndex = -1;
+  li.querySelectorAll('button').forEach((b) => { b.tabIndex = -1; });
   return li;
+}
+
+// ---- keyboard: the message list is one tab stop ---------------------------------------
+// One message is in the tab order (the last one focused, else the newest); the arrow keys,
+// Home and End move between messages; a focused message's tools join the tab order.
+
+function rove() {
+  const items = [...$('message-list').querySelectorAll('.message')];
+  const current = items.find((li) => li.dataset.messageId && li.dataset.messageId === s.focusId) || items.at(-1);
+  for (const li of items) if (li.tabIndex !== (li === current ? 0 : -1)) li.tabIndex = li === current ? 0 : -1;
+}
+
+function setTools(li, on) {
+  li.querySelectorAll('button').forEach((b) => { b.tabIndex = on ? 0 : -1; });
+}
+
+$('message-list').addEventListener('focusin', (e) => {
+  const li = e.target.closest('.message');
+  if (!li) return;
+  s.focusId = li.dataset.messageId || null;
+  rove();
+  setTools(li, true);
+});
+$('message-list').addEventListener('focusout', (e) => {
+  const li = e.target.closest('.message');
+  if (li && !li.contains(e.relatedTarget)) setTools(li, false);
+});
+$('message-list').addEventListener('keydown', (e) => {
+  const li = e.target.closest('.message');
+  if (!li) return;
+  if (e.key === 'Escape' && e.target !== li && !e.target.classList.contains('edit-input')) {
+    li.focus();
+    return;
+  }
+  if (e.target !== li) return;
+  const items = [...$('message-list').querySelectorAll('.message')];
+  const at = items.indexOf(li);
+  const to = { ArrowUp: at - 1, ArrowDown: at + 1, Home: 0, End: items.length - 1 }[e.key];
+  if (to === undefined) return;
+  e.preventDefault();
+  if (to < 0 && e.key === 'ArrowUp') loadOlder();
+  const next = items[Math.max(0, Math.min(items.length - 1, to))];
+  next.focus();
+  next.scrollIntoView({ block: 'nearest' });
+});
+
+/** Where the focus was in message `li`: to find the same control in its redrawn element. */
+function focusKey(li) {
+  const active = document.activeElement;
+  if (!li || !li.contains(active)) return null;
+  if (active === li) return { self: true };
+  return { testid: active.dataset.testid, emoji: active.dataset.emoji };
+}
+
+function refocus(li, key) {
+  if (!key) return;
+  let target = li;
+  if (!key.self && key.testid) {
+    target = [...li.querySelectorAll(`[data-testid="${key.testid}"]`)]
+      .find((b) => (b.dataset.emoji || null) === (key.emoji || null)) || li;
+  }
+  setTools(li, true);
+  target.focus({ preventScroll: true });
 }
 
 function react(messageId, emoji, op) {
@@ -332,13 +404,16 @@ function upsert(msg) {
     patchAround(known.el, entry.el, entry.editing.input);
     entry.el = known.el;
   } else if (known) {
+    const key = focusKey(known.el); // a keyboard user reacting keeps their place
     known.el.replaceWith(entry.el);
+    refocus(entry.el, key);
   } else {
     const after = [...list.children].find((li) => li.dataset.seq !== '' && Number(li.dataset.seq) > msg.seq);
     list.insertBefore(entry.el, after || list.querySelector('.pending'));
   }
   if (s.oldestSeq === null || msg.seq < s.oldestSeq) s.oldestSeq = msg.seq;
   regroup();
+  rove();
   // A name learned now: the messages that carry none (deleted ones) can show it too.
   if (learned) {
     for (const other of [...s.messages.values()]) {
@@ -478,6 +553,7 @@ function send(text) {
   const pending = renderMessage({ userId: s.me, content: text, createdAt: Date.now(), pending: true });
   pending.dataset.clientMsgId = clientMsgId;
   $('message-list').append(pending);
+  rove();
   scrollToBottom();
   s.hub.sendChatMessage(s.room, s.me, text, { clientMsgId }).catch((err) => {
     pending.querySelector('.sending').textContent = `not sent: ${humanError(err)}`;
@@ -734,6 +810,7 @@ function wire(client) {
     if (p.clientMsgId) document.querySelector(`[data-client-msg-id="${CSS.escape(p.clientMsgId)}"]`)?.remove();
     // A chat replayed after a reconnect has `content: null` if it was deleted since.
     upsert({ ...p, reactions: {}, deleted: p.content === null });
+    if (p.userId !== s.me && p.content !== null) announce(`${nameOf(p.userId)}: ${p.content}`);
     setTyping(p.userId, false);
     renderHistoryStatus();
     if (follow) scrollToBottom();
