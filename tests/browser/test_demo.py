@@ -501,3 +501,35 @@ async def test_demo_by_keyboard(server: Hubbub, browser: Browser) -> None:
     await expect(ann.get_by_test_id("accept-call")).to_be_focused()
     await ann.keyboard.press("Enter")
     await connected(ann, bob)
+
+
+async def test_demo_keeps_offline_people_listed_greyed(tmp_path: Path, browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    with hubbub_with(tmp_path, "--presence-grace", "1") as server:
+        ann = await browser.page("ann", server.url + "/")
+        bob = await browser.page("bob", server.url + "/")
+        await join(ann, "Ann")
+        await join(bob, "Bob")
+        await expect(ann.locator("#member-count")).to_have_text("2")
+
+        # Bob closes the page: after the grace he is offline, then leaves the room; he
+        # stays listed with a grey dot and when he was last seen, and cannot be called.
+        await bob.goto("about:blank")
+        bob_there = member(ann, "Bob")
+        await expect(ann.locator("#member-count")).to_have_text("1", timeout=30000)
+        # The server sends leave_room right after presence: Ann's own chat, echoed after
+        # both, shows that she has handled them.
+        await send(ann, "Bob has gone")
+        await expect(message(ann, "Bob has gone")).to_have_attribute("data-seq", re.compile(r"\d"))
+        await expect(bob_there).to_have_count(1)
+        await expect(bob_there).to_have_attribute("data-status", "offline")
+        await expect(bob_there.get_by_test_id("presence-dot")).to_have_class("dot offline")
+        await expect(bob_there.get_by_test_id("member-status")).to_contain_text("last seen")
+        await expect(bob_there.get_by_test_id("call-button")).to_be_disabled()
+
+        # Bob comes back (the same tab: the same user): online again, listed once.
+        await bob.goto(server.url + f"/?room={ROOM}&name=Bob")
+        await expect(bob_there).to_have_attribute("data-status", "online")
+        await expect(bob_there).to_have_count(1)
+        await expect(ann.locator("#member-count")).to_have_text("2")

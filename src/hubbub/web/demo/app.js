@@ -136,6 +136,20 @@ function mediaError(err) {
   return 'the call could not be set up';
 }
 const time = (ms) => new Date(ms).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+const dayKey = (ms) => new Date(ms).toDateString();
+
+/** "Today", "Yesterday", "Mon 3 Mar", "3 Mar 2025". */
+function dayName(ms) {
+  const d = new Date(ms);
+  const today = new Date();
+  if (dayKey(ms) === today.toDateString()) return 'Today';
+  if (dayKey(ms) === new Date(today.getFullYear(), today.getMonth(), today.getDate() - 1).toDateString()) return 'Yesterday';
+  return d.toLocaleDateString([], d.getFullYear() === today.getFullYear()
+    ? { weekday: 'short', day: 'numeric', month: 'short' } : { day: 'numeric', month: 'short', year: 'numeric' });
+}
+
+/** "14:05", or "Yesterday 14:05" when not today. */
+const when = (ms) => (dayKey(ms) === new Date().toDateString() ? time(ms) : `${dayName(ms)} ${time(ms)}`);
 
 /** A stable userId per name in this tab: "ann-k3f9" (two tabs named Ann are two users). */
 function userIdFor(name) {
@@ -244,15 +258,22 @@ async function leave() {
 
 // ---- members and presence -----------------------------------------------------------
 
+/**
+ * The room's members from a join ack. People seen going offline stay listed (greyed, with
+ * when they were last seen) until they come back, as the server has forgotten them.
+ */
 function setMembers(list) {
+  const offline = [...s.members.values()].filter((m) => m.status === 'offline');
   s.members = new Map(list.map((m) => [m.userId, m]));
+  for (const m of offline) if (!s.members.has(m.userId)) s.members.set(m.userId, m);
   list.forEach((m) => s.names.set(m.userId, m.username));
   renderMembers();
 }
 
 function renderMembers() {
-  const list = [...s.members.values()].sort((a, b) =>
-    (b.userId === s.me) - (a.userId === s.me) || a.username.localeCompare(b.username));
+  const away = (m) => m.status === 'offline';
+  const list = [...s.members.values()].sort((a, b) => (b.userId === s.me) - (a.userId === s.me)
+    || away(a) - away(b) || a.username.localeCompare(b.username));
   $('members').replaceChildren(...list.map((m) => {
     const mine = m.userId === s.me;
     const dot = el('span', { class: `dot ${m.status}`, 'data-testid': 'presence-dot', title: m.status });
@@ -269,9 +290,10 @@ function renderMembers() {
       'data-username': m.username, 'data-status': m.status,
     }, el('span', { class: 'avatar-wrap' }, avatar(m.userId, m.username), dot),
     el('span', { class: 'member-name' }, m.username, mine ? el('span', { class: 'you' }, ' (you)') : null),
-    el('span', { class: 'member-status' }, m.status), call);
+    el('span', { class: 'member-status', 'data-testid': 'member-status' },
+      away(m) && m.lastSeen ? `offline · last seen ${when(m.lastSeen)}` : m.status), call);
   }));
-  $('member-count').textContent = String(s.members.size);
+  $('member-count').textContent = String(list.filter((m) => !away(m)).length);
 }
 
 // ---- messages -----------------------------------------------------------------------
@@ -831,7 +853,8 @@ function wire(client) {
   hub.on('presence', ({ payload: p }) => {
     s.names.set(p.userId, p.username);
     const m = s.members.get(p.userId);
-    if (m) { m.status = p.status; renderMembers(); }
+    if (m) Object.assign(m, { status: p.status, lastSeen: p.lastSeen, username: p.username || m.username });
+    if (m) renderMembers();
   });
   hub.on('join_room', ({ payload: p }) => {
     if (p.roomId !== s.room) return;
@@ -841,7 +864,8 @@ function wire(client) {
   });
   hub.on('leave_room', ({ payload: p }) => {
     if (p.roomId !== s.room) return;
-    s.members.delete(p.userId);
+    // After `presence: offline` the server makes them leave: they stay listed, greyed.
+    if (s.members.get(p.userId)?.status !== 'offline') s.members.delete(p.userId);
     setTyping(p.userId, false);
     renderMembers();
   });
