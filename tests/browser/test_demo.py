@@ -475,7 +475,7 @@ async def test_demo_by_keyboard(server: Hubbub, browser: Browser) -> None:
         path.append(await ann.evaluate("document.activeElement.dataset.testid"))
         assert len(path) <= 12, f"the message box is not reached by Tab: {path}"
     assert path == ["status-select", "call-button", "message", *["react-button"] * 4,
-                    "message-input"], path
+                    "reply-button", "message-input"], path
 
     # Back into the list: the newest message; the arrows move; Tab reaches its tools.
     await ann.keyboard.press("Shift+Tab")
@@ -533,3 +533,51 @@ async def test_demo_keeps_offline_people_listed_greyed(tmp_path: Path, browser: 
         await expect(bob_there).to_have_attribute("data-status", "online")
         await expect(bob_there).to_have_count(1)
         await expect(ann.locator("#member-count")).to_have_text("2")
+
+
+async def test_demo_replies_quote_the_message_replied_to(server: Hubbub, browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    ann = await browser.page("ann", server.url + "/")
+    bob = await browser.page("bob", server.url + "/")
+    await join(ann, "Ann")
+    await join(bob, "Bob")
+    await send(bob, "Lunch at noon?")
+    await expect(message(ann, "Lunch at noon?")).to_be_visible()
+
+    await message(ann, "Lunch at noon?").hover()
+    await message(ann, "Lunch at noon?").get_by_test_id("reply-button").click()
+    await expect(ann.get_by_test_id("reply-bar")).to_contain_text("Replying to Bob")
+    await expect(ann.get_by_test_id("message-input")).to_be_focused()
+    await send(ann, "Yes, see you there")
+    await expect(ann.get_by_test_id("reply-bar")).to_be_hidden()
+    for page in (ann, bob):
+        quoted = message(page, "Yes, see you there").get_by_test_id("reply-quote")
+        await expect(quoted).to_have_text("Bob Lunch at noon?")
+
+    # Escape drops a reply before it is sent.
+    await message(ann, "Lunch at noon?").hover()
+    await message(ann, "Lunch at noon?").get_by_test_id("reply-button").click()
+    await ann.get_by_test_id("message-input").press("Escape")
+    await expect(ann.get_by_test_id("reply-bar")).to_be_hidden()
+    await send(ann, "not a reply")
+    await expect(message(bob, "not a reply").get_by_test_id("reply-quote")).to_have_count(0)
+
+    # The original deleted: the quote says so (live, and for a later joiner).
+    await message(bob, "Lunch at noon?").hover()
+    await message(bob, "Lunch at noon?").get_by_test_id("delete-button").click()
+    gone = message(ann, "Yes, see you there").get_by_test_id("reply-quote")
+    await expect(gone).to_have_text("Reply to a deleted message")
+    cat = await browser.page("cat", server.url + "/")
+    await join(cat, "Cat")
+    await expect(message(cat, "Yes, see you there").get_by_test_id("reply-quote")).to_have_text(
+        "Reply to a deleted message")
+
+    # The original not loaded here (older than the page, or unknown): said so.
+    async with aiohttp.ClientSession() as http:
+        raw = await raw_user(http, server, "dan-r4k9", "Dan")
+        await raw.request("chat", {"roomId": ROOM, "content": "about that old thing",
+                                   "replyTo": "0190aaaa-0000-7000-8000-000000000000"})
+        await expect(message(ann, "about that old thing").get_by_test_id("reply-quote")
+                     ).to_have_text("Reply to an earlier message")
+        await raw.ws.close()

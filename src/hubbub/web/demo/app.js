@@ -26,6 +26,7 @@ const s = {
   oldestSeq: null, hasMore: false, loadingOlder: false,
   typers: new Map(), // userId -> timer
   call: null,
+  replyTo: null, // the messageId the next message answers
   online: false,
   // How long a call may ring here, and take to connect once answered, before this page
   // gives up on it (the server ends a ring after --ring-timeout, 30 s; this is the backstop).
@@ -70,6 +71,7 @@ const ICONS = {
   video: 'M3 7a2 2 0 0 1 2-2h9a2 2 0 0 1 2 2v2.5l4-2.5v10l-4-2.5V17a2 2 0 0 1-2 2H5a2 2 0 0 1-2-2z',
   edit: 'M4 20h4L19 9l-4-4L4 16zM13.5 6.5l4 4',
   trash: 'M4 7h16M9 7V4h6v3M6 7l1 13h10l1-13',
+  reply: 'M10 8V4L3 11l7 7v-4c5 0 8.5 1.5 11 5-1-5.5-4.5-10-11-11z',
 };
 
 /** A small stroked icon (no emoji font needed). */
@@ -238,6 +240,7 @@ async function leave() {
   }
   s.me = s.room = null;
   s.online = false;
+  cancelReply();
   s.members.clear();
   s.names.clear();
   s.messages.clear();
@@ -312,6 +315,7 @@ function renderMessage(msg) {
     msg.pending ? el('span', { class: 'sending' }, msg.failed ? `not sent: ${msg.failed}` : 'sending…') : null);
   const content = el('div', { class: 'content', 'data-testid': 'message-content' },
     msg.deleted ? 'message deleted' : msg.content);
+  const replied = msg.replyTo && !msg.deleted ? quote(msg.replyTo) : null;
   const reactions = el('div', { class: 'reactions' }, ...Object.entries(msg.reactions || {})
     .filter(([, users]) => users.length)
     .map(([emoji, users]) => el('button', {
@@ -324,13 +328,15 @@ function renderMessage(msg) {
       type: 'button', class: 'icon', 'data-testid': 'react-button', 'data-emoji': emoji,
       title: `React ${emoji}`, onclick: () => react(msg.messageId, emoji, 'add'),
     }, emoji)),
+    el('button', { type: 'button', class: 'icon', 'data-testid': 'reply-button', title: 'Reply',
+      'aria-label': 'Reply', onclick: () => startReply(msg.messageId) }, icon('reply')),
     mine ? el('button', { type: 'button', class: 'icon', 'data-testid': 'edit-button', title: 'Edit',
       onclick: () => startEdit(msg.messageId) }, icon('edit')) : null,
     mine ? el('button', { type: 'button', class: 'icon', 'data-testid': 'delete-button', title: 'Delete',
       onclick: () => s.hub.deleteMessage(s.room, msg.messageId)
         .catch((e) => toast(humanError(e, 'Could not delete the message'), 'error')) }, icon('trash')) : null);
   li.append(avatar(msg.userId, msg.username || s.names.get(msg.userId)),
-    el('div', { class: 'bubble' }, meta, content, reactions), actions || '');
+    el('div', { class: 'bubble' }, meta, replied, content, reactions), actions || '');
   // Out of the tab order until the message has the focus (see rove()).
   li.tabIndex = -1;
   li.querySelectorAll('button').forEach((b) => { b.tabIndex = -1; });
@@ -400,6 +406,60 @@ function refocus(li, key) {
   target.focus({ preventScroll: true });
 }
 
+// ---- replies ------------------------------------------------------------------------
+
+const snippet = (text) => (text.length > 120 ? `${text.slice(0, 119)}…` : text);
+
+/**
+ * The quote above a reply: the message replied to, if this page has it (a click shows it),
+ * or a line saying it is deleted or further back than what is loaded.
+ */
+function quote(replyTo) {
+  const orig = s.messages.get(replyTo);
+  const attrs = { class: 'quote', 'data-testid': 'reply-quote', 'data-reply-to': replyTo };
+  if (!orig) return el('div', { ...attrs, class: 'quote gone' }, 'Reply to an earlier message');
+  if (orig.msg.deleted) return el('div', { ...attrs, class: 'quote gone' }, 'Reply to a deleted message');
+  const name = orig.msg.username || nameOf(orig.msg.userId);
+  return el('button', {
+    ...attrs, type: 'button', title: 'Show the message replied to',
+    onclick: () => { orig.el.scrollIntoView({ block: 'center', behavior: 'smooth' }); orig.el.focus({ preventScroll: true }); },
+  }, el('span', { class: 'quote-author' }, name), ' ', el('span', { class: 'quote-text' }, snippet(orig.msg.content)));
+}
+
+/** Message `messageId` changed, or arrived: the quotes of its replies follow. */
+function refreshQuotes(messageId) {
+  for (const entry of s.messages.values()) {
+    if (entry.msg.replyTo !== messageId) continue;
+    const old = entry.el.querySelector('.quote');
+    if (!old) continue;
+    const fresh = quote(messageId);
+    fresh.tabIndex = old.tabIndex;
+    old.replaceWith(fresh);
+  }
+  document.querySelectorAll(`.pending .quote[data-reply-to="${CSS.escape(messageId)}"]`)
+    .forEach((old) => old.replaceWith(quote(messageId)));
+  if (s.replyTo === messageId) showReplyBar();
+}
+
+function startReply(messageId) {
+  s.replyTo = messageId;
+  showReplyBar();
+  $('message-input').focus();
+}
+
+function cancelReply() {
+  s.replyTo = null;
+  $('reply-bar').hidden = true;
+}
+
+function showReplyBar() {
+  const orig = s.messages.get(s.replyTo);
+  if (!orig || orig.msg.deleted) return cancelReply();
+  $('reply-bar').hidden = false;
+  $('reply-to-name').textContent = orig.msg.username || nameOf(orig.msg.userId);
+  $('reply-to-text').textContent = snippet(orig.msg.content);
+}
+
 function react(messageId, emoji, op) {
   s.hub.react(s.room, messageId, emoji, op).catch((e) => toast(humanError(e, 'Could not react'), 'error'));
 }
@@ -436,6 +496,7 @@ function upsert(msg) {
   if (s.oldestSeq === null || msg.seq < s.oldestSeq) s.oldestSeq = msg.seq;
   regroup();
   rove();
+  refreshQuotes(msg.messageId);
   // A name learned now: the messages that carry none (deleted ones) can show it too.
   if (learned) {
     for (const other of [...s.messages.values()]) {
@@ -572,12 +633,14 @@ function startEdit(messageId) {
 
 function send(text) {
   const clientMsgId = crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random()}`;
-  const pending = renderMessage({ userId: s.me, content: text, createdAt: Date.now(), pending: true });
+  const replyTo = s.replyTo || undefined;
+  cancelReply();
+  const pending = renderMessage({ userId: s.me, content: text, createdAt: Date.now(), pending: true, replyTo });
   pending.dataset.clientMsgId = clientMsgId;
   $('message-list').append(pending);
   rove();
   scrollToBottom();
-  s.hub.sendChatMessage(s.room, s.me, text, { clientMsgId }).catch((err) => {
+  s.hub.sendChatMessage(s.room, s.me, text, { clientMsgId, replyTo }).catch((err) => {
     pending.querySelector('.sending').textContent = `not sent: ${humanError(err)}`;
     pending.classList.add('failed');
   });
@@ -907,6 +970,10 @@ $('composer').addEventListener('submit', (e) => {
 $('message-input').addEventListener('input', (e) => {
   if (e.target.value) s.hub.typing(s.room); else s.hub.stopTyping(s.room);
 });
+$('message-input').addEventListener('keydown', (e) => {
+  if (e.key === 'Escape' && s.replyTo) { e.preventDefault(); cancelReply(); }
+});
+$('cancel-reply').addEventListener('click', () => { cancelReply(); $('message-input').focus(); });
 $('message-input').addEventListener('blur', () => s.room && s.hub.stopTyping(s.room));
 // A reader at the bottom stays there when the list's box changes size (a call opening on a
 // phone, the keyboard, a rotation).
