@@ -581,3 +581,26 @@ async def test_demo_replies_quote_the_message_replied_to(server: Hubbub, browser
         await expect(message(ann, "about that old thing").get_by_test_id("reply-quote")
                      ).to_have_text("Reply to an earlier message")
         await raw.ws.close()
+
+
+async def test_demo_separates_days(server: Hubbub, browser: Browser) -> None:
+    import datetime
+
+    from playwright.async_api import expect
+
+    ann = await browser.page("ann", server.url + "/")
+    await join(ann, "Ann")
+    await send(ann, "said today")
+    await expect(message(ann, "said today")).to_have_attribute("data-seq", re.compile(r"\d"))
+    await expect(ann.get_by_test_id("day-separator")).to_have_text(["Today"])
+
+    # Three days on, the same history reads with its date.
+    later = await browser.page("later", "about:blank")
+    await later.clock.set_system_time(datetime.datetime.now() + datetime.timedelta(days=3))
+    await later.goto(server.url + "/")
+    await join(later, "Lou")
+    await expect(message(later, "said today")).to_be_visible()
+    separator = later.get_by_test_id("day-separator").first
+    day = datetime.date.today().day
+    await expect(separator).to_have_text(re.compile(rf"\b{day}\b"))
+    await expect(separator).not_to_have_text(re.compile("Today|Yesterday"))

@@ -306,11 +306,12 @@ function renderMessage(msg) {
   const li = el('li', {
     class: `message${mine ? ' mine' : ''}${msg.deleted ? ' deleted' : ''}${msg.pending ? ' pending' : ''}`,
     'data-testid': 'message', 'data-message-id': msg.messageId || '', 'data-seq': msg.seq ?? '',
-    'data-user-id': msg.userId,
+    'data-user-id': msg.userId, 'data-created-at': msg.createdAt,
   });
   const meta = el('div', { class: 'meta' },
     el('span', { class: 'author' }, msg.username || nameOf(msg.userId)),
-    el('time', {}, time(msg.createdAt)),
+    el('time', { datetime: new Date(msg.createdAt).toISOString(), title: new Date(msg.createdAt).toLocaleString() },
+      time(msg.createdAt)),
     msg.editedAt && !msg.deleted ? el('span', { class: 'edited', 'data-testid': 'edited' }, '(edited)') : null,
     msg.pending ? el('span', { class: 'sending' }, msg.failed ? `not sent: ${msg.failed}` : 'sending…') : null);
   const content = el('div', { class: 'content', 'data-testid': 'message-content' },
@@ -523,13 +524,25 @@ function patchAround(li, fresh, keep) {
   if (actions) li.append(actions);
 }
 
-/** Consecutive messages of one author within 5 minutes share one header. */
+/**
+ * Consecutive messages of one author within 5 minutes, on one day, share one header; each
+ * day starts with a separator ("Today", "Yesterday", "Mon 3 Mar").
+ */
 function regroup() {
+  const list = $('message-list');
+  list.querySelectorAll('.day').forEach((li) => li.remove());
   let prev = null;
-  for (const li of $('message-list').children) {
+  let day = null;
+  for (const li of [...list.children]) {
     const m = s.messages.get(li.dataset.messageId);
     const cur = m ? m.msg : null;
-    li.classList.toggle('cont', !!(cur && prev && prev.userId === cur.userId &&
+    const at = Number(li.dataset.createdAt);
+    const newDay = at && dayKey(at) !== day;
+    if (newDay) {
+      day = dayKey(at);
+      li.before(el('li', { class: 'day', 'data-testid': 'day-separator' }, el('span', {}, dayName(at))));
+    }
+    li.classList.toggle('cont', !!(cur && prev && !newDay && prev.userId === cur.userId &&
       cur.createdAt - prev.createdAt < 300000));
     prev = cur;
   }
@@ -638,6 +651,7 @@ function send(text) {
   const pending = renderMessage({ userId: s.me, content: text, createdAt: Date.now(), pending: true, replyTo });
   pending.dataset.clientMsgId = clientMsgId;
   $('message-list').append(pending);
+  regroup();
   rove();
   scrollToBottom();
   s.hub.sendChatMessage(s.room, s.me, text, { clientMsgId, replyTo }).catch((err) => {
