@@ -751,7 +751,7 @@ async function remoteIce(c) {
 function guard(c, ms, reason, why) {
   clearTimeout(c.guard);
   c.guard = setTimeout(() => {
-    if (s.call !== c || (c.pc && c.pc.connectionState === 'connected')) return;
+    if (s.call !== c || c.since) return; // over, or it connected (a later drop is ICE's to mend)
     if (reason === 'timeout' && c.role === 'callee') s.hub.rejectCall(c.id, reason);
     else s.hub.endCall(c.id, reason);
     endCall(why, 'error');
