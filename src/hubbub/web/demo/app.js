@@ -990,13 +990,15 @@ $('message-input').addEventListener('keydown', (e) => {
 $('cancel-reply').addEventListener('click', () => { cancelReply(); $('message-input').focus(); });
 $('message-input').addEventListener('blur', () => s.room && s.hub.stopTyping(s.room));
 // A reader at the bottom stays there when the list's box changes size (a call opening on a
-// phone, the keyboard, a rotation).
+// phone, the keyboard, a rotation) or a message in it grows (a reaction, a quote).
 let stick = true;
 $('messages').addEventListener('scroll', () => {
   stick = nearBottom();
   if ($('messages').scrollTop < 60) loadOlder();
 });
-new ResizeObserver(() => { if (stick) scrollToBottom(); }).observe($('messages'));
+const keepAtBottom = new ResizeObserver(() => { if (stick) scrollToBottom(); });
+keepAtBottom.observe($('messages'));
+keepAtBottom.observe($('message-list'));
 $('leave-button').addEventListener('click', leave);
 $('status-select').addEventListener('change', (e) => s.hub.setPresence(s.me, s.names.get(s.me), e.target.value));
 $('accept-call').addEventListener('click', accept);
