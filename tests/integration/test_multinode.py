@@ -280,6 +280,15 @@ def about(frames: list[dict[str, Any]], type_: str, user: str) -> list[dict[str,
             if f["type"] == type_ and (f.get("payload") or {}).get("userId") == user]
 
 
+async def answered_call(caller: Peer, callee: Peer, call_id: str) -> None:
+    """`caller` calls `callee`, who answers: the call is active on the caller's node, where
+    the offer arrived (its home)."""
+    await request(caller, "webrtc", kind="offer", to=callee.user, callId=call_id, sdp=OFFER)
+    await callee.expect("webrtc", kind="offer")
+    await request(callee, "webrtc", kind="answer", to=caller.user, callId=call_id, sdp=ANSWER)
+    await caller.expect("webrtc", kind="answer")
+
+
 def member_ids(join_ack: dict[str, Any]) -> list[str]:
     return [m["userId"] for m in join_ack["payload"]["members"]]
 
@@ -549,10 +558,7 @@ async def test_a_forwarded_call_frame_whose_answer_is_lost_gets_one_answer_inter
         assert isinstance(home, GatedBroker)
         async with (await member(cluster.ws(0), "ann") as ann,
                     await member(cluster.ws(1), "bob") as bob):
-            await request(ann, "webrtc", kind="offer", to="bob", callId="f1", sdp=OFFER)
-            await bob.expect("webrtc", kind="offer")
-            await request(bob, "webrtc", kind="answer", to="ann", callId="f1", sdp=ANSWER)
-            await ann.expect("webrtc", kind="answer")
+            await answered_call(ann, bob, "f1")
             home.hold()
             await bob.send("call_end", {"callId": "f1"}, id="e1")
             answer = await bob.expect("error", timeout=WAIT)
@@ -674,10 +680,7 @@ async def test_the_callees_last_connection_closing_on_another_node_ends_the_call
         cluster: Cluster) -> None:
     async with await member(cluster.ws(0), "ann") as ann:
         async with await member(cluster.ws(1), "bob") as bob:
-            await request(ann, "webrtc", kind="offer", to="bob", callId="x5", sdp=OFFER)
-            await bob.expect("webrtc", kind="offer")
-            await request(bob, "webrtc", kind="answer", to="ann", callId="x5", sdp=ANSWER)
-            await ann.expect("webrtc", kind="answer")
+            await answered_call(ann, bob, "x5")
         assert (await ann.expect("call_end"))["payload"] == {
             "callId": "x5", "by": "bob", "reason": "disconnected"}
         # Both are free again: ann can call someone else at once.
@@ -778,10 +781,7 @@ async def test_a_call_whose_home_node_is_killed_ends_and_the_survivor_logs_it(
         async with await member(survivor.ws, "bob") as bob:
             ann = await member(doomed.ws, "ann")
             # The offer arrives at ann's node: that is the call's home.
-            await request(ann, "webrtc", kind="offer", to="bob", callId="k1", sdp=OFFER)
-            await bob.expect("webrtc", kind="offer")
-            await request(bob, "webrtc", kind="answer", to="ann", callId="k1", sdp=ANSWER)
-            await ann.expect("webrtc", kind="answer")
+            await answered_call(ann, bob, "k1")
             doomed.kill()
             with contextlib.suppress(AssertionError):
                 await ann.closed()
@@ -809,10 +809,7 @@ async def test_a_call_whose_partys_node_is_killed_ends_and_frees_both(
         async with await member(home.ws, "ann") as ann:
             bob = await member(doomed.ws, "bob")
             # The offer arrives at ann's node, which stays: the call lives there.
-            await request(ann, "webrtc", kind="offer", to="bob", callId="k2", sdp=OFFER)
-            await bob.expect("webrtc", kind="offer")
-            await request(bob, "webrtc", kind="answer", to="ann", callId="k2", sdp=ANSWER)
-            await ann.expect("webrtc", kind="answer")
+            await answered_call(ann, bob, "k2")
             doomed.kill()
             with contextlib.suppress(AssertionError):
                 await bob.closed()
@@ -832,10 +829,7 @@ async def test_a_call_whose_partys_node_shuts_down_ends_before_that_node_is_reap
     with process_nodes(redis_url, store_url) as (leaving, home):
         async with await member(home.ws, "ann") as ann:
             bob = await member(leaving.ws, "bob")
-            await request(ann, "webrtc", kind="offer", to="bob", callId="t1", sdp=OFFER)
-            await bob.expect("webrtc", kind="offer")
-            await request(bob, "webrtc", kind="answer", to="ann", callId="t1", sdp=ANSWER)
-            await ann.expect("webrtc", kind="answer")
+            await answered_call(ann, bob, "t1")
             leaving.process.proc.send_signal(signal.SIGTERM)  # a graceful shutdown
             with contextlib.suppress(AssertionError):
                 await bob.closed()
