@@ -50,6 +50,7 @@ class RedisBroker(Broker):
         self._wake = asyncio.Event()
         self._confirm: dict[str, list[asyncio.Future[None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._publisher: asyncio.Task[None] | None = None
         self._closing = False
         self.connected = asyncio.Event()
         self.dropped = 0  # messages lost while Redis was unreachable
@@ -64,7 +65,8 @@ class RedisBroker(Broker):
         self._redis = aioredis.Redis.from_url(self.url, socket_keepalive=True,
                                               health_check_interval=1)
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._listen()), loop.create_task(self._publish_loop())]
+        self._publisher = loop.create_task(self._publish_loop())
+        self._tasks = [loop.create_task(self._listen()), self._publisher]
         try:
             await asyncio.wait_for(self.connected.wait(), 10)
         except TimeoutError:
@@ -75,9 +77,9 @@ class RedisBroker(Broker):
         ending, ...), for up to 2 s, then disconnect."""
         self._closing = True
         self._wake.set()
-        if self._tasks:
+        if self._publisher is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._tasks[1]), 2.0)
+                await asyncio.wait_for(asyncio.shield(self._publisher), 2.0)
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, RedisError, OSError):
