@@ -1,5 +1,6 @@
 # Two commands on a fresh machine: `make run` and `make test`.
 PYTHON ?= python3
+PORT   ?= 8080
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
@@ -27,7 +28,7 @@ $(BENCHSTAMP): pyproject.toml
 	touch $(STAMP) $@
 
 run: $(STAMP)
-	$(BIN)/hubbub serve --host 127.0.0.1 --port 8080 --store sqlite:///hubbub.db
+	$(BIN)/hubbub serve --host 127.0.0.1 --port $(PORT) --store sqlite:///hubbub.db
 
 lint: $(DEVSTAMP)
 	$(BIN)/ruff check src tests bench

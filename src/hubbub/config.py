@@ -41,7 +41,8 @@ class Settings:
     heartbeat: float = _opt(20.0, "seconds between WebSocket pings (0 = off)")
     max_frame: int = _opt(65536, "largest client frame in bytes (close 1009 above)")
     workers: int = _opt(1, "processes sharing the port (needs --redis)")
-    reuse_port: bool = _opt(False, "share the port with other processes (set by --workers)")
+    reuse_port: bool = _opt(False, "share the port with other processes (set by --workers); "
+                            "the flag alone means true")
     # hubbub's own
     max_queue: int = _opt(1 << 20, "bytes a reader may fall behind before close 1013")
     rate_limit: float = _opt(100.0, "frames per second per connection (burst 2x); 0 = no limits")
@@ -98,12 +99,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per Settings field; defaults are applied later so the environment can win."""
     for f in dataclasses.fields(Settings):
         meta = f.metadata
+        shown = "" if f.default in (None, "", False) or meta["repeat"] else (
+            f" (default {f.default})")
         kwargs: dict[str, Any] = {"dest": f.name, "default": None,
-                                  "help": f"{meta['help']} [env {env_name(f.name)}]"}
+                                  "help": f"{meta['help']}{shown} [env {env_name(f.name)}]"}
         if meta["repeat"]:
             kwargs["action"] = "append"
         elif meta["choices"]:
             kwargs["choices"] = meta["choices"]
+        elif isinstance(f.default, bool):  # `--reuse-port` alone, or `--reuse-port false`
+            kwargs.update(nargs="?", const="true", metavar="BOOL")
         parser.add_argument(flag(f.name), **kwargs)
 
 
@@ -115,9 +120,11 @@ def _convert(f: "dataclasses.Field[Any]", raw: Any) -> Any:
     choices = f.metadata["choices"]
     if choices and raw != "" and raw not in choices:
         raise ConfigError(f"{flag(f.name)} must be one of {', '.join(choices)}")
+    if raw == "":
+        return f.default  # empty = unset: keep the default, whatever the type
     kind = f.type if isinstance(f.type, type) else None
     if f.default is None or kind is str:
-        return raw if raw != "" else f.default  # empty = unset: keep the default
+        return raw
     try:
         if isinstance(f.default, bool):
             return str(raw).lower() in ("1", "true", "yes", "on")

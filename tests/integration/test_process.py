@@ -91,6 +91,14 @@ def test_workers_without_redis_exits_non_zero_mentioning_redis():
     assert "listening on" not in done.stdout
 
 
+@pytest.mark.parametrize("store", ["foo://bar", "sqlite:////nonexistent-dir/x/hubbub.db"])
+def test_a_store_it_cannot_open_is_one_line_on_stderr_and_exit_2(store):
+    done = hubbub("serve", "--port", "0", "--store", store)  # dev identity mode
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert done.stderr.startswith("hubbub: ")
+
+
 def test_token_command_prints_a_jwt_with_the_given_claims():
     tok = cli_token("--user", "u1", "--rooms", "a*")
     claims = jwt.decode(tok, "s", algorithms=["HS256"])

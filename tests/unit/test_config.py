@@ -107,6 +107,28 @@ def test_empty_environment_value_keeps_the_default() -> None:
     assert config.load(env={"HUBBUB_STORE": ""}).store == "sqlite:///hubbub.db"
 
 
+def test_an_empty_numeric_or_boolean_variable_keeps_the_default() -> None:
+    st = config.load(env={"HUBBUB_PORT": "", "HUBBUB_PRESENCE_GRACE": "", "HUBBUB_WORKERS": "",
+                          "HUBBUB_MAX_FRAME": "", "HUBBUB_REUSE_PORT": ""})
+    assert (st.port, st.presence_grace, st.workers, st.max_frame, st.reuse_port) == (
+        8080, 5.0, 1, 65536, False)
+
+
+def test_a_boolean_flag_alone_means_true_and_takes_a_value_too() -> None:
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    assert config.load(parser.parse_args(["--reuse-port"]), env={}).reuse_port is True
+    assert config.load(parser.parse_args(["--reuse-port", "false"]), env={}).reuse_port is False
+    assert config.load(parser.parse_args([]), env={}).reuse_port is False
+
+
+def test_the_help_shows_each_default() -> None:
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    text = parser.format_help()
+    assert "(default 8080)" in text and "(default 65536)" in text
+
+
 def test_non_numeric_value_is_a_config_error_naming_the_flag() -> None:
     with pytest.raises(ConfigError, match="--port"):
         config.load(env={"HUBBUB_PORT": "eighty"})

@@ -86,12 +86,12 @@ class Server:
 
     async def start(self) -> None:
         st = self.settings
-        if st.dev_identity:
-            log.warning(DEV_MODE_WARNING)
         self.node.store = open_store(st.store, synchronous=st.sqlite_synchronous)
         await self.node.store.open()
         await self.node.directory.start()
         await self.node.directory.heartbeat(self.node.clock.now_ms())
+        if st.dev_identity:  # once the store and Redis are there: a failure is one line
+            log.warning(DEV_MODE_WARNING)
         app = self.build_app()
         assert self.hub is not None
         if self.broker.clustered:
