@@ -59,6 +59,20 @@ def has_nul(data: bytes | str) -> bool:
     return "\\u0000" in data and _NUL_TEXT.search(data) is not None
 
 
+def _without_null_payload(data: bytes | str) -> bytes | None:
+    """The frame again without its `"payload": null`, which PROTOCOL's envelope
+    (`payload: OBJECT?`) lets a client send for "no payload"; None if it has none. Only a
+    frame that failed to decode comes here, so the common path pays nothing."""
+    try:
+        loose = msgspec.json.decode(data)
+    except (msgspec.MsgspecError, RecursionError, UnicodeError, ValueError):
+        return None
+    if not isinstance(loose, dict) or "payload" not in loose or loose["payload"] is not None:
+        return None
+    del loose["payload"]
+    return msgspec.json.encode(loose)
+
+
 def parse(data: bytes | str, utf8_checked: bool = False) -> InboundFrame:
     """Decode one text frame into its typed struct, or raise `BadFrame`. `utf8_checked`:
     the caller has already refused bytes that are not UTF-8 (the WebSocket layer must)."""
@@ -72,6 +86,8 @@ def parse(data: bytes | str, utf8_checked: bool = False) -> InboundFrame:
             data.decode()
         return _decoder.decode(data)
     except msgspec.ValidationError as exc:
+        if (retry := _without_null_payload(data)) is not None:
+            return parse(retry, utf8_checked=True)
         type_, fid = _readable_id(data)
         if type_ is None:
             if isinstance(exc.args[0], str) and exc.args[0].startswith("Expected `object`"):

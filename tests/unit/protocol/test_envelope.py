@@ -16,6 +16,7 @@ from hubbub.protocol.frames import (
     Chat,
     Inbound,
     JoinRoom,
+    Ping,
     Presence,
     Reaction,
     Typing,
@@ -477,3 +478,17 @@ def test_the_text_backslash_u0000_is_not_u0000() -> None:
 def test_has_nul_agrees_with_the_decoded_text(text: str) -> None:
     data = json.dumps({"t": text})
     assert has_nul(data.encode()) == has_nul(data) == ("\x00" in text)
+
+
+# ---- `"payload": null` is no payload (PROTOCOL: `payload: OBJECT?`) ----------------------
+
+
+def test_a_null_payload_is_no_payload() -> None:
+    frame = parse(b'{"type":"ping","id":"p","payload":null}')
+    assert isinstance(frame, Ping) and frame.id == "p"
+    assert isinstance(parse(b'{"type":"presence","payload":null}'), Presence)
+
+
+def test_a_null_payload_where_one_is_required_is_still_a_bad_request() -> None:
+    err = bad(b'{"type":"join_room","id":"j","payload":null}')
+    assert err.code == "bad_request" and err.frame_id == "j" and "payload" in err.message
