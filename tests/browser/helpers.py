@@ -71,65 +71,6 @@ class RawClient:
             await asyncio.sleep(answer["payload"].get("retryAfterMs", 100) / 1000)
 
 
-class Proxy:
-    """A TCP proxy in front of the server: cut() resets every connection through it (a
-    network drop), `refuse` turns new connections away (the network stays down)."""
-
-    def __init__(self, target_port: int) -> None:
-        self.target_port = target_port
-        self.refuse = False
-        self.port = 0
-        self._conns: list[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = []
-        self._server: asyncio.Server | None = None
-
-    async def start(self) -> "Proxy":
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.refuse:
-            writer.transport.abort()
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        pair = (writer, up_writer)
-        self._conns.append(pair)
-
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            try:
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            except OSError:
-                pass
-            finally:
-                dst.transport.abort()
-
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
-        if pair in self._conns:
-            self._conns.remove(pair)
-
-    def cut(self) -> None:
-        for writer, up_writer in self._conns:
-            writer.transport.abort()
-            up_writer.transport.abort()
-        self._conns.clear()
-
-    async def close(self) -> None:
-        self.cut()
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-
 Script = Callable[[aiohttp.web.WebSocketResponse, dict[str, Any]], Awaitable[None]]
 
 

@@ -12,7 +12,8 @@ from typing import Any
 import aiohttp
 
 from tests.browser.conftest import Browser, Hubbub
-from tests.browser.helpers import FakeServer, Proxy, RawClient, until, welcome
+from tests.browser.helpers import FakeServer, RawClient, until, welcome
+from tests.support.gate import Gate
 
 ROOM = "lobby"
 FAST = "{backoffBaseMs: 50, backoffCapMs: 200}"
@@ -166,10 +167,9 @@ async def test_the_outbox_is_checked_against_each_welcomes_frame_limit(
 
 async def test_a_room_joined_again_from_an_open_handler_still_gets_what_it_missed(
         server: Hubbub, browser: Browser) -> None:
-    proxy = await Proxy(server.port).start()
-    try:
+    async with Gate(server.port) as gate:
         page = await browser.harness_page("ann", server)
-        await connect(page, proxy.ws_url)
+        await connect(page, gate.ws)
         # An app written for the original service joins its room on every 'open'.
         await page.evaluate("""r => {
           harness.hub.on('open', () => harness.track('reopen', harness.hub.joinRoom(r)));
@@ -179,12 +179,11 @@ async def test_a_room_joined_again_from_an_open_handler_still_gets_what_it_misse
             bob = await RawClient.connect(http, server.ws_url, "bob", ROOM)
             await bob.chat(ROOM, "before")
             await until(page, "harness.of('chat').length === 1", "the first chat")
-            proxy.refuse = True
-            proxy.cut()
+            gate.shut()
             await until(page, "harness.of('close').length === 1", "Ann to notice the drop")
             for i in range(3):
                 await bob.chat(ROOM, f"missed {i}")
-            proxy.refuse = False
+            gate.open = True
             await until(page, "harness.of('reconnect').length === 1", "Ann to reconnect")
             await bob.chat(ROOM, "after")
             await until(page, "harness.of('chat').length >= 5", "the chat after the reconnect",
@@ -197,8 +196,6 @@ async def test_a_room_joined_again_from_an_open_handler_still_gets_what_it_misse
         reopen = await page.evaluate("harness.settled.reopen.value")
         assert (reopen["lastSeq"], len(reopen["missed"]), reopen["recovered"]) == (4, 3, True)
         assert await page.evaluate("harness.hub.rooms.get('lobby').lastSeq") == 5
-    finally:
-        await proxy.close()
 
 
 async def test_a_long_outbox_is_sent_at_the_advertised_pace_in_order(
@@ -254,10 +251,9 @@ async def frame_at(client: RawClient, what: str, match: Callable[[dict[str, Any]
 
 async def test_a_dropped_connection_ends_its_calls_on_both_sides(server: Hubbub,
                                                                  browser: Browser) -> None:
-    proxy = await Proxy(server.port).start()
-    try:
+    async with Gate(server.port) as gate:
         page = await browser.harness_page("ann", server)
-        await connect(page, proxy.ws_url)
+        await connect(page, gate.ws)
         await page.evaluate("r => harness.hub.joinRoom(r)", ROOM)
         async with aiohttp.ClientSession() as http:
             bob = await RawClient.connect(http, server.ws_url, "bob", ROOM)
@@ -281,8 +277,7 @@ async def test_a_dropped_connection_ends_its_calls_on_both_sides(server: Hubbub,
             assert answer["payload"]["state"] == "active", answer
             await until(page, "harness.of('webrtc').some(p => p.kind === 'answer')", "the answer")
 
-            proxy.refuse = True
-            proxy.cut()
+            gate.shut()
             await until(page, "harness.of('call_end').length === 1", "Ann's own call_end")
             ends = await page.evaluate("harness.events.filter(m => m.type === 'call_end')")
             assert ends == [{"type": "call_end", "local": True, "payload": {
@@ -292,7 +287,7 @@ async def test_a_dropped_connection_ends_its_calls_on_both_sides(server: Hubbub,
             assert order == ["close", "call_end", "reconnecting"], order
 
             # Her phone kept the call alive on the server; the reconnect ends it for Bob.
-            proxy.refuse = False
+            gate.open = True
             await until(page, "harness.of('reconnect').length === 1", "Ann to reconnect")
             end = await frame_at(bob, "call_end", lambda f: f["type"] == "call_end"
                                  and f["payload"]["callId"] == call_id)
@@ -304,7 +299,7 @@ async def test_a_dropped_connection_ends_its_calls_on_both_sides(server: Hubbub,
             call_id = await ring()
             await bob.request("webrtc", {"kind": "answer", "to": "ann", "callId": call_id,
                                          "sdp": ANSWER})
-            proxy.cut()
+            gate.cut()
             end = await frame_at(bob, "the server's call_end",
                                  lambda f: f["type"] == "call_end"
                                  and f["payload"]["callId"] == call_id)
@@ -315,16 +310,13 @@ async def test_a_dropped_connection_ends_its_calls_on_both_sides(server: Hubbub,
             await page.evaluate("r => harness.hub.history(r, {limit: 1})", ROOM)
             await bob.ws.close()
         assert await page.evaluate("harness.of('error')") == []
-    finally:
-        await proxy.close()
 
 
 async def test_a_call_that_only_rang_on_the_dropped_page_still_rings_on_the_others(
         server: Hubbub, browser: Browser) -> None:
-    proxy = await Proxy(server.port).start()
-    try:
+    async with Gate(server.port) as gate:
         page = await browser.harness_page("ann", server)
-        await connect(page, proxy.ws_url)
+        await connect(page, gate.ws)
         await page.evaluate("r => harness.hub.joinRoom(r)", ROOM)
         async with aiohttp.ClientSession() as http:
             bob = await RawClient.connect(http, server.ws_url, "bob", ROOM)
@@ -334,7 +326,7 @@ async def test_a_call_that_only_rang_on_the_dropped_page_still_rings_on_the_othe
             await until(page, "harness.of('webrtc').length === 1", "the offer on the page")
             await frame_at(phone, "the offer on the phone", lambda f: f["type"] == "webrtc")
 
-            proxy.cut()  # the page stops ringing ...
+            gate.cut()  # the page stops ringing ...
             await until(page, "harness.of('call_end').length === 1", "the page's call_end")
             await until(page, "harness.of('reconnect').length === 1", "the reconnect")
             await page.evaluate("r => harness.hub.history(r, {limit: 1})", ROOM)
@@ -345,8 +337,6 @@ async def test_a_call_that_only_rang_on_the_dropped_page_still_rings_on_the_othe
             assert not [f for f in bob.frames if f["type"] == "call_end"]
             await bob.ws.close()
             await phone.ws.close()
-    finally:
-        await proxy.close()
 
 
 async def test_disconnect_cancels_every_pending_promise(server: Hubbub,
