@@ -289,6 +289,14 @@ async def answered_call(caller: Peer, callee: Peer, call_id: str) -> None:
     await caller.expect("webrtc", kind="answer")
 
 
+async def dropped(client: WsClient) -> None:
+    """A client whose node went away: its socket ends (with 1001 on a graceful stop, or
+    no close frame at all on a kill), and it is closed here."""
+    with contextlib.suppress(AssertionError):
+        await client.closed()
+    await client.close()
+
+
 def member_ids(join_ack: dict[str, Any]) -> list[str]:
     return [m["userId"] for m in join_ack["payload"]["members"]]
 
@@ -747,9 +755,7 @@ async def test_a_killed_nodes_users_go_offline_elsewhere_and_its_clients_resume_
             await chat(gone, "last words")
             [seen] = await room_events(mover, 1)
             doomed.kill()
-            with contextlib.suppress(AssertionError):
-                await gone.closed()
-            await gone.close()
+            await dropped(gone)
             await mover.close()
             # What the clients of the dead node miss: chats on the survivor.
             await chat(obs, "while you were away")
@@ -783,9 +789,7 @@ async def test_a_call_whose_home_node_is_killed_ends_and_the_survivor_logs_it(
             # The offer arrives at ann's node: that is the call's home.
             await answered_call(ann, bob, "k1")
             doomed.kill()
-            with contextlib.suppress(AssertionError):
-                await ann.closed()
-            await ann.close()
+            await dropped(ann)
             frames = await frames_until(bob, "call_end", timeout=DEAD_NODE_WAIT, callId="k1")
             assert frames[-1]["payload"] == {"callId": "k1", "by": "bob",
                                              "reason": "disconnected"}
@@ -811,9 +815,7 @@ async def test_a_call_whose_partys_node_is_killed_ends_and_frees_both(
             # The offer arrives at ann's node, which stays: the call lives there.
             await answered_call(ann, bob, "k2")
             doomed.kill()
-            with contextlib.suppress(AssertionError):
-                await bob.closed()
-            await bob.close()
+            await dropped(bob)
             # PROTOCOL §Calls: bob's last connection is gone, so ann hears `disconnected`.
             frames = await frames_until(ann, "call_end", timeout=DEAD_NODE_WAIT, callId="k2")
             assert frames[-1]["payload"] == {"callId": "k2", "by": "bob",
@@ -831,9 +833,7 @@ async def test_a_call_whose_partys_node_shuts_down_ends_before_that_node_is_reap
             bob = await member(leaving.ws, "bob")
             await answered_call(ann, bob, "t1")
             leaving.process.proc.send_signal(signal.SIGTERM)  # a graceful shutdown
-            with contextlib.suppress(AssertionError):
-                await bob.closed()
-            await bob.close()
+            await dropped(bob)
             # The leaving node tells the call's home on its way out: ann hears of it then,
             # not only when the node is reaped (bob's `offline` comes from the reaping).
             frames = await frames_until(ann, "call_end", timeout=DEAD_NODE_WAIT, callId="t1")
