@@ -54,6 +54,14 @@ async def join(page: Any, name: str) -> None:
     await expect(page.get_by_test_id("room-name")).to_have_text(f"#{ROOM}")
 
 
+async def joined(browser: Browser, url: str, *names: str) -> list[Any]:
+    """A page per name (its user id the name in lower case), each joined to the room."""
+    pages = [await browser.page(name.lower(), url + "/") for name in names]
+    for page, name in zip(pages, names, strict=True):
+        await join(page, name)
+    return pages
+
+
 async def test_demo_page_join_chat_and_call_by_clicks(server: Hubbub, browser: Browser) -> None:
     from playwright.async_api import expect  # imported here: collecting needs no playwright
 
@@ -62,10 +70,7 @@ async def test_demo_page_join_chat_and_call_by_clicks(server: Hubbub, browser: B
         for n in range(1, EARLIER + 1):
             await cy.chat(ROOM, f"earlier message {n}")
 
-        ann = await browser.page("ann", server.url + "/")
-        bob = await browser.page("bob", server.url + "/")
-        await join(ann, "Ann")
-        await join(bob, "Bob")
+        ann, bob = await joined(browser, server.url, "Ann", "Bob")
 
         # History: the latest page first, older pages as Ann scrolls up.
         messages = ann.get_by_test_id("message")
@@ -219,10 +224,7 @@ async def test_demo_a_blank_name_is_refused(server: Hubbub, browser: Browser) ->
 async def test_demo_leave_and_rejoin_under_a_new_name(server: Hubbub, browser: Browser) -> None:
     from playwright.async_api import expect
 
-    eve = await browser.page("eve", server.url + "/")
-    bob = await browser.page("bob", server.url + "/")
-    await join(eve, "Eve")
-    await join(bob, "Bob")
+    eve, bob = await joined(browser, server.url, "Eve", "Bob")
     await expect(member(bob, "Eve")).to_be_visible()
 
     await eve.get_by_test_id("leave-button").click()
@@ -258,10 +260,7 @@ async def test_demo_mute_and_camera_labels_start_afresh_in_the_next_call(
         server: Hubbub, browser: Browser) -> None:
     from playwright.async_api import expect
 
-    ann = await browser.page("ann", server.url + "/")
-    bob = await browser.page("bob", server.url + "/")
-    await join(ann, "Ann")
-    await join(bob, "Bob")
+    ann, bob = await joined(browser, server.url, "Ann", "Bob")
     await start_call(ann, bob, "Bob")
     await bob.get_by_test_id("accept-call").click()
     await connected(ann, bob)
@@ -286,10 +285,7 @@ async def test_demo_the_callee_is_told_of_a_missed_call(tmp_path: Path, browser:
     from playwright.async_api import expect
 
     with hubbub_with(tmp_path, "--ring-timeout", "3") as server:
-        ann = await browser.page("ann", server.url + "/")
-        bob = await browser.page("bob", server.url + "/")
-        await join(ann, "Ann")
-        await join(bob, "Bob")
+        ann, bob = await joined(browser, server.url, "Ann", "Bob")
 
         # Ann gives up while it rings.
         await start_call(ann, bob, "Bob")
@@ -353,8 +349,7 @@ async def test_demo_shows_names_and_sentences_never_user_ids(tmp_path: Path,
                 await gone.ws.close()
             await cy.ws.close()  # dropped: lingers as a member
 
-            ann = await browser.page("ann", server.url + "/")
-            await join(ann, "Ann")
+            [ann] = await joined(browser, server.url, "Ann")
             reaction = message(ann, "hello from Cy").get_by_test_id("reaction")
             await expect(reaction).to_have_text("👍 1")
             await expect(message(ann, "message deleted")).to_be_visible()
@@ -373,10 +368,7 @@ async def test_demo_no_call_while_disconnected_and_a_call_that_cannot_connect_en
         server: Hubbub, browser: Browser) -> None:
     from playwright.async_api import expect
 
-    ann = await browser.page("ann", server.url + "/")
-    bob = await browser.page("bob", server.url + "/")
-    await join(ann, "Ann")
-    await join(bob, "Bob")
+    ann, bob = await joined(browser, server.url, "Ann", "Bob")
     call_bob = member(ann, "Bob").get_by_test_id("call-button")
     await expect(call_bob).to_be_enabled()
 
@@ -455,10 +447,7 @@ async def test_demo_on_a_phone_the_message_box_stays_on_screen_during_a_call(
 async def test_demo_by_keyboard(server: Hubbub, browser: Browser) -> None:
     from playwright.async_api import expect
 
-    ann = await browser.page("ann", server.url + "/")
-    bob = await browser.page("bob", server.url + "/")
-    await join(ann, "Ann")
-    await join(bob, "Bob")
+    ann, bob = await joined(browser, server.url, "Ann", "Bob")
     for n in range(1, 6):
         await send(bob, f"note {n}")
     await expect(message(ann, "note 5")).to_be_visible()
@@ -507,10 +496,7 @@ async def test_demo_keeps_offline_people_listed_greyed(tmp_path: Path, browser: 
     from playwright.async_api import expect
 
     with hubbub_with(tmp_path, "--presence-grace", "1") as server:
-        ann = await browser.page("ann", server.url + "/")
-        bob = await browser.page("bob", server.url + "/")
-        await join(ann, "Ann")
-        await join(bob, "Bob")
+        ann, bob = await joined(browser, server.url, "Ann", "Bob")
         await expect(ann.locator("#member-count")).to_have_text("2")
 
         # Bob closes the page: after the grace he is offline, then leaves the room; he
@@ -538,10 +524,7 @@ async def test_demo_keeps_offline_people_listed_greyed(tmp_path: Path, browser: 
 async def test_demo_replies_quote_the_message_replied_to(server: Hubbub, browser: Browser) -> None:
     from playwright.async_api import expect
 
-    ann = await browser.page("ann", server.url + "/")
-    bob = await browser.page("bob", server.url + "/")
-    await join(ann, "Ann")
-    await join(bob, "Bob")
+    ann, bob = await joined(browser, server.url, "Ann", "Bob")
     await send(bob, "Lunch at noon?")
     await expect(message(ann, "Lunch at noon?")).to_be_visible()
 
@@ -568,8 +551,7 @@ async def test_demo_replies_quote_the_message_replied_to(server: Hubbub, browser
     await message(bob, "Lunch at noon?").get_by_test_id("delete-button").click()
     gone = message(ann, "Yes, see you there").get_by_test_id("reply-quote")
     await expect(gone).to_have_text("Reply to a deleted message")
-    cat = await browser.page("cat", server.url + "/")
-    await join(cat, "Cat")
+    [cat] = await joined(browser, server.url, "Cat")
     await expect(message(cat, "Yes, see you there").get_by_test_id("reply-quote")).to_have_text(
         "Reply to a deleted message")
 
@@ -588,8 +570,7 @@ async def test_demo_separates_days(server: Hubbub, browser: Browser) -> None:
 
     from playwright.async_api import expect
 
-    ann = await browser.page("ann", server.url + "/")
-    await join(ann, "Ann")
+    [ann] = await joined(browser, server.url, "Ann")
     await send(ann, "said today")
     await expect(message(ann, "said today")).to_have_attribute("data-seq", re.compile(r"\d"))
     await expect(ann.get_by_test_id("day-separator")).to_have_text(["Today"])
