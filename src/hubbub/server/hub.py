@@ -418,7 +418,9 @@ class Hub:
         checks, counts and ack (`calls.settled_relay`), when it is a candidate of the
         lane's call and the call is still settled. False, having changed nothing: the frame
         takes the general path (`Client.inbound`)."""
-        if b"\\u0000" in data:  # maybe U+0000: the general parse refuses it, exactly
+        # Maybe U+0000, which the general parse refuses, and says why. A backslash first:
+        # one memchr, where the six-byte search costs 0.4 µs on a 1 KB candidate.
+        if b"\\" in data and b"\\u0000" in data:
             return False
         try:
             frame = _lane_decoder.decode(data)
