@@ -20,6 +20,7 @@ class Metrics:
     closes: Counter[int] = field(default_factory=Counter)
     connections_opened: int = 0
     slow_readers_dropped: int = 0
+    typing_shed: int = 0  # `isTyping: true` frames not sent to a reader that was behind
     refused_connections: int = 0
     announcements: int = 0
     flushes: int = 0

@@ -133,3 +133,36 @@ async def test_dropped_slow_readers_presence_ends_normally():
             await normal.expect("leave_room", timeout=5.0, userId="slow")
         finally:
             raw.close()
+
+
+def _behind(server, user: str) -> bool:
+    """Whether the node holds bytes for `user` that the kernel did not take."""
+    return any(c.user == user and c.transport.get_write_buffer_size() > 0
+               for c in server.hub.conns.values())
+
+
+async def test_typing_is_shed_for_a_reader_that_is_behind_and_ends_for_everyone():
+    # A queue bound far above what the flood needs: the reader is behind, not dropped.
+    async with running_server(**{**settings(), "max_queue": 64 * 1024 * 1024}) as server, \
+            clients(server, "typist", "normal") as [typist, normal]:
+        await typist.join("r")
+        await normal.join("r")
+        raw = await _slow_reader(server)
+        try:
+            async with aiohttp.ClientSession() as http:
+                sent = 0
+                while not _behind(server, "slow") and sent < MAX_ANNOUNCEMENTS:
+                    await _announce(http, server, f"{sent:06d} {PAD}")
+                    sent += 1
+            assert _behind(server, "slow")
+            await typist.send("typing", {"roomId": "r", "isTyping": True})
+            started = await normal.expect("typing", timeout=10.0)
+            assert started["payload"]["isTyping"] is True
+            assert await metric(server, "hubbub_typing_shed_total") == 1
+            await typist.send("typing", {"roomId": "r", "isTyping": False})
+            ended = await normal.expect("typing", timeout=10.0)
+            assert ended["payload"]["isTyping"] is False
+            assert await metric(server, "hubbub_typing_shed_total") == 1
+            assert server.hub.node.metrics.slow_readers_dropped == 0
+        finally:
+            raw.close()

@@ -54,9 +54,6 @@ _decode = msgspec.msgpack.Decoder(Message).decode
 # How long a forwarded call frame's answer may take before this node answers `internal`.
 FORWARD_ANSWER_MS = 5000
 
-# How a `typing` event frame ends (encoded by this code, isTyping last) when it is `true`.
-_TYPING_TRUE = b'"isTyping":true}}'
-
 # A persisted room event held for ordering: (frame, excluded user, type, seq).
 Held = tuple[bytes, UserId | None, str, int]
 
@@ -187,7 +184,7 @@ class Fanout:
         kind = msg.kind
         if kind == "room" and msg.room is not None:
             if (msg.type == "typing" and msg.exclude is not None
-                    and msg.frame.endswith(_TYPING_TRUE)
+                    and msg.frame.endswith(framing.TYPING_TRUE)
                     and not hub.node.typing.remote_true(RoomId(msg.room), UserId(msg.exclude),
                                                         hub.node.clock.now_ms())):
                 return  # the user's other device, on another node, typed within a second

@@ -21,6 +21,10 @@ def control_frame(opcode: int, payload: bytes = b"") -> bytes:
 
 PING = control_frame(0x9)
 
+# How a `typing` event's frame ends when it says `true` (msgspec encodes fields in order, and
+# isTyping is TypingEvent's last): such a frame may be shed, a `false` never is.
+TYPING_TRUE = b'"isTyping":true}}'
+
 
 def close_frame(code: int, reason: str) -> bytes:
     """A close frame; the reason is cut to fit 125 bytes at a character boundary, since a

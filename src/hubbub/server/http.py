@@ -60,6 +60,8 @@ class _Collector:
         for name, doc, value in (
             ("hubbub_slow_readers_dropped", "Connections closed 1013 for falling behind",
              m.slow_readers_dropped),
+            ("hubbub_typing_shed", "isTyping: true frames not sent to a reader that was "
+             "behind", m.typing_shed),
             ("hubbub_announcements", "Announcements sent", m.announcements),
             ("hubbub_connections_refused", "Connections closed 1013 by a connection limit",
              m.refused_connections),
