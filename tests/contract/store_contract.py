@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from hubbub.core.messages import MAX_EMOJIS_PER_MESSAGE
 from hubbub.errors import ProtocolError
 from hubbub.protocol.codes import ErrorCode
 from hubbub.protocol.frames import EVENT_TYPES, ChatEvent, HistoryMessage, Out
@@ -329,6 +330,23 @@ class StoreContract:
         with pytest.raises(ProtocolError) as exc:
             await store.react("r", m.message_id, "u2", "👍", "add", T0 + 2)
         assert code_of(exc) == ErrorCode.CONFLICT
+
+    async def test_a_message_carries_at_most_max_emojis_but_each_may_gain_users(
+            self, store: Store) -> None:
+        m = await chat(store)
+        for i in range(MAX_EMOJIS_PER_MESSAGE):
+            assert await store.react("r", m.message_id, "u2", f"e{i}", "add", T0 + 1)
+        with pytest.raises(ProtocolError) as exc:
+            await store.react("r", m.message_id, "u2", "one-too-many", "add", T0 + 2)
+        assert code_of(exc) == ErrorCode.CONFLICT
+        with pytest.raises(ProtocolError):  # another user is refused a new one too
+            await store.react("r", m.message_id, "u3", "one-too-many", "add", T0 + 2)
+        assert await store.react("r", m.message_id, "u3", "e0", "add", T0 + 3)
+        assert await store.react("r", m.message_id, "u2", "e1", "remove", T0 + 4)
+        assert await store.react("r", m.message_id, "u3", "now-it-fits", "add", T0 + 5)
+        assert await store.last_seq("r") == 1 + MAX_EMOJIS_PER_MESSAGE + 3
+        [current] = await full_history(store)
+        assert len(current.reactions) == MAX_EMOJIS_PER_MESSAGE
 
     async def test_history_aggregates_reactions_by_emoji_in_the_order_they_were_added(
             self, store: Store) -> None:

@@ -8,6 +8,10 @@ from hubbub.errors import ProtocolError
 from hubbub.protocol.codes import ErrorCode
 
 MAX_PAGE = 100
+# Distinct emojis one message may carry. Without a bound one user could add reactions
+# without end (each a stored event) and make every history page that holds the message
+# as large as they like (docs/decisions/0040-a-message-carries-at-most-50-emojis.md).
+MAX_EMOJIS_PER_MESSAGE = 50
 
 
 @dataclass(slots=True, frozen=True)
@@ -57,6 +61,14 @@ def check_reaction(msg: MessageRef | None, message_id: str) -> None:
     m = _existing(msg, message_id)
     if m.deleted:
         raise ProtocolError(ErrorCode.CONFLICT, "message is deleted, cannot react")
+
+
+def check_new_emoji(emoji_present: bool, distinct_emojis: int) -> None:
+    """Adding a reaction: an emoji the message already carries may always be added (one
+    more user); a new one only while the message has fewer than the bound."""
+    if not emoji_present and distinct_emojis >= MAX_EMOJIS_PER_MESSAGE:
+        raise ProtocolError(ErrorCode.CONFLICT, "message already carries "
+                            f"{MAX_EMOJIS_PER_MESSAGE} different emojis: add one of those")
 
 
 def aggregate_reactions(rows: list[tuple[str, str, str]]) -> dict[str, dict[str, list[str]]]:

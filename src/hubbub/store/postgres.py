@@ -116,6 +116,10 @@ WITH r AS (INSERT INTO reactions (room_id, message_id, emoji, user_id, created_a
 INSERT INTO events (room_id, seq, type, message_id, user_id, created_at, payload)
 SELECT $1::text, $6::bigint, 'reaction', $2::text, $4::text, $5::bigint, $7::text FROM r
 RETURNING seq"""
+# What `rules.check_new_emoji` needs: the message's distinct emojis, and whether it has this one.
+_EMOJIS_OF_MESSAGE = """
+SELECT count(DISTINCT emoji), coalesce(bool_or(emoji = $3), false) FROM reactions
+WHERE room_id = $1 AND message_id = $2"""
 _REACT_REMOVE = """
 WITH r AS (DELETE FROM reactions
            WHERE room_id = $1 AND message_id = $2 AND emoji = $3 AND user_id = $4 RETURNING 1)
@@ -508,6 +512,9 @@ class PostgresStore(Store):
                     op: Literal["add", "remove"], now_ms: int) -> ReactionEvent | None:
         async def write(tx: _Tx) -> ReactionEvent | None:
             rules.check_reaction(await self._ref(tx.conn, room_id, message_id), message_id)
+            if op == "add":
+                row = await tx.conn.fetchrow(_EMOJIS_OF_MESSAGE, room_id, message_id, emoji)
+                rules.check_new_emoji(bool(row[1]), row[0])
             event = ReactionEvent(room_id=room_id, message_id=message_id,
                                   seq=tx.next_seq(room_id), user_id=user_id, emoji=emoji,
                                   op=op, created_at=now_ms)

@@ -481,6 +481,11 @@ class SqliteStore(Store):
         def write(db: sqlite3.Connection) -> ReactionEvent | None:
             rules.check_reaction(self._ref(db, room_id, message_id), message_id)
             if op == "add":
+                distinct, present = db.execute(
+                    "SELECT count(DISTINCT emoji), coalesce(max(emoji = ?), 0) FROM reactions "
+                    "WHERE room_id = ? AND message_id = ?",
+                    (emoji, room_id, message_id)).fetchone()
+                rules.check_new_emoji(bool(present), distinct)
                 changed = db.execute(
                     "INSERT OR IGNORE INTO reactions (room_id, message_id, emoji, user_id, "
                     "created_at) VALUES (?, ?, ?, ?, ?)",

@@ -3,6 +3,7 @@
 import pytest
 
 from hubbub.core.messages import (
+    MAX_EMOJIS_PER_MESSAGE,
     MAX_PAGE,
     MessageRef,
     Page,
@@ -10,6 +11,7 @@ from hubbub.core.messages import (
     check_content,
     check_delete,
     check_edit,
+    check_new_emoji,
     check_reaction,
     page,
 )
@@ -125,6 +127,15 @@ def test_the_not_found_message_names_the_message() -> None:
 
 def test_no_rows_aggregate_to_nothing() -> None:
     assert aggregate_reactions([]) == {}
+
+
+def test_a_new_emoji_is_refused_once_the_message_carries_the_most_emojis() -> None:
+    check_new_emoji(False, MAX_EMOJIS_PER_MESSAGE - 1)
+    assert refused(check_new_emoji, False, MAX_EMOJIS_PER_MESSAGE) == ErrorCode.CONFLICT
+
+
+def test_an_emoji_the_message_carries_can_always_be_added() -> None:
+    check_new_emoji(True, MAX_EMOJIS_PER_MESSAGE)
 
 
 def test_reactions_group_by_message_then_emoji_keeping_row_order() -> None:
