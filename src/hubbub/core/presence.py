@@ -6,9 +6,10 @@ connection closed), so a quick reconnect does not flap. The status a user choose
 """
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
+from hubbub.core.ratelimit import TokenBucket
 from hubbub.ids import UserId
 
 Status = Literal["online", "away", "busy", "offline"]
@@ -21,11 +22,22 @@ class UserPresence:
     last_seen_ms: int
     # Set while the user has no connection and the grace period runs.
     offline_at_ms: int | None = None
+    # `presence` frames of this user on this node, whichever connection sends them: each
+    # is broadcast to every room the user is in, so it is bounded per user (ADR 0041).
+    changes: TokenBucket = field(default_factory=lambda: TokenBucket(0.0, 1.0))
+
+
+# `presence` frames per user and second on one node, and the burst; see ADR 0041.
+CHANGES_PER_SECOND = 2.0
+CHANGE_BURST = 10.0
 
 
 class PresenceTracker:
-    def __init__(self, grace_ms: int) -> None:
+    def __init__(self, grace_ms: int, changes_per_second: float = CHANGES_PER_SECOND,
+                 change_burst: float = CHANGE_BURST) -> None:
         self.grace_ms = grace_ms
+        self.changes_per_second = changes_per_second  # <= 0: unlimited
+        self.change_burst = change_burst
         self._users: dict[UserId, UserPresence] = {}
         self._deadlines: list[tuple[int, UserId]] = []
 
@@ -40,7 +52,9 @@ class PresenceTracker:
         """A connection of `user` opened; True when the user just came online."""
         p = self._users.get(user)
         if p is None:
-            self._users[user] = UserPresence(username, 1, now_ms)
+            self._users[user] = UserPresence(
+                username, 1, now_ms,
+                changes=TokenBucket(self.changes_per_second, self.change_burst))
             return True
         p.connections += 1
         p.username = username
@@ -58,6 +72,12 @@ class PresenceTracker:
         if p.connections == 0:
             p.offline_at_ms = now_ms + self.grace_ms
             heapq.heappush(self._deadlines, (p.offline_at_ms, user))
+
+    def take_change(self, user: UserId, now_ms: int) -> int:
+        """A `presence` frame of `user`: 0 if it may go out, else the ms until one may.
+        One budget per user, shared by all of their connections here."""
+        p = self._users.get(user)
+        return 0 if p is None else p.changes.take(now_ms)
 
     def next_deadline(self) -> int | None:
         return self._deadlines[0][0] if self._deadlines else None

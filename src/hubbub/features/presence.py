@@ -10,8 +10,10 @@ from hubbub.core.effects import Effects, Reply, ToRoom, ToRooms
 from hubbub.core.presence import Status
 from hubbub.core.session import Session
 from hubbub.directory.base import PresenceInfo
+from hubbub.errors import ProtocolError
 from hubbub.features.node import Node
 from hubbub.ids import RoomId, UserId
+from hubbub.protocol.codes import ErrorCode
 from hubbub.protocol.frames import LeaveRoomEvent, Presence, PresenceAck, PresenceEvent
 
 
@@ -35,6 +37,10 @@ async def set_status(node: Node, uid: UserId, status: Status) -> Effects:
 
 async def handle_presence(node: Node, s: Session, frame: Presence) -> Effects:
     assert s.identity is not None
+    wait = node.presence.take_change(s.identity.user_id, node.clock.now_ms())
+    if wait:
+        raise ProtocolError(ErrorCode.RATE_LIMITED, "too many presence changes",
+                            retry_after_ms=wait)
     effects = await set_status(node, s.identity.user_id, frame.payload.status)
     if frame.id is not None:
         effects.insert(0, Reply(s.conn, "ack", PresenceAck(status=frame.payload.status),

@@ -109,3 +109,20 @@ def test_a_reconnecting_device_updates_the_username() -> None:
     p.connect(ANN, "Ann B.", T0)
     ann = p.get(ANN)
     assert ann is not None and ann.username == "Ann B."
+
+
+def test_presence_changes_are_budgeted_per_user_across_their_connections() -> None:
+    p = PresenceTracker(GRACE, changes_per_second=2.0, change_burst=3.0)
+    p.connect(ANN, "Ann", T0)
+    p.connect(ANN, "Ann", T0)  # a second device shares the budget
+    p.connect(BOB, "Bob", T0)
+    assert [p.take_change(ANN, T0) for _ in range(3)] == [0, 0, 0]
+    assert p.take_change(ANN, T0) == 500
+    assert p.take_change(BOB, T0) == 0  # each user has their own
+    assert p.take_change(ANN, T0 + 500) == 0
+
+
+def test_a_change_budget_of_zero_per_second_is_unlimited() -> None:
+    p = PresenceTracker(GRACE, changes_per_second=0.0)
+    p.connect(ANN, "Ann", T0)
+    assert all(p.take_change(ANN, T0) == 0 for _ in range(1000))

@@ -283,3 +283,28 @@ async def test_presence_with_another_users_id_is_forbidden_and_not_broadcast(
     assert inbox(node, effects, bob) == []
     assert status_of(node, "ann") == "online"
     assert status_of(node, "bob") == "online"
+
+
+async def test_a_presence_flood_from_many_devices_is_rate_limited_and_not_broadcast(
+    node: Node, clock: FakeClock
+) -> None:
+    """Each `presence` goes to every room of the user: one user's devices together get
+    CHANGE_BURST of them, then `rate_limited` (docs/decisions/0041)."""
+    from hubbub.core.presence import CHANGE_BURST
+    devices = [connect(node, "ann") for _ in range(4)]
+    bob = connect(node, "bob")
+    await join(node, devices[0], "r1")
+    await join(node, bob, "r1")
+    statuses = ["away", "busy"]
+    broadcasts, refused = 0, []
+    for i in range(int(CHANGE_BURST) * 3):
+        effects = await asend(node, devices[i % 4], "presence",
+                              {"status": statuses[i % 2]}, id=f"p{i}")
+        broadcasts += len(received(node, effects, bob, "presence"))
+        refused += [e for e in effects if isinstance(e, Reply) and e.type == "error"]
+    assert broadcasts == CHANGE_BURST
+    assert {payload(e)["code"] for e in refused} == {"rate_limited"}
+    assert all(payload(e)["retryAfterMs"] > 0 for e in refused)
+    clock.advance(1000)
+    effects = await asend(node, devices[0], "presence", {"status": "online"}, id="later")
+    assert len(received(node, effects, bob, "presence")) == 1
