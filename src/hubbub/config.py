@@ -152,6 +152,12 @@ def load(args: argparse.Namespace | None = None, env: Mapping[str, str] | None =
         if raw is None and env_name(f.name) in env:
             raw = env[env_name(f.name)]
         if raw is not None:
+            if f.name == "jwt_secret" and not str(raw).strip():
+                # Empty is "unset" for every other setting; here unset means dev identity
+                # mode, where anyone is whoever they say. `--jwt-secret "$SECRET"` with
+                # SECRET unset must not open the server to that (docs/topics/security.md).
+                raise ConfigError("--jwt-secret is set but empty: give the secret, or leave "
+                                  "it out entirely for dev identity mode")
             values[f.name] = _convert(f, raw)
     settings = Settings(**values)
     settings.validate()

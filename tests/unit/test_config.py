@@ -98,7 +98,17 @@ def test_load_reads_os_environ_when_no_env_is_given(monkeypatch: pytest.MonkeyPa
 
 
 def test_empty_optional_environment_value_means_unset() -> None:
-    assert config.load(env={"HUBBUB_JWT_SECRET": ""}).jwt_secret is None
+    assert config.load(env={"HUBBUB_REDIS": ""}).redis is None
+    assert config.load(env={"HUBBUB_ADMIN_TOKEN": ""}).admin_token is None
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t"])
+def test_an_empty_jwt_secret_is_refused_not_taken_for_dev_identity_mode(blank: str) -> None:
+    # `--jwt-secret "$JWT_SECRET"` with JWT_SECRET unset: fail closed, not open.
+    with pytest.raises(ConfigError, match="--jwt-secret is set but empty"):
+        config.load(env={"HUBBUB_JWT_SECRET": blank})
+    with pytest.raises(ConfigError, match="--jwt-secret is set but empty"):
+        config.load(parse("--jwt-secret", blank), env={})
 
 
 def test_empty_environment_value_keeps_the_default() -> None:
