@@ -1,11 +1,13 @@
 """A store that cannot write (full or read-only) refuses with a clear error and never
 acks or broadcasts what it did not persist."""
 
+import logging
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from hubbub.features.dispatch import STORE_FAILED
 from hubbub.server.app import Server
 from tests.support.server import running_server, ws_url
 from tests.support.wsclient import WsClient
@@ -21,7 +23,8 @@ def _pragma(server: Server, sql: str) -> Any:
     ("PRAGMA max_page_count = 1", "PRAGMA max_page_count = 1073741823", "full"),
 ])
 async def test_a_chat_the_store_cannot_persist_is_refused_and_not_broadcast(
-        tmp_path: Path, break_it: str, mend_it: str, says: str) -> None:
+        tmp_path: Path, break_it: str, mend_it: str, says: str,
+        caplog: pytest.LogCaptureFixture) -> None:
     async with running_server(store=f"sqlite:///{tmp_path}/db.sqlite") as server, \
             await WsClient.open(ws_url(server)) as ann, \
             await WsClient.open(ws_url(server)) as bob:
@@ -41,10 +44,14 @@ async def test_a_chat_the_store_cannot_persist_is_refused_and_not_broadcast(
             break_it = f"PRAGMA max_page_count = {pages}"
         await _pragma(server, break_it)
         # Longer than a page holds: it needs a new page (or overflow pages) wherever it goes.
-        refused = await ann.request("chat", {"roomId": "r", "content": "x" * 4000}, id="c2")
+        with caplog.at_level(logging.ERROR, logger="hubbub"):
+            refused = await ann.request("chat", {"roomId": "r", "content": "x" * 4000},
+                                        id="c2")
         assert refused["type"] == "error"
         assert refused["payload"]["code"] == "internal"
-        assert says in refused["payload"]["message"]
+        # The client is told what happened; the cause is in the log, not on the wire.
+        assert refused["payload"]["message"] == STORE_FAILED
+        assert any(says in r.getMessage() for r in caplog.records)
         await _pragma(server, mend_it)
         ok = await ann.request("chat", {"roomId": "r", "content": "three"}, id="c3")
         assert ok["type"] == "ack"

@@ -114,10 +114,15 @@ def _internal(node: Node, s: Session, fid: str | None) -> Effects:
     return refused(node, s, ProtocolError(ErrorCode.INTERNAL, "internal error"), fid)
 
 
+# What a client is told when the store fails a write. The cause (a file path, a database
+# host, a driver's message) is the operator's business: it goes to the log, not the wire.
+STORE_FAILED = "the store could not persist this; nothing was saved: retry later"
+
+
 def _unavailable(node: Node, s: Session, exc: StoreUnavailable, fid: str | None) -> Effects:
-    """The store failed a write: nothing was acked or broadcast; say why."""
+    """The store failed a write: nothing was acked or broadcast; the log says why."""
     log.error("store unavailable on conn=%s: %s", s.conn, exc)
-    return refused(node, s, ProtocolError(ErrorCode.INTERNAL, str(exc)), fid)
+    return refused(node, s, ProtocolError(ErrorCode.INTERNAL, STORE_FAILED), fid)
 
 
 def _failed(node: Node, s: Session, fid: str | None, exc: Exception) -> Effects:
