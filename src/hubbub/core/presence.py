@@ -25,19 +25,29 @@ class UserPresence:
     # `presence` frames of this user on this node, whichever connection sends them: each
     # is broadcast to every room the user is in, so it is bounded per user (ADR 0041).
     changes: TokenBucket = field(default_factory=lambda: TokenBucket(0.0, 1.0))
+    # New calls this user starts on this node, whichever connection offers them: each makes
+    # every device of the callee ring, so it is bounded per user too (ADR 0042).
+    calls: TokenBucket = field(default_factory=lambda: TokenBucket(0.0, 1.0))
 
 
 # `presence` frames per user and second on one node, and the burst; see ADR 0041.
 CHANGES_PER_SECOND = 2.0
 CHANGE_BURST = 10.0
+# New calls per user and second on one node (one every 5 s), and the burst; see ADR 0042.
+CALLS_PER_SECOND = 0.2
+CALL_BURST = 5.0
 
 
 class PresenceTracker:
     def __init__(self, grace_ms: int, changes_per_second: float = CHANGES_PER_SECOND,
-                 change_burst: float = CHANGE_BURST) -> None:
+                 change_burst: float = CHANGE_BURST,
+                 calls_per_second: float = CALLS_PER_SECOND,
+                 call_burst: float = CALL_BURST) -> None:
         self.grace_ms = grace_ms
         self.changes_per_second = changes_per_second  # <= 0: unlimited
         self.change_burst = change_burst
+        self.calls_per_second = calls_per_second  # <= 0: unlimited
+        self.call_burst = call_burst
         self._users: dict[UserId, UserPresence] = {}
         self._deadlines: list[tuple[int, UserId]] = []
 
@@ -54,7 +64,8 @@ class PresenceTracker:
         if p is None:
             self._users[user] = UserPresence(
                 username, 1, now_ms,
-                changes=TokenBucket(self.changes_per_second, self.change_burst))
+                changes=TokenBucket(self.changes_per_second, self.change_burst),
+                calls=TokenBucket(self.calls_per_second, self.call_burst))
             return True
         p.connections += 1
         p.username = username
@@ -78,6 +89,12 @@ class PresenceTracker:
         One budget per user, shared by all of their connections here."""
         p = self._users.get(user)
         return 0 if p is None else p.changes.take(now_ms)
+
+    def take_call(self, user: UserId, now_ms: int) -> int:
+        """A new call that `user` starts: 0 if it may ring, else the ms until one may.
+        One budget per user, shared by all of their connections here."""
+        p = self._users.get(user)
+        return 0 if p is None else p.calls.take(now_ms)
 
     def next_deadline(self) -> int | None:
         return self._deadlines[0][0] if self._deadlines else None

@@ -171,6 +171,9 @@ async def _offer(node: Node, s: Session, frame: WebRTC, call_id: str, to: UserId
         relayed = _relay(node, s, frame, to, call_id)
         return relayed if isinstance(relayed, list) else await relayed
     now = node.clock.now_ms()
+    wait = node.presence.take_call(me, now)
+    if wait:  # each new call rings every device of the callee (ADR 0042)
+        raise ProtocolError(ErrorCode.RATE_LIMITED, "too many new calls", retry_after_ms=wait)
     claim = await node.directory.claim_call(CallInfo(call_id, me, to, node.number,
                                                      node.directory.node_id, started_at=now,
                                                      room=room))

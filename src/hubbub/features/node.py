@@ -11,7 +11,7 @@ from hubbub.config import Settings
 from hubbub.core.calls import Calls
 from hubbub.core.clock import Clock
 from hubbub.core.effects import Close, Effects, Reply
-from hubbub.core.presence import CHANGES_PER_SECOND, PresenceTracker
+from hubbub.core.presence import CALLS_PER_SECOND, CHANGES_PER_SECOND, PresenceTracker
 from hubbub.core.rooms import RoomRegistry
 from hubbub.core.session import Limits, Session
 from hubbub.core.typing_indicators import TypingTracker
@@ -117,9 +117,11 @@ class Node:
 
     def __post_init__(self) -> None:
         self.limits = limits_from(self.settings)
+        limited = self.settings.rate_limit > 0
         self.presence = PresenceTracker(
             int(self.settings.presence_grace * 1000),
-            changes_per_second=CHANGES_PER_SECOND if self.settings.rate_limit > 0 else 0.0)
+            changes_per_second=CHANGES_PER_SECOND if limited else 0.0,
+            calls_per_second=CALLS_PER_SECOND if limited else 0.0)
         self.typing = TypingTracker(int(self.settings.typing_timeout * 1000))
         self.calls = Calls(int(self.settings.ring_timeout * 1000))
 
