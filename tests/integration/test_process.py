@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import os
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -97,6 +98,25 @@ def test_a_store_it_cannot_open_is_one_line_on_stderr_and_exit_2(store):
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0, done.stderr
     assert done.stderr.startswith("hubbub: ")
+
+
+@pytest.mark.parametrize("workers", [(), ("--workers", "2", "--redis", "redis://127.0.0.1:1/0")])
+def test_a_port_in_use_is_one_line_on_stderr_and_exit_2(tmp_path, workers):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        done = hubbub("serve", "--port", port, "--store", f"sqlite:///{tmp_path}/h.db", *workers)
+    assert done.returncode == 2
+    assert done.stderr == f"hubbub: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    assert "listening on" not in done.stdout
+
+
+def test_a_host_that_is_not_this_machines_is_one_line_on_stderr_and_exit_2():
+    done = hubbub("serve", "--host", "192.0.2.1", "--port", "0", *MEMORY)  # TEST-NET-1
+    assert done.returncode == 2
+    assert done.stderr.startswith("hubbub: cannot listen on 192.0.2.1:0: "), done.stderr
+    assert done.stderr.strip().count("\n") == 0, done.stderr
 
 
 def test_token_command_prints_a_jwt_with_the_given_claims():

@@ -3,6 +3,7 @@
 import asyncio
 import gc
 import logging
+import os
 import secrets
 import signal
 import socket
@@ -16,6 +17,7 @@ from hubbub.config import Settings
 from hubbub.core.clock import Clock, SystemClock
 from hubbub.directory.base import Directory
 from hubbub.directory.memory import MemoryDirectory
+from hubbub.errors import ConfigError
 from hubbub.features.node import Node
 from hubbub.protocol.codes import CloseCode
 from hubbub.server.fanout import Fanout
@@ -61,6 +63,26 @@ def make_directory(settings: Settings, node_id: str) -> Directory:
     return RedisDirectory(settings.redis, node_id)
 
 
+def bind_socket(st: Settings, *, reuse_port: bool | None = None) -> socket.socket:
+    """The port's socket, bound but not listening yet; a ConfigError naming the address
+    (one line, exit 2) when the port is taken or the host is not this machine's."""
+    family = socket.AF_INET6 if ":" in st.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if st.reuse_port if reuse_port is None else reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((st.host, st.port))
+    except OSError as exc:
+        sock.close()
+        host = f"[{st.host}]" if ":" in st.host else st.host
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise ConfigError(f"cannot listen on {host}:{st.port}: {reason}") from None
+    return sock
+
+
 class Server:
     """One running hubbub node. `start()` binds and listens; `stop()` closes all with 1001."""
 
@@ -86,6 +108,15 @@ class Server:
 
     async def start(self) -> None:
         st = self.settings
+        # Bound first: a port in use is reported before a store upgrade, and in one line.
+        sock = bind_socket(st)
+        try:
+            await self._start(st, sock)
+        except BaseException:
+            sock.close()
+            raise
+
+    async def _start(self, st: Settings, sock: socket.socket) -> None:
         self.node.store = open_store(st.store, synchronous=st.sqlite_synchronous)
         await self.node.store.open()
         await self.node.directory.start()
@@ -104,9 +135,7 @@ class Server:
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                     shutdown_timeout=2.0)
         await self.runner.setup()
-        family = socket.AF_INET6 if ":" in st.host else socket.AF_INET
-        sock = socket.create_server((st.host, st.port), family=family, backlog=st.backlog,
-                                    reuse_port=st.reuse_port)
+        sock.listen(st.backlog)
         self.port = sock.getsockname()[1]
         http = self.runner.server
         assert http is not None

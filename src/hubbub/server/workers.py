@@ -21,11 +21,9 @@ log = logging.getLogger("hubbub.workers")
 
 
 def _reserve_port(settings: Settings) -> socket.socket:
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((settings.host, settings.port))
-    return sock
+    from hubbub.server.app import bind_socket
+
+    return bind_socket(settings, reuse_port=True)
 
 
 def _start(port: int, argv: list[str]) -> subprocess.Popen[str]:
