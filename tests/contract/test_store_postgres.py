@@ -281,6 +281,19 @@ async def test_hubbub_migrate_brings_a_new_database_to_the_current_schema(
         await store.close()
 
 
+async def test_a_database_a_newer_hubbub_upgraded_is_refused_by_serve_and_migrate(
+        postgres_store: Callable[[], Store], postgres_dsn: str) -> None:
+    assert migrate_cli(postgres_dsn).returncode == 0
+    await query(postgres_dsn, f"INSERT INTO schema_version (version) VALUES ({VERSIONS[-1] + 1})")
+    store = postgres_store()
+    with pytest.raises(ConfigError, match=f"version {VERSIONS[-1] + 1}, newer than this hubbub"):
+        await store.open()
+    done = migrate_cli(postgres_dsn)
+    assert done.returncode == 2
+    assert done.stderr.startswith("hubbub: the PostgreSQL store's schema is version ")
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+
+
 def test_hubbub_migrate_reports_an_unreachable_server(
         postgres_store: Callable[[], Store], postgres_server: PostgresServer) -> None:
     done = migrate_cli(postgres_server.dsn("no_such_database"))

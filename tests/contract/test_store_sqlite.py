@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from hubbub.errors import ProtocolError
+from hubbub.errors import ConfigError, ProtocolError
 from hubbub.protocol.codes import ErrorCode
 from hubbub.protocol.frames import (
     ChatEvent,
@@ -83,6 +83,22 @@ async def test_hubbub_migrate_on_a_current_database_changes_nothing(tmp_path: Pa
     assert await run_migrations(path) == LATEST
     assert await run_migrations(path) == LATEST
     assert versions(tmp_path / "db.sqlite") == [v for v, _ in scripts("sqlite")]
+
+
+async def test_a_file_a_newer_hubbub_upgraded_is_refused_by_serve_and_migrate(tmp_path: Path):
+    path = tmp_path / "db.sqlite"
+    assert await run_migrations(str(path)) == LATEST
+    db = sqlite3.connect(path)
+    db.execute("INSERT INTO schema_version (version) VALUES (?)", (LATEST + 1,))
+    db.commit()
+    db.close()
+    store = SqliteStore(str(path))
+    with pytest.raises(ConfigError, match=f"version {LATEST + 1}, newer than this hubbub"):
+        await store.open()
+    await store.close()
+    with pytest.raises(ConfigError, match=f"knows \\({LATEST}\\)"):
+        await run_migrations(str(path))
+    assert versions(path)[-1] == LATEST + 1
 
 
 async def test_two_stores_opening_one_new_file_at_once_both_work(tmp_path: Path) -> None:

@@ -41,7 +41,7 @@ from hubbub.protocol.frames import (
     ReactionEvent,
 )
 from hubbub.store.base import NewChat, Recovery, Store
-from hubbub.store.migrations import scripts
+from hubbub.store.migrations import refuse_newer, scripts
 from hubbub.store.rows import (
     CALL_COLS,
     CHAT_EVENT_COLS,
@@ -146,7 +146,9 @@ async def migrate(conn: Any) -> int:
                            "version integer PRIMARY KEY, "
                            "applied_at timestamptz NOT NULL DEFAULT now())")
         current = int(await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_version"))
-        for version, sql in scripts("postgres"):
+        known = scripts("postgres")
+        refuse_newer("PostgreSQL", current, known[-1][0])
+        for version, sql in known:
             if version > current:
                 await conn.execute(sql)
                 await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)

@@ -31,7 +31,7 @@ from hubbub.protocol.frames import (
     RoomEvent,
 )
 from hubbub.store.base import NewChat, Recovery, Store
-from hubbub.store.migrations import scripts
+from hubbub.store.migrations import refuse_newer, scripts
 from hubbub.store.rows import (
     CALL_COLS,
     CHAT_EVENT_COLS,
@@ -106,7 +106,9 @@ def migrate(db: sqlite3.Connection) -> int:
     db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     row = db.execute("SELECT max(version) FROM schema_version").fetchone()
     current = row[0] or 0
-    pending = [(v, sql) for v, sql in scripts("sqlite") if v > current]
+    known = scripts("sqlite")
+    refuse_newer("SQLite", int(current), known[-1][0])
+    pending = [(v, sql) for v, sql in known if v > current]
     if not pending:
         return int(current)
     # Another process on this file (`--workers`, a second node) may be upgrading it, and an
@@ -206,7 +208,11 @@ class SqliteStore(Store):
             db.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does them
         db.execute(f"PRAGMA synchronous={self.synchronous}")
         db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        migrate(db)
+        try:
+            migrate(db)
+        except BaseException:
+            db.close()
+            raise
         self._db = db
 
     def _connect_checkpointer(self) -> sqlite3.Connection:
