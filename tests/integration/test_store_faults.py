@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from hubbub.features.dispatch import STORE_FAILED
@@ -60,3 +61,21 @@ async def test_a_chat_the_store_cannot_persist_is_refused_and_not_broadcast(
         assert third["payload"]["seq"] == 2
         history = await bob.request("history", {"roomId": "r"}, id="h")
         assert [m["content"] for m in history["payload"]["messages"]] == ["one", "three"]
+
+
+async def test_the_http_reads_answer_503_in_json_while_the_store_cannot_read(
+        tmp_path: Path) -> None:
+    async with running_server(store=f"sqlite:///{tmp_path}/db.sqlite") as server, \
+            aiohttp.ClientSession() as http:
+        store: Any = server.node.store
+
+        async def down(*args: Any, **kwargs: Any) -> Any:
+            raise OSError(111, "Connection refused")
+
+        store.history = store.call_history = down
+        for path in ("/api/rooms/r/messages", "/api/calls"):
+            async with http.get(server.url + path, headers={"X-Hubbub-User": "ann"}) as resp:
+                assert resp.status == 503
+                assert resp.headers["Retry-After"] == "1"
+                assert await resp.json() == {"error": "internal",
+                                             "message": "the store is unavailable"}

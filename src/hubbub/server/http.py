@@ -1,6 +1,7 @@
 """HTTP routes on the WebSocket's port: health, metrics, the admin API, static pages."""
 
 import hmac
+import logging
 import re
 from collections.abc import Iterator
 from importlib import resources
@@ -25,6 +26,7 @@ from hubbub.metrics import FLUSH_BUCKETS
 from hubbub.protocol.codes import ErrorCode
 from hubbub.server.hub import Hub
 
+log = logging.getLogger("hubbub.http")
 WEB = resources.files("hubbub") / "web"
 HUB = web.AppKey("hubbub.hub", Hub)
 
@@ -211,6 +213,14 @@ def _unauthorized() -> web.Response:
 _STATUS = {ErrorCode.FORBIDDEN: 403, ErrorCode.NOT_FOUND: 404, ErrorCode.UNAUTHORIZED: 401}
 
 
+def _store_unavailable(request: web.Request, exc: Exception) -> web.Response:
+    """503 in JSON, like the other refusals, when a read fails (the store unreachable):
+    not aiohttp's plain-text 500. The client may retry; the detail stays in the log."""
+    log.error("%s failed: the store is unavailable: %s", request.path, exc)
+    return web.json_response({"error": "internal", "message": "the store is unavailable"},
+                             status=503, headers={"Retry-After": "1"})
+
+
 async def room_messages(request: web.Request) -> web.Response:
     """GET /api/rooms/{roomId}/messages: PROTOCOL §history over HTTP."""
     hub = request.app[HUB]
@@ -226,6 +236,8 @@ async def room_messages(request: web.Request) -> web.Response:
     except ProtocolError as exc:
         return web.json_response({"error": exc.code, "message": exc.message},
                                  status=_STATUS.get(exc.code, 400))
+    except Exception as exc:  # the store is down: what `history` answers `internal` on /ws
+        return _store_unavailable(request, exc)
     body = msgspec.json.encode({"roomId": room, "messages": messages, "hasMore": has_more})
     return web.Response(body=body, content_type="application/json")
 
@@ -242,7 +254,10 @@ async def calls(request: web.Request) -> web.Response:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "limit must be 1..100")
     except ProtocolError as exc:
         return web.json_response({"error": exc.code, "message": exc.message}, status=400)
-    records = await hub.node.store.call_history(ident.user_id, limit or 20)
+    try:
+        records = await hub.node.store.call_history(ident.user_id, limit or 20)
+    except Exception as exc:
+        return _store_unavailable(request, exc)
     return web.Response(body=msgspec.json.encode({"calls": records}),
                         content_type="application/json")
 
