@@ -495,6 +495,24 @@ async def test_a_write_refused_after_taking_a_seq_gives_it_back() -> None:
         await store.close()
 
 
+async def test_the_seqs_the_writer_remembers_are_bounded_by_rooms_not_history(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A node that has written to (or joined) a million rooms must not hold a million seqs:
+    # past SEQS_KEPT the memory starts over, and seqs read back from `rooms` go on gapless.
+    monkeypatch.setattr(sqlite_store, "SEQS_KEPT", 3)
+    store = SqliteStore(":memory:")
+    await store.open()
+    try:
+        for i in range(20):
+            await chat(store, room=f"r{i}")
+            await store.last_seq(f"joined{i}")
+            assert len(store._seqs) <= 3 + 2, i  # the bound, plus this transaction's rooms
+        assert (await chat(store, room="r0")).seq == 2
+        assert (await chat(store, room="r19")).seq == 2
+    finally:
+        await store.close()
+
+
 async def test_a_retry_on_another_process_of_one_file_gets_the_original(
         tmp_path: Path) -> None:
     # `--workers` may share a SQLite file: a retry that reaches another worker than its

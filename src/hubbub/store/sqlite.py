@@ -87,6 +87,12 @@ WAL_TAIL_FRAMES = 256
 CHECKPOINT_PASSES = 4
 
 
+# The writer remembers the last seq of at most about this many rooms (`SqliteStore._seqs`,
+# ADR 0024): past it, the memory is dropped at the start of a transaction and refills with
+# the rooms written from then on, so a node that has seen millions of rooms holds only the
+# recent ones.
+SEQS_KEPT = 10_000
+
 # How long a write waits for another process's write lock on the same file.
 BUSY_TIMEOUT_MS = 5000
 # How long opening a file waits for another process's upgrade of it (see migrate).
@@ -318,6 +324,8 @@ class SqliteStore(Store):
             if version != self._data_version:  # another connection wrote: forget our seqs
                 self._seqs.clear()
                 self._data_version = version
+            elif len(self._seqs) > SEQS_KEPT:  # a cache, not a copy of `rooms`: bounded
+                self._seqs.clear()
             i, n = 0, len(batch)
             while i < n:
                 op, _, refusable = batch[i]
