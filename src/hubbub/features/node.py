@@ -130,6 +130,13 @@ class Node:
 
     def add_deadline(self, when_ms: int, conn: ConnId) -> None:
         heapq.heappush(self.deadlines, (when_ms, conn))
+        # A closed connection's deadline stays in the heap until it is due: a token's
+        # `exp` may be days away, so churn would pile them up. Each live connection has at
+        # most two (authentication, expiry); past twice that the closed ones' are dropped,
+        # which happens once per as many pushes as are kept: O(1) per push.
+        if len(self.deadlines) > 4 * len(self.sessions) + 64:
+            self.deadlines = [d for d in self.deadlines if d[1] in self.sessions]
+            heapq.heapify(self.deadlines)
 
     @staticmethod
     def new_session_id() -> str:

@@ -397,6 +397,25 @@ async def test_token_expiry_closes_only_the_connection_whose_token_expired(
     assert {c.conn for c in closes(effects)} == {short.conn}
 
 
+async def test_closed_connections_leave_no_token_deadlines_behind(
+    jwt_node: Node, clock: FakeClock
+) -> None:
+    # A token valid for a day gives its connection an expiry deadline a day away; the
+    # deadlines of connections that closed must not pile up until then.
+    for i in range(1000):
+        s = open_session(jwt_node)
+        welcome_of(await asend(jwt_node, s, "auth", {"token": token(clock, f"u{i}",
+                                                                      ttl_s=86_400)}))
+        disconnect(jwt_node, s)
+    assert len(jwt_node.deadlines) <= 64 + 2
+    live = open_session(jwt_node)
+    await asend(jwt_node, live, "auth", {"token": token(clock, "ann", ttl_s=60)})
+    for _ in range(200):
+        disconnect(jwt_node, open_session(jwt_node))
+    effects = advance(jwt_node, clock, 60_000)
+    assert {(c.conn, c.code) for c in closes(effects)} == {(live.conn, CloseCode.AUTH_FAILED)}
+
+
 async def test_token_without_exp_never_expires(jwt_node: Node, clock: FakeClock) -> None:
     s = open_session(jwt_node)
     welcome_of(await asend(jwt_node, s, "auth", {"token": token(clock, ttl_s=None)}))
