@@ -13,7 +13,7 @@ from hubbub.core.session import Session
 from hubbub.errors import CloseConnection, ProtocolError
 from hubbub.features.node import Node, refuse_connection
 from hubbub.features.presence import set_status
-from hubbub.ids import user_id
+from hubbub.ids import UserId, user_id
 from hubbub.protocol.codes import CloseCode, ErrorCode
 from hubbub.protocol.frames import Auth, Limits, Presence, Welcome
 
@@ -115,12 +115,18 @@ async def establish(node: Node, s: Session, ident: Identity, frame_id: str | Non
     uid, now = ident.user_id, node.clock.now_ms()
     if not node.user_conns.get(uid):
         # The directory first: if it cannot be told, the connection stays unauthenticated.
-        await node.fanout.user_opened(uid)
-        await node.directory.user_up(uid, ident.username, now)
-        if s.closing or s.conn not in node.sessions:
-            if not node.user_conns.get(uid) and node.presence.get(uid) is None:
-                await node.directory.user_down(uid, now)  # closed while we waited
+        node.opening[uid] += 1
+        try:
+            await node.fanout.user_opened(uid)
+            await node.directory.user_up(uid, ident.username, now)
+        except BaseException:
+            _done_opening(node, uid)
+            raise
+        if s.closing or s.conn not in node.sessions:  # closed while we waited
+            if _done_opening(node, uid) and node.presence.get(uid) is None:
+                await node.directory.user_down(uid, now)
             return []
+        _done_opening(node, uid, unsubscribe=False)
     s.identity = ident
     node.presence.connect(uid, ident.username, now)
     node.user_conns.setdefault(uid, set()).add(s.conn)
@@ -128,6 +134,22 @@ async def establish(node: Node, s: Session, ident: Identity, frame_id: str | Non
         node.add_deadline(ident.expires_at_ms, s.conn)
     log.debug("authenticated conn=%s user=%s", s.conn, uid)
     return [welcome(node, s, frame_id)]
+
+
+def _done_opening(node: Node, uid: UserId, unsubscribe: bool = True) -> bool:
+    """An authentication of `uid` is done waiting. True when no other one is under way and
+    no connection of theirs is open here; then, with `unsubscribe` (it failed, or its
+    connection was closed meanwhile), the user's topic subscribed for it is let go, or it
+    would stay subscribed for good."""
+    node.opening[uid] -= 1
+    if node.opening[uid] > 0:
+        return False
+    del node.opening[uid]
+    if node.user_conns.get(uid):
+        return False
+    if unsubscribe:
+        node.fanout.user_closed(uid)
+    return True
 
 
 async def authenticate_token(node: Node, s: Session, token: str,

@@ -101,6 +101,8 @@ class Node:
     ip_conns: Counter[str] = field(default_factory=Counter)
     # Authenticated connections of each user (several devices = one user).
     user_conns: dict[UserId, set[ConnId]] = field(default_factory=dict)
+    # Authentications under way per user, waiting for the fan-out and the directory.
+    opening: Counter[UserId] = field(default_factory=Counter)
     metrics: Metrics = field(default_factory=Metrics)
     # Set by the server once opened (hubbub.store.open_store); rules never reach past it.
     store: Store = field(init=False)

@@ -1,5 +1,6 @@
 """Authentication and identity (PROTOCOL §Authentication and identity)."""
 
+import asyncio
 import time
 from typing import Any
 
@@ -10,7 +11,7 @@ from hubbub.core.effects import Effects, Reply
 from hubbub.core.session import Session
 from hubbub.errors import CloseConnection
 from hubbub.features.auth import authenticate_token, mint_token, verify_token
-from hubbub.features.node import Node
+from hubbub.features.node import LocalOnly, Node
 from hubbub.features.system import open_session
 from hubbub.ids import UserId
 from hubbub.protocol.codes import CloseCode
@@ -414,6 +415,70 @@ async def test_closed_connections_leave_no_token_deadlines_behind(
         disconnect(jwt_node, open_session(jwt_node))
     effects = advance(jwt_node, clock, 60_000)
     assert {(c.conn, c.code) for c in closes(effects)} == {(live.conn, CloseCode.AUTH_FAILED)}
+
+
+class Subscriptions(LocalOnly):
+    """The fan-out's user topics; a subscription completes once `gate` is set."""
+
+    def __init__(self) -> None:
+        self.users: set[UserId] = set()
+        self.gate = asyncio.Event()
+        self.waiting = 0
+        self.asked = asyncio.Event()
+
+    async def user_opened(self, user: UserId) -> None:
+        self.users.add(user)
+        self.waiting += 1
+        self.asked.set()
+        await self.gate.wait()
+
+    def user_closed(self, user: UserId) -> None:
+        self.users.discard(user)
+
+
+async def authenticating(node: Node, *sessions: Session) -> list["asyncio.Task[Effects]"]:
+    """Dev-mode `auth` of "ann" on each session, all waiting for the user's topic."""
+    tasks = [asyncio.ensure_future(asend(node, s, "auth", {"userId": "ann"}))
+             for s in sessions]
+    assert isinstance(node.fanout, Subscriptions)
+    while node.fanout.waiting < len(sessions):
+        await node.fanout.asked.wait()
+        node.fanout.asked.clear()
+    return tasks
+
+
+async def test_a_connection_closed_while_authenticating_lets_its_user_topic_go(
+    node: Node,
+) -> None:
+    # With several nodes, authenticating subscribes to the user's topic. A connection the
+    # server closes meanwhile (its auth deadline passed) never becomes the user's, and
+    # nothing else would unsubscribe it.
+    fanout = node.fanout = Subscriptions()
+    s = open_session(node)
+    [auth] = await authenticating(node, s)
+    s.closing = True  # as the hub's close does
+    fanout.gate.set()
+    assert await auth == []
+    assert disconnect(node, s) == []
+    assert fanout.users == set()
+    assert status_of(node, "ann") == "offline"
+
+
+async def test_a_connection_closed_while_another_of_its_user_authenticates_keeps_the_topic(
+    node: Node,
+) -> None:
+    fanout = node.fanout = Subscriptions()
+    first, second = open_session(node), open_session(node)
+    auths = await authenticating(node, second, first)
+    second.closing = True
+    fanout.gate.set()
+    assert await auths[0] == []
+    welcome_of(await auths[1])
+    assert fanout.users == {"ann"}
+    assert status_of(node, "ann") == "online"
+    disconnect(node, second)
+    disconnect(node, first)
+    assert fanout.users == set()
 
 
 async def test_token_without_exp_never_expires(jwt_node: Node, clock: FakeClock) -> None:
