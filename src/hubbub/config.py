@@ -7,12 +7,19 @@ PROTOCOL.md §Running the server fixes the names of the first group.
 
 import argparse
 import dataclasses
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from hubbub.errors import ConfigError
+
+# Numeric settings for which 0 means nothing useful (every other one takes 0 as "off" or
+# "no limit"); no numeric setting may be negative.
+_ABOVE_ZERO = frozenset(("ring_timeout", "typing_timeout", "auth_timeout", "handshake_timeout",
+                         "max_queue", "max_rooms", "max_content", "backlog", "turn_ttl"))
 
 
 def _opt(default: Any, help: str, *, repeat: bool = False, choices: Sequence[str] = ()) -> Any:
@@ -82,6 +89,19 @@ class Settings:
             raise ConfigError("--max-frame must be at least 256 bytes")
         if self.redis and not self.redis.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("--redis must be a redis://HOST:PORT/DB URL")
+        if self.redis and not self.redis.startswith("unix://"):
+            db = urlsplit(self.redis).path.strip("/")
+            if db and not (db.isascii() and db.isdigit()):
+                raise ConfigError(f"--redis: the database in redis://HOST:PORT/DB is a "
+                                  f"number, not {db!r}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if type(value) not in (int, float):
+                continue
+            if not math.isfinite(value) or value < 0:
+                raise ConfigError(f"{flag(f.name)} must be a number, 0 or more (not {value})")
+            if value == 0 and f.name in _ABOVE_ZERO:
+                raise ConfigError(f"{flag(f.name)} must be more than 0")
         if self.redis and self.store in ("sqlite://:memory:", "sqlite:///:memory:"):
             raise ConfigError("--redis shares state between nodes: use a store they share "
                               "(a SQLite file on one machine, or postgresql://)")

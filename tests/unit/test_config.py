@@ -186,6 +186,40 @@ def test_max_frame_below_256_bytes_is_refused() -> None:
         config.load(env={}, max_frame=255)
 
 
+@pytest.mark.parametrize(("name", "value"), [
+    ("heartbeat", "-5"), ("rate_limit", "-1"), ("presence_grace", "nan"),
+    ("ring_timeout", "inf"), ("max_connections", "-3")])
+def test_a_negative_or_not_finite_number_is_refused(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=config.flag(name)):
+        config.load(env={config.env_name(name): value})
+
+
+@pytest.mark.parametrize("name", ["ring_timeout", "auth_timeout", "max_queue", "max_rooms",
+                                  "max_content", "backlog", "turn_ttl"])
+def test_zero_is_refused_where_it_means_nothing_useful(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"{config.flag(name)} must be more than 0"):
+        config.load(env={}, **{name: 0})
+
+
+@pytest.mark.parametrize("name", ["heartbeat", "rate_limit", "chat_rate", "max_connections",
+                                  "presence_grace", "recovery_limit", "port"])
+def test_zero_is_accepted_where_it_means_off_or_no_limit(name: str) -> None:
+    assert getattr(config.load(env={}, **{name: 0}), name) == 0
+
+
+@pytest.mark.parametrize("url", ["redis://localhost:6379/abc", "redis://h/1x",
+                                 "redis://h/\u0661"])
+def test_a_redis_database_that_is_not_a_number_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match="--redis: the database"):
+        config.load(env={}, redis=url, store="sqlite:///x.db")
+
+
+@pytest.mark.parametrize("url", ["redis://localhost:6379/2", "redis://localhost:6379",
+                                 "redis://localhost:6379/", "unix:///tmp/r.sock?db=3"])
+def test_a_redis_url_with_a_numeric_database_or_none_is_accepted(url: str) -> None:
+    assert config.load(env={}, redis=url, store="sqlite:///x.db").redis == url
+
+
 def test_hubbub_serve_with_workers_but_no_redis_exits_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
