@@ -4,6 +4,8 @@ import json
 import logging
 import sys
 import time
+from collections import Counter
+from collections.abc import Callable
 
 
 class JsonFormatter(logging.Formatter):
@@ -31,3 +33,32 @@ def setup(fmt: str = "text", level: str = "info") -> None:
     root.setLevel(level.upper())
     # aiohttp's access log would print request paths, and `/ws?token=...` carries a token.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class Throttle:
+    """At most one log line per kind of failure every `every_s` seconds. When a backend is
+    down every frame fails the same way, and a line per frame (with its traceback) would
+    bury the one that says why, and cost the process as much as the frames themselves.
+    The line after a quiet spell says how many like it were left out."""
+
+    def __init__(self, every_s: float = 10.0,
+                 now: Callable[[], float] = time.monotonic) -> None:
+        self.every_s = every_s
+        self._now = now
+        self._next: dict[str, float] = {}  # keys: failure kinds, a handful in all
+        self._skipped: Counter[str] = Counter()
+
+    def admit(self, kind: str) -> str | None:
+        """None: leave this one out. Else log it, with this suffix ("" or how many like it
+        were left out since the last line)."""
+        now = self._now()
+        if now < self._next.get(kind, 0.0):
+            self._skipped[kind] += 1
+            return None
+        self._next[kind] = now + self.every_s
+        skipped = self._skipped.pop(kind, 0)
+        return f" ({skipped} more like it not logged)" if skipped else ""
+
+
+# One per process: the log is one stream, whichever module writes to it.
+failures = Throttle()

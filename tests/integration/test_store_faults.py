@@ -79,3 +79,20 @@ async def test_the_http_reads_answer_503_in_json_while_the_store_cannot_read(
                 assert resp.headers["Retry-After"] == "1"
                 assert await resp.json() == {"error": "internal",
                                              "message": "the store is unavailable"}
+
+
+async def test_an_outage_refuses_every_chat_but_logs_it_once_a_while(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async with running_server(store=f"sqlite:///{tmp_path}/db.sqlite", rate_limit=0) as server, \
+            await WsClient.open(ws_url(server)) as ann:
+        await ann.auth("ann")
+        await ann.join("r")
+        await _pragma(server, "PRAGMA query_only = 1")
+        with caplog.at_level(logging.ERROR, logger="hubbub"):
+            for i in range(20):
+                refused = await ann.request("chat", {"roomId": "r", "content": f"{i}"},
+                                            id=f"c{i}")
+                assert refused["payload"]["code"] == "internal"
+        lines = [r for r in caplog.records if "store unavailable" in r.getMessage()]
+        assert len(lines) == 1
+        assert "readonly" in lines[0].getMessage()

@@ -6,10 +6,12 @@ that touch the store are coroutines; the others run synchronously so the common 
 """
 
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import Any
 
+from hubbub import logs
 from hubbub.core.effects import Close, Effects
 from hubbub.core.session import Session
 from hubbub.errors import ProtocolError, StoreUnavailable
@@ -109,8 +111,11 @@ def _check_identity(s: Session, frame: Any) -> None:
 
 
 def _internal(node: Node, s: Session, fid: str | None) -> Effects:
-    """A bug: the frame still gets its one answer, `internal`."""
-    log.exception("internal error handling a frame on conn=%s", s.conn)
+    """A bug, or a backend that failed (called in an `except`): the frame still gets its
+    one answer, `internal`. Logged with its traceback, once a while per exception type."""
+    suffix = logs.failures.admit(f"internal:{type(sys.exc_info()[1]).__qualname__}")
+    if suffix is not None:
+        log.exception("internal error handling a frame on conn=%s%s", s.conn, suffix)
     return refused(node, s, ProtocolError(ErrorCode.INTERNAL, "internal error"), fid)
 
 
@@ -121,7 +126,9 @@ STORE_FAILED = "the store could not persist this; nothing was saved: retry later
 
 def _unavailable(node: Node, s: Session, exc: StoreUnavailable, fid: str | None) -> Effects:
     """The store failed a write: nothing was acked or broadcast; the log says why."""
-    log.error("store unavailable on conn=%s: %s", s.conn, exc)
+    suffix = logs.failures.admit("store")
+    if suffix is not None:
+        log.error("store unavailable on conn=%s: %s%s", s.conn, exc, suffix)
     return refused(node, s, ProtocolError(ErrorCode.INTERNAL, STORE_FAILED), fid)
 
 

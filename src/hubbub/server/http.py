@@ -16,6 +16,7 @@ from prometheus_client.core import (
     Metric,
 )
 
+from hubbub import logs
 from hubbub.core.identity import Identity
 from hubbub.errors import CloseConnection, ProtocolError
 from hubbub.features.auth import verify_token
@@ -216,7 +217,9 @@ _STATUS = {ErrorCode.FORBIDDEN: 403, ErrorCode.NOT_FOUND: 404, ErrorCode.UNAUTHO
 def _store_unavailable(request: web.Request, exc: Exception) -> web.Response:
     """503 in JSON, like the other refusals, when a read fails (the store unreachable):
     not aiohttp's plain-text 500. The client may retry; the detail stays in the log."""
-    log.error("%s failed: the store is unavailable: %s", request.path, exc)
+    suffix = logs.failures.admit("store")
+    if suffix is not None:
+        log.error("%s failed: the store is unavailable: %s%s", request.path, exc, suffix)
     return web.json_response({"error": "internal", "message": "the store is unavailable"},
                              status=503, headers={"Retry-After": "1"})
 

@@ -9,6 +9,7 @@ pre-built frames straight to the socket), and the close handshake.
 import asyncio
 import ipaddress
 import logging
+import sys
 from collections import deque
 from collections.abc import Awaitable, Coroutine
 from time import monotonic
@@ -25,6 +26,7 @@ from picows import (
 )
 from picows.picows import WSProtocol  # type: ignore[attr-defined]
 
+from hubbub import logs
 from hubbub.core.effects import Effect
 from hubbub.errors import ProtocolError
 from hubbub.features.auth import authenticate_token
@@ -318,7 +320,9 @@ class Client(WSListener):
     def _internal_error(self) -> list[Effect]:
         """A bug below us (called from an `except`): log it, answer `internal`."""
         assert self.conn is not None
-        log.exception("internal error conn=%s", self.conn.id)
+        suffix = logs.failures.admit(f"internal:{type(sys.exc_info()[1]).__qualname__}")
+        if suffix is not None:
+            log.exception("internal error conn=%s%s", self.conn.id, suffix)
         return error(self.conn.id, ProtocolError(ErrorCode.INTERNAL, "internal error"), None)
 
     async def _authenticate(self, token: str) -> list[Effect]:
