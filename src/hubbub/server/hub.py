@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from hubbub import logs
 from hubbub.core.effects import (
     Close,
     Effect,
@@ -494,7 +495,9 @@ class Hub:
                 return
             exc = task.exception()
             if exc is not None:
-                log.error("%s failed: %r", what, exc)
+                suffix = logs.failures.admit(what)
+                if suffix is not None:
+                    log.error("%s failed: %r%s", what, exc, suffix)
             elif then is not None:
                 then(task.result())
 
