@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 from hubbub.ids import RoomId, UserId
 
 DEFAULT_NODE_TTL_MS = 10_000
+# How long an offline user's record (username, `offline`, lastSeen) is kept; then the user
+# is forgotten, as if never seen. Nothing reads it once the `offline` event has gone out,
+# and without a bound the directory would hold every user ever seen.
+OFFLINE_RETENTION_MS = 24 * 3600 * 1000
 
 
 @dataclass(slots=True, frozen=True)
@@ -100,7 +104,8 @@ class Directory(ABC):
     @abstractmethod
     async def user_down(self, user: UserId, now_ms: int) -> bool:
         """This node no longer holds `user`. True when no live node holds them any more:
-        they are offline, with lastSeen = now_ms."""
+        they are offline, with lastSeen = now_ms, and forgotten `offline_retention_ms`
+        later unless they come back."""
 
     @abstractmethod
     async def set_status(self, user: UserId, status: str, now_ms: int) -> bool:

@@ -1,12 +1,14 @@
 """The in-process Directory: the default for one node, and several nodes in one process
 (tests) when they share one `MemoryDirectoryState`."""
 
+import heapq
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field, replace
 
 from hubbub.directory.base import (
     DEFAULT_NODE_TTL_MS,
+    OFFLINE_RETENTION_MS,
     CallInfo,
     Claim,
     Departure,
@@ -30,16 +32,20 @@ class MemoryDirectoryState:
     room_members: dict[RoomId, set[UserId]] = field(default_factory=lambda: defaultdict(set))
     user_rooms: dict[UserId, set[RoomId]] = field(default_factory=lambda: defaultdict(set))
     info: dict[UserId, PresenceInfo] = field(default_factory=dict)
+    # (when to forget, user) for users who went offline: what Redis's key expiry does.
+    forget: list[tuple[int, UserId]] = field(default_factory=list)
     calls: dict[str, CallInfo] = field(default_factory=dict)
     user_call: dict[UserId, str] = field(default_factory=dict)
 
 
 class MemoryDirectory(Directory):
     def __init__(self, state: MemoryDirectoryState | None = None, node_id: str | None = None,
-                 node_ttl_ms: int = DEFAULT_NODE_TTL_MS) -> None:
+                 node_ttl_ms: int = DEFAULT_NODE_TTL_MS,
+                 offline_retention_ms: int = OFFLINE_RETENTION_MS) -> None:
         self.node_id = node_id or secrets.token_hex(4)
         self.state = state or MemoryDirectoryState()
         self.node_ttl_ms = node_ttl_ms
+        self.offline_retention_ms = offline_retention_ms
 
     async def start(self) -> None:
         return None
@@ -50,7 +56,18 @@ class MemoryDirectory(Directory):
     async def heartbeat(self, now_ms: int) -> bool:
         known = self.node_id in self.state.heartbeats
         self.state.heartbeats[self.node_id] = now_ms
+        self._forget_offline(now_ms)
         return not known
+
+    def _forget_offline(self, now_ms: int) -> None:
+        forget, info = self.state.forget, self.state.info
+        while forget and forget[0][0] <= now_ms:
+            _, user = heapq.heappop(forget)
+            p = info.get(user)
+            # Still offline since then (a user back online, or offline again later, is not).
+            if p is not None and p.status == "offline" \
+                    and p.last_seen_ms + self.offline_retention_ms <= now_ms:
+                del info[user]
 
     # ---- presence ----------------------------------------------------------------------
     async def user_up(self, user: UserId, username: str, now_ms: int) -> bool:
@@ -87,6 +104,7 @@ class MemoryDirectory(Directory):
         del self.state.user_nodes[user]
         old = self.state.info.get(user)
         self.state.info[user] = PresenceInfo(old.username if old else user, "offline", now_ms)
+        heapq.heappush(self.state.forget, (now_ms + self.offline_retention_ms, user))
         return True
 
     async def set_status(self, user: UserId, status: str, now_ms: int) -> bool:

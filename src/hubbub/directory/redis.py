@@ -19,6 +19,7 @@ from typing import Any
 
 from hubbub.directory.base import (
     DEFAULT_NODE_TTL_MS,
+    OFFLINE_RETENTION_MS,
     CallInfo,
     Claim,
     Departure,
@@ -67,6 +68,7 @@ if first or redis.call('HGET', KEYS[3], 'status') == false then
 else
   redis.call('HSET', KEYS[3], 'username', ARGV[2], 'lastSeen', ARGV[3])
 end
+redis.call('PERSIST', KEYS[3])
 if first then return 1 end
 return 0
 """
@@ -77,6 +79,7 @@ local removed = redis.call('SREM', KEYS[1], ARGV[1])
 redis.call('SREM', KEYS[4], ARGV[3])
 if removed == 1 and redis.call('SCARD', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[3], 'status', 'offline', 'lastSeen', ARGV[2])
+  redis.call('PEXPIRE', KEYS[3], ARGV[4])
   return 1
 end
 return 0
@@ -121,11 +124,14 @@ return 1
 
 class RedisDirectory(Directory):
     def __init__(self, url: str, node_id: str | None = None, *, prefix: str = "hubbub:dir:",
-                 node_ttl_ms: int = DEFAULT_NODE_TTL_MS) -> None:
+                 node_ttl_ms: int = DEFAULT_NODE_TTL_MS,
+                 offline_retention_ms: int = OFFLINE_RETENTION_MS) -> None:
         self.url = url
         self.node_id = node_id or secrets.token_hex(4)
         self.p = prefix
         self.node_ttl_ms = node_ttl_ms
+        # A key's expiry runs on Redis's clock, not on `now_ms`: the same in production.
+        self.offline_retention_ms = offline_retention_ms
         self._r: Any = None
         self._scripts: dict[str, Any] = {}
 
@@ -175,7 +181,8 @@ class RedisDirectory(Directory):
 
     async def _down(self, user: str, node: str, now_ms: int) -> bool:
         return bool(await self._scripts["down"](
-            keys=self._user_keys(user, node), args=[node, now_ms, f"u{SEP}{user}"]))
+            keys=self._user_keys(user, node),
+            args=[node, now_ms, f"u{SEP}{user}", self.offline_retention_ms]))
 
     async def set_status(self, user: UserId, status: str, now_ms: int) -> bool:
         return bool(await self._scripts["status"](keys=[f"{self.p}u:{user}"],
