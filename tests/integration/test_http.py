@@ -338,3 +338,31 @@ async def test_a_goodbye_is_logged_at_debug_and_a_lost_connection_at_info(caplog
     opens = [r.levelno for r in caplog.records
              if r.getMessage().startswith(("open conn=", "authenticated conn="))]
     assert opens and set(opens) == {logging.DEBUG}
+
+
+async def test_http_reads_beyond_a_users_budget_get_429_with_retry_after():
+    from hubbub.features.node import HTTP_READ_BURST
+
+    async with running_server() as server:
+        statuses = []
+        for _ in range(int(HTTP_READ_BURST)):
+            status, _, _ = await http_get(server, "/api/calls", headers={"X-Hubbub-User": "ann"})
+            statuses.append(status)
+        assert statuses == [200] * int(HTTP_READ_BURST)
+        async with aiohttp.ClientSession() as http, http.get(
+                server.url + "/api/rooms/r1/messages",
+                headers={"X-Hubbub-User": "ann"}) as resp:
+            assert resp.status == 429
+            assert int(resp.headers["Retry-After"]) >= 1
+            body = await resp.json()
+        assert body["error"] == "rate_limited" and body["retryAfterMs"] > 0
+        # Another user's budget is their own.
+        status, _, _ = await http_get(server, "/api/calls", headers={"X-Hubbub-User": "bob"})
+        assert status == 200
+
+
+async def test_http_reads_are_not_limited_with_rate_limit_0():
+    async with running_server(rate_limit=0) as server:
+        for _ in range(40):
+            status, _, _ = await http_get(server, "/api/calls", headers={"X-Hubbub-User": "ann"})
+            assert status == 200

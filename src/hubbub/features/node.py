@@ -12,6 +12,7 @@ from hubbub.core.calls import Calls
 from hubbub.core.clock import Clock
 from hubbub.core.effects import Close, Effects, Reply
 from hubbub.core.presence import CALLS_PER_SECOND, CHANGES_PER_SECOND, PresenceTracker
+from hubbub.core.ratelimit import KeyedBuckets
 from hubbub.core.rooms import RoomRegistry
 from hubbub.core.session import Limits, Session
 from hubbub.core.typing_indicators import TypingTracker
@@ -70,6 +71,11 @@ class LocalOnly:
         return None
 
 
+# Reads per user and second through the HTTP API, and the burst (docs/topics/backpressure.md).
+HTTP_READS_PER_SECOND = 10.0
+HTTP_READ_BURST = 20.0
+
+
 def limits_from(settings: Settings) -> Limits:
     on = settings.rate_limit > 0
     return Limits(
@@ -96,6 +102,9 @@ class Node:
     presence: PresenceTracker = field(init=False)
     typing: TypingTracker = field(init=False)
     calls: Calls = field(init=False)
+    # Reads through the HTTP API (history, call log), per user: they go to the store like
+    # a `history` frame, and HTTP has no connection to keep a bucket on.
+    http_reads: KeyedBuckets = field(init=False)
     sessions: dict[ConnId, Session] = field(default_factory=dict)
     # Open connections per client IP (for --max-connections-per-ip).
     ip_conns: Counter[str] = field(default_factory=Counter)
@@ -125,6 +134,8 @@ class Node:
             changes_per_second=CHANGES_PER_SECOND if limited else 0.0,
             calls_per_second=CALLS_PER_SECOND if limited else 0.0)
         self.typing = TypingTracker(int(self.settings.typing_timeout * 1000))
+        self.http_reads = KeyedBuckets(HTTP_READS_PER_SECOND if limited else 0.0,
+                                       HTTP_READ_BURST)
         self.calls = Calls(int(self.settings.ring_timeout * 1000))
 
     def new_conn_id(self) -> ConnId:

@@ -224,12 +224,25 @@ def _store_unavailable(request: web.Request, exc: Exception) -> web.Response:
                              status=503, headers={"Retry-After": "1"})
 
 
+def _rate_limited(hub: Hub, ident: Identity) -> web.Response | None:
+    """429 when the user's HTTP reads are over their budget (`Node.http_reads`): each
+    goes to the store, whose one thread also commits every chat."""
+    wait = hub.node.http_reads.take(ident.user_id, hub.node.clock.now_ms())
+    if not wait:
+        return None
+    return web.json_response(
+        {"error": "rate_limited", "message": "too many requests", "retryAfterMs": wait},
+        status=429, headers={"Retry-After": str(-(-wait // 1000))})
+
+
 async def room_messages(request: web.Request) -> web.Response:
     """GET /api/rooms/{roomId}/messages: PROTOCOL §history over HTTP."""
     hub = request.app[HUB]
     ident = rest_identity(hub, request)
     if ident is None:
         return _unauthorized()
+    if (limited := _rate_limited(hub, ident)) is not None:
+        return limited
     try:
         room = room_id(request.match_info["roomId"])
         limit = _query_int(request, "limit")
@@ -251,6 +264,8 @@ async def calls(request: web.Request) -> web.Response:
     ident = rest_identity(hub, request)
     if ident is None:
         return _unauthorized()
+    if (limited := _rate_limited(hub, ident)) is not None:
+        return limited
     try:
         limit = _query_int(request, "limit")
         if limit is not None and not 1 <= limit <= 100:

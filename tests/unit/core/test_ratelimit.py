@@ -73,3 +73,35 @@ def test_a_clock_going_backwards_refills_nothing() -> None:
     bucket = TokenBucket(rate=1, burst=1)
     bucket.take(T0)
     assert bucket.take(T0 - 60_000) > 0
+
+
+# ---- KeyedBuckets: one bucket per key, the idle ones dropped ------------------------------
+
+from hubbub.core.ratelimit import KeyedBuckets  # noqa: E402
+
+
+def test_each_key_has_its_own_burst_then_waits() -> None:
+    buckets = KeyedBuckets(rate=10.0, burst=3.0)
+    assert [buckets.take("ann", 0) for _ in range(3)] == [0, 0, 0]
+    assert buckets.take("ann", 0) == 100
+    assert buckets.take("bob", 0) == 0
+    assert buckets.take("ann", 100) == 0
+
+
+def test_unlimited_keeps_no_buckets() -> None:
+    buckets = KeyedBuckets(rate=0.0, burst=3.0)
+    assert all(buckets.take(f"u{i}", 0) == 0 for i in range(5000))
+    assert len(buckets) == 0
+
+
+def test_buckets_idle_long_enough_to_refill_are_dropped_busy_ones_kept() -> None:
+    buckets = KeyedBuckets(rate=10.0, burst=20.0)  # full again 2 s after the last take
+    for i in range(1023):
+        buckets.take(f"once-{i}", 0)
+    for _ in range(20):
+        buckets.take("busy", 2_000)  # empty at 2,000 ms: not full again before 4,000
+    assert len(buckets) == 1024
+    buckets.take("new", 3_900)  # the 1025th key: a sweep first
+    assert len(buckets) == 2
+    # The kept bucket remembers what it spent: 19 tokens back by 3,900 ms, not 20.
+    assert [buckets.take("busy", 3_900) for _ in range(20)].count(0) == 19
