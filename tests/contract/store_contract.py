@@ -25,7 +25,7 @@ import pytest
 from hubbub.core.messages import MAX_EMOJIS_PER_MESSAGE
 from hubbub.errors import ProtocolError
 from hubbub.protocol.codes import ErrorCode
-from hubbub.protocol.frames import EVENT_TYPES, ChatEvent, HistoryMessage, Out
+from hubbub.protocol.frames import EVENT_TYPES, CallRecord, ChatEvent, HistoryMessage, Out
 from hubbub.store.base import NewChat, Store
 
 T0 = 1_700_000_000_000
@@ -596,3 +596,25 @@ class StoreContract:
             assert await again.last_seq("r") == 20
         finally:
             await again.close()
+
+    # ---- the call log ---------------------------------------------------------------------
+
+    async def test_call_history_is_the_newest_calls_as_caller_or_callee(
+            self, store: Store) -> None:
+        # u1 calls and is called, in turns and in runs, more often than one page holds, and
+        # calls itself once: each call is listed once, newest first, across both roles.
+        roles = ["caller"] * 5 + ["callee", "caller"] * 6 + ["callee"] * 5 + ["both"]
+        expected = []
+        for i, role in enumerate(roles):
+            caller = "u2" if role == "callee" else "u1"
+            callee = "u2" if role == "caller" else "u1"
+            await store.record_call(CallRecord(
+                call_id=f"c{i:02}", caller=caller, callee=callee, started_at=T0 + i,
+                ended_at=T0 + i + 1, end_reason="hangup"))
+            expected.insert(0, f"c{i:02}")
+        await store.record_call(CallRecord(call_id="other", caller="u2", callee="u3",
+                                           started_at=T0 + 99, ended_at=T0 + 100,
+                                           end_reason="hangup"))
+        for limit in (1, 4, 7, 23, 100):
+            assert [c.call_id for c in await store.call_history("u1", limit)] == \
+                expected[:limit]

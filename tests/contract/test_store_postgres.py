@@ -358,6 +358,26 @@ async def test_the_call_log_is_idempotent_per_call_and_newest_first(pg: "Postgre
     assert [c.call_id for c in await pg.call_history("u3", 10)] == []
 
 
+async def test_call_history_reads_a_page_from_each_index_not_every_call_of_the_user(
+        pg: "PostgresStore") -> None:
+    # A user in most of 4,000 calls: with one LIMIT outside the UNION, PostgreSQL read and
+    # sorted all of them for each page (docs/decisions/0060-call-history-reads-only-a-page.md).
+    from hubbub.store.postgres import _CALL_HISTORY
+
+    async with pg._readers().acquire() as conn:
+        await conn.executemany(
+            "INSERT INTO calls (call_id, caller, callee, started_at, ended_at, end_reason) "
+            "VALUES ($1, $2, $3, $4, $5, 'hangup')",
+            [(f"c{i}", "u1" if i % 3 else f"u{i}", f"u{i}" if i % 3 else "u1", T0 + i, T0 + i + 1)
+             for i in range(4000)])
+        await conn.execute("ANALYZE calls")
+        plan = "\n".join(r[0] for r in await conn.fetch(
+            "EXPLAIN (COSTS OFF) " + _CALL_HISTORY, "u1", 20))
+    assert "Index Scan Backward using calls_by_caller" in plan, plan
+    assert "Index Scan Backward using calls_by_callee" in plan, plan
+    assert "Seq Scan" not in plan and "Bitmap" not in plan, plan
+    assert [c.call_id for c in await pg.call_history("u1", 3)] == ["c3999", "c3998", "c3997"]
+
 async def test_a_write_after_close_fails_instead_of_waiting_forever(
         postgres_store: Callable[[], Store]) -> None:
     store = postgres_store()

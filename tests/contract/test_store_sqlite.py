@@ -572,3 +572,25 @@ async def test_two_processes_writing_one_file_keep_one_gapless_seq(tmp_path: Pat
     finally:
         await a.close()
         await b.close()
+
+
+async def test_call_history_reads_a_page_from_each_index_not_every_call_of_the_user(
+        tmp_path: Path) -> None:
+    # `caller = ? OR callee = ?` read every call of the user and sorted them for each page
+    # (docs/decisions/0060-call-history-reads-only-a-page.md): each role's newest calls now
+    # come from its index in order, LIMIT rows each.
+    store = SqliteStore(str(tmp_path / "db.sqlite"))
+    await store.open()
+    await store.close()
+    db = sqlite3.connect(tmp_path / "db.sqlite")
+    try:
+        plan = [row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sqlite_store._CALL_HISTORY,
+                                             ("u1", 20, "u1", "u1", 20, 20))]
+    finally:
+        db.close()
+    assert "SEARCH calls USING INDEX calls_by_caller (caller=?)" in plan
+    assert "SEARCH calls USING INDEX calls_by_callee (callee=?)" in plan
+    assert not any("MULTI-INDEX OR" in step or step.startswith("SCAN calls") for step in plan)
+    # The sorts left are of each branch's LIMIT rows, after the co-routine read them in order.
+    searches = [i for i, step in enumerate(plan) if step.startswith("SEARCH calls")]
+    assert all(not plan[i + 1].startswith("USE TEMP B-TREE") for i in searches)

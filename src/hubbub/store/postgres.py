@@ -133,6 +133,17 @@ ON CONFLICT (call_id) DO UPDATE SET caller = EXCLUDED.caller, callee = EXCLUDED.
     answered_at = EXCLUDED.answered_at, ended_at = EXCLUDED.ended_at,
     end_reason = EXCLUDED.end_reason, ended_by = EXCLUDED.ended_by"""
 
+# A user's latest calls: the newest `limit` as caller and as callee, each read backwards
+# from its index (an incremental sort orders a millisecond's ties by call_id), then merged.
+# The LIMIT outside the branches alone let PostgreSQL read and sort every call of the user
+# (docs/decisions/0060-call-history-reads-only-a-page.md).
+_CALL_HISTORY = f"""
+(SELECT {CALL_COLS} FROM calls WHERE caller = $1 ORDER BY started_at DESC, call_id LIMIT $2)
+UNION ALL
+(SELECT {CALL_COLS} FROM calls WHERE callee = $1 AND caller <> $1
+ ORDER BY started_at DESC, call_id LIMIT $2)
+ORDER BY started_at DESC, call_id LIMIT $2"""
+
 
 async def migrate(conn: Any) -> int:
     """Apply every migration newer than the recorded schema version; returns the version.
@@ -546,10 +557,7 @@ class PostgresStore(Store):
         return self._pool
 
     async def call_history(self, user_id: str, limit: int) -> list[CallRecord]:
-        rows = await self._readers().fetch(
-            f"SELECT {CALL_COLS} FROM calls WHERE caller = $1 UNION ALL "
-            f"SELECT {CALL_COLS} FROM calls WHERE callee = $1 AND caller <> $1 "
-            "ORDER BY started_at DESC, call_id LIMIT $2", user_id, limit)
+        rows = await self._readers().fetch(_CALL_HISTORY, user_id, limit)
         return [call_record(r) for r in rows]
 
     async def last_seq(self, room_id: str) -> int:

@@ -64,6 +64,18 @@ _SELECT_CHATS_SINCE = (f"SELECT {CHAT_EVENT_COLS} FROM messages "
                        "WHERE room_id = ? AND seq > ? AND seq <= ?")
 
 
+# A user's latest calls: the newest `limit` as caller and as callee, each read backwards
+# from its index (the index ends in the rowid, so the order needs no sort), then merged.
+# `caller = ? OR callee = ?` read and sorted every call of the user for each page
+# (docs/decisions/0060-call-history-reads-only-a-page.md).
+_CALL_HISTORY = (
+    f"SELECT * FROM (SELECT {CALL_COLS}, rowid AS r FROM calls WHERE caller = ? "
+    "ORDER BY started_at DESC, rowid DESC LIMIT ?) "
+    f"UNION ALL SELECT * FROM (SELECT {CALL_COLS}, rowid AS r FROM calls "
+    "WHERE callee = ? AND caller <> ? ORDER BY started_at DESC, rowid DESC LIMIT ?) "
+    "ORDER BY started_at DESC, r DESC LIMIT ?")
+
+
 def _event_row(type_: str, e: RoomEvent, at_ms: int) -> tuple[Any, ...]:
     """A room event's parameters for _INSERT_EVENT: the log keeps it as sent on the wire."""
     return (e.room_id, e.seq, type_, e.message_id, e.user_id, at_ms, _encode(e).decode())
@@ -533,10 +545,8 @@ class SqliteStore(Store):
 
     async def call_history(self, user_id: str, limit: int) -> list[CallRecord]:
         def read(db: sqlite3.Connection) -> list[CallRecord]:
-            rows = db.execute(
-                f"SELECT {CALL_COLS} FROM calls WHERE caller = ? OR callee = ? "
-                "ORDER BY started_at DESC, rowid DESC LIMIT ?",
-                (user_id, user_id, limit)).fetchall()
+            rows = db.execute(_CALL_HISTORY, (user_id, limit, user_id, user_id, limit,
+                                              limit)).fetchall()
             return [call_record(r) for r in rows]
 
         return await self._read(read)
