@@ -4,6 +4,7 @@ Python's json traps (deep nesting, huge numbers, NaN, lone surrogates) all end a
 `ProtocolError(bad_request)` here, never as an exception further in.
 """
 
+import json
 import re
 from typing import Any
 
@@ -43,6 +44,31 @@ def _readable_id(data: bytes | str) -> tuple[Any, str | None]:
         return None, None
     fid = loose.id if isinstance(loose.id, str) and 0 < len(loose.id) <= 64 else None
     return loose.type, fid
+
+
+def _well_formed(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
+
+
+def _lenient_id(data: bytes | str) -> tuple[str | None, str | None]:
+    """The `type` and `id` of a frame msgspec refused as JSON, if Python's json reads
+    them: it takes what msgspec does not, lone surrogate escapes (`"\\ud800"`, which
+    JavaScript's JSON.stringify writes for a string cut inside a surrogate pair), NaN and
+    Infinity. PROTOCOL §Transport: a frame that carries an `id` is answered with it, so
+    the client's request fails instead of waiting forever. Only a refused frame comes here."""
+    try:
+        loose = json.loads(data)
+    except (ValueError, RecursionError, TypeError):
+        return None, None
+    if not isinstance(loose, dict):
+        return None, None
+    type_, fid = loose.get("type"), loose.get("id")
+    return (type_ if isinstance(type_, str) and _well_formed(type_) else None,
+            fid if isinstance(fid, str) and 0 < len(fid) <= 64 and _well_formed(fid) else None)
 
 
 # JSON can carry U+0000 only as the escape \u0000, after an even run of backslashes (an
@@ -102,6 +128,11 @@ def parse(data: bytes | str, utf8_checked: bool = False) -> InboundFrame:
                            type_) from None
         raise BadFrame(ErrorCode.BAD_REQUEST, str(exc), fid, type_) from None
     except (msgspec.DecodeError, UnicodeError, ValueError):
-        raise BadFrame(ErrorCode.BAD_REQUEST, "frame is not valid JSON", None) from None
+        type_, fid = _lenient_id(data)
+        if type_ is None and fid is None:
+            raise BadFrame(ErrorCode.BAD_REQUEST, "frame is not valid JSON", None) from None
+        raise BadFrame(ErrorCode.BAD_REQUEST, "frame is not valid JSON: text must be "
+                       "well-formed Unicode (no lone surrogate such as \\ud800) and numbers "
+                       "finite", fid, type_) from None
     except RecursionError:
         raise BadFrame(ErrorCode.BAD_REQUEST, "frame is nested too deeply", None) from None

@@ -349,6 +349,35 @@ def test_a_lone_surrogate_escape_is_bad_request(escape: bytes, field: str) -> No
     assert (err.code, err.frame_id) == ("bad_request", None)
 
 
+@pytest.mark.parametrize("escape", [b"\\ud800", b"\\udfff", b"a\\ud83d", b"\\ude00b"])
+@pytest.mark.parametrize(("field", "type_"), [("content", "chat"), ("clientMsgId", "chat"),
+                                             ("username", "auth"), ("ignored", "ping")])
+def test_a_lone_surrogate_escape_is_refused_with_the_frame_id(
+    escape: bytes, field: str, type_: str
+) -> None:
+    """PROTOCOL §Transport: a frame with an `id` is answered with it. JSON.stringify writes
+    a string cut inside a surrogate pair as such an escape: without the id, a browser's
+    chat would wait for its ack forever, and be re-sent after every reconnect."""
+    string = b'"' + escape + b'"'
+    data = {
+        "content": b'{"type":"chat","id":"f1","payload":{"roomId":"r","content":' + string
+                   + b"}}",
+        "clientMsgId": b'{"type":"chat","id":"f1","payload":{"roomId":"r","content":"hi",'
+                       b'"clientMsgId":' + string + b"}}",
+        "username": b'{"id":"f1","type":"auth","payload":{"userId":"u","username":' + string
+                    + b"}}",
+        "ignored": b'{"type":"ping","id":"f1","junk":[' + string + b"]}",
+    }[field]
+    err = bad(data)
+    assert (err.code, err.frame_id, err.frame_type) == ("bad_request", "f1", type_)
+    assert bad(data.decode()).frame_id == "f1"
+
+
+def test_a_nan_is_refused_with_the_frame_id() -> None:
+    err = bad(b'{"type":"history","id":"h","payload":{"roomId":"r","limit":NaN}}')
+    assert (err.code, err.frame_id) == ("bad_request", "h")
+
+
 def test_a_str_frame_holding_a_lone_surrogate_is_bad_request() -> None:
     assert bad('{"type":"chat","payload":{"roomId":"r","content":"\ud800"}}').code == (
         "bad_request")
