@@ -8,7 +8,7 @@ import jwt
 from hubbub import PROTOCOL_VERSION
 from hubbub.core.effects import Close, Effects, Reply
 from hubbub.core.ice import ice_servers
-from hubbub.core.identity import Identity
+from hubbub.core.identity import Identity, display_name
 from hubbub.core.session import Session
 from hubbub.errors import CloseConnection, ProtocolError
 from hubbub.features.node import Node, refuse_connection
@@ -59,7 +59,7 @@ def verify_token(secret: str, token: str) -> Identity:
         raise CloseConnection(CloseCode.AUTH_FAILED, "invalid token: `rooms` must be a list")
     return Identity(
         user_id=uid,
-        username=name[:128] if isinstance(name, str) and name and "\x00" not in name else uid,
+        username=display_name(name, uid),
         admin=admin is True,
         room_globs=tuple(rooms) if rooms is not None else None,
         expires_at_ms=int(exp * 1000) if exp is not None else None,
@@ -179,7 +179,7 @@ async def handle_auth(node: Node, s: Session, frame: Auth | Presence) -> Effects
     if p.user_id is None:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "dev identity mode: payload needs userId")
     uid = user_id(p.user_id)
-    effects = await establish(node, s, Identity(uid, p.username or uid), frame.id)
+    effects = await establish(node, s, Identity(uid, display_name(p.username, uid)), frame.id)
     if isinstance(frame, Presence) and frame.payload.status != "online" and s.identity:
         effects += await set_status(node, uid, frame.payload.status)
     return effects

@@ -523,6 +523,34 @@ def test_a_name_with_nul_falls_back_to_the_user_id(clock: FakeClock) -> None:
     assert verify_token(SECRET, tok).username == "ann"
 
 
+@pytest.mark.parametrize("name", ["A\ud800nn", "\udfff", "\ud83d"])
+async def test_a_name_with_a_lone_surrogate_falls_back_to_the_user_id(
+    jwt_node: Node, clock: FakeClock, name: str
+) -> None:
+    """No UTF-8 frame can carry it: the welcome itself failed to encode, and the
+    connection hung without one."""
+    tok = jwt.encode({"sub": "ann", "name": name}, SECRET, algorithm="HS256")
+    assert verify_token(SECRET, tok).username == "ann"
+    s = open_session(jwt_node)
+    w = welcome_of(await asend(jwt_node, s, "auth", {"token": tok}))
+    assert w["username"] == "ann"
+
+
+@pytest.mark.parametrize(("name", "kept"), [
+    ("a" * 127 + "😀", "a" * 127 + "😀"),  # 128 code points (129 UTF-16 units): whole
+    ("b" * 127 + "👨\u200d👩\u200d👧\u200d👦", "b" * 127),  # not a lone man
+    ("c" * 127 + "e\u0301", "c" * 127),  # not an e without its accent
+    ("d" * 126 + "🇺🇦🇵🇱", "d" * 126 + "🇺🇦"),
+    ("e" * 127 + "🇺🇦", "e" * 127),  # not half a flag
+    ("f" * 126 + "👍🏽x", "f" * 126 + "👍🏽"),
+    ("g" * 127 + "❤\ufe0f", "g" * 127),
+    ("a" + "\u0301" * 300, "a" + "\u0301" * 127),  # one character longer than 128
+])
+def test_a_long_name_is_cut_to_128_characters_between_characters(name: str, kept: str) -> None:
+    tok = jwt.encode({"sub": "ann", "name": name}, SECRET, algorithm="HS256")
+    assert verify_token(SECRET, tok).username == kept
+
+
 # ---- the authentication deadline and frames before auth -------------------------------
 
 
