@@ -14,7 +14,11 @@ FrameId = Annotated[str, Meta(min_length=1, max_length=64)]
 WireRoomId = str | int  # normalised by hubbub.ids.room_id
 WireUserId = str | int
 Seq = Annotated[int, Meta(ge=0, le=2**53)]
-ShortText = Annotated[str, Meta(max_length=128)]
+# A `username` in a payload: read only from a dev identity mode's first auth/presence
+# frame (cut to 128 characters there, as a token's `name`). Elsewhere the field is ignored,
+# so it is not checked: the original client sends the app's name with every
+# presence/typing frame, and a long one must not get those refused.
+Username = str
 Status = Literal["online", "away", "busy"]
 AnyStatus = Literal["online", "away", "busy", "offline"]
 
@@ -33,12 +37,12 @@ class EmptyPayload(Payload):
 
 class AuthPayload(Payload):
     token: Annotated[str, Meta(max_length=8192)] | None = None
-    username: ShortText | None = None
+    username: Username | None = None
 
 
 class PresencePayload(Payload):
     status: Status = "online"
-    username: ShortText | None = None
+    username: Username | None = None
 
 
 class JoinRoomPayload(Payload):
@@ -78,7 +82,6 @@ class ReactionPayload(Payload):
 class TypingPayload(Payload):
     room_id: WireRoomId
     is_typing: bool
-    username: ShortText | None = None
 
 
 class HistoryPayload(Payload):

@@ -96,6 +96,31 @@ async def test_dev_mode_username_defaults_to_the_user_id(node: Node) -> None:
     assert w["username"] == "u1"
 
 
+async def test_dev_mode_long_username_is_cut_like_a_tokens_name(node: Node) -> None:
+    s = open_session(node)
+    name = "b" * 127 + "👨\u200d👩\u200d👧\u200d👦"
+    w = welcome_of(await asend(node, s, "auth", {"userId": "u1", "username": name}, id="a"))
+    assert w["username"] == "b" * 127
+
+
+LONG_NAME = "Ana María " + "ñ" * 150  # a token's name may be longer than the 128 shown
+
+
+@pytest.mark.parametrize(("type_", "extra"), [("typing", {"roomId": "r1", "isTyping": True}),
+                                             ("presence", {"status": "away"})])
+async def test_a_long_username_in_a_payload_that_ignores_it_is_not_refused(
+    jwt_node: Node, clock: FakeClock, type_: str, extra: dict[str, Any]
+) -> None:
+    """The original client sends the app's username with every presence and typing frame
+    (`setPresence(userId, username, status)`); the server ignores it there."""
+    s = open_session(jwt_node)
+    welcome_of(await asend(jwt_node, s, "auth", {"token": token(clock, "ann", name=LONG_NAME)}))
+    await join(jwt_node, s, "r1")
+    effects = await asend(jwt_node, s, type_, {**extra, "userId": "ann", "username": LONG_NAME},
+                          id="x")
+    assert isinstance(effects[0], Reply) and effects[0].type == "ack", effects
+
+
 async def test_dev_mode_empty_username_defaults_to_the_user_id(node: Node) -> None:
     s = open_session(node)
     w = welcome_of(await asend(node, s, "auth", {"userId": "u1", "username": ""}))
