@@ -585,3 +585,36 @@ async def test_demo_separates_days(server: Hubbub, browser: Browser) -> None:
     day = datetime.date.today().day
     await expect(separator).to_have_text(re.compile(rf"\b{day}\b"))
     await expect(separator).not_to_have_text(re.compile("Today|Yesterday"))
+
+
+async def test_demo_names_in_any_script_keep_their_characters_and_their_place(
+    server: Hubbub, browser: Browser
+) -> None:
+    """An avatar shows a name's first character whole (an astral emoji is two UTF-16 units:
+    `charAt(0)` showed half of one), and a name holding U+202E (right-to-left override)
+    does not turn "is typing…" around: names are isolated. Text is shown as text."""
+    from playwright.async_api import expect
+
+    async with aiohttp.ClientSession() as http:
+        zoe = await raw_user(http, server, "zoe-a1b2", "😀Zoë")
+        await zoe.chat(ROOM, "<img src=x onerror=alert(1)> שלום")
+        mal = await raw_user(http, server, "mal-c3d4", "\u202eMal<b>")
+        [ann] = await joined(browser, server.url, "Ann")
+        hello = message(ann, "<img src=x onerror=alert(1)> שלום")
+        await expect(hello).to_be_visible()
+        assert await hello.locator("img").count() == 0
+        await expect(hello.locator(".avatar")).to_have_text("😀")
+
+        await mal.request("typing", {"roomId": ROOM, "isTyping": True})
+        indicator = ann.get_by_test_id("typing-indicator")
+        await expect(indicator).to_contain_text("is typing")
+        # Where " is typing…" is drawn: right of the name, in reading order, when isolated;
+        # inside the override it would be drawn reversed, left of the name.
+        name_x, rest_x = await indicator.evaluate("""(node) => {
+            const box = (n) => { const r = document.createRange(); r.selectNodeContents(n);
+                                 return r.getBoundingClientRect(); };
+            const rest = [...node.childNodes].find((n) => n.textContent.includes('typing'));
+            const name = [...node.childNodes].find((n) => n.textContent.includes('Mal'));
+            return [box(name).right, box(rest).left];
+        }""")
+        assert rest_x >= name_x - 1, (name_x, rest_x)

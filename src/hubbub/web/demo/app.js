@@ -61,9 +61,19 @@ function hue(id) {
   return h;
 }
 
+const graphemes = typeof Intl !== 'undefined' && Intl.Segmenter ? new Intl.Segmenter() : null;
+
+/** The first character of `text` as a reader sees it: a whole emoji (a family, a flag), a
+ * letter with its accents; never half of a surrogate pair (`charAt(0)` of '😀' is one). */
+function firstChar(text) {
+  if (!text) return '';
+  if (graphemes) for (const { segment } of graphemes.segment(text)) return segment;
+  return [...text][0];
+}
+
 function avatar(userId, name) {
   return el('span', { class: 'avatar', style: `--h:${hue(userId)}`, 'aria-hidden': 'true' },
-    (name || '').trim().charAt(0).toUpperCase() || '?');
+    firstChar((name || '').trim()).toUpperCase() || '?');
 }
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
@@ -666,10 +676,12 @@ function setTyping(userId, on) {
   clearTimeout(s.typers.get(userId));
   s.typers.delete(userId);
   if (on) s.typers.set(userId, setTimeout(() => setTyping(userId, false), 6000));
-  const names = [...s.typers.keys()].map(nameOf);
-  $('typing-indicator').textContent =
-    names.length === 0 ? '' : names.length === 1 ? `${names[0]} is typing…`
-      : names.length === 2 ? `${names[0]} and ${names[1]} are typing…` : 'Several people are typing…';
+  // Each name in its own <bdi>: a right-to-left name (or one holding U+202E) must not
+  // reorder the words around it.
+  const names = [...s.typers.keys()].map((id) => el('bdi', {}, nameOf(id)));
+  $('typing-indicator').replaceChildren(...(
+    names.length === 0 ? [] : names.length === 1 ? [names[0], ' is typing…']
+      : names.length === 2 ? [names[0], ' and ', names[1], ' are typing…'] : ['Several people are typing…']));
 }
 
 // ---- calls --------------------------------------------------------------------------
