@@ -269,7 +269,8 @@ class Calls:
                 ToUser(user, "call_end", event)]
 
     def hang_up(self, *, call_id: str, user: UserId, reason: str | None,
-                now_ms: int) -> Effects:
+                now_ms: int, conn: ConnId | None = None) -> Effects:
+        """`conn` is the connection that hung up; None: the one owning `user`'s side."""
         call = self._get(call_id, user)
         was_ringing = call.state is CallState.RINGING
         self._finish(call, "hangup", user, now_ms)
@@ -279,6 +280,15 @@ class Calls:
         if was_ringing and user == call.callee:
             # The callee declined on one device: the others stop ringing, as after a reject.
             effects.append(ToUser(user, "call_end", event))
+        elif conn is not None:
+            # Hung up from another device of the party: the connection holding the call
+            # for them (or, with the side unbound, each of their other connections) must
+            # hear it too, or it stays in a call that is over (ADR 0070).
+            owner = call.owner_of(user)
+            if owner is None:
+                effects.append(ToUser(user, "call_end", event, exclude_conn=conn))
+            elif owner != conn:
+                effects.append(ToConns((owner,), "call_end", event))
         return effects
 
     def expire(self, now_ms: int) -> Effects:

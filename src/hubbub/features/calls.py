@@ -10,6 +10,7 @@ rules, as if its sender were local (the answer goes back through the fan-out).
 import logging
 import secrets
 from collections.abc import Callable, Coroutine
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -236,7 +237,7 @@ def handle_call_reject(node: Node, s: Session, frame: CallReject) -> Result:
 
 
 def handle_call_end(node: Node, s: Session, frame: CallEnd) -> Result:
-    return _control(node, s, frame, node.calls.hang_up)
+    return _control(node, s, frame, partial(node.calls.hang_up, conn=s.conn))
 
 
 def _control(node: Node, s: Session, frame: CallReject | CallEnd,

@@ -418,6 +418,24 @@ def test_hanging_up_an_active_call_tells_only_the_other_owner(
     assert calls.live_call_of(ANN) is None and calls.live_call_of(BOB) is None
 
 
+def test_the_caller_hanging_up_from_another_device_tells_the_device_that_rings() -> None:
+    """ann rang bob from A1 and hangs up on A2: A1, which holds the call, hears it."""
+    effects = ringing().hang_up(call_id="c1", user=ANN, reason=None, now_ms=T0 + 500, conn=A2)
+    box = inbox(effects)
+    assert box[A1] == box[B1] == box[B2] == [("call_end", ended(ANN, "hangup"))]
+    assert box[A2] == [] and box[C1] == []
+
+
+@pytest.mark.parametrize(("user", "device", "owner", "peer"),
+                         [(ANN, A2, A1, B1), (BOB, B2, B1, A1)])
+def test_hanging_up_an_active_call_from_another_device_tells_the_owning_one(
+    user: UserId, device: ConnId, owner: ConnId, peer: ConnId
+) -> None:
+    effects = active().hang_up(call_id="c1", user=user, reason=None, now_ms=T0 + 9000,
+                               conn=device)
+    assert only(effects, owner, peer) == [("call_end", ended(user, "hangup"))]
+
+
 def test_a_hang_up_reason_is_passed_on_but_the_log_says_hangup() -> None:
     calls = active()
     effects = calls.hang_up(call_id="c1", user=ANN, reason="battery", now_ms=T0 + 9000)
