@@ -770,8 +770,8 @@ class NodeMachine(RuleBasedStateMachine):
 
 TestNodeModel = NodeMachine.TestCase
 # A longer run: HUBBUB_MODEL_EXAMPLES=2000 HUBBUB_MODEL_STEPS=80 pytest this file.
-TestNodeModel.settings = settings(max_examples=int(os.environ.get("HUBBUB_MODEL_EXAMPLES", 60)),
+TestNodeModel.settings = settings(max_examples=int(os.environ.get("HUBBUB_MODEL_EXAMPLES", 200)),
                                   stateful_step_count=int(os.environ.get("HUBBUB_MODEL_STEPS",
-                                                                         40)),
+                                                                         50)),
                                   deadline=None,
                                   suppress_health_check=[HealthCheck.too_slow])
