@@ -112,6 +112,10 @@ class Node:
     user_conns: dict[UserId, set[ConnId]] = field(default_factory=dict)
     # Authentications under way per user, waiting for the fan-out and the directory.
     opening: Counter[UserId] = field(default_factory=Counter)
+    # Joins under way per (room, user), waiting for the directory or the store: while one
+    # is, the user's membership of that room is not released (`released`), or the join
+    # would finish in a room the others were told the user left (docs/topics/presence.md).
+    joining: Counter[tuple[RoomId, UserId]] = field(default_factory=Counter)
     metrics: Metrics = field(default_factory=Metrics)
     # Set by the server once opened (hubbub.store.open_store); rules never reach past it.
     store: Store = field(init=False)

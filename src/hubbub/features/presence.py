@@ -60,6 +60,8 @@ async def released(node: Node, uid: UserId, username: str, rooms: list[RoomId],
         if await d.user_down(uid, last_seen_ms):
             effects += presence_to(before, uid, PresenceInfo(username, "offline", last_seen_ms))
     for room in rooms:
+        if node.joining[room, uid]:
+            continue  # a join of the user is under way here: it keeps the membership
         if await d.remove_member(room, uid):
             effects.append(ToRoom(room, "leave_room", LeaveRoomEvent(
                 room_id=room, user_id=uid, username=username)))

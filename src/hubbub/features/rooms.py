@@ -9,7 +9,7 @@ from hubbub.core.effects import Effects, Reply, ToRoom
 from hubbub.core.session import Session
 from hubbub.directory.base import PresenceInfo
 from hubbub.errors import ProtocolError
-from hubbub.features.node import Node
+from hubbub.features.node import Node, error
 from hubbub.features.presence import released
 from hubbub.features.typing_indicators import stop_typing
 from hubbub.ids import RoomId, UserId, room_id
@@ -50,6 +50,20 @@ async def handle_join(node: Node, s: Session, frame: JoinRoom) -> Effects:
         raise ProtocolError(ErrorCode.FORBIDDEN, f"you may not join room {room!r}")
     if room not in s.rooms and len(s.rooms) >= node.limits.max_rooms:
         raise _room_limit(node)
+    key = (room, uid)
+    node.joining[key] += 1
+    try:
+        return await _join(node, s, frame, room, uid)
+    finally:
+        node.joining[key] -= 1
+        if not node.joining[key]:
+            del node.joining[key]
+
+
+async def _join(node: Node, s: Session, frame: JoinRoom, room: RoomId,
+                uid: UserId) -> Effects:
+    assert s.identity is not None
+    ident = s.identity
     since = frame.payload.since
     # Cluster-wide first: is the user new to the room (announce it once), who is there.
     newly = False
@@ -77,13 +91,7 @@ async def handle_join(node: Node, s: Session, frame: JoinRoom) -> Effects:
             break
     if s.closing or s.conn not in node.sessions or (
             room not in s.rooms and len(s.rooms) >= node.limits.max_rooms):
-        if not node.rooms.conns(room):
-            node.fanout.room_closed(room)
-        if not node.rooms.is_member(room, uid):  # undo the directory entry, quietly
-            await node.directory.remove_member(room, uid)
-        if s.closing or s.conn not in node.sessions:
-            return []
-        raise _room_limit(node)  # other joins of this connection won the race
+        return await _join_failed(node, s, frame, room, uid, newly)
     node.fanout.room_position(room, ack.last_seq, s.conn)
     effects: Effects = [Reply(s.conn, "ack", ack, frame.id)]
     if room not in s.rooms:
@@ -96,6 +104,33 @@ async def handle_join(node: Node, s: Session, frame: JoinRoom) -> Effects:
                 status=p.status if p else "online"),  # type: ignore[arg-type]
                 exclude_user=uid))
     return effects
+
+
+async def _join_failed(node: Node, s: Session, frame: JoinRoom, room: RoomId, uid: UserId,
+                       newly: bool) -> Effects:
+    """The connection closed, or its other joins took its last room, while this one
+    waited. If no connection of the user holds the room here and no other join is under
+    way, the membership goes: quietly if this join made it (it was never announced),
+    else as a leave, which a release deferred for this join (`Node.joining`) still owes."""
+    assert s.identity is not None
+    effects: Effects = []
+    if not node.rooms.conns(room):
+        node.fanout.room_closed(room)
+    if not node.rooms.is_member(room, uid) and node.joining[room, uid] == 1:
+        if newly:
+            await node.directory.remove_member(room, uid)
+        else:
+            node.joining[room, uid] -= 1  # not ours to hold back any more
+            try:
+                effects = await released(node, uid, s.identity.username, [room], None)
+            finally:
+                node.joining[room, uid] += 1
+    if s.closing or s.conn not in node.sessions:
+        return effects
+    if not effects:
+        raise _room_limit(node)  # other joins of this connection won the race
+    node.metrics.errors[ErrorCode.FORBIDDEN] += 1
+    return effects + error(s.conn, _room_limit(node), frame.id)
 
 
 async def leave(node: Node, s: Session, room: RoomId) -> Effects:

@@ -1,9 +1,25 @@
 """`join_room` / `leave_room` (PROTOCOL §Client → server types)."""
 
+import asyncio
+from typing import Any
+
 from hubbub.core.effects import Reply
+from hubbub.core.session import Session
+from hubbub.features.dispatch import handle_frame
 from hubbub.features.node import Node
 from hubbub.ids import RoomId, UserId
-from tests.support.node import asend, connect, error_code, payload, replies
+from tests.support.clock import FakeClock
+from tests.support.node import (
+    advance,
+    asend,
+    connect,
+    disconnect,
+    error_code,
+    frame,
+    payload,
+    replies,
+    status_of,
+)
 from tests.unit.features.conftest import MakeNode
 from tests.unit.features.helpers import inbox, join, received
 
@@ -177,3 +193,74 @@ async def test_a_user_leaving_a_room_is_not_told_about_it_by_another_room(node: 
     await join(node, bob, "r2")
     effects = await asend(node, ann, "leave_room", {"roomId": "r1"})
     assert inbox(node, effects, bob) == []
+
+
+# ---- a join under way while the user's membership would be released ------------------------
+
+def _hold_position_reads(node: Node) -> "asyncio.Future[None]":
+    """The store's next position read waits until the returned future is set."""
+    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    real = node.store.last_seq
+
+    async def held(room: str) -> int:
+        await gate
+        return await real(room)
+
+    node.store.last_seq = held  # type: ignore[method-assign]
+    return gate
+
+
+async def _join_held(node: Node, s: Session,
+                     room: str) -> "tuple[asyncio.Task[Any], asyncio.Future[None]]":
+    gate = _hold_position_reads(node)
+    result = handle_frame(node, s, frame("join_room", {"roomId": room}, "held"))
+    assert not isinstance(result, list)
+    task = asyncio.ensure_future(result)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not task.done()
+    return task, gate
+
+
+async def test_a_rejoin_under_way_when_the_lingering_membership_ends_keeps_the_user_in(
+        node: Node, clock: FakeClock) -> None:
+    """A phone reconnects right at the end of the grace: its join waits on the store while
+    the old connection's lingering membership runs out. The user must not end up in the
+    room here while the others were told they left."""
+    bob = connect(node, "bob")
+    await join(node, bob, "r1")
+    old = connect(node, "cy")
+    await join(node, old, "r1")
+    new = connect(node, "cy")
+    disconnect(node, old)  # cy lingers in r1: new has not joined it yet
+    task, gate = await _join_held(node, new, "r1")
+    told = advance(node, clock, node.presence.grace_ms + 1)
+    assert received(node, told, bob, "leave_room") == []
+    gate.set_result(None)
+    effects = await task
+    assert [e.type for e in effects if isinstance(e, Reply)] == ["ack"]
+    assert received(node, effects, bob, "join_room") == []  # cy never left, for bob
+    assert node.rooms.is_member(RoomId("r1"), UserId("cy"))
+    assert UserId("cy") in await node.directory.members(RoomId("r1"))
+    assert status_of(node, "cy") == "online"
+    assert not node.joining
+
+
+async def test_a_join_that_fails_after_a_held_release_tells_the_room_the_user_left(
+        node: Node, clock: FakeClock) -> None:
+    bob = connect(node, "bob")
+    await join(node, bob, "r1")
+    old = connect(node, "cy")
+    await join(node, old, "r1")
+    new = connect(node, "cy")
+    disconnect(node, old)
+    task, gate = await _join_held(node, new, "r1")
+    advance(node, clock, node.presence.grace_ms + 1)  # the release waits for the join
+    closed = disconnect(node, new)  # then the joining connection goes as well
+    gate.set_result(None)
+    effects = await task
+    assert [e.type for e in effects if isinstance(e, Reply)] == []
+    assert [p["userId"] for p in received(node, effects + closed, bob, "leave_room")] == ["cy"]
+    assert UserId("cy") not in await node.directory.members(RoomId("r1"))
+    assert not node.rooms.is_member(RoomId("r1"), UserId("cy"))
+    assert not node.joining
