@@ -59,6 +59,11 @@ class Throttle:
         skipped = self._skipped.pop(kind, 0)
         return f" ({skipped} more like it not logged)" if skipped else ""
 
+    def admit_exception(self) -> str | None:
+        """`admit` for the exception being handled (call in an `except`): one kind per
+        exception type, so a backend that is down does not hide a bug of another kind."""
+        return self.admit(f"internal:{type(sys.exc_info()[1]).__qualname__}")
+
 
 # One per process: the log is one stream, whichever module writes to it.
 failures = Throttle()

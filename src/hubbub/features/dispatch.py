@@ -6,7 +6,6 @@ that touch the store are coroutines; the others run synchronously so the common 
 """
 
 import logging
-import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from functools import partial
 from typing import Any
@@ -113,7 +112,7 @@ def _check_identity(s: Session, frame: Any) -> None:
 def _internal(node: Node, s: Session, fid: str | None) -> Effects:
     """A bug, or a backend that failed (called in an `except`): the frame still gets its
     one answer, `internal`. Logged with its traceback, once a while per exception type."""
-    suffix = logs.failures.admit(f"internal:{type(sys.exc_info()[1]).__qualname__}")
+    suffix = logs.failures.admit_exception()
     if suffix is not None:
         log.exception("internal error handling a frame on conn=%s%s", s.conn, suffix)
     return refused(node, s, ProtocolError(ErrorCode.INTERNAL, "internal error"), fid)

@@ -378,36 +378,23 @@ class Hub:
 
     def deliver_conns(self, ids: Iterable[ConnId], type_: str, frame: bytes,
                       exclude: UserId | None = None) -> None:
-        if type_ == "typing" and frame.endswith(framing.TYPING_TRUE):
-            self._deliver_typing(ids, frame, exclude)
-            return
-        n = 0
-        for cid in ids:
-            conn = self.conns.get(cid)
-            if conn is not None and (exclude is None or conn.user != exclude):
-                self.queue(conn, frame)
-                n += 1
-        self.node.metrics.frames_out[type_] += n
-
-    def _deliver_typing(self, ids: Iterable[ConnId], frame: bytes,
-                        exclude: UserId | None) -> None:
-        """`isTyping: true` is shed for a reader that is behind: the kernel did not take
-        all of what it was last written. The user's next refresh says it again, so
-        nothing is lost that matters, and the backlog is not made longer by it. A `false`
-        always goes, so no reader is left showing a typist who stopped
-        (docs/topics/backpressure.md)."""
+        # `isTyping: true` is shed for a reader that is behind: the kernel did not take all
+        # of what it was last written. The typist's next refresh says it again, and the
+        # backlog is not made longer by it. A `false` always goes, so no reader is left
+        # showing a typist who stopped (docs/topics/backpressure.md).
+        shed_if_behind = type_ == "typing" and frame.endswith(framing.TYPING_TRUE)
         n = shed = 0
         for cid in ids:
             conn = self.conns.get(cid)
             if conn is None or (exclude is not None and conn.user == exclude):
                 continue
-            if conn.transport.get_write_buffer_size():
+            if shed_if_behind and conn.transport.get_write_buffer_size():
                 shed += 1
                 continue
             self.queue(conn, frame)
             n += 1
         metrics = self.node.metrics
-        metrics.frames_out["typing"] += n
+        metrics.frames_out[type_] += n
         metrics.typing_shed += shed
 
     def deliver_user(self, user: UserId, type_: str, frame: bytes,

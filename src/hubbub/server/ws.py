@@ -9,7 +9,6 @@ pre-built frames straight to the socket), and the close handshake.
 import asyncio
 import ipaddress
 import logging
-import sys
 from collections import deque
 from collections.abc import Awaitable, Coroutine
 from time import monotonic
@@ -320,7 +319,7 @@ class Client(WSListener):
     def _internal_error(self) -> list[Effect]:
         """A bug below us (called from an `except`): log it, answer `internal`."""
         assert self.conn is not None
-        suffix = logs.failures.admit(f"internal:{type(sys.exc_info()[1]).__qualname__}")
+        suffix = logs.failures.admit_exception()
         if suffix is not None:
             log.exception("internal error conn=%s%s", self.conn.id, suffix)
         return error(self.conn.id, ProtocolError(ErrorCode.INTERNAL, "internal error"), None)
