@@ -5,6 +5,8 @@ and the users in a room on any node (the directory, for member lists and for ann
 a join or a leave exactly once, however many devices and nodes a user has).
 """
 
+from dataclasses import dataclass
+
 from hubbub.core.effects import Effects, Reply, ToRoom
 from hubbub.core.session import Session
 from hubbub.directory.base import PresenceInfo
@@ -53,15 +55,26 @@ async def handle_join(node: Node, s: Session, frame: JoinRoom) -> Effects:
     key = (room, uid)
     node.joining[key] += 1
     try:
-        return await _join(node, s, frame, room, uid)
+        joined = await _join(node, s, frame, room, uid)
     finally:
         node.joining[key] -= 1
         if not node.joining[key]:
             del node.joining[key]
+    if isinstance(joined, _Failed):
+        return await _join_failed(node, s, frame, room, uid, joined.newly)
+    return joined
+
+
+@dataclass(slots=True, frozen=True)
+class _Failed:
+    """A join that cannot take its place (`_join_failed`); `newly`: it added the user to
+    the room in the directory, and nobody was told."""
+
+    newly: bool
 
 
 async def _join(node: Node, s: Session, frame: JoinRoom, room: RoomId,
-                uid: UserId) -> Effects:
+                uid: UserId) -> "Effects | _Failed":
     assert s.identity is not None
     ident = s.identity
     since = frame.payload.since
@@ -91,7 +104,7 @@ async def _join(node: Node, s: Session, frame: JoinRoom, room: RoomId,
             break
     if s.closing or s.conn not in node.sessions or (
             room not in s.rooms and len(s.rooms) >= node.limits.max_rooms):
-        return await _join_failed(node, s, frame, room, uid, newly)
+        return _Failed(newly)
     node.fanout.room_position(room, ack.last_seq, s.conn)
     effects: Effects = [Reply(s.conn, "ack", ack, frame.id)]
     if room not in s.rooms:
@@ -116,15 +129,11 @@ async def _join_failed(node: Node, s: Session, frame: JoinRoom, room: RoomId, ui
     effects: Effects = []
     if not node.rooms.conns(room):
         node.fanout.room_closed(room)
-    if not node.rooms.is_member(room, uid) and node.joining[room, uid] == 1:
+    if not node.rooms.is_member(room, uid) and not node.joining[room, uid]:
         if newly:
             await node.directory.remove_member(room, uid)
         else:
-            node.joining[room, uid] -= 1  # not ours to hold back any more
-            try:
-                effects = await released(node, uid, s.identity.username, [room], None)
-            finally:
-                node.joining[room, uid] += 1
+            effects = await released(node, uid, s.identity.username, [room], None)
     if s.closing or s.conn not in node.sessions:
         return effects
     if not effects:
