@@ -309,6 +309,16 @@ async def test_removing_a_reaction_is_broadcast():
         assert not current["reactions"]
 
 
+async def test_a_reaction_whose_emoji_shows_as_nothing_is_a_bad_request():
+    async with (running_server() as server,
+                await member(server, "u1", "1") as u1):
+        m = await send_chat(u1, "nice")
+        for emoji in (" ", "\u200b", "\u200d"):
+            assert await error_code(u1, "reaction", {
+                "roomId": "1", "messageId": m["messageId"], "emoji": emoji,
+                "op": "add"}) == "bad_request", repr(emoji)
+
+
 async def test_a_reaction_to_a_deleted_message_is_a_conflict():
     async with running_server() as server, await member(server, "u1", "1") as u1:
         m = await send_chat(u1, "gone")

@@ -146,7 +146,7 @@ async def test_announcement_when_no_admin_token_is_configured_is_401():
 async def test_announcement_with_a_bad_body_is_400():
     async with running_server(admin_token=ADMIN) as server, await dev_client(server, "u1") as c:
         for body in ("not json", "[]", '{"text": "hi"}', '{"content": 5}', '{"content": ""}',
-                     '{"content": "   "}'):
+                     '{"content": "   "}', '{"content": "\\u200b\\ufeff"}'):
             status, _ = await _post(server, body, f"Bearer {ADMIN}")
             assert status == 400, body
         status, body = await _post(server, json.dumps({"content": "x" * 4001}), f"Bearer {ADMIN}")

@@ -23,8 +23,20 @@ class MessageRef:
     deleted: bool
 
 
+# What a reader cannot see: Unicode whitespace and the zero-width characters (space,
+# non-joiner, joiner, word joiner, BOM). A text made only of these shows as nothing.
+_BLANK = "".join(chr(c) for c in range(0x3001) if chr(c).isspace()) + \
+    "\u200b\u200c\u200d\u2060\ufeff"
+
+
+def is_blank(text: str) -> bool:
+    """Whether `text` shows as nothing (empty, whitespace, zero-width characters). Stripping
+    stops at the first visible character, so a real text costs a comparison or two."""
+    return not text.strip(_BLANK)
+
+
 def check_content(content: str, max_chars: int) -> str:
-    if not content.strip():
+    if is_blank(content):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "content must not be empty")
     if len(content) > max_chars:
         # PROTOCOL's error codes have `too_large`; an over-long frame closes with 1009.

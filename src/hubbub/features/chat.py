@@ -97,7 +97,7 @@ async def handle_delete(node: Node, s: Session, frame: MessageDelete) -> Effects
 async def handle_reaction(node: Node, s: Session, frame: Reaction) -> Effects:
     p = frame.payload
     room, ident = _member_room(s, p.room_id)
-    if not p.emoji.strip():
+    if rules.is_blank(p.emoji):
         raise ProtocolError(ErrorCode.BAD_REQUEST, "emoji must not be blank")
     event = await node.store.react(room, p.message_id, ident.user_id, p.emoji, p.op,
                                    node.clock.now_ms())

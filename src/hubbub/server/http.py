@@ -18,6 +18,7 @@ from prometheus_client.core import (
 
 from hubbub import logs
 from hubbub.core.identity import Identity
+from hubbub.core.messages import is_blank
 from hubbub.errors import CloseConnection, ProtocolError
 from hubbub.features.auth import verify_token
 from hubbub.features.chat import read_history
@@ -165,7 +166,7 @@ async def announcements(request: web.Request) -> web.Response:
     except (msgspec.MsgspecError, RecursionError, UnicodeError, ValueError):
         return web.json_response({"error": "bad_request", "message": 'send {"content": "..."}'},
                                  status=400)
-    if not content.strip():
+    if is_blank(content):
         return web.json_response({"error": "bad_request",
                                   "message": "content must not be blank"}, status=400)
     if len(content) > hub.node.settings.max_content:

@@ -44,6 +44,17 @@ def test_whitespace_only_content_is_a_bad_request() -> None:
     assert refused(check_content, " \n\t ", 100) == ErrorCode.BAD_REQUEST
 
 
+@pytest.mark.parametrize("invisible", ["\u200b", "\ufeff", " \u200d\u3000", "\u2060\n\u200c"])
+def test_content_of_only_zero_width_characters_is_a_bad_request(invisible: str) -> None:
+    assert refused(check_content, invisible, 100) == ErrorCode.BAD_REQUEST
+
+
+@pytest.mark.parametrize("text", ["a\u200b", "\u200bb", "\u200d\U0001f469\u200d"])
+def test_content_with_a_visible_character_among_zero_width_ones_is_kept_as_sent(
+        text: str) -> None:
+    assert check_content(text, 100) == text
+
+
 def test_content_of_exactly_the_maximum_length_is_accepted() -> None:
     assert check_content("x" * 10, 10) == "x" * 10
 
