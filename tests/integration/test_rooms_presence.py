@@ -1,5 +1,6 @@
 """Rooms and presence end to end (PROTOCOL §Client → server join/leave, §Presence)."""
 
+import asyncio
 import time
 
 from tests.integration.helpers import clients, dev_client
@@ -217,3 +218,39 @@ async def test_first_presence_frame_in_dev_mode_sets_the_initial_status():
             assert members(await u1.join("r"))["u1"] == "busy"
             event = await u2.expect("join_room", userId="u1")
             assert event["payload"]["username"] == "Ann"
+
+
+# ---- what the room hears while a join waits ------------------------------------------------
+
+
+async def test_a_joiner_hears_what_the_room_heard_while_its_join_waited():
+    """ann's join reads the members, then waits for its position (the store); meanwhile
+    bob joins and goes away. ann's ack lists the members as read before, and the events of
+    that wait follow it, so her view ends as the room is (DESIGN §5.8: snapshot + events)."""
+    async with running_server() as server, clients(server, "ann", "bob") as [ann, bob]:
+        store = server.node.store
+        loop = asyncio.get_running_loop()
+        reading, gate = loop.create_future(), loop.create_future()
+        real = store.last_seq
+
+        async def held_once(room: str) -> int:
+            store.last_seq = real
+            reading.set_result(None)
+            await gate
+            return await real(room)
+
+        store.last_seq = held_once
+        await ann.send("join_room", {"roomId": "r1"}, id="j")
+        await asyncio.wait_for(reading, 10)  # ann's join waits for its position now
+        await bob.join("r1")
+        assert (await bob.request("presence", {"status": "away"}, id="p"))["type"] == "ack"
+        gate.set_result(None)
+        ack = await ann.recv()
+        assert (ack["type"], ack["id"]) == ("ack", "j")
+        members = {m["userId"]: m["status"] for m in ack["payload"]["members"]}
+        assert "bob" not in members  # read before bob joined
+        joined = await ann.expect("join_room")
+        assert joined["payload"]["userId"] == "bob"
+        away = await ann.expect("presence")
+        assert (away["payload"]["userId"], away["payload"]["status"]) == ("bob", "away")
+        assert not server.node.prejoin

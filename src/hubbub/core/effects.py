@@ -109,5 +109,17 @@ class Forward:
     frame_id: str | None = None  # the frame's `id`: its answer is awaited (Fanout)
 
 
-Effect = Reply | ToRoom | ToRooms | ToUser | ToConns | ToAll | Close | LogCall | Later | Forward
+@dataclass(slots=True)
+class CatchUp:
+    """What was sent to a room while a connection's join waited (someone else's join,
+    leave or presence change), held back for it by the hub: it goes out right after the
+    join's ack, so that the ack's `members` and these events are the room as it is. The
+    items are the hub's own (encoded frames); the rules only pass them on."""
+
+    conn: ConnId
+    items: list[Any]
+
+
+Effect = (Reply | ToRoom | ToRooms | ToUser | ToConns | ToAll | Close | LogCall | Later
+          | Forward | CatchUp)
 Effects = list[Effect]

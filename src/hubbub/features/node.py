@@ -5,7 +5,7 @@ import itertools
 import secrets
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from hubbub.config import Settings
 from hubbub.core.calls import Calls
@@ -116,6 +116,9 @@ class Node:
     # is, the user's membership of that room is not released (`released`), or the join
     # would finish in a room the others were told the user left (docs/topics/presence.md).
     joining: Counter[tuple[RoomId, UserId]] = field(default_factory=Counter)
+    # Connections joining a room (not in it yet), each with what the hub held back for it:
+    # the room's join, leave and presence events sent while the join waited (core.effects.CatchUp).
+    prejoin: dict[RoomId, dict[ConnId, list[Any]]] = field(default_factory=dict)
     metrics: Metrics = field(default_factory=Metrics)
     # Set by the server once opened (hubbub.store.open_store); rules never reach past it.
     store: Store = field(init=False)

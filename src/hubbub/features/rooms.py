@@ -6,8 +6,9 @@ a join or a leave exactly once, however many devices and nodes a user has).
 """
 
 from dataclasses import dataclass
+from typing import Any
 
-from hubbub.core.effects import Effects, Reply, ToRoom
+from hubbub.core.effects import CatchUp, Effects, Reply, ToRoom
 from hubbub.core.session import Session
 from hubbub.directory.base import PresenceInfo
 from hubbub.errors import ProtocolError
@@ -54,14 +55,26 @@ async def handle_join(node: Node, s: Session, frame: JoinRoom) -> Effects:
         raise _room_limit(node)
     key = (room, uid)
     node.joining[key] += 1
+    held: list[Any] | None = None
+    if room not in s.rooms and s.conn not in node.prejoin.get(room, ()):
+        # The hub holds back what the room hears meanwhile (a second join of the same
+        # room from this connection, while this one waits, takes its fresh `members`).
+        held = node.prejoin.setdefault(room, {})[s.conn] = []
     try:
         joined = await _join(node, s, frame, room, uid)
     finally:
         node.joining[key] -= 1
         if not node.joining[key]:
             del node.joining[key]
+        if held is not None:
+            waiting = node.prejoin[room]
+            del waiting[s.conn]
+            if not waiting:
+                del node.prejoin[room]
     if isinstance(joined, _Failed):
         return await _join_failed(node, s, frame, room, uid, joined.newly)
+    if held:
+        joined.append(CatchUp(s.conn, held))
     return joined
 
 

@@ -18,6 +18,7 @@ import msgspec
 
 from hubbub import logs
 from hubbub.core.effects import (
+    CatchUp,
     Close,
     Effect,
     Forward,
@@ -163,6 +164,11 @@ _candidate_encoder = msgspec.json.Encoder()
 _LANE_DECODE_ERRORS = (msgspec.MsgspecError, RecursionError, UnicodeError, ValueError)
 
 
+# What a joining connection must not miss (`Hub._hold`): the room's membership and
+# presence. Persisted events are covered by the join's `lastSeq`; typing is ephemeral.
+_HELD_TYPES = frozenset(("join_room", "leave_room", "presence"))
+
+
 class Hub:
     def __init__(self, node: Node, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.node = node
@@ -224,6 +230,8 @@ class Hub:
             elif t is Forward:
                 if fan is not None:
                     fan.forward(e)  # type: ignore[arg-type]
+            elif t is CatchUp:
+                self._catch_up(e)  # type: ignore[arg-type]
             else:
                 self._broadcast(e, fan)
 
@@ -310,8 +318,30 @@ class Hub:
                 return
         self.deliver_room_now(room, type_, frame, exclude)
 
+    def _hold(self, room: RoomId, type_: str, frame: bytes, exclude: UserId | None) -> None:
+        """A join, leave or presence event of a room that connections are joining: each
+        of them gets it after its ack (core.effects.CatchUp), or it would miss it for good
+        (its `members` were read before, and it is not in the room yet)."""
+        waiting = self.node.prejoin.get(room)
+        if not waiting:
+            return
+        for conn_id, items in waiting.items():
+            conn = self.conns.get(conn_id)
+            if conn is not None and (exclude is None or conn.user != exclude):
+                items.append((type_, frame))
+
+    def _catch_up(self, e: CatchUp) -> None:
+        conn = self.conns.get(e.conn)
+        if conn is None:
+            return
+        for type_, frame in e.items:
+            self.node.metrics.frames_out[type_] += 1
+            self.queue(conn, frame)
+
     def deliver_room_now(self, room: RoomId, type_: str, frame: bytes,
                          exclude: UserId | None) -> None:
+        if type_ in _HELD_TYPES:
+            self._hold(room, type_, frame, exclude)
         if exclude is not None:  # not every member: each gets the frame on its own
             self.deliver_conns(self.node.rooms.conns(room), type_, frame, exclude)
             return
@@ -374,6 +404,8 @@ class Hub:
         ids: set[ConnId] = set()
         for room in rooms:
             ids |= self.node.rooms.conns(room)
+            if type_ in _HELD_TYPES:
+                self._hold(room, type_, frame, None)
         self.deliver_conns(ids, type_, frame)
 
     def deliver_conns(self, ids: Iterable[ConnId], type_: str, frame: bytes,

@@ -75,10 +75,10 @@ END_REASONS = {"hangup", "rejected", "timeout", "busy", "disconnected", "answere
 ANSWERS = ("ack", "error", "welcome", "pong")
 SDP = {"type": "offer", "sdp": "v=0"}
 MAX_CONNS = 6
-# Joins held by the store while other connections act. Off by default: they find the
-# join races docs/topics/presence.md names as open (a `join_room`, `leave_room` or
-# `presence` of someone else while the join waits is missed or told twice to the joiner;
-# and a join still held at the end keeps its user's membership, by design). The race
+# Joins held by the store while other connections act. Off by default: this machine
+# drives the rules only, while the events of the wait are held back by the hub
+# (core.effects.CatchUp, tested in tests/integration/test_rooms_presence.py), and a
+# member may be listed and then announced once more (docs/topics/presence.md). The race
 # where the joiner's own membership was released meanwhile is fixed and has its tests
 # (tests/unit/features/test_rooms.py).
 RACES = os.environ.get("HUBBUB_MODEL_RACES") == "1"
