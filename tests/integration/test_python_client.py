@@ -12,6 +12,7 @@ others talk, it connects through `Gate`, a TCP proxy the test can shut.
 """
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -591,6 +592,24 @@ def restartable(tmp_path: Path) -> Iterator[Callable[..., Restartable]]:
         server.reap()
 
 
+@contextlib.asynccontextmanager
+async def gated_pair(restartable: Callable[..., Restartable], make_client: ClientFactory,
+                     ) -> AsyncIterator[tuple[Restartable, Gate, Client, Client, Recorder,
+                                              Recorder]]:
+    """A started server; ann connected through a Gate (the link the tests cut), bob
+    directly; both in ROOM, each with a Recorder."""
+    server = restartable()
+    await server.start()
+    async with Gate(server.port) as gate:
+        ann = make_client(gate.ws, "ann")
+        bob = make_client(server.ws, "bob")
+        ann_rec, bob_rec = Recorder(ann), Recorder(bob)
+        for client in (ann, bob):
+            await client.connect()
+            await client.join_room(ROOM)
+        yield server, gate, ann, bob, ann_rec, bob_rec
+
+
 def rejoined(rec: Recorder) -> list[dict[str, Any]]:
     return rec.payloads("rejoined")
 
@@ -638,15 +657,8 @@ async def test_reconnects_by_itself_after_a_restart(
 
 async def test_chats_sent_while_away_are_delivered_once_in_seq_order(
         restartable: Callable[..., Restartable], make_client: ClientFactory) -> None:
-    server = restartable()
-    await server.start()
-    async with Gate(server.port) as gate:
-        ann = make_client(gate.ws, "ann")
-        bob = make_client(server.ws, "bob")
-        rec, bob_rec = Recorder(ann), Recorder(bob)
-        for client in (ann, bob):
-            await client.connect()
-            await client.join_room(ROOM)
+    async with gated_pair(restartable, make_client) as (server, gate, ann, bob, rec,
+                                                        bob_rec):
         await bob.send_chat_message(ROOM, "m0")
         await rec.until(lambda: len(rec.chats()) == 1)
 
@@ -735,15 +747,8 @@ async def test_a_handler_may_answer_replayed_events(
         restartable: Callable[..., Restartable], make_client: ClientFactory) -> None:
     # A network drop (the server stays up): while ann is away bob posts; when ann is back
     # her handler gets the missed chats from the rejoin and answers each with a request.
-    server = restartable()
-    await server.start()
-    async with Gate(server.port) as gate:
-        ann = make_client(gate.ws, "ann")
-        bob = make_client(server.ws, "bob")
-        ann_rec, bob_rec = Recorder(ann), Recorder(bob)
-        for client in (ann, bob):
-            await client.connect()
-            await client.join_room(ROOM)
+    async with gated_pair(restartable, make_client) as (_server, gate, ann, bob, ann_rec,
+                                                        bob_rec):
         answered: list[str] = []
 
         async def seen(event: Event) -> None:
@@ -878,15 +883,8 @@ async def test_a_chat_sent_just_before_a_kill_is_stored_once(
 
 async def test_a_chat_whose_ack_was_lost_is_stored_once(
         restartable: Callable[..., Restartable], make_client: ClientFactory) -> None:
-    server = restartable()
-    await server.start()
-    async with Gate(server.port) as gate:
-        ann = make_client(gate.ws, "ann")
-        bob = make_client(server.ws, "bob")
-        ann_rec, bob_rec = Recorder(ann), Recorder(bob)
-        for client in (ann, bob):
-            await client.connect()
-            await client.join_room(ROOM)
+    async with gated_pair(restartable, make_client) as (server, gate, ann, bob, ann_rec,
+                                                        bob_rec):
 
         gate.drop_replies = True  # the server gets ann's chat; ann never hears back
         sending = asyncio.ensure_future(ann.send_chat_message(ROOM, "lost ack",
@@ -1262,15 +1260,8 @@ async def test_a_dropped_connection_ends_its_calls_on_both_sides(
         restartable: Callable[..., Restartable], make_client: ClientFactory) -> None:
     # The server ends the call when ann's only connection drops, and tells bob. Ann's app,
     # offline then, would never hear of it: her client ends the call itself, visibly.
-    server = restartable()
-    await server.start()
-    async with Gate(server.port) as gate:
-        ann = make_client(gate.ws, "ann")
-        bob = make_client(server.ws, "bob")
-        ann_rec, bob_rec = Recorder(ann), Recorder(bob)
-        for client in (ann, bob):
-            await client.connect()
-            await client.join_room(ROOM)
+    async with gated_pair(restartable, make_client) as (_server, gate, ann, bob, ann_rec,
+                                                        bob_rec):
         call_id = await ann.send_webrtc_offer("bob", OFFER)
         await bob_rec.until(lambda: bob_rec.of("webrtc"))
         await bob.send_webrtc_answer("ann", ANSWER, call_id)
@@ -1358,15 +1349,8 @@ async def test_a_call_that_only_rang_on_the_dropped_device_still_rings_on_the_ot
 
 async def test_calls_that_ended_normally_are_not_ended_again_by_a_drop(
         restartable: Callable[..., Restartable], make_client: ClientFactory) -> None:
-    server = restartable()
-    await server.start()
-    async with Gate(server.port) as gate:
-        ann = make_client(gate.ws, "ann")
-        bob = make_client(server.ws, "bob")
-        ann_rec, bob_rec = Recorder(ann), Recorder(bob)
-        for client in (ann, bob):
-            await client.connect()
-            await client.join_room(ROOM)
+    async with gated_pair(restartable, make_client) as (_server, gate, ann, bob, ann_rec,
+                                                        bob_rec):
         hung_up = await ann.send_webrtc_offer("bob", OFFER)
         await bob_rec.until(lambda: bob_rec.of("webrtc"))
         await bob.send_webrtc_answer("ann", ANSWER, hung_up)
