@@ -6,7 +6,8 @@ design: a transient auth error is retried, 1008 is final, oversized frames never
 the wire, re-joins keep their missed events, chats are paced, calls end on both sides.
 """
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -249,94 +250,96 @@ async def frame_at(client: RawClient, what: str, match: Callable[[dict[str, Any]
             raise AssertionError(f"no {what}; frames: {client.frames}") from None
 
 
-async def test_a_dropped_connection_ends_its_calls_on_both_sides(server: Hubbub,
-                                                                 browser: Browser) -> None:
-    async with Gate(server.port) as gate:
+@contextlib.asynccontextmanager
+async def page_behind_gate(server: Hubbub, browser: Browser,
+                           ) -> AsyncIterator[tuple[Gate, Any, RawClient, RawClient]]:
+    """Ann's page, connected through a Gate (the link the tests cut) and in ROOM; Bob,
+    and Ann's phone (another connection of hers, which keeps her side of a call alive),
+    as raw clients in ROOM."""
+    async with Gate(server.port) as gate, aiohttp.ClientSession() as http:
         page = await browser.harness_page("ann", server)
         await connect(page, gate.ws)
         await page.evaluate("r => harness.hub.joinRoom(r)", ROOM)
-        async with aiohttp.ClientSession() as http:
-            bob = await RawClient.connect(http, server.ws_url, "bob", ROOM)
-            # Ann's phone: another connection of hers, which keeps her side of a call alive.
-            phone = await RawClient.connect(http, server.ws_url, "ann", ROOM)
+        bob = await RawClient.connect(http, server.ws_url, "bob", ROOM)
+        phone = await RawClient.connect(http, server.ws_url, "ann", ROOM)
+        yield gate, page, bob, phone
 
-            async def ring() -> str:
-                call_id: str = await page.evaluate(
-                    "o => harness.hub.sendWebRTCOffer(undefined, 'bob', o)", OFFER)
-                await frame_at(bob, "offer", lambda f: f["type"] == "webrtc"
-                               and f["payload"]["callId"] == call_id)
-                return call_id
 
-            # A call that ended normally is forgotten: no call_end for it at the drop.
-            declined = await ring()
-            await bob.request("call_reject", {"callId": declined})
-            await until(page, "harness.of('call_reject').length === 1", "the call_reject")
-            call_id = await ring()
-            answer = await bob.request("webrtc", {"kind": "answer", "to": "ann",
-                                                  "callId": call_id, "sdp": ANSWER})
-            assert answer["payload"]["state"] == "active", answer
-            await until(page, "harness.of('webrtc').some(p => p.kind === 'answer')", "the answer")
+async def test_a_dropped_connection_ends_its_calls_on_both_sides(server: Hubbub,
+                                                                 browser: Browser) -> None:
+    async with page_behind_gate(server, browser) as (gate, page, bob, phone):
 
-            gate.shut()
-            await until(page, "harness.of('call_end').length === 1", "Ann's own call_end")
-            ends = await page.evaluate("harness.events.filter(m => m.type === 'call_end')")
-            assert ends == [{"type": "call_end", "local": True, "payload": {
-                "callId": call_id, "by": "ann", "reason": "disconnected"}}], ends
-            order = await page.evaluate("(i => harness.events.slice(i - 1, i + 2).map(m => m.type))"
-                                        "(harness.events.findIndex(m => m.type === 'call_end'))")
-            assert order == ["close", "call_end", "reconnecting"], order
+        async def ring() -> str:
+            call_id: str = await page.evaluate(
+                "o => harness.hub.sendWebRTCOffer(undefined, 'bob', o)", OFFER)
+            await frame_at(bob, "offer", lambda f: f["type"] == "webrtc"
+                           and f["payload"]["callId"] == call_id)
+            return call_id
 
-            # Her phone kept the call alive on the server; the reconnect ends it for Bob.
-            gate.open = True
-            await until(page, "harness.of('reconnect').length === 1", "Ann to reconnect")
-            end = await frame_at(bob, "call_end", lambda f: f["type"] == "call_end"
-                                 and f["payload"]["callId"] == call_id)
-            assert end["payload"] == {"callId": call_id, "by": "ann", "reason": "disconnected"}
+        # A call that ended normally is forgotten: no call_end for it at the drop.
+        declined = await ring()
+        await bob.request("call_reject", {"callId": declined})
+        await until(page, "harness.of('call_reject').length === 1", "the call_reject")
+        call_id = await ring()
+        answer = await bob.request("webrtc", {"kind": "answer", "to": "ann",
+                                              "callId": call_id, "sdp": ANSWER})
+        assert answer["payload"]["state"] == "active", answer
+        await until(page, "harness.of('webrtc').some(p => p.kind === 'answer')", "the answer")
 
-            # Without the phone the server ends the call itself; Ann's call_end after the
-            # reconnect is then refused, quietly.
-            await phone.ws.close()
-            call_id = await ring()
-            await bob.request("webrtc", {"kind": "answer", "to": "ann", "callId": call_id,
-                                         "sdp": ANSWER})
-            gate.cut()
-            end = await frame_at(bob, "the server's call_end",
-                                 lambda f: f["type"] == "call_end"
-                                 and f["payload"]["callId"] == call_id)
-            assert end["payload"]["reason"] == "disconnected", end
-            await until(page, "harness.of('reconnect').length === 2", "the second reconnect")
-            await until(page, "harness.of('call_end').length === 2", "Ann's second call_end")
-            # Answered in order: Ann's call_end was answered before this history page is.
-            await page.evaluate("r => harness.hub.history(r, {limit: 1})", ROOM)
-            await bob.ws.close()
+        gate.shut()
+        await until(page, "harness.of('call_end').length === 1", "Ann's own call_end")
+        ends = await page.evaluate("harness.events.filter(m => m.type === 'call_end')")
+        assert ends == [{"type": "call_end", "local": True, "payload": {
+            "callId": call_id, "by": "ann", "reason": "disconnected"}}], ends
+        order = await page.evaluate("(i => harness.events.slice(i - 1, i + 2).map(m => m.type))"
+                                    "(harness.events.findIndex(m => m.type === 'call_end'))")
+        assert order == ["close", "call_end", "reconnecting"], order
+
+        # Her phone kept the call alive on the server; the reconnect ends it for Bob.
+        gate.open = True
+        await until(page, "harness.of('reconnect').length === 1", "Ann to reconnect")
+        end = await frame_at(bob, "call_end", lambda f: f["type"] == "call_end"
+                             and f["payload"]["callId"] == call_id)
+        assert end["payload"] == {"callId": call_id, "by": "ann", "reason": "disconnected"}
+
+        # Without the phone the server ends the call itself; Ann's call_end after the
+        # reconnect is then refused, quietly.
+        await phone.ws.close()
+        call_id = await ring()
+        await bob.request("webrtc", {"kind": "answer", "to": "ann", "callId": call_id,
+                                     "sdp": ANSWER})
+        gate.cut()
+        end = await frame_at(bob, "the server's call_end",
+                             lambda f: f["type"] == "call_end"
+                             and f["payload"]["callId"] == call_id)
+        assert end["payload"]["reason"] == "disconnected", end
+        await until(page, "harness.of('reconnect').length === 2", "the second reconnect")
+        await until(page, "harness.of('call_end').length === 2", "Ann's second call_end")
+        # Answered in order: Ann's call_end was answered before this history page is.
+        await page.evaluate("r => harness.hub.history(r, {limit: 1})", ROOM)
+        await bob.ws.close()
         assert await page.evaluate("harness.of('error')") == []
 
 
 async def test_a_call_that_only_rang_on_the_dropped_page_still_rings_on_the_others(
         server: Hubbub, browser: Browser) -> None:
-    async with Gate(server.port) as gate:
-        page = await browser.harness_page("ann", server)
-        await connect(page, gate.ws)
-        await page.evaluate("r => harness.hub.joinRoom(r)", ROOM)
-        async with aiohttp.ClientSession() as http:
-            bob = await RawClient.connect(http, server.ws_url, "bob", ROOM)
-            phone = await RawClient.connect(http, server.ws_url, "ann", ROOM)
-            offer = await bob.request("webrtc", {"kind": "offer", "to": "ann", "sdp": OFFER})
-            call_id = offer["payload"]["callId"]
-            await until(page, "harness.of('webrtc').length === 1", "the offer on the page")
-            await frame_at(phone, "the offer on the phone", lambda f: f["type"] == "webrtc")
+    async with page_behind_gate(server, browser) as (gate, page, bob, phone):
+        offer = await bob.request("webrtc", {"kind": "offer", "to": "ann", "sdp": OFFER})
+        call_id = offer["payload"]["callId"]
+        await until(page, "harness.of('webrtc').length === 1", "the offer on the page")
+        await frame_at(phone, "the offer on the phone", lambda f: f["type"] == "webrtc")
 
-            gate.cut()  # the page stops ringing ...
-            await until(page, "harness.of('call_end').length === 1", "the page's call_end")
-            await until(page, "harness.of('reconnect').length === 1", "the reconnect")
-            await page.evaluate("r => harness.hub.history(r, {limit: 1})", ROOM)
-            # ... but does not hang up a call it never answered: the phone still can.
-            answer = await phone.request("webrtc", {"kind": "answer", "to": "bob",
-                                                    "callId": call_id, "sdp": ANSWER})
-            assert answer["payload"]["state"] == "active", answer
-            assert not [f for f in bob.frames if f["type"] == "call_end"]
-            await bob.ws.close()
-            await phone.ws.close()
+        gate.cut()  # the page stops ringing ...
+        await until(page, "harness.of('call_end').length === 1", "the page's call_end")
+        await until(page, "harness.of('reconnect').length === 1", "the reconnect")
+        await page.evaluate("r => harness.hub.history(r, {limit: 1})", ROOM)
+        # ... but does not hang up a call it never answered: the phone still can.
+        answer = await phone.request("webrtc", {"kind": "answer", "to": "bob",
+                                                "callId": call_id, "sdp": ANSWER})
+        assert answer["payload"]["state"] == "active", answer
+        assert not [f for f in bob.frames if f["type"] == "call_end"]
+        await bob.ws.close()
+        await phone.ws.close()
 
 
 async def test_disconnect_cancels_every_pending_promise(server: Hubbub,
