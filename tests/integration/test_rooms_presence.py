@@ -254,3 +254,37 @@ async def test_a_joiner_hears_what_the_room_heard_while_its_join_waited():
         away = await ann.expect("presence")
         assert (away["payload"]["userId"], away["payload"]["status"]) == ("bob", "away")
         assert not server.node.prejoin
+
+
+async def test_a_member_listed_in_the_ack_is_not_announced_to_the_joiner_again():
+    """bob's join has put him in the directory and waits for its position; ann's join
+    reads the members (bob among them) and waits in turn. bob's join completes first, and
+    its `join_room` reaches the room while ann's waits: her ack lists bob already, so the
+    held `join_room` says nothing new and is not sent. The next thing she hears is cy."""
+    async with running_server() as server, clients(server, "ann", "bob", "cy") as [ann, bob, cy]:
+        store = server.node.store
+        loop = asyncio.get_running_loop()
+        real = store.last_seq
+        gates: asyncio.Queue[asyncio.Future[None]] = asyncio.Queue()
+
+        async def held(room: str) -> int:
+            gates.put_nowait(gate := loop.create_future())
+            await gate
+            return await real(room)
+
+        store.last_seq = held
+        await bob.send("join_room", {"roomId": "r1"}, id="jb")
+        bobs = await asyncio.wait_for(gates.get(), 10)  # bob's join waits for its position
+        await ann.send("join_room", {"roomId": "r1"}, id="ja")
+        anns = await asyncio.wait_for(gates.get(), 10)  # and ann's, the members read
+        store.last_seq = real
+        bobs.set_result(None)
+        assert (await bob.expect("ack"))["id"] == "jb"
+        anns.set_result(None)
+        ack = await ann.expect("ack")
+        assert ack["id"] == "ja"
+        assert "bob" in {m["userId"] for m in ack["payload"]["members"]}
+        await cy.join("r1")
+        event = await ann.recv()
+        assert (event["type"], event["payload"]["userId"]) == ("join_room", "cy")
+        assert not server.node.prejoin

@@ -114,10 +114,12 @@ class CatchUp:
     """What was sent to a room while a connection's join waited (someone else's join,
     leave or presence change), held back for it by the hub: it goes out right after the
     join's ack, so that the ack's `members` and these events are the room as it is. The
-    items are the hub's own (encoded frames); the rules only pass them on."""
+    items are the hub's own (encoded frames); the rules only pass them on. `members`: the
+    users the ack listed, so that a join or leave the list already shows is not sent again."""
 
     conn: ConnId
     items: list[Any]
+    members: frozenset[str]
 
 
 Effect = (Reply | ToRoom | ToRooms | ToUser | ToConns | ToAll | Close | LogCall | Later

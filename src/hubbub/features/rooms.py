@@ -74,7 +74,9 @@ async def handle_join(node: Node, s: Session, frame: JoinRoom) -> Effects:
     if isinstance(joined, _Failed):
         return await _join_failed(node, s, frame, room, uid, joined.newly)
     if held:
-        joined.append(CatchUp(s.conn, held))
+        ack = joined[0]
+        assert isinstance(ack, Reply) and isinstance(ack.payload, JoinAck)
+        joined.append(CatchUp(s.conn, held, frozenset(m.user_id for m in ack.payload.members)))
     return joined
 
 

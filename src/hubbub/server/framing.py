@@ -15,6 +15,12 @@ def text_frame(payload: bytes) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, n) + payload
 
 
+def text_payload(frame: bytes) -> bytes:
+    """The payload of a frame `text_frame` built."""
+    n = frame[1]
+    return frame[2 if n < 126 else 4 if n == 126 else 10:]
+
+
 def control_frame(opcode: int, payload: bytes = b"") -> bytes:
     return bytes((0x80 | opcode, len(payload[:125]))) + payload[:125]
 

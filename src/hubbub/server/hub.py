@@ -167,6 +167,38 @@ _LANE_DECODE_ERRORS = (msgspec.MsgspecError, RecursionError, UnicodeError, Value
 # What a joining connection must not miss (`Hub._hold`): the room's membership and
 # presence. Persisted events are covered by the join's `lastSeq`; typing is ephemeral.
 _HELD_TYPES = frozenset(("join_room", "leave_room", "presence"))
+_MEMBERSHIP = frozenset(("join_room", "leave_room"))
+
+
+class _Subject(msgspec.Struct, rename="camel"):
+    user_id: str
+
+
+class _HeldEvent(msgspec.Struct):
+    payload: _Subject
+
+
+_held_decoder = msgspec.json.Decoder(_HeldEvent)
+
+
+def news(listed: frozenset[str], held: list[tuple[str, bytes, str | None]]
+         ) -> list[tuple[str, bytes]]:
+    """The held events a joiner still needs after an ack that listed `listed`: a member
+    whose join completed after the list was read is in it and announced as well, and one
+    whose leave did is in neither; such a `join_room` or `leave_room` says nothing new."""
+    present: set[str | None] = set(listed)
+    out = []
+    for type_, frame, subject in held:
+        if type_ == "join_room":
+            if subject in present:
+                continue
+            present.add(subject)
+        elif type_ == "leave_room":
+            if subject not in present:
+                continue
+            present.discard(subject)
+        out.append((type_, frame))
+    return out
 
 
 class Hub:
@@ -325,16 +357,18 @@ class Hub:
         waiting = self.node.prejoin.get(room)
         if not waiting:
             return
+        subject = (_held_decoder.decode(framing.text_payload(frame)).payload.user_id
+                   if type_ in _MEMBERSHIP else None)
         for conn_id, items in waiting.items():
             conn = self.conns.get(conn_id)
             if conn is not None and (exclude is None or conn.user != exclude):
-                items.append((type_, frame))
+                items.append((type_, frame, subject))
 
     def _catch_up(self, e: CatchUp) -> None:
         conn = self.conns.get(e.conn)
         if conn is None:
             return
-        for type_, frame in e.items:
+        for type_, frame in news(e.members, e.items):
             self.node.metrics.frames_out[type_] += 1
             self.queue(conn, frame)
 

@@ -77,8 +77,8 @@ SDP = {"type": "offer", "sdp": "v=0"}
 MAX_CONNS = 6
 # Joins held by the store while other connections act. Off by default: this machine
 # drives the rules only, while the events of the wait are held back by the hub
-# (core.effects.CatchUp, tested in tests/integration/test_rooms_presence.py), and a
-# member may be listed and then announced once more (docs/topics/presence.md). The race
+# (core.effects.CatchUp, tested in tests/integration/test_rooms_presence.py and
+# tests/unit/server/test_catch_up.py), which this machine does not model. The race
 # where the joiner's own membership was released meanwhile is fixed and has its tests
 # (tests/unit/features/test_rooms.py).
 RACES = os.environ.get("HUBBUB_MODEL_RACES") == "1"
