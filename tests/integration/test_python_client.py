@@ -89,6 +89,13 @@ async def make_client() -> AsyncIterator[ClientFactory]:
         await client.disconnect()
 
 
+async def in_room(*clients: Client, room: str = ROOM) -> None:
+    """Connect each client and join `room`, in order."""
+    for client in clients:
+        await client.connect()
+        await client.join_room(room)
+
+
 async def eventually(predicate: Callable[[], object], timeout: float = WAIT) -> None:
     """For state no handler reports (lists a handler fills, the server's sessions)."""
     async with asyncio.timeout(timeout):
@@ -224,9 +231,7 @@ async def test_webrtc_signaling_between_two_clients(make_client: ClientFactory) 
         ann = make_client(ws_url(server), "ann")
         bob = make_client(ws_url(server), "bob")
         ann_rec = Recorder(ann)
-        for client in (ann, bob):
-            await client.connect()
-            await client.join_room("call-room")
+        await in_room(ann, bob, room="call-room")
         bob_signals: list[f.WebRTCEvent] = []
         bob_ends: list[f.CallEndEvent] = []
 
@@ -299,9 +304,7 @@ async def test_on_and_off(make_client: ClientFactory) -> None:
     async with running_server() as server:
         ann = make_client(ws_url(server), "ann")
         bob = make_client(ws_url(server), "bob")
-        for client in (ann, bob):
-            await client.connect()
-            await client.join_room(ROOM)
+        await in_room(ann, bob)
         seen_sync: list[str] = []
         seen_async: list[str] = []
 
@@ -333,9 +336,7 @@ async def test_an_async_handler_may_await_requests(make_client: ClientFactory) -
         ann = make_client(ws_url(server), "ann")
         bot = make_client(ws_url(server), "bot")
         rec = Recorder(ann)
-        for client in (ann, bot):
-            await client.connect()
-            await client.join_room(ROOM)
+        await in_room(ann, bot)
 
         async def echo(event: Event) -> None:
             chat = event.payload
@@ -357,9 +358,7 @@ async def test_next_event_filters_and_buffers_from_its_first_call(
     async with running_server() as server:
         ann = make_client(ws_url(server), "ann")
         bob = make_client(ws_url(server), "bob")
-        for client in (ann, bob):
-            await client.connect()
-            await client.join_room(ROOM)
+        await in_room(ann, bob)
         with pytest.raises(TimeoutError):
             await bob.next_event("chat", timeout=0.05)  # nothing yet; the queue now exists
         await ann.send_typing_indicator(ROOM, True)
@@ -378,9 +377,7 @@ async def test_a_handler_that_raises_does_not_break_the_client(
     async with running_server() as server:
         ann = make_client(ws_url(server), "ann")
         bob = make_client(ws_url(server), "bob")
-        for client in (ann, bob):
-            await client.connect()
-            await client.join_room(ROOM)
+        await in_room(ann, bob)
         got: list[str] = []
 
         def broken(event: Event) -> None:
@@ -460,9 +457,7 @@ async def test_disconnect_from_a_handler(make_client: ClientFactory) -> None:
         ann = make_client(ws_url(server), "ann")
         bob = make_client(ws_url(server), "bob")
         rec = Recorder(bob)
-        for client in (ann, bob):
-            await client.connect()
-            await client.join_room(ROOM)
+        await in_room(ann, bob)
 
         async def on_chat(event: Event) -> None:
             if event.payload.content == "/quit":
@@ -604,9 +599,7 @@ async def gated_pair(restartable: Callable[..., Restartable], make_client: Clien
         ann = make_client(gate.ws, "ann")
         bob = make_client(server.ws, "bob")
         ann_rec, bob_rec = Recorder(ann), Recorder(bob)
-        for client in (ann, bob):
-            await client.connect()
-            await client.join_room(ROOM)
+        await in_room(ann, bob)
         yield server, gate, ann, bob, ann_rec, bob_rec
 
 
@@ -779,9 +772,7 @@ async def test_chats_sent_while_disconnected_are_delivered_once_after_the_reconn
     ann = make_client(server.ws, "ann")
     bob = make_client(server.ws, "bob")
     ann_rec, bob_rec = Recorder(ann), Recorder(bob)
-    for client in (ann, bob):
-        await client.connect()
-        await client.join_room(ROOM)
+    await in_room(ann, bob)
 
     server.kill()
     await ann_rec.until(lambda: ann_rec.of("close"))
@@ -1014,9 +1005,7 @@ async def test_more_missed_than_the_recovery_limit_falls_back_to_history(
         ann = make_client(gate.ws, "ann")
         bob = make_client(server.ws, "bob")
         rec, bob_rec = Recorder(ann), Recorder(bob)
-        for client in (ann, bob):
-            await client.connect()
-            await client.join_room(ROOM)
+        await in_room(ann, bob)
         await bob.send_chat_message(ROOM, "seen")
         await rec.until(lambda: rec.chats())
 
@@ -1194,9 +1183,7 @@ async def test_a_rejoin_answered_after_the_request_timeout_loses_nothing(
         ann = make_client(gate.ws, "ann", request_timeout=2.0)
         bob = make_client(server.ws, "bob")
         rec = Recorder(ann)
-        for client in (ann, bob):
-            await client.connect()
-            await client.join_room(ROOM)
+        await in_room(ann, bob)
         await bob.send_chat_message(ROOM, "seen")
         await rec.until(lambda: rec.chats())
         gate.shut()
@@ -1232,9 +1219,7 @@ async def test_an_open_handler_that_joins_a_room_loses_none_of_its_missed_events
         async def join_on_open(event: Event) -> None:
             joined.append(await ann.join_room(ROOM))
 
-        for client in (ann, bob):
-            await client.connect()
-            await client.join_room(ROOM)
+        await in_room(ann, bob)
         ann.on("open", join_on_open)
         await bob.send_chat_message(ROOM, "seen")
         await rec.until(lambda: rec.chats())
@@ -1299,9 +1284,7 @@ async def test_after_the_drop_the_call_is_ended_even_if_another_device_kept_it(
         ann_tablet = make_client(server.ws, "ann")
         bob = make_client(server.ws, "bob")
         ann_rec, bob_rec = Recorder(ann), Recorder(bob)
-        for client in (ann, ann_tablet, bob):
-            await client.connect()
-            await client.join_room(ROOM)
+        await in_room(ann, ann_tablet, bob)
         call_id = await ann.send_webrtc_offer("bob", OFFER)
         await bob_rec.until(lambda: bob_rec.of("webrtc"))
         await bob.send_webrtc_answer("ann", ANSWER, call_id)
@@ -1327,9 +1310,7 @@ async def test_a_call_that_only_rang_on_the_dropped_device_still_rings_on_the_ot
         bob_phone = make_client(gate.ws, "bob")
         bob_laptop = make_client(server.ws, "bob")
         ann_rec, phone_rec, laptop_rec = Recorder(ann), Recorder(bob_phone), Recorder(bob_laptop)
-        for client in (ann, bob_phone, bob_laptop):
-            await client.connect()
-            await client.join_room(ROOM)
+        await in_room(ann, bob_phone, bob_laptop)
         call_id = await ann.send_webrtc_offer("bob", OFFER)
         await phone_rec.until(lambda: phone_rec.of("webrtc"))
         await laptop_rec.until(lambda: laptop_rec.of("webrtc"))
