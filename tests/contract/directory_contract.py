@@ -1,5 +1,5 @@
-"""The contract suite of `hubbub.directory.base.Directory` (presence and membership across
-nodes; calls are not covered here yet), written against the abstract contract.
+"""The contract suite of `hubbub.directory.base.Directory` (presence, membership
+and calls across nodes), written against the abstract contract.
 
 Every backend runs exactly these tests (DESIGN §5.4). A backend's test module provides one
 fixture, `backend`, returning a `DirectoryBackend`: how to make the directory of one more
@@ -16,12 +16,12 @@ passing later values, so a dead node is reaped without anybody sleeping (DESIGN 
 """
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import pytest
 
-from hubbub.directory.base import CallInfo, Departure, Directory, PresenceInfo
+from hubbub.directory.base import CallInfo, Departure, Directory, PresenceInfo, Restore
 from hubbub.ids import RoomId, UserId
 
 T0 = 1_700_000_000_000
@@ -34,10 +34,12 @@ R1, R2, R3 = RoomId("r1"), RoomId("r2"), RoomId("r3")
 @dataclass
 class DirectoryBackend:
     """`make(node_id, node_ttl_ms)` returns the unstarted directory of one more node, on the
-    state every directory made by this backend shares."""
+    state every directory made by this backend shares; `forget_all()` empties that state,
+    as a Redis restarted without persistence comes back."""
 
     name: str
     make: Callable[[str, int], Directory]
+    forget_all: Callable[[], Awaitable[None]]
 
 
 @dataclass
@@ -67,6 +69,11 @@ def left(d: Departure) -> list[RoomId]:
 
 async def status(directory: Directory, user: UserId) -> PresenceInfo | None:
     return (await directory.presence([user])).get(user)
+
+
+async def call_id_of(directory: Directory, user: UserId) -> str | None:
+    info = await directory.call_of(user)
+    return None if info is None else info.call_id
 
 
 class DirectoryContract:
@@ -495,3 +502,105 @@ class DirectoryContract:
         assert sorted([c.call_id for c in first + second]) == ["c1"]
         assert await nodes.b.call_of(U1) is None
         assert await nodes.b.call_of(U3) is not None  # b is alive: its call stays
+
+    # ---- calls written back to a directory that forgot them (ADR 0100) ------------------
+    @staticmethod
+    def live(call_id: str, caller: UserId, callee: UserId, home: Directory,
+             answered_at: int | None = None) -> CallInfo:
+        """A call as its home holds it: what `restore_call` is given."""
+        return CallInfo(call_id, caller, callee, 7, home.node_id,
+                        state="ringing" if answered_at is None else "active",
+                        started_at=T0 + 10, room="r1", answered_at=answered_at)
+
+    async def test_a_written_back_call_is_as_its_claim_and_answer_wrote_it(
+            self, backend: DirectoryBackend, nodes: Nodes) -> None:
+        await nodes.a.claim_call(CallInfo("c1", U1, U2, 7, nodes.a.node_id,
+                                          started_at=T0 + 10, room="r1"))
+        await nodes.a.set_call_state("c1", "active", T0 + 20)
+        claimed = await nodes.b.call_info("c1")
+        await backend.forget_all()
+        assert await nodes.a.heartbeat(T0 + 30) is True
+        assert await nodes.b.call_of(U1) is None  # forgotten: U1 could be called again
+        live = self.live("c1", U1, U2, nodes.a, answered_at=T0 + 20)
+        assert await nodes.a.restore_call(live) == Restore("restored")
+        assert await nodes.a.restore_call(live) == Restore("restored")  # idempotent
+        assert await nodes.b.call_info("c1") == claimed
+        assert await nodes.b.call_of(U1) == await nodes.c.call_of(U2) == claimed
+        busy = await nodes.b.claim_call(self.call("c2", U3, U1, nodes.b))
+        assert (busy.outcome, busy.other) == ("callee_busy", claimed)
+
+    async def test_a_written_back_ringing_call_has_no_answer_time(self, nodes: Nodes) -> None:
+        await nodes.a.restore_call(self.live("c1", U1, U2, nodes.a))
+        info = await nodes.b.call_info("c1")
+        assert info is not None and (info.state, info.answered_at) == ("ringing", None)
+        await nodes.a.set_call_state("c1", "active", T0 + 20)  # answered later, as usual
+        info = await nodes.b.call_info("c1")
+        assert info is not None and (info.state, info.answered_at) == ("active", T0 + 20)
+
+    async def test_a_written_back_call_is_held_by_its_home_and_reaped_with_it(
+            self, backend: DirectoryBackend, nodes: Nodes) -> None:
+        await nodes.a.claim_call(self.live("c1", U1, U2, nodes.a))
+        await backend.forget_all()
+        await nodes.heartbeat(T0 + 1)
+        await nodes.a.restore_call(self.live("c1", U1, U2, nodes.a))
+        now = T0 + 1 + TTL + 1
+        await nodes.heartbeat(now, nodes.b, nodes.c)  # a stopped
+        reaped = await nodes.b.reap_calls(now)
+        assert [(c.call_id, c.home_seen) for c in reaped] == [("c1", T0 + 1)]
+        assert await nodes.c.call_of(U1) is None and await nodes.c.call_of(U2) is None
+
+    async def test_writing_back_keeps_a_partys_newer_call_and_fills_them_in_once_it_ends(
+            self, backend: DirectoryBackend, nodes: Nodes) -> None:
+        await nodes.a.claim_call(self.live("c1", U1, U2, nodes.a))
+        await backend.forget_all()
+        await nodes.heartbeat(T0 + 1)
+        # Before a writes it back, U3 calls U1 through b: the directory knew no call of U1.
+        newer = self.call("c2", U3, U1, nodes.b)
+        assert (await nodes.b.claim_call(newer)).outcome == "ok"
+        live = self.live("c1", U1, U2, nodes.a)
+        assert await nodes.a.restore_call(live) == Restore("restored", (U1,))
+        assert await nodes.c.call_of(U1) == newer  # kept
+        assert await call_id_of(nodes.c, U2) == "c1"
+        await nodes.b.release_call("c2")
+        assert await nodes.c.call_of(U1) is None
+        assert await nodes.a.restore_call(live) == Restore("restored")
+        assert await call_id_of(nodes.c, U1) == "c1"
+
+    async def test_a_write_back_racing_a_claim_leaves_each_user_in_one_call(
+            self, backend: DirectoryBackend, nodes: Nodes) -> None:
+        for i in range(10):
+            caller = UserId(f"caller{i}")
+            live = self.live(f"w{i}", U1, U2, nodes.a)
+            restored, claim = await asyncio.gather(
+                nodes.a.restore_call(live),
+                nodes.b.claim_call(self.call(f"n{i}", caller, U1, nodes.b)))
+            if claim.outcome == "ok":  # the claim went first: U1 stays in it
+                assert restored == Restore("restored", (U1,))
+                assert await call_id_of(nodes.c, U1) == f"n{i}"
+            else:
+                assert (restored, claim.outcome) == (Restore("restored"), "callee_busy")
+                assert await call_id_of(nodes.c, U1) == f"w{i}"
+            assert await call_id_of(nodes.c, U2) == f"w{i}"
+            await nodes.a.release_call(f"w{i}")
+            await nodes.b.release_call(f"n{i}")
+
+    async def test_a_call_reaped_with_its_home_is_not_written_back(self, nodes: Nodes) -> None:
+        await nodes.a.claim_call(self.live("c1", U1, U2, nodes.a))
+        now = T0 + TTL + 1
+        await nodes.heartbeat(now, nodes.b, nodes.c)  # a is cut off
+        assert [c.call_id for c in await nodes.b.reap_calls(now)] == ["c1"]
+        await nodes.b.reap(now)
+        assert await nodes.a.heartbeat(now + 1) is True  # a is back: it was forgotten
+        assert await nodes.a.restore_call(self.live("c1", U1, U2, nodes.a)) == Restore("reaped")
+        assert await nodes.c.call_info("c1") is None
+        assert await nodes.c.call_of(U1) is None and await nodes.c.call_of(U2) is None
+
+    async def test_a_call_id_that_is_another_calls_is_not_written_back(
+            self, backend: DirectoryBackend, nodes: Nodes) -> None:
+        await backend.forget_all()
+        await nodes.heartbeat(T0 + 1)
+        other = self.call("c1", U3, UserId("u4"), nodes.b)
+        await nodes.b.claim_call(other)
+        assert await nodes.a.restore_call(self.live("c1", U1, U2, nodes.a)) == Restore("taken")
+        assert await nodes.c.call_info("c1") == other
+        assert await nodes.c.call_of(U1) is None and await nodes.c.call_of(U2) is None

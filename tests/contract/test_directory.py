@@ -4,13 +4,23 @@ Redis, distinct node ids). Without redis-server the Redis run skips locally and 
 CI (tests/support/services.py)."""
 
 import asyncio
+import dataclasses
 
 import pytest
 
+from hubbub.directory.base import REAPED_CALL_RETENTION_MS, CallInfo, Restore
 from hubbub.directory.memory import MemoryDirectory, MemoryDirectoryState
 from hubbub.directory.redis import RedisDirectory
 from hubbub.ids import RoomId, UserId
-from tests.contract.directory_contract import T0, TTL, DirectoryBackend, DirectoryContract
+from tests.contract.directory_contract import (
+    T0,
+    TTL,
+    U1,
+    U2,
+    U3,
+    DirectoryBackend,
+    DirectoryContract,
+)
 from tests.support.services import RedisServer
 
 
@@ -18,11 +28,22 @@ from tests.support.services import RedisServer
 def backend(request: pytest.FixtureRequest) -> DirectoryBackend:
     if request.param == "memory":
         state = MemoryDirectoryState()
+
+        async def forget_memory() -> None:
+            empty = MemoryDirectoryState()
+            for f in dataclasses.fields(state):
+                setattr(state, f.name, getattr(empty, f.name))
+
         return DirectoryBackend("memory", lambda node, ttl: MemoryDirectory(
-            state, node_id=node, node_ttl_ms=ttl))
+            state, node_id=node, node_ttl_ms=ttl), forget_memory)
     url: str = request.getfixturevalue("redis_url")  # skips locally / fails in CI without it
+    server: RedisServer = request.getfixturevalue("redis_server")
+
+    async def forget_redis() -> None:
+        server.flush()
+
     return DirectoryBackend("redis", lambda node, ttl: RedisDirectory(
-        url, node, node_ttl_ms=ttl))
+        url, node, node_ttl_ms=ttl), forget_redis)
 
 
 class TestDirectory(DirectoryContract):
@@ -103,3 +124,73 @@ async def test_redis_an_offline_users_record_expires_and_coming_back_keeps_it(
         await d.user_down(UserId("gone"), T0 + 20)
         await d._r.delete(f"{d.p}u:gone")
         await d.close()
+
+
+# ---- calls written back: Redis's keys, the memory's retention ------------------------------
+
+U4 = UserId("u4")
+
+
+async def keys_of(d: RedisDirectory) -> dict[str, tuple[str, object, int]]:
+    """Every key of the directory but the heartbeats: its type, value and expiry."""
+    out: dict[str, tuple[str, object, int]] = {}
+    async for key in d._r.scan_iter(d.p + "*"):
+        if key == d.p + "nodes":
+            continue
+        kind = await d._r.type(key)
+        value = {"hash": d._r.hgetall, "set": d._r.smembers, "string": d._r.get}[kind]
+        out[key] = (kind, await value(key), await d._r.pttl(key))
+    return out
+
+
+async def test_redis_a_written_back_call_has_the_keys_fields_and_expiry_of_its_claim(
+        redis_server: RedisServer, redis_url: str) -> None:
+    d = RedisDirectory(redis_url, "node-a", node_ttl_ms=TTL)
+    await d.start()
+    try:
+        await d.heartbeat(T0)
+        await d.claim_call(CallInfo("c1", U1, U2, 7, "node-a", started_at=T0 + 10, room="r1"))
+        await d.set_call_state("c1", "active", T0 + 20)
+        await d.claim_call(CallInfo("c2", U3, U4, 7, "node-a", started_at=T0 + 15))
+        claimed = await keys_of(d)
+        redis_server.flush()  # as a restart without persistence
+        assert await d.heartbeat(T0 + 30) is True
+        for live in (CallInfo("c1", U1, U2, 7, "node-a", "active", started_at=T0 + 10,
+                              room="r1", answered_at=T0 + 20),
+                     CallInfo("c2", U3, U4, 7, "node-a", started_at=T0 + 15)):
+            await d.restore_call(live)
+        assert await keys_of(d) == claimed
+        assert {k: v[2] for k, v in claimed.items()} == {k: -1 for k in claimed}  # no expiry
+    finally:
+        await d.close()
+
+
+async def test_redis_a_reaped_call_is_remembered_for_the_retention(redis_url: str) -> None:
+    a, b = (RedisDirectory(redis_url, n, node_ttl_ms=TTL) for n in ("node-a", "node-b"))
+    await a.start()
+    await b.start()
+    try:
+        await a.heartbeat(T0)
+        await a.claim_call(CallInfo("c1", U1, U2, 7, "node-a", started_at=T0))
+        await b.heartbeat(T0 + TTL + 1)
+        await b.reap_calls(T0 + TTL + 1)
+        assert 0 < await b._r.pttl(f"{b.p}reaped-call:c1") <= REAPED_CALL_RETENTION_MS
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_memory_a_reaped_call_is_forgotten_after_the_retention() -> None:
+    state = MemoryDirectoryState()
+    a, b = (MemoryDirectory(state, node_id=n, node_ttl_ms=TTL) for n in ("node-a", "node-b"))
+    await a.heartbeat(T0)
+    live = CallInfo("c1", U1, U2, 7, "node-a", started_at=T0)
+    await a.claim_call(live)
+    now = T0 + TTL + 1
+    await b.heartbeat(now)
+    await b.reap_calls(now)
+    await b.heartbeat(now + REAPED_CALL_RETENTION_MS - 1)
+    assert await a.restore_call(live) == Restore("reaped")
+    await b.heartbeat(now + REAPED_CALL_RETENTION_MS)
+    assert state.reaped_calls == {}
+    assert await a.restore_call(live) == Restore("restored")

@@ -23,6 +23,10 @@ DEFAULT_NODE_TTL_MS = 10_000
 # is forgotten, as if never seen. Nothing reads it once the `offline` event has gone out,
 # and without a bound the directory would hold every user ever seen.
 OFFLINE_RETENTION_MS = 24 * 3600 * 1000
+# How long the directory remembers that it reaped a call (its home was presumed dead): a
+# home that comes back within it learns that its call was ended for the others, rather
+# than writing it back (`restore_call`).
+REAPED_CALL_RETENTION_MS = 24 * 3600 * 1000
 
 
 @dataclass(slots=True, frozen=True)
@@ -69,6 +73,17 @@ class Claim:
 
     outcome: str
     other: CallInfo | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class Restore:
+    """The answer to `restore_call`: `restored` (the directory holds the call again; each
+    party in `held_elsewhere` is recorded in another call, which was kept), `reaped` (the
+    call was reaped while its home was cut off: its parties were told it ended, and
+    nothing was written) or `taken` (the callId is another call's: nothing was written)."""
+
+    outcome: str
+    held_elsewhere: tuple[UserId, ...] = ()
 
 
 class Directory(ABC):
@@ -159,7 +174,19 @@ class Directory(ABC):
         """The call ended: its parties are free again (idempotent)."""
 
     @abstractmethod
+    async def restore_call(self, call: CallInfo) -> Restore:
+        """Atomically write back a live call of this node (its home) that the directory
+        forgot (`heartbeat` said so): the call and each party's record as if `claim_call`
+        (and `set_call_state`, for an answered call) had just written them, with the
+        state, start and answer times of `call`. A party already recorded in another call
+        keeps that record (it is newer: claimed while the directory did not know this
+        call), and is listed in `held_elsewhere`; restoring again later fills in the
+        parties that became free. Nothing is written for a call this directory reaped
+        (`reaped`) or a callId that is another call's (`taken`). Idempotent."""
+
+    @abstractmethod
     async def reap_calls(self, now_ms: int) -> list[CallInfo]:
         """Release the calls whose home node is dead (call before `reap`); returns them,
         once, with `home_seen` set, so their parties can be told the call ended and the
-        reaper can write the call log record the dead home could not."""
+        reaper can write the call log record the dead home could not. Each is remembered
+        as reaped for `REAPED_CALL_RETENTION_MS` (see `restore_call`)."""

@@ -9,11 +9,13 @@ from dataclasses import dataclass, field, replace
 from hubbub.directory.base import (
     DEFAULT_NODE_TTL_MS,
     OFFLINE_RETENTION_MS,
+    REAPED_CALL_RETENTION_MS,
     CallInfo,
     Claim,
     Departure,
     Directory,
     PresenceInfo,
+    Restore,
 )
 from hubbub.ids import RoomId, UserId
 
@@ -36,6 +38,8 @@ class MemoryDirectoryState:
     forget: list[tuple[int, UserId]] = field(default_factory=list)
     calls: dict[str, CallInfo] = field(default_factory=dict)
     user_call: dict[UserId, str] = field(default_factory=dict)
+    # callId -> when it was reaped, for `REAPED_CALL_RETENTION_MS` (what a key's expiry does).
+    reaped_calls: dict[str, int] = field(default_factory=dict)
 
 
 class MemoryDirectory(Directory):
@@ -57,6 +61,9 @@ class MemoryDirectory(Directory):
         known = self.node_id in self.state.heartbeats
         self.state.heartbeats[self.node_id] = now_ms
         self._forget_offline(now_ms)
+        reaped = self.state.reaped_calls
+        for call_id in [c for c, at in reaped.items() if now_ms - at >= REAPED_CALL_RETENTION_MS]:
+            del reaped[call_id]
         return not known
 
     def _forget_offline(self, now_ms: int) -> None:
@@ -223,6 +230,22 @@ class MemoryDirectory(Directory):
             if self.state.user_call.get(party) == call_id:
                 del self.state.user_call[party]
 
+    async def restore_call(self, call: CallInfo) -> Restore:
+        st = self.state
+        if call.call_id in st.reaped_calls:
+            return Restore("reaped")
+        known = st.calls.get(call.call_id)
+        if known is not None and (known.caller, known.callee, known.home_node) != (
+                call.caller, call.callee, call.home_node):
+            return Restore("taken")
+        st.calls[call.call_id] = replace(call, home_seen=None)
+        held_elsewhere = []
+        for party in (call.caller, call.callee):
+            current = st.user_call.setdefault(party, call.call_id)
+            if current != call.call_id:
+                held_elsewhere.append(party)
+        return Restore("restored", tuple(held_elsewhere))
+
     async def reap_calls(self, now_ms: int) -> list[CallInfo]:
         dead = {n for n, seen in self.state.heartbeats.items()
                 if n != self.node_id and now_ms - seen > self.node_ttl_ms}
@@ -230,4 +253,5 @@ class MemoryDirectory(Directory):
                 for c in self.state.calls.values() if c.home_node in dead]
         for call in gone:
             await self.release_call(call.call_id)
+            self.state.reaped_calls[call.call_id] = now_ms
         return gone

@@ -11,6 +11,11 @@ dead node). Keys, under the `hubbub:dir:` prefix:
     u:USER             hash   username, status, lastSeen
     mn:ROOM^USER       set    nodes holding USER in ROOM
     rm:ROOM / ur:USER  set    users in ROOM / rooms of USER
+    call:CALL          hash   caller, callee, home, home_node, state, started_at, room,
+                              answered_at (once active)
+    ucall:USER         string the live call of USER
+    calls:NODE         set    the calls whose home is NODE
+    reaped-call:CALL   string a call reaped with its home (expires)
 """
 
 import secrets
@@ -20,11 +25,13 @@ from typing import Any
 from hubbub.directory.base import (
     DEFAULT_NODE_TTL_MS,
     OFFLINE_RETENTION_MS,
+    REAPED_CALL_RETENTION_MS,
     CallInfo,
     Claim,
     Departure,
     Directory,
     PresenceInfo,
+    Restore,
 )
 from hubbub.errors import ConfigError
 from hubbub.ids import RoomId, UserId
@@ -118,7 +125,36 @@ for _, party in ipairs({caller, callee}) do
 end
 redis.call('SREM', ARGV[2] .. 'calls:' .. home, ARGV[1])
 redis.call('DEL', KEYS[1])
+if ARGV[3] then redis.call('SET', ARGV[2] .. 'reaped-call:' .. ARGV[1], '1', 'PX', ARGV[3]) end
 return 1
+"""
+
+# The fields and keys `_CLAIM_CALL` (and `set_call_state`) write, with the home's state;
+# a party's record of another call is kept (and named in the answer).
+_RESTORE_CALL = """
+if redis.call('EXISTS', KEYS[5]) == 1 then return {'reaped'} end
+local known = redis.call('HMGET', KEYS[1], 'caller', 'callee', 'home_node')
+if known[1] and (known[1] ~= ARGV[2] or known[2] ~= ARGV[3] or known[3] ~= ARGV[5]) then
+  return {'taken'}
+end
+redis.call('HSET', KEYS[1], 'caller', ARGV[2], 'callee', ARGV[3], 'home', ARGV[4],
+           'home_node', ARGV[5], 'state', ARGV[6], 'started_at', ARGV[7], 'room', ARGV[8])
+if ARGV[9] == '' then
+  redis.call('HDEL', KEYS[1], 'answered_at')
+else
+  redis.call('HSET', KEYS[1], 'answered_at', ARGV[9])
+end
+redis.call('SADD', KEYS[4], ARGV[1])
+local out = {'restored'}
+for i = 2, 3 do
+  local current = redis.call('GET', KEYS[i])
+  if not current then
+    redis.call('SET', KEYS[i], ARGV[1])
+  elseif current ~= ARGV[1] then
+    table.insert(out, ARGV[i])
+  end
+end
+return out
 """
 
 
@@ -144,7 +180,8 @@ class RedisDirectory(Directory):
                                           retry_on_error=[RedisConnectionError])
         for name, source in (("add", _ADD_MEMBER), ("remove", _REMOVE_MEMBER),
                              ("up", _USER_UP), ("down", _USER_DOWN), ("status", _SET_STATUS),
-                             ("claim", _CLAIM_CALL), ("release", _RELEASE_CALL)):
+                             ("claim", _CLAIM_CALL), ("release", _RELEASE_CALL),
+                             ("restore", _RESTORE_CALL)):
             self._scripts[name] = self._r.register_script(source)
         try:
             await self._r.ping()
@@ -299,6 +336,17 @@ class RedisDirectory(Directory):
         await self._scripts["release"](keys=[f"{self.p}call:{call_id}"],
                                        args=[call_id, self.p])
 
+    async def restore_call(self, call: CallInfo) -> Restore:
+        p = self.p
+        outcome, *held = await self._scripts["restore"](
+            keys=[f"{p}call:{call.call_id}", f"{p}ucall:{call.caller}",
+                  f"{p}ucall:{call.callee}", f"{p}calls:{call.home_node}",
+                  f"{p}reaped-call:{call.call_id}"],
+            args=[call.call_id, call.caller, call.callee, call.home, call.home_node,
+                  call.state, call.started_at, call.room or "",
+                  "" if call.answered_at is None else call.answered_at])
+        return Restore(outcome, tuple(UserId(u) for u in held))
+
     async def reap_calls(self, now_ms: int) -> list[CallInfo]:
         # "(" makes the bound exclusive: a node silent for *longer* than the TTL is dead.
         dead = await self._r.zrangebyscore(self.p + "nodes", "-inf",
@@ -310,7 +358,11 @@ class RedisDirectory(Directory):
                 continue
             for call_id in await self._r.smembers(f"{self.p}calls:{node}"):
                 info = await self.call_info(call_id)
-                await self.release_call(call_id)
+                # Released and remembered as reaped at once: a home back from the dead
+                # cannot write it back in between (`restore_call`).
+                await self._scripts["release"](keys=[f"{self.p}call:{call_id}"],
+                                               args=[call_id, self.p,
+                                                     REAPED_CALL_RETENTION_MS])
                 if info is not None:
                     gone.append(replace(info, home_seen=int(seen)))
             await self._r.delete(f"{self.p}calls:{node}")
