@@ -102,6 +102,10 @@ class Calls:
         """Every user in a ringing or active call here."""
         return list(self._live)
 
+    def live_calls(self) -> list[Call]:
+        """Every ringing or active call here."""
+        return [c for c in self.calls.values() if c.state is not CallState.ENDED]
+
     def live_count(self) -> int:
         return sum(1 for c in self.calls.values() if c.state is not CallState.ENDED)
 
@@ -330,7 +334,20 @@ class Calls:
         event = CallEndEvent(call_id=call.call_id, by=user, reason="disconnected")
         return self._to_side(call, call.peer_of(user), "call_end", event)
 
-    def _finish(self, call: Call, reason: str, by: UserId, now_ms: int) -> None:
+    def reaped(self, call_id: str, now_ms: int) -> Effects:
+        """The cluster reaped this call while this node, its home, was cut off: its
+        parties were told `call_end` (disconnected) and the reaper logged it. It ends here
+        too, the same way, and is not logged again."""
+        call = self.calls.get(call_id)
+        if call is None or call.state is CallState.ENDED:
+            return []
+        self._finish(call, "disconnected", call.callee, now_ms, log=False)
+        event = CallEndEvent(call_id=call_id, by=call.callee, reason="disconnected")
+        return [*self._to_side(call, call.caller, "call_end", event),
+                *self._to_side(call, call.callee, "call_end", event)]
+
+    def _finish(self, call: Call, reason: str, by: UserId, now_ms: int,
+                log: bool = True) -> None:
         call.state = CallState.ENDED
         call.end_reason = reason
         call.ended_by = by
@@ -342,4 +359,5 @@ class Calls:
             self.stats.talk_ms_total += now_ms - call.answered_at_ms
         self.stats.ended[reason] = self.stats.ended.get(reason, 0) + 1
         heapq.heappush(self._deadlines, (now_ms + ENDED_RETENTION_MS, call.call_id))
-        self._ended.append(call)
+        if log:
+            self._ended.append(call)

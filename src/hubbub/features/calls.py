@@ -15,6 +15,8 @@ from typing import Any
 
 import msgspec
 
+from hubbub import logs
+from hubbub.core.calls import Call
 from hubbub.core.effects import Effects, Forward, Later, LogCall, Reply, ToUser
 from hubbub.core.identity import Identity
 from hubbub.core.session import Session
@@ -78,7 +80,14 @@ def finished(node: Node) -> Effects:
 
 async def _release(node: Node, call_ids: list[str]) -> Effects:
     for call_id in call_ids:
-        await node.directory.release_call(call_id)
+        try:
+            await node.directory.release_call(call_id)
+        except Exception as exc:  # Redis is down: the next housekeeping round tries again
+            node.unreleased_calls.add(call_id)
+            suffix = logs.failures.admit("call release")
+            if suffix is not None:
+                log.warning("could not release call %s in the directory, will retry: %r%s",
+                            call_id, exc, suffix)
     return []
 
 
@@ -374,3 +383,58 @@ async def _departed(node: Node, user: UserId, conn: ConnId, local_left: int = 0)
         return []
     left = local_left or int(await node.directory.is_online(user))
     return node.calls.connection_closed(user, conn, left, node.clock.now_ms()) + finished(node)
+
+
+# ---- a directory that forgot this node (docs/decisions/0100-...) ----------------------------
+async def written_back(node: Node, live: list[Call]) -> Effects:
+    """Write back to the directory these calls living here, as their claim (and answer)
+    wrote them: it forgot this node (Redis restarted empty, or the node was reaped while
+    cut off). A call that fails to be written, or whose party the directory records in
+    another call, is written again next housekeeping round (`unrestored_calls`)."""
+    node.unrestored_calls.update(c.call_id for c in live)
+    effects: Effects = []
+    for call in live:
+        effects += await _write_back(node, call)
+    return effects
+
+
+async def _write_back(node: Node, call: Call) -> Effects:
+    if call.ended_at_ms is not None:  # ended since: its release is under way
+        node.unrestored_calls.discard(call.call_id)
+        return []
+    d = node.directory
+    sent = CallInfo(call.call_id, call.caller, call.callee, node.number, d.node_id,
+                    state=call.state.value, started_at=call.started_at_ms, room=call.room,
+                    answered_at=call.answered_at_ms)
+    restore = await d.restore_call(sent)
+    node.unrestored_calls.discard(call.call_id)
+    if call.ended_at_ms is not None:
+        # It ended while it was written back: its release may have reached the directory
+        # first, so release it again, after the write.
+        return await _release(node, [call.call_id]) if restore.outcome == "restored" else []
+    if restore.outcome == "reaped":
+        log.info("call %s was ended for its parties while this node was cut off", call.call_id)
+        return node.calls.reaped(call.call_id, node.clock.now_ms())
+    if restore.outcome == "taken":
+        log.warning("call %s not written back: another call holds its callId", call.call_id)
+        return []
+    if call.answered_at_ms is not None and sent.answered_at is None:
+        # Answered while it was written back: that answer's write may have gone first.
+        await d.set_call_state(call.call_id, "active", call.answered_at_ms)
+    if restore.held_elsewhere:  # a newer call of theirs: kept; fill in once it ends
+        node.unrestored_calls.add(call.call_id)
+    return []
+
+
+async def directory_retries(node: Node) -> Effects:
+    """Each housekeeping round: release again the calls whose release failed, and write
+    back again the calls not yet wholly written back (`written_back`)."""
+    if node.unreleased_calls:
+        ids = sorted(node.unreleased_calls)
+        node.unreleased_calls.clear()
+        await _release(node, ids)
+    if not node.unrestored_calls:
+        return []
+    live = [c for c in node.calls.live_calls() if c.call_id in node.unrestored_calls]
+    node.unrestored_calls.clear()  # ended calls drop out: their release is under way
+    return await written_back(node, live)

@@ -125,6 +125,12 @@ class Node:
     fanout: Fanout = field(default_factory=LocalOnly)
     # Cluster-wide presence and membership; in-process for a lone node.
     directory: Directory = field(default_factory=MemoryDirectory)
+    # Calls that ended here whose release from the directory failed (Redis was down):
+    # released again each housekeeping round, or their parties would stay busy.
+    unreleased_calls: set[str] = field(default_factory=set)
+    # Live calls here not yet wholly written back to a directory that forgot this node (a
+    # write failed, or a party was recorded in another call): written again each round.
+    unrestored_calls: set[str] = field(default_factory=set)
     # This node's number: the high bits of its connection ids (0 for a lone node).
     number: int = 0
     # (deadline_ms, conn): unauthenticated connections' auth deadline, tokens' expiry.

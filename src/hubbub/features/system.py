@@ -116,8 +116,8 @@ def tick(node: Node, now_ms: int) -> Effects:
 
 async def _tell_again(node: Node, now_ms: int) -> Effects:
     """The directory forgot this node (it was reaped while cut off, or Redis lost its
-    data): tell it again who is here and in which rooms, and tell the others whoever
-    that brings back."""
+    data): tell it again who is here, in which rooms and in which calls living here, and
+    tell the others whoever that brings back."""
     d = node.directory
     effects: Effects = []
     for uid in list(node.user_conns):
@@ -133,10 +133,11 @@ async def _tell_again(node: Node, now_ms: int) -> Effects:
                 effects.append(ToRoom(room, "join_room", JoinRoomEvent(
                     room_id=room, user_id=uid, username=p.username if p else uid,
                     status="online"), exclude_user=uid))
-    if node.user_conns:
-        log.warning("the directory did not know this node: told it again about %d users",
-                    len(node.user_conns))
-    return effects
+    live = node.calls.live_calls()
+    if node.user_conns or live:
+        log.warning("the directory did not know this node: told it again about %d users "
+                    "and %d calls", len(node.user_conns), len(live))
+    return effects + await calls.written_back(node, live)
 
 
 async def housekeeping(node: Node, now_ms: int) -> Effects:
@@ -146,6 +147,7 @@ async def housekeeping(node: Node, now_ms: int) -> Effects:
     effects: Effects = []
     if await d.heartbeat(now_ms):
         effects += await _tell_again(node, now_ms)
+    effects += await calls.directory_retries(node)
     effects += calls.calls_of_dead_nodes(await d.reap_calls(now_ms), now_ms)
     effects += await calls.orphaned(node)
     for gone in await d.reap(now_ms):

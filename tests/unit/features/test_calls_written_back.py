@@ -1,0 +1,179 @@
+"""The directory forgot this node (Redis restarted empty, or the node was reaped while cut
+off): the heartbeat writes back the calls living here too, and a call's release that
+failed while the directory was down is tried again (features/calls.py `written_back`,
+`directory_retries`; docs/decisions/0100)."""
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from hubbub.core.effects import Effects, LogCall
+from hubbub.core.session import Session
+from hubbub.directory.base import CallInfo, Restore
+from hubbub.directory.memory import MemoryDirectory, MemoryDirectoryState
+from hubbub.features.node import Node
+from hubbub.features.system import housekeeping
+from hubbub.ids import UserId
+from tests.support.clock import FakeClock
+from tests.support.node import asend, asettle, connect
+from tests.unit.features.helpers import join, received
+
+ANN, BOB, CY = UserId("ann"), UserId("bob"), UserId("cy")
+OFFER = {"type": "offer", "sdp": "v=0 offer"}
+ANSWER = {"type": "answer", "sdp": "v=0 answer"}
+
+
+class FlakyDirectory(MemoryDirectory):
+    """A MemoryDirectory that can be down (every call fails as on a Redis that is away) and
+    can run something of the test's just before it writes a call back."""
+
+    def __init__(self, state: MemoryDirectoryState) -> None:
+        super().__init__(state, node_id="home")
+        self.down = False
+        self.before_restore: Callable[[], Awaitable[object]] | None = None
+
+    async def heartbeat(self, now_ms: int) -> bool:
+        if self.down:
+            raise ConnectionError("Redis is down")
+        return await super().heartbeat(now_ms)
+
+    async def release_call(self, call_id: str) -> None:
+        if self.down:
+            raise ConnectionError("Redis is down")
+        await super().release_call(call_id)
+
+    async def restore_call(self, call: CallInfo) -> Restore:
+        if self.before_restore is not None:
+            await self.before_restore()
+        return await super().restore_call(call)
+
+
+@pytest.fixture
+def state() -> MemoryDirectoryState:
+    return MemoryDirectoryState()
+
+
+@pytest.fixture
+def home(node: Node, state: MemoryDirectoryState) -> FlakyDirectory:
+    node.directory = directory = FlakyDirectory(state)
+    return directory
+
+
+@pytest.fixture
+def other(state: MemoryDirectoryState) -> MemoryDirectory:
+    """The directory of another node on the same state."""
+    return MemoryDirectory(state, node_id="other")
+
+
+def forget_all(state: MemoryDirectoryState) -> None:
+    """What a Redis restarted without persistence comes back with."""
+    empty = MemoryDirectoryState()
+    for f in dataclasses.fields(state):
+        setattr(state, f.name, getattr(empty, f.name))
+
+
+async def keep_house(node: Node) -> Effects:
+    return await asettle(await housekeeping(node, node.clock.now_ms()))
+
+
+async def answered_call(node: Node, clock: FakeClock) -> tuple[Session, Session]:
+    """ann calls bob (call c1, in r1), who answers; the node heartbeats once."""
+    ann, bob = connect(node, "ann"), connect(node, "bob")
+    await join(node, ann, "r1")
+    await join(node, bob, "r1")
+    await keep_house(node)
+    await asend(node, ann, "webrtc", {"kind": "offer", "to": "bob", "callId": "c1",
+                                      "roomId": "r1", "sdp": OFFER})
+    clock.advance(1_000)
+    await asend(node, bob, "webrtc", {"kind": "answer", "to": "ann", "callId": "c1",
+                                      "sdp": ANSWER})
+    return ann, bob
+
+
+async def test_an_answered_call_is_written_back_as_it_was_claimed_and_answered(
+        node: Node, clock: FakeClock, home: FlakyDirectory, state: MemoryDirectoryState,
+        other: MemoryDirectory) -> None:
+    await answered_call(node, clock)
+    claimed = await other.call_info("c1")
+    assert claimed is not None and claimed.state == "active"
+    forget_all(state)
+    clock.advance(2_500)
+    await keep_house(node)
+    assert await other.call_info("c1") == claimed
+    assert await other.call_of(ANN) == await other.call_of(BOB) == claimed
+    assert node.unrestored_calls == set()
+
+
+@pytest.mark.parametrize("came_back_empty", [True, False])
+async def test_a_call_that_ended_while_the_directory_was_down_is_released_once_it_is_back(
+        node: Node, clock: FakeClock, home: FlakyDirectory, state: MemoryDirectoryState,
+        other: MemoryDirectory, came_back_empty: bool) -> None:
+    ann, bob = await answered_call(node, clock)
+    home.down = True
+    ended = await asend(node, ann, "call_end", {"callId": "c1"})
+    assert received(node, ended, bob, "call_end")  # the call ends all the same
+    assert node.unreleased_calls == {"c1"}
+    with pytest.raises(ConnectionError):
+        await keep_house(node)
+    if came_back_empty:
+        forget_all(state)
+    home.down = False
+    await keep_house(node)
+    assert await other.call_info("c1") is None
+    assert await other.call_of(ANN) is None and await other.call_of(BOB) is None
+    assert node.unreleased_calls == set()
+
+
+async def test_a_call_that_ends_while_it_is_written_back_is_not_left_in_the_directory(
+        node: Node, clock: FakeClock, home: FlakyDirectory, state: MemoryDirectoryState,
+        other: MemoryDirectory) -> None:
+    ann, _ = await answered_call(node, clock)
+    forget_all(state)
+
+    async def hang_up_first() -> None:
+        # The hang-up, and its release, reach the directory before the write-back does.
+        home.before_restore = None
+        await asend(node, ann, "call_end", {"callId": "c1"})
+
+    home.before_restore = hang_up_first
+    await keep_house(node)
+    assert node.calls.live_call_of(ANN) is None
+    assert await other.call_info("c1") is None
+    assert await other.call_of(ANN) is None and await other.call_of(BOB) is None
+
+
+async def test_a_party_in_a_newer_call_keeps_it_and_is_filled_in_once_it_ends(
+        node: Node, clock: FakeClock, home: FlakyDirectory, state: MemoryDirectoryState,
+        other: MemoryDirectory) -> None:
+    await answered_call(node, clock)
+    forget_all(state)
+    await other.heartbeat(clock.now_ms())
+    # Before the write-back, cy calls ann through the other node, which found her free.
+    newer = CallInfo("c2", CY, ANN, 2, "other", started_at=clock.now_ms())
+    assert (await other.claim_call(newer)).outcome == "ok"
+    await keep_house(node)
+    assert await other.call_of(ANN) == newer
+    assert (await other.call_of(BOB) or newer).call_id == "c1"
+    assert node.unrestored_calls == {"c1"}
+    await other.release_call("c2")
+    clock.advance(2_500)
+    await keep_house(node)
+    assert (await other.call_of(ANN) or newer).call_id == "c1"
+    assert node.unrestored_calls == set()
+
+
+async def test_a_call_reaped_while_its_home_was_cut_off_ends_there_and_is_not_logged_again(
+        node: Node, clock: FakeClock, home: FlakyDirectory, other: MemoryDirectory) -> None:
+    ann, bob = await answered_call(node, clock)
+    now = clock.advance(home.node_ttl_ms + 1)  # the home was silent past the node TTL
+    await other.heartbeat(now)
+    assert [c.call_id for c in await other.reap_calls(now)] == ["c1"]
+    await other.reap(now)
+    effects = await keep_house(node)  # the home is back: the directory forgot it
+    for party in (ann, bob):
+        assert received(node, effects, party, "call_end") == [
+            {"callId": "c1", "by": "bob", "reason": "disconnected"}]
+    assert not [e for e in effects if isinstance(e, LogCall)]  # the reaper logged it
+    assert node.calls.live_call_of(ANN) is None and node.calls.live_call_of(BOB) is None
+    assert await other.call_info("c1") is None
