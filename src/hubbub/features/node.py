@@ -131,6 +131,10 @@ class Node:
     # Live calls here not yet wholly written back to a directory that forgot this node (a
     # write failed, or a party was recorded in another call): written again each round.
     unrestored_calls: set[str] = field(default_factory=set)
+    # When the heartbeat last found that the directory did not know this node while calls
+    # lived here. For a node TTL after that, the other nodes may not yet have told it
+    # again whom they hold: a party missing from it is not taken for gone (`orphaned`).
+    directory_forgot_ms: int | None = None
     # This node's number: the high bits of its connection ids (0 for a lone node).
     number: int = 0
     # (deadline_ms, conn): unauthenticated connections' auth deadline, tokens' expiry.

@@ -6,7 +6,7 @@ import logging
 
 from hubbub.core.effects import Close, Effects, Later, Reply, ToAll, ToRoom
 from hubbub.core.session import Session
-from hubbub.directory.base import PresenceInfo
+from hubbub.directory.base import DEFAULT_NODE_TTL_MS, PresenceInfo
 from hubbub.features import calls
 from hubbub.features.node import Node, refuse_connection
 from hubbub.features.presence import presence_to, released
@@ -146,10 +146,16 @@ async def housekeeping(node: Node, now_ms: int) -> Effects:
     d = node.directory
     effects: Effects = []
     if await d.heartbeat(now_ms):
+        if node.calls.live_count():
+            node.directory_forgot_ms = now_ms
         effects += await _tell_again(node, now_ms)
     effects += await calls.directory_retries(node)
     effects += calls.calls_of_dead_nodes(await d.reap_calls(now_ms), now_ms)
-    effects += await calls.orphaned(node)
+    forgot = node.directory_forgot_ms
+    if forgot is None or now_ms - forgot > DEFAULT_NODE_TTL_MS:
+        # Not sooner: after Redis came back empty, a party whose node has not told it
+        # again yet would look gone, and their live call here would be ended.
+        effects += await calls.orphaned(node)
     for gone in await d.reap(now_ms):
         if gone.went_offline:
             effects += presence_to(gone.rooms_before, gone.user,

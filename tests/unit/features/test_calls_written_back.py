@@ -14,7 +14,7 @@ from hubbub.directory.base import CallInfo, Restore
 from hubbub.directory.memory import MemoryDirectory, MemoryDirectoryState
 from hubbub.features.node import Node
 from hubbub.features.system import housekeeping
-from hubbub.ids import UserId
+from hubbub.ids import RoomId, UserId
 from tests.support.clock import FakeClock
 from tests.support.node import asend, asettle, connect
 from tests.unit.features.helpers import join, received
@@ -177,3 +177,39 @@ async def test_a_call_reaped_while_its_home_was_cut_off_ends_there_and_is_not_lo
     assert not [e for e in effects if isinstance(e, LogCall)]  # the reaper logged it
     assert node.calls.live_call_of(ANN) is None and node.calls.live_call_of(BOB) is None
     assert await other.call_info("c1") is None
+
+
+async def ringing_call_to_a_remote_bob(node: Node, other: MemoryDirectory,
+                                       clock: FakeClock) -> Session:
+    """ann (here) calls bob, who is connected through the other node only."""
+    ann = connect(node, "ann")
+    await join(node, ann, "r1")
+    await keep_house(node)
+    await other.heartbeat(clock.now_ms())
+    await other.user_up(BOB, "bob", clock.now_ms())
+    await other.add_member(RoomId("r1"), BOB)
+    await asend(node, ann, "webrtc", {"kind": "offer", "to": "bob", "callId": "c1",
+                                      "roomId": "r1", "sdp": OFFER})
+    assert node.calls.live_call_of(BOB) is not None
+    return ann
+
+
+@pytest.mark.parametrize("bob_is_told_again", [True, False])
+async def test_a_party_the_emptied_directory_does_not_know_yet_is_not_taken_for_gone(
+        node: Node, clock: FakeClock, home: FlakyDirectory, state: MemoryDirectoryState,
+        other: MemoryDirectory, bob_is_told_again: bool) -> None:
+    # Redis came back empty; the other node tells it again about bob at its own next
+    # heartbeat, maybe after this one's. Until a node TTL has passed, bob's absence does
+    # not end the call (`orphaned`); past it, a party nobody told it about is gone.
+    await ringing_call_to_a_remote_bob(node, other, clock)
+    forget_all(state)
+    clock.advance(2_500)
+    await keep_house(node)  # the directory forgot this node, and bob for now
+    assert node.calls.live_call_of(BOB) is not None
+    if bob_is_told_again:
+        await other.heartbeat(clock.now_ms())
+        await other.user_up(BOB, "bob", clock.now_ms())
+    for _ in range(5):  # past a node TTL, one housekeeping round after another
+        await other.heartbeat(clock.advance(2_500))
+        await keep_house(node)
+    assert (node.calls.live_call_of(BOB) is not None) is bob_is_told_again
