@@ -891,3 +891,44 @@ async def test_after_a_redis_restart_member_lists_and_leaves_still_span_both_nod
             await u1.close()  # and leaving is heard again
             frames = await frames_until(u2, "leave_room", userId="u1")
             assert [p["status"] for p in about(frames, "presence", "u1")] == ["offline"]
+
+
+async def busy_once_written_back(caller: Peer, callee: str) -> dict[str, Any]:
+    """Call `callee` until the answer is `busy`: the directory learns the callee's call
+    again at the next heartbeat of its home (ADR 0100). Before that, the callee is not
+    known online (`not_found`) or is free (the call rings, and is hung up at once)."""
+    async with asyncio.timeout(DEAD_NODE_WAIT):
+        while True:
+            call_id = f"b{next(_ids)}"
+            answer = await caller.request("webrtc", {"kind": "offer", "to": callee,
+                                                     "callId": call_id, "sdp": OFFER},
+                                          id=f"q{next(_ids)}")
+            if answer["type"] == "ack" and answer["payload"]["state"] == "ended":
+                return (await caller.expect("call_reject", callId=call_id))["payload"]
+            if answer["type"] == "ack":
+                await request(caller, "call_end", callId=call_id)
+            else:
+                assert answer["payload"]["code"] in ("not_found", "forbidden"), answer
+            await asyncio.sleep(0.5)
+
+
+async def test_after_a_redis_restart_a_live_call_is_written_back_and_goes_on(
+        dedicated_redis: RedisServer, store_url: str) -> None:
+    # Redis comes back empty: ann's node, the call's home, tells it again about the call.
+    with process_nodes(dedicated_redis.url(), store_url) as (a, b):
+        async with (await member(a.ws, "ann") as ann, await member(b.ws, "bob") as bob,
+                    await member(b.ws, "cy") as cy):
+            await answered_call(ann, bob, "w1")
+            dedicated_redis.shutdown()
+            dedicated_redis.start_again()
+            for party in ("ann", "bob"):
+                busy = await busy_once_written_back(cy, party)
+                assert (busy["by"], busy["reason"]) == (party, "busy")
+            # The call goes on: bob's frames, on the other node, still find its home.
+            await bob.send("webrtc", {"kind": "ice_candidate", "to": "ann", "callId": "w1",
+                                      "candidate": {"candidate": "after the restart"}})
+            got = await ann.expect("webrtc", kind="ice_candidate", callId="w1")
+            assert got["payload"]["candidate"] == {"candidate": "after the restart"}
+            assert (await request(ann, "call_end", callId="w1"))["state"] == "ended"
+            assert (await bob.expect("call_end", callId="w1"))["payload"] == {
+                "callId": "w1", "by": "ann", "reason": "hangup"}
