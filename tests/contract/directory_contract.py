@@ -503,7 +503,7 @@ class DirectoryContract:
         assert await nodes.b.call_of(U1) is None
         assert await nodes.b.call_of(U3) is not None  # b is alive: its call stays
 
-    # ---- calls written back to a directory that forgot them (ADR 0100) ------------------
+    # ---- calls written back to a directory that forgot them (ADR 0071) ------------------
     @staticmethod
     def live(call_id: str, caller: UserId, callee: UserId, home: Directory,
              answered_at: int | None = None) -> CallInfo:

@@ -895,7 +895,7 @@ async def test_after_a_redis_restart_member_lists_and_leaves_still_span_both_nod
 
 async def busy_once_written_back(caller: Peer, callee: str) -> dict[str, Any]:
     """Call `callee` until the answer is `busy`: the directory learns the callee's call
-    again at the next heartbeat of its home (ADR 0100). Before that, the callee is not
+    again at the next heartbeat of its home (ADR 0071). Before that, the callee is not
     known online (`not_found`) or is free (the call rings, and is hung up at once)."""
     async with asyncio.timeout(DEAD_NODE_WAIT):
         while True:

@@ -385,7 +385,7 @@ async def _departed(node: Node, user: UserId, conn: ConnId, local_left: int = 0)
     return node.calls.connection_closed(user, conn, left, node.clock.now_ms()) + finished(node)
 
 
-# ---- a directory that forgot this node (docs/decisions/0100-...) ----------------------------
+# ---- a directory that forgot this node (docs/decisions/0071-...) ----------------------------
 async def written_back(node: Node, live: list[Call]) -> Effects:
     """Write back to the directory these calls living here, as their claim (and answer)
     wrote them: it forgot this node (Redis restarted empty, or the node was reaped while

@@ -1,7 +1,7 @@
 """The directory forgot this node (Redis restarted empty, or the node was reaped while cut
 off): the heartbeat writes back the calls living here too, and a call's release that
 failed while the directory was down is tried again (features/calls.py `written_back`,
-`directory_retries`; docs/decisions/0100)."""
+`directory_retries`; docs/decisions/0071)."""
 
 import dataclasses
 from collections.abc import Awaitable, Callable
