@@ -88,6 +88,7 @@ class Restore:
 
 class Directory(ABC):
     node_id: str
+    node_ttl_ms: int  # silent this long, a node is presumed dead
 
     @abstractmethod
     async def start(self) -> None:

@@ -6,7 +6,7 @@ import logging
 
 from hubbub.core.effects import Close, Effects, Later, Reply, ToAll, ToRoom
 from hubbub.core.session import Session
-from hubbub.directory.base import DEFAULT_NODE_TTL_MS, PresenceInfo
+from hubbub.directory.base import PresenceInfo
 from hubbub.features import calls
 from hubbub.features.node import Node, refuse_connection
 from hubbub.features.presence import presence_to, released
@@ -152,7 +152,7 @@ async def housekeeping(node: Node, now_ms: int) -> Effects:
     effects += await calls.directory_retries(node)
     effects += calls.calls_of_dead_nodes(await d.reap_calls(now_ms), now_ms)
     forgot = node.directory_forgot_ms
-    if forgot is None or now_ms - forgot > DEFAULT_NODE_TTL_MS:
+    if forgot is None or now_ms - forgot > d.node_ttl_ms:
         # Not sooner: after Redis came back empty, a party whose node has not told it
         # again yet would look gone, and their live call here would be ended.
         effects += await calls.orphaned(node)
