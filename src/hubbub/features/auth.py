@@ -131,7 +131,7 @@ async def establish(node: Node, s: Session, ident: Identity, frame_id: str | Non
     node.presence.connect(uid, ident.username, now)
     node.user_conns.setdefault(uid, set()).add(s.conn)
     if ident.expires_at_ms is not None:
-        node.add_deadline(ident.expires_at_ms, s.conn)
+        node.add_expiry(ident.expires_at_ms, s.conn)
     log.debug("authenticated conn=%s user=%s", s.conn, uid)
     return [welcome(node, s, frame_id)]
 

@@ -137,8 +137,10 @@ class Node:
     directory_forgot_ms: int | None = None
     # This node's number: the high bits of its connection ids (0 for a lone node).
     number: int = 0
-    # (deadline_ms, conn): unauthenticated connections' auth deadline, tokens' expiry.
+    # (deadline_ms, conn): each connection's authentication deadline.
     deadlines: list[tuple[int, ConnId]] = field(default_factory=list)
+    # (exp in wall-clock ms, conn): when a connection's token expires (ADR 0014).
+    expiries: list[tuple[int, ConnId]] = field(default_factory=list)
     # (deadline_ms, user): when a dropped connection's room memberships stop lingering.
     lingering: list[tuple[int, UserId]] = field(default_factory=list)
     _conn_ids: "itertools.count[int]" = field(default_factory=lambda: itertools.count(1))
@@ -159,14 +161,25 @@ class Node:
         return conn_id(self.number, next(self._conn_ids))
 
     def add_deadline(self, when_ms: int, conn: ConnId) -> None:
-        heapq.heappush(self.deadlines, (when_ms, conn))
-        # A closed connection's deadline stays in the heap until it is due: a token's
-        # `exp` may be days away, so churn would pile them up. Each live connection has at
-        # most two (authentication, expiry); past twice that the closed ones' are dropped,
-        # which happens once per as many pushes as are kept: O(1) per push.
-        if len(self.deadlines) > 4 * len(self.sessions) + 64:
-            self.deadlines = [d for d in self.deadlines if d[1] in self.sessions]
-            heapq.heapify(self.deadlines)
+        """`conn` is closed at `when_ms` unless it has authenticated."""
+        self.deadlines = self._pushed(self.deadlines, when_ms, conn)
+
+    def add_expiry(self, exp_ms: int, conn: ConnId) -> None:
+        """`conn` is closed once the wall clock reaches `exp_ms`, its token's `exp`: an
+        instant on the issuer's clock, judged by the wall clock as at authentication."""
+        self.expiries = self._pushed(self.expiries, exp_ms, conn)
+
+    def _pushed(self, heap: list[tuple[int, ConnId]], when: int,
+                conn: ConnId) -> list[tuple[int, ConnId]]:
+        heapq.heappush(heap, (when, conn))
+        # A closed connection's entry stays in the heap until it is due: a token's `exp`
+        # may be days away, so churn would pile them up. Each live connection has at most
+        # one; past twice that the closed ones' are dropped, which happens once per as
+        # many pushes as are kept: O(1) per push.
+        if len(heap) > 2 * len(self.sessions) + 64:
+            heap = [d for d in heap if d[1] in self.sessions]
+            heapq.heapify(heap)
+        return heap
 
     @staticmethod
     def new_session_id() -> str:

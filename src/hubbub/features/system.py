@@ -105,11 +105,12 @@ def tick(node: Node, now_ms: int) -> Effects:
     while node.deadlines and node.deadlines[0][0] <= now_ms:
         _, conn = heapq.heappop(node.deadlines)
         s = node.sessions.get(conn)
-        if s is None or s.closing:
-            continue
-        if s.identity is None:
+        if s is not None and not s.closing and s.identity is None:
             effects.append(Close(conn, CloseCode.AUTH_FAILED, "authentication timeout"))
-        elif s.identity.expires_at_ms is not None and s.identity.expires_at_ms <= now_ms:
+    while node.expiries and node.expiries[0][0] <= now_ms:
+        _, conn = heapq.heappop(node.expiries)
+        s = node.sessions.get(conn)
+        if s is not None and not s.closing:
             effects.append(Close(conn, CloseCode.AUTH_FAILED, "token expired"))
     return effects
 

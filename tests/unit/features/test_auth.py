@@ -434,6 +434,7 @@ async def test_closed_connections_leave_no_token_deadlines_behind(
                                                                       ttl_s=86_400)}))
         disconnect(jwt_node, s)
     assert len(jwt_node.deadlines) <= 64 + 2
+    assert len(jwt_node.expiries) <= 64 + 2
     live = open_session(jwt_node)
     await asend(jwt_node, live, "auth", {"token": token(clock, "ann", ttl_s=60)})
     for _ in range(200):
