@@ -109,7 +109,15 @@ def disconnect(node: Node, s: Session) -> Effects:
 
 
 def advance(node: Node, clock: FakeClock, ms: int) -> Effects:
-    return settle(tick(node, clock.advance(ms)))
+    """`ms` pass (both clocks), then the node's tick."""
+    clock.advance(ms)
+    return settle(tick(node, clock.now_ms(), clock.mono_ms()))
+
+
+def step(node: Node, clock: FakeClock, ms: int) -> Effects:
+    """The system clock is set `ms` forward (back, below 0), then the node's tick."""
+    clock.step(ms)
+    return settle(tick(node, clock.now_ms(), clock.mono_ms()))
 
 
 def status_of(node: Node, user: str) -> str:

@@ -11,6 +11,11 @@ Each side of a call is owned by one connection: the caller's is the one that sen
 offer, the callee's the first that answered. While ringing, the caller's frames go to
 every connection of the callee; once answered, frames pass only between the two
 owners. Only the two parties may send anything about a call.
+
+Two clocks come in with each transition: `now_ms` (wall) for the call record's instants,
+which leave the process, and `mono_ms` (monotonic) for the ring timeout, the retention
+of ended calls and the ring and talk durations, which a step of the system clock must
+not move.
 """
 
 import heapq
@@ -47,10 +52,14 @@ class Call:
     room: RoomId | None
     caller_conn: ConnId | None
     started_at_ms: int
+    started_mono: int
     callee_conn: ConnId | None = None
     state: CallState = CallState.RINGING
+    # The record's instants are wall clock; each has its monotonic twin for durations.
     answered_at_ms: int | None = None
+    answered_mono: int | None = None
     ended_at_ms: int | None = None
+    ended_mono: int | None = None
     end_reason: str | None = None
     ended_by: UserId | None = None
 
@@ -88,7 +97,7 @@ class Calls:
         self.ring_timeout_ms = ring_timeout_ms
         self.calls: dict[str, Call] = {}
         self._live: dict[UserId, str] = {}  # user -> their ringing or active call
-        self._deadlines: list[tuple[int, str]] = []
+        self._deadlines: list[tuple[int, str]] = []  # (monotonic instant, call id)
         self.stats = CallStats()
         # Calls that ended since the last `drain_log()`: the call log persists them.
         self._ended: list[Call] = []
@@ -157,7 +166,7 @@ class Calls:
     # ---- transitions ------------------------------------------------------------------------
     def offer(self, *, call_id: str, caller: UserId, conn: ConnId, callee: UserId,
               room: RoomId | None, sdp: SessionDescription | None,
-              candidate: dict[str, object] | None, now_ms: int,
+              candidate: dict[str, object] | None, now_ms: int, mono_ms: int,
               callee_busy: bool = False) -> Effects:
         """A new callId starts a ringing call; a known one is a re-offer (before an
         answer) or a renegotiation / ICE restart (in an active call). `callee_busy`: the
@@ -184,23 +193,23 @@ class Calls:
             raise ProtocolError(ErrorCode.CONFLICT,
                                 f"you are already in call {mine.call_id}; end it first")
         call = Call(call_id=call_id, caller=caller, callee=callee, room=room, caller_conn=conn,
-                    started_at_ms=now_ms)
+                    started_at_ms=now_ms, started_mono=mono_ms)
         self.stats.started += 1
         if callee_busy or self.live_call_of(callee) is not None:
             # PROTOCOL §Calls: a callee already in a call -> the caller hears `busy`.
             self.stats.busy += 1
-            self._finish(call, "busy", callee, now_ms)
+            self._finish(call, "busy", callee, now_ms, mono_ms)
             self.calls[call_id] = call
             return [ToConns((conn,), "call_reject",
                             CallEndEvent(call_id=call_id, by=callee, reason="busy"))]
         self.calls[call_id] = call
         self._live[caller] = call_id
         self._live[callee] = call_id
-        heapq.heappush(self._deadlines, (now_ms + self.ring_timeout_ms, call_id))
+        heapq.heappush(self._deadlines, (mono_ms + self.ring_timeout_ms, call_id))
         return [ToUser(callee, "webrtc", self._relay(call, "offer", caller, sdp, candidate))]
 
     def answer(self, *, call_id: str, user: UserId, conn: ConnId,
-               sdp: SessionDescription | None, now_ms: int) -> Effects:
+               sdp: SessionDescription | None, now_ms: int, mono_ms: int) -> Effects:
         call = self._get(call_id, user)
         relay = self._relay(call, "answer", user, sdp, None)
         if call.state is CallState.ACTIVE:  # renegotiation answer
@@ -211,8 +220,9 @@ class Calls:
         call.state = CallState.ACTIVE
         call.callee_conn = conn
         call.answered_at_ms = now_ms
+        call.answered_mono = mono_ms
         self.stats.answered += 1
-        self.stats.ring_ms_total += now_ms - call.started_at_ms
+        self.stats.ring_ms_total += mono_ms - call.started_mono
         effects = self._to_side(call, call.caller, "webrtc", relay)
         # The callee's other devices stop ringing (PROTOCOL §Calls: first answer wins).
         effects.append(ToUser(user, "call_end", CallEndEvent(
@@ -260,24 +270,24 @@ class Calls:
         return peer_conn
 
     def reject(self, *, call_id: str, user: UserId, reason: str | None,
-               now_ms: int) -> Effects:
+               now_ms: int, mono_ms: int) -> Effects:
         call = self._get(call_id, user)
         if call.state is not CallState.RINGING or user != call.callee:
             raise ProtocolError(ErrorCode.CONFLICT if call.state is CallState.ACTIVE
                                 else ErrorCode.FORBIDDEN,
                                 f"call is {call.state}: only the callee rejects a ringing call")
         self.stats.rejected += 1
-        self._finish(call, "rejected", user, now_ms)
+        self._finish(call, "rejected", user, now_ms, mono_ms)
         event = CallEndEvent(call_id=call_id, by=user, reason=reason or "rejected")
         return [*self._to_side(call, call.caller, "call_reject", event),
                 ToUser(user, "call_end", event)]
 
     def hang_up(self, *, call_id: str, user: UserId, reason: str | None,
-                now_ms: int, conn: ConnId | None = None) -> Effects:
+                now_ms: int, mono_ms: int, conn: ConnId | None = None) -> Effects:
         """`conn` is the connection that hung up; None: the one owning `user`'s side."""
         call = self._get(call_id, user)
         was_ringing = call.state is CallState.RINGING
-        self._finish(call, "hangup", user, now_ms)
+        self._finish(call, "hangup", user, now_ms, mono_ms)
         event = CallEndEvent(call_id=call_id, by=user, reason=reason or "hangup")
         # An unanswered callee side is unowned, so every ringing device hears it.
         effects = self._to_side(call, call.peer_of(user), "call_end", event)
@@ -295,29 +305,29 @@ class Calls:
                 effects.append(ToConns((owner,), "call_end", event))
         return effects
 
-    def expire(self, now_ms: int) -> Effects:
+    def expire(self, now_ms: int, mono_ms: int) -> Effects:
         """Ring timeouts: both sides hear `call_end` with reason `timeout`."""
         effects: Effects = []
-        while self._deadlines and self._deadlines[0][0] <= now_ms:
+        while self._deadlines and self._deadlines[0][0] <= mono_ms:
             _, call_id = heapq.heappop(self._deadlines)
             call = self.calls.get(call_id)
             if call is None:
                 continue
             if call.state is CallState.ENDED:
-                if call.ended_at_ms is not None and \
-                        now_ms - call.ended_at_ms >= ENDED_RETENTION_MS:
+                if call.ended_mono is not None and \
+                        mono_ms - call.ended_mono >= ENDED_RETENTION_MS:
                     del self.calls[call_id]
                 continue
             if call.state is CallState.RINGING:
                 self.stats.timed_out += 1
-                self._finish(call, "timeout", call.callee, now_ms)
+                self._finish(call, "timeout", call.callee, now_ms, mono_ms)
                 event = CallEndEvent(call_id=call_id, by=call.callee, reason="timeout")
                 effects += self._to_side(call, call.caller, "call_end", event)
                 effects += self._to_side(call, call.callee, "call_end", event)
         return effects
 
     def connection_closed(self, user: UserId, conn: ConnId, conns_left: int,
-                          now_ms: int) -> Effects:
+                          now_ms: int, mono_ms: int) -> Effects:
         """A connection of `user` closed. The user's last connection ends their call with
         `disconnected`; an owning connection with siblings left unbinds its side, so the
         user's reconnected device can take the call over."""
@@ -330,34 +340,35 @@ class Calls:
             if call.callee_conn == conn:
                 call.callee_conn = None
             return []
-        self._finish(call, "disconnected", user, now_ms)
+        self._finish(call, "disconnected", user, now_ms, mono_ms)
         event = CallEndEvent(call_id=call.call_id, by=user, reason="disconnected")
         return self._to_side(call, call.peer_of(user), "call_end", event)
 
-    def reaped(self, call_id: str, now_ms: int) -> Effects:
+    def reaped(self, call_id: str, now_ms: int, mono_ms: int) -> Effects:
         """The cluster reaped this call while this node, its home, was cut off: its
         parties were told `call_end` (disconnected) and the reaper logged it. It ends here
         too, the same way, and is not logged again."""
         call = self.calls.get(call_id)
         if call is None or call.state is CallState.ENDED:
             return []
-        self._finish(call, "disconnected", call.callee, now_ms, log=False)
+        self._finish(call, "disconnected", call.callee, now_ms, mono_ms, log=False)
         event = CallEndEvent(call_id=call_id, by=call.callee, reason="disconnected")
         return [*self._to_side(call, call.caller, "call_end", event),
                 *self._to_side(call, call.callee, "call_end", event)]
 
-    def _finish(self, call: Call, reason: str, by: UserId, now_ms: int,
+    def _finish(self, call: Call, reason: str, by: UserId, now_ms: int, mono_ms: int,
                 log: bool = True) -> None:
         call.state = CallState.ENDED
         call.end_reason = reason
         call.ended_by = by
         call.ended_at_ms = now_ms
+        call.ended_mono = mono_ms
         for party in (call.caller, call.callee):
             if self._live.get(party) == call.call_id:
                 del self._live[party]
-        if call.answered_at_ms is not None:
-            self.stats.talk_ms_total += now_ms - call.answered_at_ms
+        if call.answered_mono is not None:
+            self.stats.talk_ms_total += mono_ms - call.answered_mono
         self.stats.ended[reason] = self.stats.ended.get(reason, 0) + 1
-        heapq.heappush(self._deadlines, (now_ms + ENDED_RETENTION_MS, call.call_id))
+        heapq.heappush(self._deadlines, (mono_ms + ENDED_RETENTION_MS, call.call_id))
         if log:
             self._ended.append(call)

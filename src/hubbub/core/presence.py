@@ -3,6 +3,10 @@ is present while they have a connection here. When the last one closes they stay
 `grace_ms`; only then do they become `offline` (with `lastSeen` = the moment the last
 connection closed), so a quick reconnect does not flap. The status a user chooses
 (away, busy) lives in the directory, cluster-wide (hubbub.directory).
+
+`lastSeen` is a wall-clock instant (`now_ms`): it goes out on the wire. The grace and the
+budgets count on the monotonic clock (`mono_ms`), so a step of the system clock neither
+ends a grace early nor holds a departed user online.
 """
 
 import heapq
@@ -19,9 +23,9 @@ Status = Literal["online", "away", "busy", "offline"]
 class UserPresence:
     username: str
     connections: int
-    last_seen_ms: int
-    # Set while the user has no connection and the grace period runs.
-    offline_at_ms: int | None = None
+    last_seen_ms: int  # wall clock
+    # Set while the user has no connection and the grace period runs (monotonic).
+    offline_at_mono: int | None = None
     # `presence` frames of this user on this node, whichever connection sends them: each
     # is broadcast to every room the user is in, so it is bounded per user (ADR 0041).
     changes: TokenBucket = field(default_factory=lambda: TokenBucket(0.0, 1.0))
@@ -69,46 +73,48 @@ class PresenceTracker:
             return True
         p.connections += 1
         p.username = username
-        p.offline_at_ms = None
+        p.offline_at_mono = None
         p.last_seen_ms = now_ms
         return False
 
-    def disconnect(self, user: UserId, now_ms: int) -> None:
-        """A connection closed; the last one starts the grace period."""
+    def disconnect(self, user: UserId, now_ms: int, mono_ms: int) -> None:
+        """A connection closed; the last one starts the grace period: `lastSeen` is
+        `now_ms`, the user goes offline `grace_ms` after `mono_ms`."""
         p = self._users.get(user)
         if p is None:
             return
         p.connections = max(0, p.connections - 1)
         p.last_seen_ms = now_ms
         if p.connections == 0:
-            p.offline_at_ms = now_ms + self.grace_ms
-            heapq.heappush(self._deadlines, (p.offline_at_ms, user))
+            p.offline_at_mono = mono_ms + self.grace_ms
+            heapq.heappush(self._deadlines, (p.offline_at_mono, user))
 
-    def take_change(self, user: UserId, now_ms: int) -> int:
+    def take_change(self, user: UserId, mono_ms: int) -> int:
         """A `presence` frame of `user`: 0 if it may go out, else the ms until one may.
         One budget per user, shared by all of their connections here."""
         p = self._users.get(user)
-        return 0 if p is None else p.changes.take(now_ms)
+        return 0 if p is None else p.changes.take(mono_ms)
 
-    def take_call(self, user: UserId, now_ms: int) -> int:
+    def take_call(self, user: UserId, mono_ms: int) -> int:
         """A new call that `user` starts: 0 if it may ring, else the ms until one may.
         One budget per user, shared by all of their connections here."""
         p = self._users.get(user)
-        return 0 if p is None else p.calls.take(now_ms)
+        return 0 if p is None else p.calls.take(mono_ms)
 
     def next_deadline(self) -> int | None:
+        """The earliest end of a grace period, on the monotonic clock."""
         return self._deadlines[0][0] if self._deadlines else None
 
-    def expire(self, now_ms: int) -> list[tuple[UserId, UserPresence]]:
+    def expire(self, mono_ms: int) -> list[tuple[UserId, UserPresence]]:
         """Users whose grace period ended without a reconnect: now offline and forgotten."""
         gone: list[tuple[UserId, UserPresence]] = []
-        while self._deadlines and self._deadlines[0][0] <= now_ms:
+        while self._deadlines and self._deadlines[0][0] <= mono_ms:
             deadline, user = heapq.heappop(self._deadlines)
             p = self._users.get(user)
             # Stale heap entries (the user reconnected, or left again later) are skipped.
-            if p is None or p.offline_at_ms != deadline or p.connections:
+            if p is None or p.offline_at_mono != deadline or p.connections:
                 continue
             del self._users[user]
-            p.offline_at_ms = None
+            p.offline_at_mono = None
             gone.append((user, p))
         return gone

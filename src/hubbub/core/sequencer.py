@@ -3,7 +3,8 @@ clients see a room's events in seq order).
 
 Two nodes commit seq 5 and 6 of one room; their publishes may cross on the way, so a
 third node can receive 6 first. It holds 6 back until 5 arrives, or until `max_wait_ms`
-passes — then the gap is filled from the store, which has every committed event.
+passes — then the gap is filled from the store, which has every committed event. The
+wait counts on the monotonic clock (`mono_ms`).
 """
 
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ T = TypeVar("T")
 class _Room(Generic[T]):
     last: int
     held: dict[int, T] = field(default_factory=dict)
-    gap_since_ms: int | None = None
+    gap_since_mono: int | None = None
     filling: bool = False
     fill_after: int = 0  # `last` when the fill under way was asked for
 
@@ -47,7 +48,7 @@ class Sequencer(Generic[T]):
         self._rooms.pop(room, None)
         self._gapped.discard(room)
 
-    def offer(self, room: RoomId, seq: int, item: T, now_ms: int) -> list[T]:
+    def offer(self, room: RoomId, seq: int, item: T, mono_ms: int) -> list[T]:
         """An event arrived; returns the events that may now be delivered, in order."""
         r = self._rooms.get(room)
         if r is None:
@@ -56,13 +57,13 @@ class Sequencer(Generic[T]):
             return []  # a duplicate (a replay, or live and filled both)
         if seq != r.last + 1:
             r.held[seq] = item
-            if r.gap_since_ms is None:
-                r.gap_since_ms = now_ms
+            if r.gap_since_mono is None:
+                r.gap_since_mono = mono_ms
                 self._gapped.add(room)
             return []
         r.last = seq
         ready = [item, *self._release(r)]
-        self._rewait(room, r, now_ms)
+        self._rewait(room, r, mono_ms)
         return ready
 
     @staticmethod
@@ -74,38 +75,38 @@ class Sequencer(Generic[T]):
             ready.append(r.held.pop(r.last))
         return ready
 
-    def _rewait(self, room: RoomId, r: _Room[T], now_ms: int) -> None:
+    def _rewait(self, room: RoomId, r: _Room[T], mono_ms: int) -> None:
         """After progress: a hole still left waits `max_wait_ms` from now."""
         if r.held:
-            r.gap_since_ms = now_ms
+            r.gap_since_mono = mono_ms
             self._gapped.add(room)
         else:
-            r.gap_since_ms = None
+            r.gap_since_mono = None
             self._gapped.discard(room)
 
-    def overdue(self, now_ms: int) -> list[tuple[RoomId, int]]:
+    def overdue(self, mono_ms: int) -> list[tuple[RoomId, int]]:
         """Rooms whose gap outlived `max_wait_ms`: (room, last delivered seq) to fill from.
         Each is reported once until `filled()`."""
         due = []
         for room in self._gapped:
             r = self._rooms[room]
-            if r.gap_since_ms is not None and not r.filling \
-                    and now_ms - r.gap_since_ms >= self.max_wait_ms:
+            if r.gap_since_mono is not None and not r.filling \
+                    and mono_ms - r.gap_since_mono >= self.max_wait_ms:
                 r.filling = True
                 r.fill_after = r.last
                 due.append((room, r.last))
         return due
 
-    def fill_failed(self, room: RoomId, now_ms: int) -> None:
+    def fill_failed(self, room: RoomId, mono_ms: int) -> None:
         """Reading the gap from the store failed: try again after another wait, if a hole
         is still there (live events may have closed it while the read was out)."""
         r = self._rooms.get(room)
         if r is not None:
             r.filling = False
-            self._rewait(room, r, now_ms)
+            self._rewait(room, r, mono_ms)
 
     def filled(self, room: RoomId, events: list[tuple[int, T]], through: int,
-               now_ms: int) -> list[T]:
+               mono_ms: int) -> list[T]:
         """Events read from the store after a gap, when it held every seq up to `through`:
         deliver them and what they unblock. A hole up to `through` that the store did not
         return (more events than a fill reads) is skipped: the clients page `history` for
@@ -117,7 +118,7 @@ class Sequencer(Generic[T]):
         r.filling = False
         ready: list[T] = []
         for seq, item in events:
-            ready += self.offer(room, seq, item, now_ms)
+            ready += self.offer(room, seq, item, mono_ms)
         if not r.held:
             return ready
         if through < r.fill_after:
@@ -128,5 +129,5 @@ class Sequencer(Generic[T]):
             ready.append(r.held.pop(seq))
         r.last = max(r.last, through)
         ready += self._release(r)
-        self._rewait(room, r, now_ms)
+        self._rewait(room, r, mono_ms)
         return ready

@@ -151,7 +151,7 @@ def admit_settled(node: Node, s: Session, frame: WebRTC, me: UserId) -> bool:
     p = frame.payload
     if (p.user_id is not None and p.user_id != me) or (p.from_ is not None and p.from_ != me):
         return False
-    if s.frames.take(node.clock.now_ms()):
+    if s.frames.take(node.clock.mono_ms()):
         return False
     node.metrics.frames_in["webrtc"] += 1
     return True
@@ -180,8 +180,8 @@ async def _offer(node: Node, s: Session, frame: WebRTC, call_id: str, to: UserId
     if call_id in node.calls.calls:  # the same offer twice, raced while we checked
         relayed = _relay(node, s, frame, to, call_id)
         return relayed if isinstance(relayed, list) else await relayed
-    now = node.clock.now_ms()
-    wait = node.presence.take_call(me, now)
+    now, mono = node.clock.now_ms(), node.clock.mono_ms()
+    wait = node.presence.take_call(me, mono)
     if wait:  # each new call rings every device of the callee (ADR 0042)
         raise ProtocolError(ErrorCode.RATE_LIMITED, "too many new calls", retry_after_ms=wait)
     claim = await node.directory.claim_call(CallInfo(call_id, me, to, node.number,
@@ -199,7 +199,7 @@ async def _offer(node: Node, s: Session, frame: WebRTC, call_id: str, to: UserId
     try:
         effects = node.calls.offer(call_id=call_id, caller=me, conn=s.conn, callee=to,
                                    room=room, sdp=p.sdp, candidate=p.candidate, now_ms=now,
-                                   callee_busy=claim.outcome == "callee_busy")
+                                   mono_ms=mono, callee_busy=claim.outcome == "callee_busy")
     except ProtocolError:
         if claim.outcome == "ok":  # the rules refused it: the parties are not in a call
             await node.directory.release_call(call_id)
@@ -219,12 +219,13 @@ def _relay(node: Node, s: Session, frame: WebRTC, to: UserId, call_id: str) -> R
     elif p.kind == "offer":
         room = room_id(p.room_id) if p.room_id is not None else None
         effects = node.calls.offer(call_id=call_id, caller=me, conn=s.conn, callee=to, room=room,
-                                   sdp=p.sdp, candidate=p.candidate, now_ms=node.clock.now_ms())
+                                   sdp=p.sdp, candidate=p.candidate, now_ms=node.clock.now_ms(),
+                                   mono_ms=node.clock.mono_ms())
     else:
         was_ringing = call is not None and call.answered_at_ms is None
         now = node.clock.now_ms()
         effects = node.calls.answer(call_id=call_id, user=me, conn=s.conn, sdp=p.sdp,
-                                    now_ms=now)
+                                    now_ms=now, mono_ms=node.clock.mono_ms())
         answered_at = now if was_ringing else None
     effects = _ack(node, s, frame.id, call_id) + effects + finished(node)
     return effects if answered_at is None else _answered(node, call_id, answered_at, effects)
@@ -258,7 +259,7 @@ def _control(node: Node, s: Session, frame: CallReject | CallEnd,
     if elsewhere is not None:
         return elsewhere
     effects = action(call_id=p.call_id, user=s.identity.user_id, reason=p.reason,
-                     now_ms=node.clock.now_ms())
+                     now_ms=node.clock.now_ms(), mono_ms=node.clock.mono_ms())
     return _ack(node, s, frame.id, p.call_id) + effects + finished(node)
 
 
@@ -382,7 +383,8 @@ async def _departed(node: Node, user: UserId, conn: ConnId, local_left: int = 0)
     if node.calls.live_call_of(user) is None:
         return []
     left = local_left or int(await node.directory.is_online(user))
-    return node.calls.connection_closed(user, conn, left, node.clock.now_ms()) + finished(node)
+    return node.calls.connection_closed(user, conn, left, node.clock.now_ms(),
+                                        node.clock.mono_ms()) + finished(node)
 
 
 # ---- a directory that forgot this node (docs/decisions/0071-...) ----------------------------
@@ -414,7 +416,7 @@ async def _write_back(node: Node, call: Call) -> Effects:
         return await _release(node, [call.call_id]) if restore.outcome == "restored" else []
     if restore.outcome == "reaped":
         log.info("call %s was ended for its parties while this node was cut off", call.call_id)
-        return node.calls.reaped(call.call_id, node.clock.now_ms())
+        return node.calls.reaped(call.call_id, node.clock.now_ms(), node.clock.mono_ms())
     if restore.outcome == "taken":
         log.warning("call %s not written back: another call holds its callId", call.call_id)
         return []

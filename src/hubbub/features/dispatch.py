@@ -93,7 +93,7 @@ def refused(node: Node, s: Session, exc: ProtocolError, frame_id: str | None) ->
     """The `error` frame for a refused frame, and 4008 when the client keeps misbehaving."""
     node.metrics.errors[exc.code] += 1
     effects = error(s.conn, exc, frame_id)
-    if exc.code in STRIKE_CODES and s.strikes.take(node.clock.now_ms()):
+    if exc.code in STRIKE_CODES and s.strikes.take(node.clock.mono_ms()):
         s.closing = True
         effects.append(Close(s.conn, CloseCode.TOO_MANY_BAD_FRAMES, "too many bad frames"))
     return effects
@@ -192,8 +192,8 @@ def handle_read(node: Node, s: Session,
     node.metrics.frames_in[_tag(t)] += 1
     fid = frame.id
     try:
-        now = node.clock.now_ms()
-        wait = s.frames.take(now)
+        mono = node.clock.mono_ms()
+        wait = s.frames.take(mono)
         if wait:
             raise ProtocolError(ErrorCode.RATE_LIMITED, "too many frames", retry_after_ms=wait)
         if s.identity is None:
@@ -206,12 +206,12 @@ def handle_read(node: Node, s: Session,
         if t is Auth:
             raise ProtocolError(ErrorCode.BAD_REQUEST, "already authenticated")
         if t is Chat:
-            wait = s.chats.take(now)
+            wait = s.chats.take(mono)
             if wait:
                 raise ProtocolError(ErrorCode.RATE_LIMITED, "too many chats",
                                     retry_after_ms=wait)
         elif t is JoinRoom:
-            wait = s.joins.take(now)
+            wait = s.joins.take(mono)
             if wait:
                 raise ProtocolError(ErrorCode.RATE_LIMITED, "too many joins",
                                     retry_after_ms=wait)

@@ -137,11 +137,11 @@ class Node:
     directory_forgot_ms: int | None = None
     # This node's number: the high bits of its connection ids (0 for a lone node).
     number: int = 0
-    # (deadline_ms, conn): each connection's authentication deadline.
+    # (monotonic deadline, conn): each connection's authentication deadline.
     deadlines: list[tuple[int, ConnId]] = field(default_factory=list)
-    # (exp in wall-clock ms, conn): when a connection's token expires (ADR 0014).
+    # (exp in wall-clock ms, conn): when a connection's token expires (ADR 0014, 0090).
     expiries: list[tuple[int, ConnId]] = field(default_factory=list)
-    # (deadline_ms, user): when a dropped connection's room memberships stop lingering.
+    # (monotonic deadline, user): when a dropped connection's memberships stop lingering.
     lingering: list[tuple[int, UserId]] = field(default_factory=list)
     _conn_ids: "itertools.count[int]" = field(default_factory=lambda: itertools.count(1))
 
@@ -160,9 +160,9 @@ class Node:
     def new_conn_id(self) -> ConnId:
         return conn_id(self.number, next(self._conn_ids))
 
-    def add_deadline(self, when_ms: int, conn: ConnId) -> None:
-        """`conn` is closed at `when_ms` unless it has authenticated."""
-        self.deadlines = self._pushed(self.deadlines, when_ms, conn)
+    def add_deadline(self, when_mono: int, conn: ConnId) -> None:
+        """`conn` is closed at `when_mono` (monotonic) unless it has authenticated."""
+        self.deadlines = self._pushed(self.deadlines, when_mono, conn)
 
     def add_expiry(self, exp_ms: int, conn: ConnId) -> None:
         """`conn` is closed once the wall clock reaches `exp_ms`, its token's `exp`: an

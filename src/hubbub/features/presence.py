@@ -37,7 +37,7 @@ async def set_status(node: Node, uid: UserId, status: Status) -> Effects:
 
 async def handle_presence(node: Node, s: Session, frame: Presence) -> Effects:
     assert s.identity is not None
-    wait = node.presence.take_change(s.identity.user_id, node.clock.now_ms())
+    wait = node.presence.take_change(s.identity.user_id, node.clock.mono_ms())
     if wait:
         raise ProtocolError(ErrorCode.RATE_LIMITED, "too many presence changes",
                             retry_after_ms=wait)

@@ -25,13 +25,13 @@ log = logging.getLogger("hubbub.system")
 
 
 def open_session(node: Node, remote: str = "", ip: str = "") -> Session:
-    now = node.clock.now_ms()
-    s = Session(conn=node.new_conn_id(), opened_at_ms=now, limits=node.limits, remote=remote,
-                ip=ip)
+    clock = node.clock
+    s = Session(conn=node.new_conn_id(), opened_at_ms=clock.now_ms(), limits=node.limits,
+                remote=remote, ip=ip)
     node.sessions[s.conn] = s
     node.ip_conns[ip] += 1
     node.metrics.connections_opened += 1
-    node.add_deadline(now + int(node.settings.auth_timeout * 1000), s.conn)
+    node.add_deadline(clock.mono_ms() + int(node.settings.auth_timeout * 1000), s.conn)
     return s
 
 
@@ -58,7 +58,8 @@ def close_session(node: Node, conn: ConnId) -> Effects:
         del node.ip_conns[s.ip]
     if s.identity is None:
         return []
-    uid, name, now = s.identity.user_id, s.identity.username, node.clock.now_ms()
+    uid, name = s.identity.user_id, s.identity.username
+    now, mono = node.clock.now_ms(), node.clock.mono_ms()
     effects: Effects = []
     for room in s.rooms:
         effects += stop_typing(node, room, uid, name)
@@ -74,8 +75,8 @@ def close_session(node: Node, conn: ConnId) -> Effects:
             node.fanout.user_closed(uid)
     effects += calls.connection_closed(node, uid, name, conn, len(conns or ()))
     s.rooms.clear()
-    node.presence.disconnect(uid, now)
-    heapq.heappush(node.lingering, (now + node.presence.grace_ms, uid))
+    node.presence.disconnect(uid, now, mono)
+    heapq.heappush(node.lingering, (mono + node.presence.grace_ms, uid))
     return effects
 
 
@@ -89,20 +90,22 @@ def _release_lingering(node: Node, uid: UserId, username: str,
     return [Later(released(node, uid, username, rooms, last_seen_ms))]
 
 
-def tick(node: Node, now_ms: int) -> Effects:
-    """Everything that happens because time passed: typing expiry, the end of presence
-    grace periods, authentication deadlines and token expiry."""
-    effects = expire_typing(node, now_ms)
-    effects += node.calls.expire(now_ms)
+def tick(node: Node, now_ms: int, mono_ms: int) -> Effects:
+    """Everything that happens because time passed: typing expiry, ring timeouts, the end
+    of presence grace periods, authentication deadlines and token expiry. The deadlines
+    count on the monotonic clock (`mono_ms`); a token's `exp` is a wall-clock instant,
+    judged by `now_ms` (ADR 0014, 0090)."""
+    effects = expire_typing(node, mono_ms)
+    effects += node.calls.expire(now_ms, mono_ms)
     effects += calls.finished(node)
-    for uid, gone in node.presence.expire(now_ms):
+    for uid, gone in node.presence.expire(mono_ms):
         effects += _release_lingering(node, uid, gone.username, gone.last_seen_ms)
-    while node.lingering and node.lingering[0][0] <= now_ms:
+    while node.lingering and node.lingering[0][0] <= mono_ms:
         _, uid = heapq.heappop(node.lingering)
         p = node.presence.get(uid)
         if p is not None and p.connections:
             effects += _release_lingering(node, uid, p.username, None)
-    while node.deadlines and node.deadlines[0][0] <= now_ms:
+    while node.deadlines and node.deadlines[0][0] <= mono_ms:
         _, conn = heapq.heappop(node.deadlines)
         s = node.sessions.get(conn)
         if s is not None and not s.closing and s.identity is None:

@@ -31,16 +31,16 @@ def handle_typing(node: Node, s: Session, frame: Typing) -> Effects:
     if frame.id is not None:
         effects.append(Reply(s.conn, "ack", EmptyAck(), frame.id))
     if frame.payload.is_typing:
-        if node.typing.start(room, uid, node.clock.now_ms()):
+        if node.typing.start(room, uid, node.clock.mono_ms()):
             effects.append(typing_event(room, uid, name, True))
     else:
         effects += stop_typing(node, room, uid, name)
     return effects
 
 
-def expire_typing(node: Node, now_ms: int) -> Effects:
+def expire_typing(node: Node, mono_ms: int) -> Effects:
     effects: Effects = []
-    for room, user in node.typing.expire(now_ms):
+    for room, user in node.typing.expire(mono_ms):
         p = node.presence.get(user)
         effects.append(typing_event(room, user, p.username if p else user, False))
     return effects

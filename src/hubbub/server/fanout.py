@@ -144,7 +144,7 @@ class Fanout:
     def forward(self, e: Forward) -> None:
         """A call frame for the node whose rules own the call."""
         if e.frame_id is not None:
-            self._awaiting[(e.conn, e.frame_id)] = (self.hub.node.clock.now_ms()
+            self._awaiting[(e.conn, e.frame_id)] = (self.hub.node.clock.mono_ms()
                                                     + FORWARD_ANSWER_MS)
         self.broker.publish(f"node:{e.home}", _encode(Message(
             kind="call", origin=self.node_number, type="call", frame=e.frame,
@@ -161,9 +161,9 @@ class Fanout:
                 kind="conns", origin=self.node_number, type=type_, frame=frame, conns=ids,
                 answers=answers)))
 
-    def unanswered(self, now_ms: int) -> list[tuple[ConnId, str]]:
+    def unanswered(self, mono_ms: int) -> list[tuple[ConnId, str]]:
         """Forwarded frames whose answer is overdue: the caller answers them itself."""
-        due = [key for key, deadline in self._awaiting.items() if deadline <= now_ms]
+        due = [key for key, deadline in self._awaiting.items() if deadline <= mono_ms]
         for key in due:
             del self._awaiting[key]
             self._gave_up.append(key)
@@ -186,7 +186,7 @@ class Fanout:
             if (msg.type == "typing" and msg.exclude is not None
                     and msg.frame.endswith(framing.TYPING_TRUE)
                     and not hub.node.typing.remote_true(RoomId(msg.room), UserId(msg.exclude),
-                                                        hub.node.clock.now_ms())):
+                                                        hub.node.clock.mono_ms())):
                 return  # the user's other device, on another node, typed within a second
             hub.deliver_room(RoomId(msg.room), msg.type, msg.frame,
                              UserId(msg.exclude) if msg.exclude else None, msg.seq)
@@ -218,9 +218,9 @@ class Fanout:
         self._seen_set.add(key)
 
     # ---- gaps -----------------------------------------------------------------------------
-    def fill_gaps(self, now_ms: int) -> None:
+    def fill_gaps(self, mono_ms: int) -> None:
         """Called by the timers: rooms whose seq gap waited too long are read from the store."""
-        for room, after in self.sequencer.overdue(now_ms):
+        for room, after in self.sequencer.overdue(mono_ms):
             self._spawn(self._fill(room, after))
 
     async def _fill(self, room: RoomId, after: int) -> None:
@@ -229,7 +229,7 @@ class Fanout:
             recovery = await node.store.events_since(room, after, node.settings.recovery_limit)
         except Exception as exc:
             log.warning("filling a seq gap in room %s failed (%s); will retry", room, exc)
-            self.sequencer.fill_failed(room, node.clock.now_ms())
+            self.sequencer.fill_failed(room, node.clock.mono_ms())
             return
         events: list[tuple[int, Held]] = []
         for ev in recovery.events:
@@ -239,7 +239,7 @@ class Fanout:
         log.info("filled a seq gap in room %s after %d from the store (%d events)",
                  room, after, len(events))
         for held in self.sequencer.filled(room, events, recovery.last_seq,
-                                          node.clock.now_ms()):
+                                          node.clock.mono_ms()):
             self.hub.deliver_ordered(room, held)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:

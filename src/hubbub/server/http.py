@@ -228,7 +228,7 @@ def _store_unavailable(request: web.Request, exc: Exception) -> web.Response:
 def _rate_limited(hub: Hub, ident: Identity) -> web.Response | None:
     """429 when the user's HTTP reads are over their budget (`Node.http_reads`): each
     goes to the store, whose one thread also commits every chat."""
-    wait = hub.node.http_reads.take(ident.user_id, hub.node.clock.now_ms())
+    wait = hub.node.http_reads.take(ident.user_id, hub.node.clock.mono_ms())
     if not wait:
         return None
     return web.json_response(

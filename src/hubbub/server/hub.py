@@ -329,7 +329,7 @@ class Hub:
             self.deliver_room_now(room, type_, frame, exclude)
             return
         for held in fan.sequencer.offer(room, seq, (frame, exclude, type_, seq),
-                                        self.node.clock.now_ms()):
+                                        self.node.clock.mono_ms()):
             self.deliver_ordered(room, held)
 
     def deliver_ordered(self, room: RoomId, held: Held) -> None:

@@ -46,11 +46,11 @@ class Timers:
 
     def _tick(self) -> None:
         node = self.hub.node
-        now = node.clock.now_ms()
-        self.hub.run(tick(node, now))
+        mono = node.clock.mono_ms()
+        self.hub.run(tick(node, node.clock.now_ms(), mono))
         if self.hub.fanout is not None:
-            self.hub.fanout.fill_gaps(now)
-            self.hub.run(call_frames_unanswered(node, self.hub.fanout.unanswered(now)))
+            self.hub.fanout.fill_gaps(mono)
+            self.hub.run(call_frames_unanswered(node, self.hub.fanout.unanswered(mono)))
 
     def _housekeeping(self) -> None:
         node = self.hub.node

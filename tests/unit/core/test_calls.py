@@ -1,6 +1,6 @@
 """The call state machine (core/calls.py; PROTOCOL §Calls), one transition per test.
 
-Time is an int passed in (`now_ms`); nothing sleeps. Effects are resolved to the
+Time is passed in as ints (`now_ms`, `mono_ms`); nothing sleeps. Effects are resolved to the
 connections that would receive them with a fixed map of users to connections:
 ann has A1 and A2, bob has B1 and B2, carl has C1.
 """
@@ -33,6 +33,12 @@ Inbox = dict[ConnId, list[tuple[str, dict[str, Any]]]]
 
 
 # ---- helpers -----------------------------------------------------------------------------
+
+
+def at(ms: int) -> dict[str, int]:
+    """Both clocks at `ms`: most tests here move the wall and the monotonic clock together
+    (tests/unit/features/test_clock_steps.py and the property tests move them apart)."""
+    return {"now_ms": ms, "mono_ms": ms}
 
 
 def inbox(effects: Effects) -> Inbox:
@@ -74,12 +80,12 @@ def offer(calls: Calls, *, caller: UserId = ANN, conn: ConnId = A1, callee: User
           call_id: str = "c1", room: RoomId | None = None,
           candidate: dict[str, object] | None = None, now_ms: int = T0) -> Effects:
     return calls.offer(call_id=call_id, caller=caller, conn=conn, callee=callee, room=room,
-                       sdp=OFFER, candidate=candidate, now_ms=now_ms)
+                       sdp=OFFER, candidate=candidate, **at(now_ms))
 
 
 def answer(calls: Calls, *, user: UserId = BOB, conn: ConnId = B1, call_id: str = "c1",
            now_ms: int = T0 + 1000) -> Effects:
-    return calls.answer(call_id=call_id, user=user, conn=conn, sdp=ANSWER, now_ms=now_ms)
+    return calls.answer(call_id=call_id, user=user, conn=conn, sdp=ANSWER, **at(now_ms))
 
 
 def ice(calls: Calls, user: UserId, conn: ConnId, call_id: str = "c1") -> Effects:
@@ -277,8 +283,8 @@ def _third_party_actions(calls: Calls) -> dict[str, Callable[[], object]]:
         "offer": lambda: offer(calls, caller=CARL, conn=C1, callee=BOB),
         "answer": lambda: answer(calls, user=CARL, conn=C1),
         "ice_candidate": lambda: ice(calls, CARL, C1),
-        "call_reject": lambda: calls.reject(call_id="c1", user=CARL, reason=None, now_ms=T0),
-        "call_end": lambda: calls.hang_up(call_id="c1", user=CARL, reason=None, now_ms=T0),
+        "call_reject": lambda: calls.reject(call_id="c1", user=CARL, reason=None, **at(T0)),
+        "call_end": lambda: calls.hang_up(call_id="c1", user=CARL, reason=None, **at(T0)),
     }
 
 
@@ -289,7 +295,7 @@ def test_a_third_user_is_forbidden_on_every_frame_type(
 ) -> None:
     if setup == "ended":
         calls = active()
-        calls.hang_up(call_id="c1", user=ANN, reason=None, now_ms=T0 + 2000)
+        calls.hang_up(call_id="c1", user=ANN, reason=None, **at(T0 + 2000))
     else:
         assert callable(setup)
         calls = setup()
@@ -304,8 +310,8 @@ def test_an_unknown_call_id_is_not_found(kind: str) -> None:
     action: Callable[[], object] = {
         "answer": lambda: answer(calls, call_id="nope"),
         "ice_candidate": lambda: ice(calls, BOB, B1, call_id="nope"),
-        "call_reject": lambda: calls.reject(call_id="nope", user=BOB, reason=None, now_ms=T0),
-        "call_end": lambda: calls.hang_up(call_id="nope", user=BOB, reason=None, now_ms=T0),
+        "call_reject": lambda: calls.reject(call_id="nope", user=BOB, reason=None, **at(T0)),
+        "call_end": lambda: calls.hang_up(call_id="nope", user=BOB, reason=None, **at(T0)),
     }[kind]
     assert "nope" in refused(ErrorCode.NOT_FOUND, action)
 
@@ -313,15 +319,15 @@ def test_an_unknown_call_id_is_not_found(kind: str) -> None:
 @pytest.mark.parametrize("kind", ["offer", "answer", "ice_candidate", "call_reject", "call_end"])
 def test_frames_about_an_ended_call_are_a_conflict_naming_the_state(kind: str) -> None:
     calls = active()
-    calls.hang_up(call_id="c1", user=ANN, reason=None, now_ms=T0 + 2000)
+    calls.hang_up(call_id="c1", user=ANN, reason=None, **at(T0 + 2000))
     action: Callable[[], object] = {
         "offer": lambda: offer(calls, now_ms=T0 + 3000),
         "answer": lambda: answer(calls, now_ms=T0 + 3000),
         "ice_candidate": lambda: ice(calls, ANN, A1),
         "call_reject": lambda: calls.reject(call_id="c1", user=BOB, reason=None,
-                                            now_ms=T0 + 3000),
+                                            **at(T0 + 3000)),
         "call_end": lambda: calls.hang_up(call_id="c1", user=BOB, reason=None,
-                                          now_ms=T0 + 3000),
+                                          **at(T0 + 3000)),
     }[kind]
     message = refused(ErrorCode.CONFLICT, action)
     assert "ended" in message and "hangup" in message
@@ -329,10 +335,10 @@ def test_frames_about_an_ended_call_are_a_conflict_naming_the_state(kind: str) -
 
 def test_an_ended_call_is_forgotten_after_the_retention_period() -> None:
     calls = active()
-    calls.hang_up(call_id="c1", user=ANN, reason=None, now_ms=T0 + 2000)
-    calls.expire(T0 + 2000 + ENDED_RETENTION_MS - 1)
+    calls.hang_up(call_id="c1", user=ANN, reason=None, **at(T0 + 2000))
+    calls.expire(**at(T0 + 2000 + ENDED_RETENTION_MS - 1))
     assert "c1" in calls.calls
-    calls.expire(T0 + 2000 + ENDED_RETENTION_MS)
+    calls.expire(**at(T0 + 2000 + ENDED_RETENTION_MS))
     assert "c1" not in calls.calls
     refused(ErrorCode.NOT_FOUND, lambda: ice(calls, ANN, A1))
 
@@ -342,7 +348,7 @@ def test_an_ended_call_is_forgotten_after_the_retention_period() -> None:
 
 def test_the_callee_rejects_a_ringing_call() -> None:
     calls = ringing()
-    effects = calls.reject(call_id="c1", user=BOB, reason=None, now_ms=T0 + 800)
+    effects = calls.reject(call_id="c1", user=BOB, reason=None, **at(T0 + 800))
     box = inbox(effects)
     assert box[A1] == [("call_reject", ended(BOB, "rejected"))]
     assert box[A2] == []
@@ -354,21 +360,21 @@ def test_the_callee_rejects_a_ringing_call() -> None:
 
 
 def test_a_reject_reason_from_the_callee_is_passed_on() -> None:
-    effects = ringing().reject(call_id="c1", user=BOB, reason="in a meeting", now_ms=T0)
+    effects = ringing().reject(call_id="c1", user=BOB, reason="in a meeting", **at(T0))
     assert inbox(effects)[A1] == [("call_reject", ended(BOB, "in a meeting"))]
 
 
 def test_the_caller_cannot_reject_their_own_call() -> None:
     calls = ringing()
     refused(ErrorCode.FORBIDDEN,
-            lambda: calls.reject(call_id="c1", user=ANN, reason=None, now_ms=T0))
+            lambda: calls.reject(call_id="c1", user=ANN, reason=None, **at(T0)))
     assert calls.calls["c1"].state is CallState.RINGING
 
 
 def test_an_active_call_cannot_be_rejected() -> None:
     calls = active()
     message = refused(ErrorCode.CONFLICT,
-                      lambda: calls.reject(call_id="c1", user=BOB, reason=None, now_ms=T0))
+                      lambda: calls.reject(call_id="c1", user=BOB, reason=None, **at(T0)))
     assert "active" in message
     assert calls.calls["c1"].state is CallState.ACTIVE
 
@@ -378,7 +384,7 @@ def test_an_active_call_cannot_be_rejected() -> None:
 
 def test_the_caller_hanging_up_a_ringing_call_stops_every_callee_device() -> None:
     calls = ringing()
-    effects = calls.hang_up(call_id="c1", user=ANN, reason=None, now_ms=T0 + 500)
+    effects = calls.hang_up(call_id="c1", user=ANN, reason=None, **at(T0 + 500))
     assert only(effects, B1, B2) == [("call_end", ended(ANN, "hangup"))]
     assert calls.calls["c1"].end_reason == "hangup"
     assert calls.live_call_of(BOB) is None
@@ -386,7 +392,7 @@ def test_the_caller_hanging_up_a_ringing_call_stops_every_callee_device() -> Non
 
 def test_the_callee_hanging_up_a_ringing_call_tells_the_caller() -> None:
     calls = ringing()
-    effects = calls.hang_up(call_id="c1", user=BOB, reason=None, now_ms=T0 + 500)
+    effects = calls.hang_up(call_id="c1", user=BOB, reason=None, **at(T0 + 500))
     box = inbox(effects)
     assert box[A1] == [("call_end", ended(BOB, "hangup"))]
     assert box[A2] == [] and box[C1] == []
@@ -394,13 +400,13 @@ def test_the_callee_hanging_up_a_ringing_call_tells_the_caller() -> None:
 
 
 def test_the_callee_hanging_up_a_ringing_call_stops_their_other_devices_ringing() -> None:
-    effects = ringing().hang_up(call_id="c1", user=BOB, reason=None, now_ms=T0 + 500)
+    effects = ringing().hang_up(call_id="c1", user=BOB, reason=None, **at(T0 + 500))
     box = inbox(effects)
     assert box[B1] == box[B2] == [("call_end", ended(BOB, "hangup"))]
 
 
 def test_the_callee_hanging_up_an_active_call_does_not_echo_to_their_devices() -> None:
-    effects = active().hang_up(call_id="c1", user=BOB, reason=None, now_ms=T0 + 5000)
+    effects = active().hang_up(call_id="c1", user=BOB, reason=None, **at(T0 + 5000))
     box = inbox(effects)
     assert box[B1] == [] and box[B2] == []
 
@@ -410,7 +416,7 @@ def test_hanging_up_an_active_call_tells_only_the_other_owner(
     user: UserId, receiver: ConnId
 ) -> None:
     calls = active()
-    effects = calls.hang_up(call_id="c1", user=user, reason=None, now_ms=T0 + 9000)
+    effects = calls.hang_up(call_id="c1", user=user, reason=None, **at(T0 + 9000))
     assert only(effects, receiver) == [("call_end", ended(user, "hangup"))]
     call = calls.calls["c1"]
     assert (call.state, call.end_reason, call.ended_by, call.ended_at_ms) == (
@@ -420,7 +426,7 @@ def test_hanging_up_an_active_call_tells_only_the_other_owner(
 
 def test_the_caller_hanging_up_from_another_device_tells_the_device_that_rings() -> None:
     """ann rang bob from A1 and hangs up on A2: A1, which holds the call, hears it."""
-    effects = ringing().hang_up(call_id="c1", user=ANN, reason=None, now_ms=T0 + 500, conn=A2)
+    effects = ringing().hang_up(call_id="c1", user=ANN, reason=None, **at(T0 + 500), conn=A2)
     box = inbox(effects)
     assert box[A1] == box[B1] == box[B2] == [("call_end", ended(ANN, "hangup"))]
     assert box[A2] == [] and box[C1] == []
@@ -431,14 +437,14 @@ def test_the_caller_hanging_up_from_another_device_tells_the_device_that_rings()
 def test_hanging_up_an_active_call_from_another_device_tells_the_owning_one(
     user: UserId, device: ConnId, owner: ConnId, peer: ConnId
 ) -> None:
-    effects = active().hang_up(call_id="c1", user=user, reason=None, now_ms=T0 + 9000,
+    effects = active().hang_up(call_id="c1", user=user, reason=None, **at(T0 + 9000),
                                conn=device)
     assert only(effects, owner, peer) == [("call_end", ended(user, "hangup"))]
 
 
 def test_a_hang_up_reason_is_passed_on_but_the_log_says_hangup() -> None:
     calls = active()
-    effects = calls.hang_up(call_id="c1", user=ANN, reason="battery", now_ms=T0 + 9000)
+    effects = calls.hang_up(call_id="c1", user=ANN, reason="battery", **at(T0 + 9000))
     assert only(effects, B1) == [("call_end", ended(ANN, "battery"))]
     assert calls.calls["c1"].end_reason == "hangup"
 
@@ -448,13 +454,13 @@ def test_a_hang_up_reason_is_passed_on_but_the_log_says_hangup() -> None:
 
 def test_a_call_rings_until_the_ring_timeout() -> None:
     calls = ringing()
-    assert calls.expire(T0 + RING_MS - 1) == []
+    assert calls.expire(**at(T0 + RING_MS - 1)) == []
     assert calls.calls["c1"].state is CallState.RINGING
 
 
 def test_no_answer_within_the_ring_timeout_ends_the_call_on_both_sides() -> None:
     calls = ringing()
-    box = inbox(calls.expire(T0 + RING_MS))
+    box = inbox(calls.expire(**at(T0 + RING_MS)))
     assert box[A1] == [("call_end", ended(BOB, "timeout"))]
     assert box[B1] == box[B2] == [("call_end", ended(BOB, "timeout"))]
     assert box[A2] == [] and box[C1] == []
@@ -464,14 +470,14 @@ def test_no_answer_within_the_ring_timeout_ends_the_call_on_both_sides() -> None
 
 def test_an_answered_call_does_not_time_out() -> None:
     calls = active()
-    assert calls.expire(T0 + RING_MS * 3) == []
+    assert calls.expire(**at(T0 + RING_MS * 3)) == []
     assert calls.calls["c1"].state is CallState.ACTIVE
 
 
 def test_a_call_that_ended_while_ringing_does_not_time_out_later() -> None:
     calls = ringing()
-    calls.hang_up(call_id="c1", user=ANN, reason=None, now_ms=T0 + 100)
-    assert calls.expire(T0 + RING_MS) == []
+    calls.hang_up(call_id="c1", user=ANN, reason=None, **at(T0 + 100))
+    assert calls.expire(**at(T0 + RING_MS)) == []
     assert calls.calls["c1"].end_reason == "hangup"
 
 
@@ -518,7 +524,7 @@ def test_a_caller_already_in_a_call_cannot_start_another() -> None:
 
 def test_after_a_call_ends_both_parties_may_call_again() -> None:
     calls = active()
-    calls.hang_up(call_id="c1", user=BOB, reason=None, now_ms=T0 + 5000)
+    calls.hang_up(call_id="c1", user=BOB, reason=None, **at(T0 + 5000))
     effects = offer(calls, caller=BOB, conn=B2, callee=ANN, call_id="c2", now_ms=T0 + 6000)
     assert inbox(effects)[A1] == [("webrtc", {"kind": "offer", "from": BOB, "to": ANN,
                                               "callId": "c2", **SDP_OFFER})]
@@ -533,7 +539,7 @@ def test_the_callers_last_connection_closing_tells_the_callee_disconnected(
 ) -> None:
     calls = setup()
     callee_conns = (B1, B2) if calls.calls["c1"].state is CallState.RINGING else (B1,)
-    effects = calls.connection_closed(ANN, A1, 0, T0 + 3000)
+    effects = calls.connection_closed(ANN, A1, 0, **at(T0 + 3000))
     assert only(effects, *callee_conns) == [("call_end", ended(ANN, "disconnected"))]
     call = calls.calls["c1"]
     assert (call.state, call.end_reason, call.ended_by) == (
@@ -546,27 +552,27 @@ def test_the_callees_last_connection_closing_tells_the_caller_disconnected(
     setup: Callable[[], Calls],
 ) -> None:
     calls = setup()
-    effects = calls.connection_closed(BOB, B1, 0, T0 + 3000)
+    effects = calls.connection_closed(BOB, B1, 0, **at(T0 + 3000))
     assert only(effects, A1) == [("call_end", ended(BOB, "disconnected"))]
     assert calls.calls["c1"].end_reason == "disconnected"
 
 
 def test_a_non_owning_connection_closing_changes_nothing() -> None:
     calls = active()
-    assert calls.connection_closed(BOB, B2, 1, T0 + 3000) == []
+    assert calls.connection_closed(BOB, B2, 1, **at(T0 + 3000)) == []
     assert calls.calls["c1"].callee_conn == B1
     assert calls.calls["c1"].state is CallState.ACTIVE
 
 
 def test_a_connection_closing_without_a_call_changes_nothing() -> None:
     calls = ringing()
-    assert calls.connection_closed(CARL, C1, 0, T0) == []
+    assert calls.connection_closed(CARL, C1, 0, **at(T0)) == []
     assert calls.calls["c1"].state is CallState.RINGING
 
 
 def test_the_callers_owning_connection_closing_with_siblings_left_unbinds_the_caller_side() -> None:
     calls = ringing()
-    assert calls.connection_closed(ANN, A1, 1, T0 + 100) == []
+    assert calls.connection_closed(ANN, A1, 1, **at(T0 + 100)) == []
     call = calls.calls["c1"]
     assert call.state is CallState.RINGING and call.caller_conn is None
     # The answer now reaches every connection the caller has left...
@@ -579,7 +585,7 @@ def test_the_callers_owning_connection_closing_with_siblings_left_unbinds_the_ca
 
 def test_the_callees_owning_connection_closing_with_siblings_left_lets_one_take_over() -> None:
     calls = active()
-    assert calls.connection_closed(BOB, B1, 1, T0 + 2000) == []
+    assert calls.connection_closed(BOB, B1, 1, **at(T0 + 2000)) == []
     call = calls.calls["c1"]
     assert call.state is CallState.ACTIVE and call.callee_conn is None
     # Unowned: the caller's frames reach every remaining callee connection.
@@ -599,18 +605,18 @@ def test_stats_count_every_outcome_with_ring_and_talk_time() -> None:
     # c1: answered after 1 s, talked 9 s, hung up.
     offer(calls, call_id="c1")
     answer(calls, call_id="c1", now_ms=T0 + 1000)
-    calls.hang_up(call_id="c1", user=ANN, reason=None, now_ms=T0 + 10_000)
+    calls.hang_up(call_id="c1", user=ANN, reason=None, **at(T0 + 10_000))
     # c2: rejected.
     offer(calls, call_id="c2", now_ms=T0 + 20_000)
-    calls.reject(call_id="c2", user=BOB, reason=None, now_ms=T0 + 21_000)
+    calls.reject(call_id="c2", user=BOB, reason=None, **at(T0 + 21_000))
     # c3: rings out.
     offer(calls, call_id="c3", now_ms=T0 + 30_000)
-    calls.expire(T0 + 30_000 + RING_MS)
+    calls.expire(**at(T0 + 30_000 + RING_MS))
     # c4 (carl -> bob) answered after 2 s; c5 (ann -> bob) is busy; carl drops after 5 s.
     offer(calls, caller=CARL, conn=C1, callee=BOB, call_id="c4", now_ms=T0 + 100_000)
     answer(calls, call_id="c4", now_ms=T0 + 102_000)
     offer(calls, call_id="c5", now_ms=T0 + 103_000)
-    calls.connection_closed(CARL, C1, 0, T0 + 107_000)
+    calls.connection_closed(CARL, C1, 0, **at(T0 + 107_000))
 
     st = calls.stats
     assert (st.started, st.answered, st.rejected, st.timed_out, st.busy) == (5, 2, 1, 1, 1)
@@ -625,14 +631,14 @@ def test_live_count_counts_ringing_and_active_calls() -> None:
     assert calls.live_count() == 1
     offer(calls, caller=CARL, conn=C1, callee=BOB, call_id="c2")  # busy: ends at once
     assert calls.live_count() == 1
-    calls.hang_up(call_id="c1", user=ANN, reason=None, now_ms=T0 + 2000)
+    calls.hang_up(call_id="c1", user=ANN, reason=None, **at(T0 + 2000))
     assert calls.live_count() == 0
 
 
 def test_drain_log_yields_each_finished_call_once_with_its_duration() -> None:
     calls = active()
     assert calls.drain_log() == []
-    calls.hang_up(call_id="c1", user=BOB, reason=None, now_ms=T0 + 61_000)
+    calls.hang_up(call_id="c1", user=BOB, reason=None, **at(T0 + 61_000))
     log = calls.drain_log()
     assert len(log) == 1 and isinstance(log[0], LogCall)
     assert msgspec.to_builtins(log[0].record) == {
@@ -645,9 +651,9 @@ def test_drain_log_yields_each_finished_call_once_with_its_duration() -> None:
 def test_drain_log_records_unanswered_calls_without_a_duration() -> None:
     calls = Calls(RING_MS)
     offer(calls, room=ROOM)
-    calls.expire(T0 + RING_MS)
+    calls.expire(**at(T0 + RING_MS))
     offer(calls, call_id="c2", now_ms=T0 + RING_MS + 1)
-    calls.reject(call_id="c2", user=BOB, reason=None, now_ms=T0 + RING_MS + 2)
+    calls.reject(call_id="c2", user=BOB, reason=None, **at(T0 + RING_MS + 2))
     records = [e.record for e in calls.drain_log() if isinstance(e, LogCall)]
     assert [(r.call_id, r.end_reason, r.room_id, r.answered_at, r.duration_ms)
             for r in records] == [("c1", "timeout", "r1", None, None),
@@ -657,7 +663,7 @@ def test_drain_log_records_unanswered_calls_without_a_duration() -> None:
 def test_drain_log_records_busy_and_disconnected_calls() -> None:
     calls = active()
     offer(calls, caller=CARL, conn=C1, callee=ANN, call_id="c2", now_ms=T0 + 1500)
-    calls.connection_closed(BOB, B1, 0, T0 + 4000)
+    calls.connection_closed(BOB, B1, 0, **at(T0 + 4000))
     records = [e.record for e in calls.drain_log() if isinstance(e, LogCall)]
     assert [(r.call_id, r.end_reason, r.ended_by, r.duration_ms) for r in records] == [
         ("c2", "busy", "ann", None), ("c1", "disconnected", "bob", 3000)]

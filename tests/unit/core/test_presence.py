@@ -29,7 +29,7 @@ def test_a_user_with_an_open_connection_never_expires() -> None:
     p = PresenceTracker(GRACE)
     p.connect(ANN, "Ann", T0)
     p.connect(ANN, "Ann", T0)
-    p.disconnect(ANN, T0)
+    p.disconnect(ANN, T0, T0)
     assert p.expire(T0 + GRACE * 100) == []
     assert p.get(ANN) is not None
 
@@ -37,7 +37,7 @@ def test_a_user_with_an_open_connection_never_expires() -> None:
 def test_the_last_disconnect_starts_the_grace_period() -> None:
     p = PresenceTracker(GRACE)
     p.connect(ANN, "Ann", T0)
-    p.disconnect(ANN, T0 + 10)
+    p.disconnect(ANN, T0 + 10, T0 + 10)
     assert p.next_deadline() == T0 + 10 + GRACE
     assert p.get(ANN) is not None
 
@@ -45,14 +45,14 @@ def test_the_last_disconnect_starts_the_grace_period() -> None:
 def test_the_user_stays_during_the_grace_period() -> None:
     p = PresenceTracker(GRACE)
     p.connect(ANN, "Ann", T0)
-    p.disconnect(ANN, T0)
+    p.disconnect(ANN, T0, T0)
     assert p.expire(T0 + GRACE - 1) == []
 
 
 def test_the_user_is_offline_at_the_end_of_the_grace_with_last_seen_at_disconnect() -> None:
     p = PresenceTracker(GRACE)
     p.connect(ANN, "Ann", T0)
-    p.disconnect(ANN, T0 + 42)
+    p.disconnect(ANN, T0 + 42, T0 + 42)
     [(user, gone)] = p.expire(T0 + 42 + GRACE)
     assert (user, gone.last_seen_ms, gone.username) == (ANN, T0 + 42, "Ann")
     assert p.get(ANN) is None
@@ -62,7 +62,7 @@ def test_the_user_is_offline_at_the_end_of_the_grace_with_last_seen_at_disconnec
 def test_a_reconnect_during_the_grace_cancels_the_offline() -> None:
     p = PresenceTracker(GRACE)
     p.connect(ANN, "Ann", T0)
-    p.disconnect(ANN, T0)
+    p.disconnect(ANN, T0, T0)
     assert p.connect(ANN, "Ann", T0 + 1000) is False
     assert p.expire(T0 + GRACE * 10) == []
     assert p.get(ANN) is not None
@@ -71,9 +71,9 @@ def test_a_reconnect_during_the_grace_cancels_the_offline() -> None:
 def test_a_second_disconnect_restarts_the_grace_from_then() -> None:
     p = PresenceTracker(GRACE)
     p.connect(ANN, "Ann", T0)
-    p.disconnect(ANN, T0)
+    p.disconnect(ANN, T0, T0)
     p.connect(ANN, "Ann", T0 + 1000)
-    p.disconnect(ANN, T0 + 2000)
+    p.disconnect(ANN, T0 + 2000, T0 + 2000)
     assert p.expire(T0 + GRACE) == []
     [(_, gone)] = p.expire(T0 + 2000 + GRACE)
     assert gone.last_seen_ms == T0 + 2000
@@ -83,8 +83,8 @@ def test_each_user_expires_on_their_own_deadline() -> None:
     p = PresenceTracker(GRACE)
     p.connect(ANN, "Ann", T0)
     p.connect(BOB, "Bob", T0)
-    p.disconnect(ANN, T0)
-    p.disconnect(BOB, T0 + 1000)
+    p.disconnect(ANN, T0, T0)
+    p.disconnect(BOB, T0 + 1000, T0 + 1000)
     assert [u for u, _ in p.expire(T0 + GRACE)] == [ANN]
     assert [u for u, _ in p.expire(T0 + 1000 + GRACE)] == [BOB]
 
@@ -92,14 +92,14 @@ def test_each_user_expires_on_their_own_deadline() -> None:
 def test_a_user_expires_once() -> None:
     p = PresenceTracker(GRACE)
     p.connect(ANN, "Ann", T0)
-    p.disconnect(ANN, T0)
+    p.disconnect(ANN, T0, T0)
     assert len(p.expire(T0 + GRACE)) == 1
     assert p.expire(T0 + GRACE * 2) == []
 
 
 def test_a_disconnect_of_an_unknown_user_is_ignored() -> None:
     p = PresenceTracker(GRACE)
-    p.disconnect(ANN, T0)
+    p.disconnect(ANN, T0, T0)
     assert p.next_deadline() is None
 
 

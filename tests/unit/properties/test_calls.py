@@ -8,6 +8,9 @@ answers, ICE, rejects, hang-ups, connections opening and closing, and time passi
 - Every live call ends: a ringing one by the ring timeout, any by an explicit end or its
   party's last connection closing.
 - Anything a third user sends about a call is refused (`forbidden`) and changes nothing.
+
+`now` is the monotonic clock, which the ring timeout counts on; `wall` is the wall clock,
+which the call records carry and which steps back and forth at random.
 """
 
 import copy
@@ -25,6 +28,7 @@ from hubbub.protocol.codes import ErrorCode
 from hubbub.protocol.frames import SessionDescription
 
 T0 = 1_700_000_000_000
+MONO0 = 5_000_000
 RING_MS = 30_000
 USERS = [UserId(u) for u in ("ann", "bob", "carl", "eve")]
 OFFER = SessionDescription(type="offer", sdp="v=0 offer")
@@ -48,7 +52,8 @@ class CallsMachine(RuleBasedStateMachine):
     @initialize()
     def setup(self) -> None:
         self.calls = Calls(RING_MS)
-        self.now = T0
+        self.now = MONO0  # monotonic
+        self.wall = T0
         self.ids = itertools.count(1)
         self.open: dict[UserId, list[ConnId]] = {u: [] for u in USERS}
         for user in USERS:
@@ -79,18 +84,23 @@ class CallsMachine(RuleBasedStateMachine):
         conn = self._conn(data, user)
         self.open[user].remove(conn)
         live = self.calls.live_call_of(user)
-        self.calls.connection_closed(user, conn, len(self.open[user]), self.now)
+        self.calls.connection_closed(user, conn, len(self.open[user]), self.wall, self.now)
         if live is not None and not self.open[user]:
             assert live.state is CallState.ENDED and live.end_reason == "disconnected"
 
     @rule(dt=steps)
     def time_passes(self, dt: int) -> None:
         self.now += dt
-        if self.calls.expire(self.now):
+        self.wall += dt
+        if self.calls.expire(self.wall, self.now):
             event("a ringing call timed out")
         for call in self.calls.calls.values():
             if call.state is CallState.RINGING:
-                assert self.now < call.started_at_ms + RING_MS, "a call rang past its timeout"
+                assert self.now < call.started_mono + RING_MS, "a call rang past its timeout"
+
+    @rule(dt=st.integers(min_value=-3_600_000, max_value=3_600_000))
+    def the_system_clock_steps(self, dt: int) -> None:
+        self.wall += dt
 
     # ---- the parties ----------------------------------------------------------------------
     @rule(data=st.data(), caller=users, callee=users,
@@ -104,7 +114,7 @@ class CallsMachine(RuleBasedStateMachine):
         before = self.calls.live_call_of(caller)
         err = refused(self.calls.offer, call_id=call_id, caller=caller, conn=conn,
                       callee=callee, room=RoomId("r"), sdp=OFFER, candidate=None,
-                      now_ms=self.now, callee_busy=busy)
+                      now_ms=self.wall, mono_ms=self.now, callee_busy=busy)
         if err is None:
             self.call_ids.append(call_id)
             call = self.calls.calls[call_id]
@@ -131,10 +141,11 @@ class CallsMachine(RuleBasedStateMachine):
             if kind == "offer":
                 effects = self.calls.offer(call_id=call.call_id, caller=user, conn=conn,
                                            callee=call.peer_of(user), room=call.room,
-                                           sdp=OFFER, candidate=None, now_ms=self.now)
+                                           sdp=OFFER, candidate=None, now_ms=self.wall,
+                                           mono_ms=self.now)
             elif kind == "answer":
                 effects = self.calls.answer(call_id=call.call_id, user=user, conn=conn,
-                                            sdp=ANSWER, now_ms=self.now)
+                                            sdp=ANSWER, now_ms=self.wall, mono_ms=self.now)
             else:
                 effects = self.calls.ice(call_id=call.call_id, user=user, conn=conn,
                                          candidate=CANDIDATE)
@@ -161,7 +172,7 @@ class CallsMachine(RuleBasedStateMachine):
         conn = self._conn(data, call.callee)
         caller_owner = call.caller_conn
         effects = self.calls.answer(call_id=call.call_id, user=call.callee, conn=conn,
-                                    sdp=ANSWER, now_ms=self.now)
+                                    sdp=ANSWER, now_ms=self.wall, mono_ms=self.now)
         assert call.state is CallState.ACTIVE and call.callee_conn == conn
         # The caller's owner (every device of the caller's while unowned) hears the answer;
         # the callee's other devices stop ringing.
@@ -183,10 +194,10 @@ class CallsMachine(RuleBasedStateMachine):
         was_live = call.state is not CallState.ENDED
         if hang_up:
             err = refused(self.calls.hang_up, call_id=call.call_id, user=user, reason=None,
-                          now_ms=self.now)
+                          now_ms=self.wall, mono_ms=self.now)
         else:
             err = refused(self.calls.reject, call_id=call.call_id, user=user, reason=None,
-                          now_ms=self.now)
+                          now_ms=self.wall, mono_ms=self.now)
         if err is None:
             assert call.state is CallState.ENDED
         if hang_up and was_live and call.call_id in self.calls.calls:
@@ -233,7 +244,8 @@ class CallsMachine(RuleBasedStateMachine):
             return
         before = copy.copy(call)
         conn = self.open[user][0] if self.open[user] else ConnId(999_999)
-        args: dict[str, object] = {"call_id": call.call_id, "now_ms": self.now}
+        args: dict[str, object] = {"call_id": call.call_id, "now_ms": self.wall,
+                                   "mono_ms": self.now}
         if kind == "offer":
             err = refused(self.calls.offer, caller=user, conn=conn, callee=call.caller,
                           room=call.room, sdp=OFFER, candidate=None, **args)
@@ -279,7 +291,8 @@ class CallsMachine(RuleBasedStateMachine):
         for user in USERS:
             while self.open[user]:
                 conn = self.open[user].pop()
-                self.calls.connection_closed(user, conn, len(self.open[user]), self.now)
+                self.calls.connection_closed(user, conn, len(self.open[user]), self.wall,
+                                             self.now)
         assert self.calls.live_count() == 0
         assert all(self.calls.live_call_of(u) is None for u in USERS)
 
@@ -293,5 +306,5 @@ def test_to_user_effects_name_a_party() -> None:
     # A sanity check of the helpers above: a fresh offer rings only the callee.
     calls = Calls(RING_MS)
     effects = calls.offer(call_id="x", caller=USERS[0], conn=ConnId(1), callee=USERS[1],
-                          room=None, sdp=OFFER, candidate=None, now_ms=T0)
+                          room=None, sdp=OFFER, candidate=None, now_ms=T0, mono_ms=MONO0)
     assert [(type(e), getattr(e, "user", None)) for e in effects] == [(ToUser, USERS[1])]

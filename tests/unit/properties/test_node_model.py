@@ -6,7 +6,9 @@ Random sequences of: connections opening (several per user) and closing, auth, j
 leaves (with and without `since`), chats with and without `clientMsgId` (retries too),
 edits, deletes, reactions, typing, presence, call offers / answers / candidates /
 rejects / hang-ups between random users (busy, glare, self-calls, wrong callIds), and the
-clock moving across the typing timeout, the presence grace and the ring timeout.
+clock moving across the typing timeout, the presence grace and the ring timeout, and the
+system clock stepping (an hour or a ring timeout, back or forward), which no deadline
+follows (ADR 0090).
 
 Checked after every step:
 - no frame is answered `internal`, and nothing raises;
@@ -141,8 +143,9 @@ class NodeMachine(RuleBasedStateMachine):
         self.cmids: dict[tuple[str, str], tuple[str, int]] = {}
         self.cmid_counter = itertools.count(1)
         self.calls: dict[str, CallModel] = {}
-        self.last_close: dict[str, int] = {}  # user -> when their last connection closed
-        self.last_tick = self.clock.now
+        # user -> when their last connection closed, and the last tick (monotonic clock)
+        self.last_close: dict[str, int] = {}
+        self.last_tick = self.clock.mono
         self.resume: dict[tuple[str, str], int] = {}  # (user, room) -> a seq they saw
 
     def _gated(self, read: Any) -> Any:
@@ -229,7 +232,7 @@ class NodeMachine(RuleBasedStateMachine):
         self.run(close_session(self.node, conn))
         self.views.pop(conn, None)
         if user is not None and user not in self.node.user_conns:
-            self.last_close[user] = self.clock.now
+            self.last_close[user] = self.clock.mono
 
     def send(self, conn: ConnId, type_: str, payload: dict[str, Any] | None,
              with_id: bool = True) -> list[dict[str, Any]]:
@@ -637,10 +640,15 @@ class NodeMachine(RuleBasedStateMachine):
     @rule(ms=steps, housekeep=st.booleans())
     def time_passes(self, ms: int, housekeep: bool) -> None:
         now = self.clock.advance(ms)
-        self.run(tick(self.node, now))
+        self.run(tick(self.node, now, self.clock.mono_ms()))
         if housekeep:
             self.run(self.loop.run_until_complete(housekeeping(self.node, now)))
-        self.last_tick = now
+        self.last_tick = self.clock.mono
+
+    @rule(ms=st.sampled_from([-3_600_000, -RING_MS, RING_MS, 3_600_000]))
+    def the_system_clock_steps(self, ms: int) -> None:
+        self.clock.step(ms)
+        self.run(tick(self.node, self.clock.now_ms(), self.clock.mono_ms()))
 
     @rule()
     def everyone_leaves_and_time_passes(self) -> None:

@@ -4,6 +4,9 @@ sequences of connects, disconnects, status changes and time passing.
 A user is online iff they have an open connection or are within the grace period since
 their last one closed; once the grace has passed with no connection, `expire` makes them
 offline (once, with `lastSeen` = the moment the last connection closed).
+
+`now` is the monotonic clock, which the grace counts on; `wall` is the wall clock, which
+`lastSeen` carries and which steps back and forth at random without moving the grace.
 """
 
 from hypothesis import settings
@@ -18,6 +21,7 @@ T0 = 1_700_000_000_000
 USERS = [UserId(u) for u in ("ann", "bob", "carl")]
 users = st.sampled_from(USERS)
 steps = st.integers(min_value=0, max_value=3000)
+MONO0 = 5_000_000
 
 
 class PresenceMachine(RuleBasedStateMachine):
@@ -25,10 +29,13 @@ class PresenceMachine(RuleBasedStateMachine):
     def setup(self, grace: int) -> None:
         self.grace = grace
         self.p = PresenceTracker(grace)
-        self.now = T0
+        self.now = MONO0  # monotonic
+        self.wall = T0
         self.conns = dict.fromkeys(USERS, 0)
-        # The moment each user's last connection closed (None: never, or since reconnected).
+        # The moment each user's last connection closed (None: never, or since reconnected),
+        # on the monotonic clock, and on the wall clock (their `lastSeen`).
         self.closed_at: dict[UserId, int | None] = dict.fromkeys(USERS)
+        self.closed_wall: dict[UserId, int | None] = dict.fromkeys(USERS)
         self.tracked: set[UserId] = set()  # the model: who the tracker should still know
 
     def _call(self, fn, *args):  # type: ignore[no-untyped-def]
@@ -37,10 +44,18 @@ class PresenceMachine(RuleBasedStateMachine):
         except ProtocolError:  # the only exception a rule may raise
             return None
 
+    def _pass(self, dt: int) -> None:
+        self.now += dt
+        self.wall += dt
+
+    @rule(dt=st.integers(min_value=-3_600_000, max_value=3_600_000))
+    def the_system_clock_steps(self, dt: int) -> None:
+        self.wall += dt
+
     @rule(user=users, dt=steps)
     def connect(self, user: UserId, dt: int) -> None:
-        self.now += dt
-        came_online = self._call(self.p.connect, user, user.title(), self.now)
+        self._pass(dt)
+        came_online = self._call(self.p.connect, user, user.title(), self.wall)
         assert came_online is (user not in self.tracked)
         self.tracked.add(user)
         self.conns[user] += 1
@@ -50,21 +65,22 @@ class PresenceMachine(RuleBasedStateMachine):
     @rule(data=st.data(), dt=steps)
     def disconnect(self, data: st.DataObject, dt: int) -> None:
         user = data.draw(st.sampled_from([u for u in USERS if self.conns[u]]))
-        self.now += dt
-        self._call(self.p.disconnect, user, self.now)
+        self._pass(dt)
+        self._call(self.p.disconnect, user, self.wall, self.now)
         self.conns[user] -= 1
         if not self.conns[user]:
             self.closed_at[user] = self.now
+            self.closed_wall[user] = self.wall
 
     @rule(user=users)
     def disconnect_an_unknown_user_is_a_no_op(self, user: UserId) -> None:
         if user not in self.tracked:
-            self._call(self.p.disconnect, user, self.now)
+            self._call(self.p.disconnect, user, self.wall, self.now)
             assert self.p.get(user) is None
 
     @rule(dt=steps)
     def time_passes_and_expire_runs(self, dt: int) -> None:
-        self.now += dt
+        self._pass(dt)
         gone = self._call(self.p.expire, self.now) or []
         gone_users = [u for u, _ in gone]
         assert len(gone_users) == len(set(gone_users)), "a user went offline twice"
@@ -73,7 +89,7 @@ class PresenceMachine(RuleBasedStateMachine):
             assert self.conns[user] == 0, "a user with an open connection went offline"
             closed = self.closed_at[user]
             assert closed is not None and self.now >= closed + self.grace
-            assert pres.last_seen_ms == closed
+            assert pres.last_seen_ms == self.closed_wall[user]
             self.tracked.discard(user)
         # Everyone past the grace with no connection is gone now; everyone else is not.
         for user in USERS:
