@@ -19,6 +19,7 @@ from hubbub.protocol.codes import ErrorCode
 from hubbub.protocol.frames import SessionDescription
 
 T0 = 1_700_000_000_000
+M0 = 5_000_000  # the monotonic clock, for the tests that move it apart from the wall clock
 RING_MS = 30_000
 ANN, BOB, CARL = UserId("ann"), UserId("bob"), UserId("carl")
 A1, A2, B1, B2, C1 = ConnId(1), ConnId(2), ConnId(11), ConnId(12), ConnId(21)
@@ -466,6 +467,18 @@ def test_no_answer_within_the_ring_timeout_ends_the_call_on_both_sides() -> None
     assert box[A2] == [] and box[C1] == []
     assert calls.calls["c1"].end_reason == "timeout"
     assert calls.live_call_of(ANN) is None and calls.live_call_of(BOB) is None
+
+
+def test_the_ring_timeout_counts_on_the_monotonic_clock_not_the_wall_clock() -> None:
+    calls = Calls(RING_MS)
+    calls.offer(call_id="c1", caller=ANN, conn=A1, callee=BOB, room=None, sdp=OFFER,
+                candidate=None, now_ms=T0, mono_ms=M0)
+    assert calls.expire(now_ms=T0 + RING_MS * 10, mono_ms=M0 + RING_MS - 1) == []
+    assert calls.calls["c1"].state is CallState.RINGING
+    assert inbox(calls.expire(now_ms=T0 - 3_600_000, mono_ms=M0 + RING_MS))[A1] == [
+        ("call_end", ended(BOB, "timeout"))]
+    call = calls.calls["c1"]
+    assert (call.started_at_ms, call.ended_at_ms) == (T0, T0 - 3_600_000)  # as read
 
 
 def test_an_answered_call_does_not_time_out() -> None:

@@ -5,6 +5,7 @@ from hubbub.ids import UserId
 
 ANN, BOB = UserId("ann"), UserId("bob")
 T0 = 1_700_000_000_000
+M0 = 5_000_000  # the monotonic clock
 GRACE = 5000
 
 
@@ -57,6 +58,16 @@ def test_the_user_is_offline_at_the_end_of_the_grace_with_last_seen_at_disconnec
     assert (user, gone.last_seen_ms, gone.username) == (ANN, T0 + 42, "Ann")
     assert p.get(ANN) is None
     assert p.online_count() == 0
+
+
+def test_the_grace_counts_on_the_monotonic_clock_and_last_seen_is_the_wall_clock() -> None:
+    p = PresenceTracker(GRACE)
+    p.connect(ANN, "Ann", T0)
+    p.disconnect(ANN, T0 + 42, M0)
+    assert p.next_deadline() == M0 + GRACE
+    assert p.expire(M0 + GRACE - 1) == []
+    [(_, gone)] = p.expire(M0 + GRACE)
+    assert gone.last_seen_ms == T0 + 42
 
 
 def test_a_reconnect_during_the_grace_cancels_the_offline() -> None:
