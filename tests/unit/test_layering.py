@@ -187,6 +187,16 @@ def test_only_ws_http_and_app_import_aiohttp(imports: list[Import]) -> None:
     assert not problems, _report(problems)
 
 
+def test_only_the_clock_reads_time_in_core_and_features(imports: list[Import]) -> None:
+    # Rules get time passed in, wall and monotonic (core/clock.py, ADR 0090): a rule that
+    # read a clock itself could not be tested by hand, and might read the wrong one.
+    problems = [f"{imp}: take time from node.clock (hubbub.core.clock)" for imp in imports
+                if imp.target.split(".")[0] in ("time", "datetime")
+                and imp.module != "hubbub.core.clock"
+                and (_within(imp.module, "hubbub.core") or _within(imp.module, "hubbub.features"))]
+    assert not problems, _report(problems)
+
+
 def test_hub_does_not_import_aiohttp(imports: list[Import]) -> None:
     hub = [i for i in imports if i.module == "hubbub.server.hub"]
     assert hub, "hubbub.server.hub was not scanned"
