@@ -134,7 +134,7 @@ class Node:
     # When the heartbeat last found that the directory did not know this node while calls
     # lived here. For a node TTL after that, the other nodes may not yet have told it
     # again whom they hold: a party missing from it is not taken for gone (`orphaned`).
-    directory_forgot_ms: int | None = None
+    directory_forgot_mono: int | None = None  # monotonic
     # This node's number: the high bits of its connection ids (0 for a lone node).
     number: int = 0
     # (monotonic deadline, conn): each connection's authentication deadline.

@@ -144,19 +144,21 @@ async def _tell_again(node: Node, now_ms: int) -> Effects:
     return effects + await calls.written_back(node, live)
 
 
-async def housekeeping(node: Node, now_ms: int) -> Effects:
+async def housekeeping(node: Node, now_ms: int, mono_ms: int) -> Effects:
     """Every few seconds: tell the directory this node lives, and release what dead nodes
-    held (their users leave rooms and go offline for everyone else)."""
+    held (their users leave rooms and go offline for everyone else). The directory's
+    heartbeats are compared across nodes, so they are wall clock (`now_ms`); the wait
+    after the directory forgot this node is this node's own, on `mono_ms`."""
     d = node.directory
     effects: Effects = []
     if await d.heartbeat(now_ms):
         if node.calls.live_count():
-            node.directory_forgot_ms = now_ms
+            node.directory_forgot_mono = mono_ms
         effects += await _tell_again(node, now_ms)
     effects += await calls.directory_retries(node)
     effects += calls.calls_of_dead_nodes(await d.reap_calls(now_ms), now_ms)
-    forgot = node.directory_forgot_ms
-    if forgot is None or now_ms - forgot > d.node_ttl_ms:
+    forgot = node.directory_forgot_mono
+    if forgot is None or mono_ms - forgot > d.node_ttl_ms:
         # Not sooner: after Redis came back empty, a party whose node has not told it
         # again yet would look gone, and their live call here would be ended.
         effects += await calls.orphaned(node)

@@ -54,4 +54,4 @@ class Timers:
 
     def _housekeeping(self) -> None:
         node = self.hub.node
-        self.hub.run([Later(housekeeping(node, node.clock.now_ms()))])
+        self.hub.run([Later(housekeeping(node, node.clock.now_ms(), node.clock.mono_ms()))])

@@ -74,7 +74,7 @@ def forget_all(state: MemoryDirectoryState) -> None:
 
 
 async def keep_house(node: Node) -> Effects:
-    return await asettle(await housekeeping(node, node.clock.now_ms()))
+    return await asettle(await housekeeping(node, node.clock.now_ms(), node.clock.mono_ms()))
 
 
 async def answered_call(node: Node, clock: FakeClock) -> tuple[Session, Session]:
@@ -213,3 +213,21 @@ async def test_a_party_the_emptied_directory_does_not_know_yet_is_not_taken_for_
         await other.heartbeat(clock.advance(2_500))
         await keep_house(node)
     assert (node.calls.live_call_of(BOB) is not None) is bob_is_told_again
+
+
+async def test_the_wait_after_the_directory_forgot_this_node_counts_on_the_monotonic_clock(
+        node: Node, clock: FakeClock, home: FlakyDirectory, state: MemoryDirectoryState,
+        other: MemoryDirectory) -> None:
+    # A step of the wall clock right after Redis came back empty does not cut the node
+    # TTL that the other nodes have to tell it again about bob (ADR 0090).
+    await ringing_call_to_a_remote_bob(node, other, clock)
+    forget_all(state)
+    clock.advance(2_500)
+    await keep_house(node)
+    clock.step(3_600_000)
+    await keep_house(node)
+    assert node.calls.live_call_of(BOB) is not None
+    for _ in range(5):  # past a node TTL of time passing, nobody told it about bob
+        await other.heartbeat(clock.advance(2_500))
+        await keep_house(node)
+    assert node.calls.live_call_of(BOB) is None

@@ -642,7 +642,8 @@ class NodeMachine(RuleBasedStateMachine):
         now = self.clock.advance(ms)
         self.run(tick(self.node, now, self.clock.mono_ms()))
         if housekeep:
-            self.run(self.loop.run_until_complete(housekeeping(self.node, now)))
+            self.run(self.loop.run_until_complete(housekeeping(self.node, now,
+                                                               self.clock.mono_ms())))
         self.last_tick = self.clock.mono
 
     @rule(ms=st.sampled_from([-3_600_000, -RING_MS, RING_MS, 3_600_000]))
