@@ -66,13 +66,18 @@ export function backoffDelay(attempt, baseMs = 500, capMs = 20000, random = Math
  * the server would refuse. One token is held back: chats bunched together on the way must
  * not find the server's bucket a hair short.
  */
+// Pacing and throttles count on a clock that a step of the system clock does not move (as
+// the server's do, ADR 0090): Date.now() would refill the bucket or stall a flush for as
+// long as the step.
+const monoNow = () => performance.now();
+
 class ChatBucket {
   constructor(limits) {
     this.rate = (limits && limits.chatsPerSecond) || 0;
     const burst = (limits && limits.chatBurst) || 1;
     this.burst = burst > 1 ? burst - 1 : 1;
     this.tokens = this.burst;
-    this.at = Date.now();
+    this.at = monoNow();
   }
 
   _refill(now) {
@@ -81,7 +86,7 @@ class ChatBucket {
   }
 
   /** Spend a token: 0 when there was one, else the ms until there is. */
-  take(now = Date.now()) {
+  take(now = monoNow()) {
     if (this.rate <= 0) return 0;
     this._refill(now);
     if (this.tokens >= 1) {
@@ -92,7 +97,7 @@ class ChatBucket {
   }
 
   /** The server said `rate_limited`: it has no token left, whatever this one counted. */
-  empty(now = Date.now()) {
+  empty(now = monoNow()) {
     this._refill(now);
     this.tokens = 0;
   }
@@ -588,11 +593,11 @@ export class HubbubClient {
   typing(roomId) {
     roomId = String(roomId);
     let t = this._typing.get(roomId);
-    if (!t) this._typing.set(roomId, (t = { sentAt: 0, timer: null }));
+    if (!t) this._typing.set(roomId, (t = { sentAt: null, timer: null }));
     const limit = this.welcome && this.welcome.limits ? this.welcome.limits.typingTimeoutMs : 0;
     const refresh = Math.min(TYPING_REFRESH_MS, limit ? (limit * 2) / 3 : TYPING_REFRESH_MS);
-    const now = Date.now();
-    if (now - t.sentAt >= refresh && this._authed) {
+    const now = monoNow();
+    if ((t.sentAt === null || now - t.sentAt >= refresh) && this._authed) {
       t.sentAt = now;
       this.sendTypingIndicator(roomId, undefined, undefined, true);
     }
@@ -606,7 +611,7 @@ export class HubbubClient {
     const t = this._typing.get(roomId);
     if (!t) return;
     this._clearTyping(roomId);
-    if (t.sentAt && this._authed) this.sendTypingIndicator(roomId, undefined, undefined, false);
+    if (t.sentAt !== null && this._authed) this.sendTypingIndicator(roomId, undefined, undefined, false);
   }
 
   /** Forget typing state without sending anything (the server ends typing itself). */
@@ -696,7 +701,7 @@ export class HubbubClient {
 
   /** Flush the outbox in `ms` (or later, if the timer already waits longer). */
   _flushLater(ms) {
-    const at = Date.now() + ms;
+    const at = monoNow() + ms;
     if (this._flushTimer && this._flushAt >= at) return;
     clearTimeout(this._flushTimer);
     this._flushAt = at;
