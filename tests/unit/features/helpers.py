@@ -13,7 +13,7 @@ from hubbub.core.session import Session
 from hubbub.features.node import Node
 from hubbub.ids import ConnId
 from hubbub.protocol.frames import Out
-from tests.support.node import asend, payload
+from tests.support.node import asend, connect, payload
 
 
 def _user_of(node: Node, conn: ConnId) -> str | None:
@@ -79,3 +79,11 @@ async def join(node: Node, s: Session, room: str | int) -> Effects:
     effects = await asend(node, s, "join_room", {"roomId": room}, id="join")
     assert effects and isinstance(effects[0], Reply) and effects[0].type == "ack", effects
     return effects
+
+
+async def in_room(node: Node, *users: str, room: str = "r1") -> list[Session]:
+    """One connection per user, each then joined to `room`, in order."""
+    sessions = [connect(node, user) for user in users]
+    for s in sessions:
+        await join(node, s, room)
+    return sessions

@@ -5,7 +5,7 @@ from hubbub.core.presence import CALL_BURST
 from hubbub.features.node import Node
 from tests.support.clock import FakeClock
 from tests.support.node import asend, connect
-from tests.unit.features.helpers import errors, join, received
+from tests.unit.features.helpers import errors, in_room, join, received
 
 SDP = {"type": "offer", "sdp": "v=0"}
 
@@ -33,9 +33,7 @@ async def test_new_calls_beyond_the_burst_are_rate_limited_and_do_not_ring(
 
 
 async def test_a_refused_new_call_says_when_to_try_again(node: Node) -> None:
-    ann, bob = connect(node, "ann"), connect(node, "bob")
-    await join(node, ann, "r1")
-    await join(node, bob, "r1")
+    ann, _bob = await in_room(node, "ann", "bob")
     for i in range(int(CALL_BURST)):
         await asend(node, ann, "webrtc", {"kind": "offer", "to": "bob", "callId": f"c{i}",
                                           "roomId": "r1", "sdp": SDP}, id=f"o{i}")

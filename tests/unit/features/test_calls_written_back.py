@@ -17,7 +17,7 @@ from hubbub.features.system import housekeeping
 from hubbub.ids import RoomId, UserId
 from tests.support.clock import FakeClock
 from tests.support.node import asend, asettle, connect
-from tests.unit.features.helpers import join, received
+from tests.unit.features.helpers import in_room, join, received
 
 ANN, BOB, CY = UserId("ann"), UserId("bob"), UserId("cy")
 OFFER = {"type": "offer", "sdp": "v=0 offer"}
@@ -79,9 +79,7 @@ async def keep_house(node: Node) -> Effects:
 
 async def answered_call(node: Node, clock: FakeClock) -> tuple[Session, Session]:
     """ann calls bob (call c1, in r1), who answers; the node heartbeats once."""
-    ann, bob = connect(node, "ann"), connect(node, "bob")
-    await join(node, ann, "r1")
-    await join(node, bob, "r1")
+    ann, bob = await in_room(node, "ann", "bob")
     await keep_house(node)
     await asend(node, ann, "webrtc", {"kind": "offer", "to": "bob", "callId": "c1",
                                       "roomId": "r1", "sdp": OFFER})

@@ -19,7 +19,7 @@ from hubbub.protocol.codes import CloseCode
 from tests.support.clock import FakeClock
 from tests.support.node import advance, asend, connect, disconnect, error_code, status_of, step
 from tests.unit.features.conftest import MakeNode
-from tests.unit.features.helpers import closes, join, received
+from tests.unit.features.helpers import closes, in_room, join, received
 
 HOUR_MS = 3_600_000
 RING_MS = 30_000  # --ring-timeout default
@@ -31,9 +31,7 @@ SECRET = "unit-test-secret-of-32-bytes-ok!"
 
 
 async def ringing(node: Node) -> tuple[Any, Any]:
-    ann, bob = connect(node, "ann"), connect(node, "bob")
-    await join(node, ann, "r1")
-    await join(node, bob, "r1")
+    ann, bob = await in_room(node, "ann", "bob")
     effects = await asend(node, ann, "webrtc", {"kind": "offer", "to": "bob", "callId": "c1",
                                                 "roomId": "r1", "sdp": SDP}, id="o")
     assert len(received(node, effects, bob, "webrtc")) == 1, effects
@@ -105,9 +103,7 @@ async def test_a_wall_clock_step_back_of_an_hour_does_not_keep_a_departed_user_o
 async def test_a_wall_clock_step_forward_does_not_end_the_presence_grace(
     node: Node, clock: FakeClock
 ) -> None:
-    ann, bob = connect(node, "ann"), connect(node, "bob")
-    await join(node, ann, "r1")
-    await join(node, bob, "r1")
+    ann, _bob = await in_room(node, "ann", "bob")
     disconnect(node, ann)
     assert step(node, clock, HOUR_MS) == []
     assert status_of(node, "ann") == "online"
@@ -140,9 +136,7 @@ async def typing(node: Node, s: Any, on: bool) -> Any:
 async def test_a_wall_clock_step_back_of_an_hour_does_not_mute_typing_true(
     node: Node, clock: FakeClock
 ) -> None:
-    ann, bob = connect(node, "ann"), connect(node, "bob")
-    await join(node, ann, "r1")
-    await join(node, bob, "r1")
+    ann, bob = await in_room(node, "ann", "bob")
     await typing(node, ann, True)
     await typing(node, ann, False)
     clock.step(-HOUR_MS)
@@ -154,9 +148,7 @@ async def test_a_wall_clock_step_back_of_an_hour_does_not_mute_typing_true(
 async def test_typing_expires_after_the_timeout_whatever_the_wall_clock_does(
     node: Node, clock: FakeClock
 ) -> None:
-    ann, bob = connect(node, "ann"), connect(node, "bob")
-    await join(node, ann, "r1")
-    await join(node, bob, "r1")
+    ann, bob = await in_room(node, "ann", "bob")
     await typing(node, ann, True)
     assert step(node, clock, HOUR_MS) == []  # forward: not ended early
     clock.step(-2 * HOUR_MS)

@@ -6,7 +6,7 @@ from hubbub.ids import RoomId, UserId
 from tests.support.clock import FakeClock
 from tests.support.node import advance, asend, connect, disconnect, error_code, payload, status_of
 from tests.unit.features.conftest import MakeNode
-from tests.unit.features.helpers import inbox, join, received
+from tests.unit.features.helpers import in_room, inbox, join, received
 
 GRACE_MS = 5000  # --presence-grace default
 
@@ -33,9 +33,7 @@ async def test_closing_one_of_two_devices_keeps_the_user_online(
 async def test_last_connection_closing_is_not_offline_during_the_grace_period(
     node: Node, clock: FakeClock
 ) -> None:
-    ann, bob = connect(node, "ann"), connect(node, "bob")
-    await join(node, ann, "r1")
-    await join(node, bob, "r1")
+    ann, bob = await in_room(node, "ann", "bob")
     effects = disconnect(node, ann) + advance(node, clock, GRACE_MS - 1)
     assert inbox(node, effects, bob) == []
     assert status_of(node, "ann") == "online"
@@ -58,9 +56,7 @@ async def test_last_connection_closing_is_offline_after_grace_with_last_seen_at_
 
 
 async def test_offline_is_sent_once(node: Node, clock: FakeClock) -> None:
-    ann, bob = connect(node, "ann"), connect(node, "bob")
-    await join(node, ann, "r1")
-    await join(node, bob, "r1")
+    ann, bob = await in_room(node, "ann", "bob")
     disconnect(node, ann)
     first = advance(node, clock, GRACE_MS)
     later = advance(node, clock, GRACE_MS * 10)
@@ -118,9 +114,7 @@ async def test_lingering_room_membership_is_purged_with_leave_room_after_grace(
 async def test_offline_is_sent_before_the_lingering_leave_room(
     node: Node, clock: FakeClock
 ) -> None:
-    ann, bob = connect(node, "ann"), connect(node, "bob")
-    await join(node, ann, "r1")
-    await join(node, bob, "r1")
+    ann, bob = await in_room(node, "ann", "bob")
     disconnect(node, ann)
     effects = advance(node, clock, GRACE_MS)
     assert [t for t, _ in inbox(node, effects, bob)] == ["presence", "leave_room"]
@@ -129,9 +123,7 @@ async def test_offline_is_sent_before_the_lingering_leave_room(
 async def test_reconnect_within_grace_sends_no_offline_and_no_leave_room(
     node: Node, clock: FakeClock
 ) -> None:
-    ann, bob = connect(node, "ann"), connect(node, "bob")
-    await join(node, ann, "r1")
-    await join(node, bob, "r1")
+    ann, bob = await in_room(node, "ann", "bob")
     effects = disconnect(node, ann) + advance(node, clock, GRACE_MS - 1000)
     again = connect(node, "ann")
     effects += await join(node, again, "r1")
@@ -156,9 +148,7 @@ async def test_reconnect_within_grace_keeps_the_chosen_status(
 async def test_reconnect_without_rejoining_leaves_the_lingering_room_after_grace(
     node: Node, clock: FakeClock
 ) -> None:
-    ann, bob = connect(node, "ann"), connect(node, "bob")
-    await join(node, ann, "r1")
-    await join(node, bob, "r1")
+    ann, bob = await in_room(node, "ann", "bob")
     disconnect(node, ann)
     connect(node, "ann")
     effects = advance(node, clock, GRACE_MS)
@@ -182,9 +172,7 @@ async def test_a_dropped_device_membership_lingers_while_another_device_stays_on
 
 async def test_presence_grace_setting_is_honoured(make: MakeNode, clock: FakeClock) -> None:
     node = await make(presence_grace=0.5)
-    ann, bob = connect(node, "ann"), connect(node, "bob")
-    await join(node, ann, "r1")
-    await join(node, bob, "r1")
+    ann, bob = await in_room(node, "ann", "bob")
     disconnect(node, ann)
     assert advance(node, clock, 499) == []
     assert len(received(node, advance(node, clock, 1), bob, "presence")) == 1
@@ -202,9 +190,7 @@ async def test_away_status_is_broadcast_to_users_sharing_a_room(
 
 
 async def test_busy_status_is_broadcast_to_users_sharing_a_room(node: Node) -> None:
-    ann, bob = connect(node, "ann"), connect(node, "bob")
-    await join(node, ann, "r1")
-    await join(node, bob, "r1")
+    ann, bob = await in_room(node, "ann", "bob")
     effects = await asend(node, ann, "presence", {"status": "busy"})
     assert [p["status"] for p in received(node, effects, bob, "presence")] == ["busy"]
 
@@ -219,26 +205,20 @@ async def test_status_change_does_not_reach_users_without_a_shared_room(node: No
 
 
 async def test_unchanged_status_is_not_broadcast_again(node: Node) -> None:
-    ann, bob = connect(node, "ann"), connect(node, "bob")
-    await join(node, ann, "r1")
-    await join(node, bob, "r1")
+    ann, bob = await in_room(node, "ann", "bob")
     await asend(node, ann, "presence", {"status": "away"})
     effects = await asend(node, ann, "presence", {"status": "away"})
     assert inbox(node, effects, bob) == []
 
 
 async def test_online_status_while_online_is_not_broadcast(node: Node) -> None:
-    ann, bob = connect(node, "ann"), connect(node, "bob")
-    await join(node, ann, "r1")
-    await join(node, bob, "r1")
+    ann, bob = await in_room(node, "ann", "bob")
     effects = await asend(node, ann, "presence", {"status": "online"})
     assert inbox(node, effects, bob) == []
 
 
 async def test_back_online_after_away_is_broadcast(node: Node) -> None:
-    ann, bob = connect(node, "ann"), connect(node, "bob")
-    await join(node, ann, "r1")
-    await join(node, bob, "r1")
+    ann, bob = await in_room(node, "ann", "bob")
     await asend(node, ann, "presence", {"status": "away"})
     effects = await asend(node, ann, "presence", {"status": "online"})
     assert [p["status"] for p in received(node, effects, bob, "presence")] == ["online"]
@@ -275,9 +255,7 @@ async def test_offline_is_not_a_status_a_client_may_set(node: Node) -> None:
 async def test_presence_with_another_users_id_is_forbidden_and_not_broadcast(
     node: Node,
 ) -> None:
-    ann, bob = connect(node, "ann"), connect(node, "bob")
-    await join(node, ann, "r1")
-    await join(node, bob, "r1")
+    ann, bob = await in_room(node, "ann", "bob")
     effects = await asend(node, ann, "presence", {"status": "away", "userId": "bob"}, id="p")
     assert error_code(effects) == "forbidden"
     assert inbox(node, effects, bob) == []
