@@ -230,6 +230,29 @@ async def test_jwt_user_cannot_claim_another_user_id():
         assert err["payload"]["code"] == "forbidden"
 
 
+async def test_auth_frame_claiming_another_user_than_its_token_is_forbidden():
+    # PROTOCOL §Authentication: a payload's userId/from other than the authenticated user
+    # is refused with `forbidden`; the token's `sub` is who the frame authenticates.
+    async with running_server(jwt_secret=SECRET) as server, \
+            await WsClient.open(ws_url(server)) as c:
+        for i, claim in enumerate([{"userId": "u2"}, {"from": "u2"}]):
+            err = await c.request("auth", {"token": token("u1"), **claim}, id=f"a{i}")
+            assert err["type"] == "error", err
+            assert err["payload"]["code"] == "forbidden"
+        await c.send("auth", {"token": token("u1"), "userId": "u1"}, id="ok")
+        welcome = await c.recv()
+        assert (welcome["type"], welcome["id"]) == ("welcome", "ok")
+        assert welcome["payload"]["userId"] == "u1"
+
+
+async def test_dev_mode_auth_frame_whose_from_is_another_user_is_forbidden():
+    async with running_server() as server, await WsClient.open(ws_url(server)) as c:
+        err = await c.request("auth", {"userId": "u1", "from": "u2"}, id="a1")
+        assert err["type"] == "error", err
+        assert err["payload"]["code"] == "forbidden"
+        await c.auth("u1")  # the connection stays usable
+
+
 async def test_own_user_id_in_the_payload_is_accepted():
     async with running_server() as server, await dev_client(server, "u1") as u1:
         ack = await u1.request("join_room", {"roomId": "r", "userId": "u1"}, id="j1")

@@ -23,6 +23,12 @@ class Identity:
         return any(fnmatchcase(room, pattern) for pattern in self.room_globs)
 
 
+def speaks_for(user: UserId, *claimed: str | int | None) -> bool:
+    """PROTOCOL §Authentication: a payload's `userId`/`from`, where given, must name the
+    authenticated user (an integer is compared as its decimal string)."""
+    return all(c is None or str(c) == user for c in claimed)
+
+
 MAX_NAME_CHARS = 128
 _ZWJ = "\u200d"
 

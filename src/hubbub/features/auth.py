@@ -8,7 +8,7 @@ import jwt
 from hubbub import PROTOCOL_VERSION
 from hubbub.core.effects import Close, Effects, Reply
 from hubbub.core.ice import ice_servers
-from hubbub.core.identity import Identity, display_name
+from hubbub.core.identity import Identity, display_name, speaks_for
 from hubbub.core.session import Session
 from hubbub.errors import CloseConnection, ProtocolError
 from hubbub.features.node import Node, refuse_connection
@@ -152,8 +152,14 @@ def _done_opening(node: Node, uid: UserId, unsubscribe: bool = True) -> bool:
     return True
 
 
-async def authenticate_token(node: Node, s: Session, token: str,
-                             frame_id: str | None) -> Effects:
+def _not_yours() -> ProtocolError:
+    return ProtocolError(ErrorCode.FORBIDDEN,
+                         "userId/from must be the identity you authenticate as")
+
+
+async def authenticate_token(node: Node, s: Session, token: str, frame_id: str | None,
+                             claimed: tuple[str | int | None, ...] = ()) -> Effects:
+    """`claimed`: the `userId`/`from` of the auth frame, which must be the token's `sub`."""
     secret = node.settings.jwt_secret
     if not secret:
         raise ProtocolError(ErrorCode.BAD_REQUEST,
@@ -163,6 +169,8 @@ async def authenticate_token(node: Node, s: Session, token: str,
     except CloseConnection as exc:
         log.info("auth failed conn=%s: %s", s.conn, exc.reason)
         return [Close(s.conn, exc.code, exc.reason)]
+    if not speaks_for(ident.user_id, *claimed):
+        raise _not_yours()
     return await establish(node, s, ident, frame_id)
 
 
@@ -175,10 +183,12 @@ async def handle_auth(node: Node, s: Session, frame: Auth | Presence) -> Effects
         token = frame.payload.token if isinstance(frame, Auth) else None
         if not token:
             raise ProtocolError(ErrorCode.UNAUTHORIZED, "send {type: auth, payload: {token}}")
-        return await authenticate_token(node, s, token, frame.id)
+        return await authenticate_token(node, s, token, frame.id, (p.user_id, p.from_))
     if p.user_id is None:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "dev identity mode: payload needs userId")
     uid = user_id(p.user_id)
+    if not speaks_for(uid, p.from_):
+        raise _not_yours()
     effects = await establish(node, s, Identity(uid, display_name(p.username, uid)), frame.id)
     if isinstance(frame, Presence) and frame.payload.status != "online" and s.identity:
         effects += await set_status(node, uid, frame.payload.status)

@@ -12,6 +12,7 @@ from typing import Any
 
 from hubbub import logs
 from hubbub.core.effects import Close, Effects
+from hubbub.core.identity import speaks_for
 from hubbub.core.session import Session
 from hubbub.errors import ProtocolError, StoreUnavailable
 from hubbub.features.auth import handle_auth
@@ -102,11 +103,8 @@ def refused(node: Node, s: Session, exc: ProtocolError, frame_id: str | None) ->
 def _check_identity(s: Session, frame: Any) -> None:
     """PROTOCOL §Authentication: a payload's `userId`/`from` must be the caller's own."""
     assert s.identity is not None
-    p = frame.payload
-    me = s.identity.user_id
-    for claimed in (p.user_id, p.from_):
-        if claimed is not None and str(claimed) != me:
-            raise ProtocolError(ErrorCode.FORBIDDEN, "userId/from must be your own identity")
+    if not speaks_for(s.identity.user_id, frame.payload.user_id, frame.payload.from_):
+        raise ProtocolError(ErrorCode.FORBIDDEN, "userId/from must be your own identity")
 
 
 def _internal(node: Node, s: Session, fid: str | None) -> Effects:
