@@ -240,6 +240,25 @@ async def test_demo_leave_and_rejoin_under_a_new_name(server: Hubbub, browser: B
     await expect(author).to_have_text("Evelyn")
 
 
+async def test_demo_my_status_shows_what_the_room_sees_after_a_rejoin(
+        server: Hubbub, browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    ann, bob = await joined(browser, server.url, "Ann", "Bob")
+    await bob.get_by_test_id("status-select").select_option("busy")
+    await expect(member(ann, "Bob")).to_have_attribute("data-status", "busy")
+
+    # Bob leaves and comes back at once: the server still has him busy, and so has his page.
+    await bob.get_by_test_id("leave-button").click()
+    await join(bob, "Bob")
+    await expect(member(bob, "Bob")).to_have_attribute("data-status", "busy")
+    await expect(bob.get_by_test_id("status-select")).to_have_value("busy")
+    await expect(member(ann, "Bob")).to_have_attribute("data-status", "busy")
+
+    await bob.get_by_test_id("status-select").select_option("online")
+    await expect(member(ann, "Bob")).to_have_attribute("data-status", "online")
+
+
 async def start_call(caller: Any, callee: Any, callee_name: str) -> None:
     """`caller` clicks Call next to `callee_name`; the callee's dialog rings."""
     from playwright.async_api import expect

@@ -280,7 +280,17 @@ function setMembers(list) {
   s.members = new Map(list.map((m) => [m.userId, m]));
   for (const m of offline) if (!s.members.has(m.userId)) s.members.set(m.userId, m);
   list.forEach((m) => s.names.set(m.userId, m.username));
+  const mine = s.members.get(s.me);
+  if (mine) showMyStatus(mine.status);
   renderMembers();
+}
+
+/**
+ * "My status" shows the status the others see. The server keeps it across a quick leave
+ * and rejoin (or a reload): the page must not say Online while the room sees Busy.
+ */
+function showMyStatus(status) {
+  if ([...$('status-select').options].some((o) => o.value === status)) $('status-select').value = status;
 }
 
 function renderMembers() {
@@ -943,6 +953,7 @@ function wire(client) {
     s.names.set(p.userId, p.username);
     const m = s.members.get(p.userId);
     if (m) Object.assign(m, { status: p.status, lastSeen: p.lastSeen, username: p.username || m.username });
+    if (p.userId === s.me) showMyStatus(p.status);
     if (m) renderMembers();
   });
   hub.on('join_room', ({ payload: p }) => {
