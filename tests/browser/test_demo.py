@@ -420,6 +420,34 @@ async def test_demo_no_call_while_disconnected_and_a_call_that_cannot_connect_en
         await expect(page.get_by_test_id("call-panel")).to_be_hidden()
 
 
+
+async def test_demo_a_page_whose_network_goes_says_so_and_catches_up(tmp_path: Path,
+                                                                     browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    # The heartbeat alone would take 10 to 20 minutes to notice: the browser's `offline`
+    # event is what tells Bob's page. (In the test's loopback-only namespace Chromium is
+    # offline from the start, so set_offline() changes nothing it would announce: the test
+    # fires the event a browser fires when its network goes.)
+    with hubbub_with(tmp_path, "--heartbeat", "600") as server:
+        ann, bob = await joined(browser, server.url, "Ann", "Bob")
+        await browser.contexts["bob"].set_offline(True)
+        await bob.evaluate("() => window.dispatchEvent(new Event('offline'))")
+        await expect(bob.get_by_test_id("conn-status")).to_have_attribute(
+            "data-state", "reconnecting", timeout=15000)
+        await expect(member(bob, "Ann").get_by_test_id("call-button")).to_be_disabled()
+        await send(ann, "said while Bob was offline")
+        await send(bob, "written offline")
+        await expect(message(bob, "written offline")).to_contain_text("sending")
+
+        await browser.contexts["bob"].set_offline(False)
+        await expect(bob.get_by_test_id("conn-status")).to_have_attribute(
+            "data-state", "open", timeout=30000)
+        await expect(message(bob, "said while Bob was offline")).to_be_visible()
+        await expect(message(ann, "written offline")).to_be_visible()
+        await expect(message(bob, "written offline")).not_to_contain_text("sending")
+
+
 def overlap(a: dict[str, float], b: dict[str, float]) -> bool:
     return (a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"]
             and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"])

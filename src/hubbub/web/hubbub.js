@@ -31,6 +31,8 @@ const CLIENT_TIMEOUT = 4000;
 /** The largest frame a server takes before its first `welcome` (the protocol default). */
 const DEFAULT_MAX_FRAME_BYTES = 65536;
 const TYPING_REFRESH_MS = 2000;
+/** After the browser's `offline` event: how long a `ping` may go unanswered. */
+const OFFLINE_PROBE_MS = 3000;
 const TYPING_IDLE_MS = 3000;
 
 /**
@@ -178,10 +180,15 @@ export class HubbubClient {
     this._flushTimer = null; // the one timer that sends the outbox on when chats must wait
     this._flushAt = 0;
     this._awaitingPong = false;
+    this._pongs = 0; // pongs received, for the probe after an `offline` event
+    this._probeTimer = null;
     this._idPrefix = uuid().slice(0, 8);
     this._ids = 0;
     this._onOnline = () => {
       if (this.state === 'reconnecting' && !this._ws) this._dial();
+    };
+    this._onOffline = () => {
+      if (this._authed) this._probe();
     };
   }
 
@@ -231,7 +238,10 @@ export class HubbubClient {
     if (this.state === 'idle' || this.state === 'closed') {
       this.state = 'connecting';
       this._attempt = 0;
-      if (globalThis.addEventListener) globalThis.addEventListener('online', this._onOnline);
+      if (globalThis.addEventListener) {
+        globalThis.addEventListener('online', this._onOnline);
+        globalThis.addEventListener('offline', this._onOffline);
+      }
       this._dial();
     }
     return promise;
@@ -245,7 +255,10 @@ export class HubbubClient {
     const was = this.state;
     this.state = 'closed';
     clearTimeout(this._retryTimer);
-    if (globalThis.removeEventListener) globalThis.removeEventListener('online', this._onOnline);
+    if (globalThis.removeEventListener) {
+      globalThis.removeEventListener('online', this._onOnline);
+      globalThis.removeEventListener('offline', this._onOffline);
+    }
     const cancelled = () => new HubbubError('cancelled', 'disconnect() was called');
     for (const entry of this._outbox.values()) entry.reject(cancelled());
     this._outbox.clear();
@@ -402,6 +415,7 @@ export class HubbubClient {
     this._ws = null;
     clearTimeout(this._openTimer);
     clearInterval(this._heartbeat);
+    clearTimeout(this._probeTimer);
     const wasOpen = this._authed;
     this._authed = this._ready = false;
     clearTimeout(this._flushTimer);
@@ -443,6 +457,22 @@ export class HubbubClient {
     }, ms);
   }
 
+  /**
+   * The browser says the network is gone. A socket on a dead network stays 'open' (no close
+   * event comes) and the heartbeat would notice in 20–40 s, all the while the app says it
+   * is connected: ping now, and drop the connection unless a pong comes within
+   * OFFLINE_PROBE_MS. A blip shorter than that keeps the connection (and its calls).
+   */
+  _probe() {
+    clearTimeout(this._probeTimer);
+    const ws = this._ws;
+    const pongs = this._pongs;
+    this._send({ type: 'ping', id: this._nextId() });
+    this._probeTimer = setTimeout(() => {
+      if (ws === this._ws && this._authed && this._pongs === pongs) this._drop(CLIENT_TIMEOUT, 'offline: no pong');
+    }, OFFLINE_PROBE_MS);
+  }
+
   // ---- incoming frames ------------------------------------------------------------
 
   _onMessage(ws, data) {
@@ -451,7 +481,11 @@ export class HubbubClient {
     try { frame = JSON.parse(data); } catch { return; }
     if (!frame || typeof frame.type !== 'string') return;
     const { type, id } = frame;
-    if (type === 'pong') return void (this._awaitingPong = false);
+    if (type === 'pong') {
+      this._awaitingPong = false;
+      this._pongs += 1;
+      return;
+    }
     const pending = id != null ? this._pending.get(id) : undefined;
     if (pending && (type === 'ack' || type === 'error' || type === 'welcome')) {
       this._pending.delete(id);
