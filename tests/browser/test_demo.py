@@ -574,6 +574,8 @@ async def test_demo_replies_quote_the_message_replied_to(server: Hubbub, browser
     ann, bob = await joined(browser, server.url, "Ann", "Bob")
     await send(bob, "Lunch at noon?")
     await expect(message(ann, "Lunch at noon?")).to_be_visible()
+    await send(ann, "Let me check")
+    await expect(message(bob, "Let me check")).to_be_visible()
 
     await message(ann, "Lunch at noon?").hover()
     await message(ann, "Lunch at noon?").get_by_test_id("reply-button").click()
@@ -584,6 +586,10 @@ async def test_demo_replies_quote_the_message_replied_to(server: Hubbub, browser
     for page in (ann, bob):
         quoted = message(page, "Yes, see you there").get_by_test_id("reply-quote")
         await expect(quoted).to_have_text("Bob Lunch at noon?")
+        # A reply starts its own group, with Ann's name above the quote: under "Let me
+        # check" without a header, the quote read as part of that message.
+        await expect(message(page, "Yes, see you there")).not_to_have_class(re.compile(r"\bcont\b"))
+        await expect(message(page, "Yes, see you there").locator(".author")).to_be_visible()
 
     # Escape drops a reply before it is sent.
     await message(ann, "Lunch at noon?").hover()

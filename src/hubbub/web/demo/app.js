@@ -546,7 +546,8 @@ function patchAround(li, fresh, keep) {
 
 /**
  * Consecutive messages of one author within 5 minutes, on one day, share one header; each
- * day starts with a separator ("Today", "Yesterday", "Mon 3 Mar").
+ * day starts with a separator ("Today", "Yesterday", "Mon 3 Mar"). A reply starts a group
+ * of its own: its quote, without a name above it, read as part of the message before.
  */
 function regroup() {
   const list = $('message-list');
@@ -562,7 +563,8 @@ function regroup() {
       day = dayKey(at);
       li.before(el('li', { class: 'day', 'data-testid': 'day-separator' }, el('span', {}, dayName(at))));
     }
-    li.classList.toggle('cont', !!(cur && prev && !newDay && prev.userId === cur.userId &&
+    const reply = !!(cur && cur.replyTo && !cur.deleted);
+    li.classList.toggle('cont', !!(cur && prev && !newDay && !reply && prev.userId === cur.userId &&
       cur.createdAt - prev.createdAt < 300000));
     prev = cur;
   }
