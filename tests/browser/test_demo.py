@@ -111,6 +111,13 @@ async def test_demo_page_join_chat_and_call_by_clicks(server: Hubbub, browser: B
         party = message(ann, "Hi Ann").locator('[data-testid="react-button"][data-emoji="🎉"]')
         await party.click()
         await expect(message(bob, "Hi Ann").get_by_test_id("reaction")).to_have_text("🎉 1")
+        # The same quick reaction again takes it back (as its chip does), and again adds it.
+        await expect(party).to_have_attribute("aria-pressed", "true")
+        await party.click()
+        await expect(message(bob, "Hi Ann").get_by_test_id("reaction")).to_have_count(0)
+        await message(ann, "Hi Ann").hover()
+        await party.click()
+        await expect(message(bob, "Hi Ann").get_by_test_id("reaction")).to_have_text("🎉 1")
         await message(ann, "Hello Bob").hover()
         await message(ann, "Hello Bob").get_by_test_id("edit-button").click()
         await ann.get_by_test_id("edit-input").fill("Hello Bob! Shall we talk?")

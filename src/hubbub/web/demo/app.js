@@ -345,10 +345,15 @@ function renderMessage(msg) {
       onclick: () => react(msg.messageId, emoji, users.includes(s.me) ? 'remove' : 'add'),
     }, `${emoji} ${users.length}`)));
   const actions = msg.deleted || msg.pending ? null : el('div', { class: 'actions' },
-    ...QUICK_REACTIONS.map((emoji) => el('button', {
-      type: 'button', class: 'icon', 'data-testid': 'react-button', 'data-emoji': emoji,
-      title: `React ${emoji}`, onclick: () => react(msg.messageId, emoji, 'add'),
-    }, emoji)),
+    // A quick reaction toggles, as its chip does: a second 👍 takes yours back.
+    ...QUICK_REACTIONS.map((emoji) => {
+      const on = (msg.reactions?.[emoji] || []).includes(s.me);
+      return el('button', {
+        type: 'button', class: `icon${on ? ' on' : ''}`, 'data-testid': 'react-button', 'data-emoji': emoji,
+        title: on ? `Take back your ${emoji}` : `React ${emoji}`, 'aria-pressed': on ? 'true' : 'false',
+        onclick: () => react(msg.messageId, emoji, on ? 'remove' : 'add'),
+      }, emoji);
+    }),
     el('button', { type: 'button', class: 'icon', 'data-testid': 'reply-button', title: 'Reply',
       'aria-label': 'Reply', onclick: () => startReply(msg.messageId) }, icon('reply')),
     mine ? el('button', { type: 'button', class: 'icon', 'data-testid': 'edit-button', title: 'Edit',
