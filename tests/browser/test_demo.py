@@ -307,6 +307,32 @@ async def test_demo_mute_and_camera_labels_start_afresh_in_the_next_call(
     assert live, "the new call's microphone and camera should be on, as the labels say"
 
 
+
+async def test_demo_a_late_signal_for_a_call_that_is_over_is_no_warning(
+        server: Hubbub, browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    ann, bob, cy = await joined(browser, server.url, "Ann", "Bob", "Cy")
+    warnings: list[str] = []
+    cy.on("console", lambda m: warnings.append(m.text) if m.type in ("warning", "error") else None)
+    await cy.evaluate("""() => { const hub = window.hubbubDemo.hub;
+        const offer = hub.sendWebRTCOffer.bind(hub);
+        hub.sendWebRTCOffer = (...args) => (window.lastCallId = offer(...args)); }""")
+    await start_call(ann, bob, "Bob")
+    await member(cy, "Bob").get_by_test_id("call-button").click()
+    await expect(toast(cy, "Bob is in another call")).to_be_visible()
+    # Chromium goes on finding candidates after the busy answer: the server refuses them.
+    bob_id = await member(cy, "Bob").get_attribute("data-user-id")
+    code = await cy.evaluate("""to => window.hubbubDemo.hub.sendIceCandidate(
+        window.hubbubDemo.me, to, {candidate: 'candidate:1 1 udp 1 127.0.0.1 9 typ host',
+        sdpMid: '0', sdpMLineIndex: 0}, window.lastCallId).then(() => 'ack', (e) => e.code)""",
+                             bob_id)
+    assert code == "conflict", code
+    await expect(cy.get_by_test_id("call-panel")).to_be_hidden()
+    late = [w for w in warnings if w.startswith("hubbub demo: webrtc")]
+    assert late == [], late
+
+
 async def test_demo_the_callee_is_told_of_a_missed_call(tmp_path: Path, browser: Browser) -> None:
     from playwright.async_api import expect
 

@@ -986,6 +986,13 @@ function wire(client) {
   // Requests the page makes handle their own errors (a toast, or the message's "not sent");
   // here: a refused call offer, a status change, and what the server says unasked.
   hub.on('error', ({ payload, request }) => {
+    // A call over here (declined, busy, hung up) may still get refusals of frames that were
+    // on their way: the ICE candidates Chromium kept finding, a hang-up crossing the other's.
+    const callId = request && request.payload && request.payload.callId;
+    if (callId && (!s.call || s.call.id !== callId)) {
+      console.debug(`hubbub demo: late ${request.type} for a call that is over: ${payload.code}`);
+      return;
+    }
     console.warn(`hubbub demo: ${request ? request.type : 'server'} error ${payload.code}: ${payload.message}`);
     if (request && request.type === 'webrtc') {
       if (s.call && request.payload.callId === s.call.id && request.payload.kind === 'offer') {
