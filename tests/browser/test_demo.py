@@ -704,3 +704,83 @@ async def test_demo_names_in_any_script_keep_their_characters_and_their_place(
             return [box(name).right, box(rest).left];
         }""")
         assert rest_x >= name_x - 1, (name_x, rest_x)
+
+
+async def test_demo_says_new_messages_arrived_below_a_reader_scrolled_up(
+        server: Hubbub, browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    async with aiohttp.ClientSession() as http:
+        cy = await raw_user(http, server, "cy-p2n8", "Cy")
+        for n in range(1, 41):
+            await cy.chat(ROOM, f"backlog {n}")
+        [ann] = await joined(browser, server.url, "Ann")
+        await expect(message(ann, "backlog 40")).to_be_in_viewport()
+        pill = ann.get_by_test_id("new-messages")
+        box = ann.get_by_test_id("messages")
+
+        # At the bottom, a new message scrolls into view and there is nothing to point at.
+        await cy.chat(ROOM, "seen at once")
+        await expect(message(ann, "seen at once")).to_be_in_viewport()
+        await expect(pill).to_be_hidden()
+
+        # Scrolled up to read: new messages stay below, and the pill says they came.
+        await box.evaluate("(b) => { b.scrollTop = 0; }")
+        await expect(message(ann, "seen at once")).not_to_be_in_viewport()
+        await cy.chat(ROOM, "while you read")
+        await cy.chat(ROOM, "and another")
+        await expect(pill).to_have_text("2 new messages ↓")
+        await expect(message(ann, "and another")).not_to_be_in_viewport()
+
+        # A click goes down to them, and the pill goes away.
+        await pill.click()
+        await expect(message(ann, "and another")).to_be_in_viewport()
+        await expect(pill).to_be_hidden()
+
+        # Scrolling down by hand also clears it.
+        await box.evaluate("(b) => { b.scrollTop = 0; }")
+        await cy.chat(ROOM, "one more")
+        await expect(pill).to_have_text("1 new message ↓")
+        await box.evaluate("(b) => { b.scrollTop = b.scrollHeight; }")
+        await expect(pill).to_be_hidden()
+        await cy.ws.close()
+
+
+async def hide(page: Any, hidden: bool) -> None:
+    """Make `page` hidden (or visible again) as a tab in the background is: Chromium's
+    headless pages stay visible, so `document.hidden` is overridden and the event fired."""
+    await page.evaluate("""(hidden) => {
+        if (hidden) {
+            const as = (value) => ({ configurable: true, get: () => value });
+            Object.defineProperty(document, 'hidden', as(true));
+            Object.defineProperty(document, 'visibilityState', as('hidden'));
+        } else {
+            delete document.hidden;
+            delete document.visibilityState;
+        }
+        document.dispatchEvent(new Event('visibilitychange'));
+    }""", hidden)
+
+
+async def test_demo_counts_unread_messages_in_the_title_while_hidden(
+        server: Hubbub, browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    ann, bob = await joined(browser, server.url, "Ann", "Bob")
+    await expect(ann).to_have_title("#demo · hubbub")
+
+    await hide(ann, True)
+    await send(bob, "psst")
+    await send(bob, "still there?")
+    await expect(message(ann, "still there?")).to_be_attached()
+    await expect(ann).to_have_title("(2) #demo · hubbub")
+
+    # Back on the tab: the count goes; a message read as it comes is not counted.
+    await hide(ann, False)
+    await expect(ann).to_have_title("#demo · hubbub")
+    await send(bob, "welcome back")
+    await expect(message(ann, "welcome back")).to_be_visible()
+    await expect(ann).to_have_title("#demo · hubbub")
+
+    await ann.get_by_test_id("leave-button").click()
+    await expect(ann).to_have_title("hubbub · video chat demo")

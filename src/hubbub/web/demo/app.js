@@ -27,11 +27,21 @@ const s = {
   typers: new Map(), // userId -> timer
   call: null,
   replyTo: null, // the messageId the next message answers
+  newBelow: 0, // messages that arrived below while the reader was scrolled up
+  unread: 0, // messages that arrived while the page was hidden (shown in the tab's title)
   online: false,
   // How long a call may ring here, and take to connect once answered, before this page
   // gives up on it (the server ends a ring after --ring-timeout, 30 s; this is the backstop).
   guards: { ringMs: 45000, connectMs: 30000 },
 };
+
+const TITLE = document.title;
+
+/** "(3) #lobby · hubbub": the room, and what came while the page was hidden. */
+function renderTitle() {
+  const base = s.room ? `#${s.room} · hubbub` : TITLE;
+  document.title = s.unread ? `(${s.unread}) ${base}` : base;
+}
 
 /** Between the client's 'open' and 'close' events (its state still reads 'open' in the latter). */
 const connected = () => !!s.hub && s.online;
@@ -234,6 +244,7 @@ async function enterRoom(room) {
   $('topbar-room').textContent = `#${s.room}`;
   $('message-input').placeholder = `Message #${s.room}`;
   $('message-label').textContent = `Message #${s.room}`;
+  renderTitle();
   setMembers(ack.members);
   await reloadHistory();
   $('message-input').focus();
@@ -250,6 +261,8 @@ async function leave() {
   }
   s.me = s.room = null;
   s.online = false;
+  s.unread = 0;
+  renderTitle();
   cancelReply();
   s.members.clear();
   s.names.clear();
@@ -258,6 +271,7 @@ async function leave() {
   s.typers.clear();
   $('typing-indicator').textContent = '';
   $('message-list').replaceChildren();
+  seenBottom();
   $('members').replaceChildren();
   $('me').textContent = '';
   $('status-select').value = 'online';
@@ -589,6 +603,21 @@ function nearBottom() {
 function scrollToBottom() {
   const box = $('messages');
   box.scrollTop = box.scrollHeight;
+  seenBottom();
+}
+
+/** A message arrived below while the reader is scrolled up: the pill says so. */
+function newBelow() {
+  s.newBelow += 1;
+  const pill = $('new-messages');
+  pill.textContent = s.newBelow === 1 ? '1 new message ↓' : `${s.newBelow} new messages ↓`;
+  pill.hidden = false;
+}
+
+/** The reader reached the bottom: nothing new below. */
+function seenBottom() {
+  s.newBelow = 0;
+  $('new-messages').hidden = true;
 }
 
 async function reloadHistory() {
@@ -938,10 +967,16 @@ function wire(client) {
     if (p.clientMsgId) document.querySelector(`[data-client-msg-id="${CSS.escape(p.clientMsgId)}"]`)?.remove();
     // A chat replayed after a reconnect has `content: null` if it was deleted since.
     upsert({ ...p, reactions: {}, deleted: p.content === null });
-    if (p.userId !== s.me && p.content !== null) announce(`${nameOf(p.userId)}: ${p.content}`);
+    const news = p.userId !== s.me && p.content !== null;
+    if (news) announce(`${nameOf(p.userId)}: ${p.content}`);
     setTyping(p.userId, false);
     renderHistoryStatus();
     if (follow) scrollToBottom();
+    else if (news) newBelow();
+    if (news && document.hidden) {
+      s.unread += 1;
+      renderTitle();
+    }
   });
   hub.on('message_edit', ({ payload: p }) => p.roomId === s.room &&
     update(p.messageId, () => (p.content === null ? { deleted: true, content: null }
@@ -1031,7 +1066,20 @@ $('message-input').addEventListener('blur', () => s.room && s.hub.stopTyping(s.r
 let stick = true;
 $('messages').addEventListener('scroll', () => {
   stick = nearBottom();
+  if (stick) seenBottom();
   if ($('messages').scrollTop < 60) loadOlder();
+});
+$('new-messages').addEventListener('click', () => {
+  const box = $('messages');
+  const still = matchMedia('(prefers-reduced-motion: reduce)').matches;
+  box.scrollTo({ top: box.scrollHeight, behavior: still ? 'auto' : 'smooth' });
+});
+// Back on the page: what came meanwhile has been seen (the title loses its count).
+document.addEventListener('visibilitychange', () => {
+  if (!document.hidden && s.unread) {
+    s.unread = 0;
+    renderTitle();
+  }
 });
 const keepAtBottom = new ResizeObserver(() => { if (stick) scrollToBottom(); });
 keepAtBottom.observe($('messages'));
