@@ -784,3 +784,32 @@ async def test_demo_counts_unread_messages_in_the_title_while_hidden(
 
     await ann.get_by_test_id("leave-button").click()
     await expect(ann).to_have_title("hubbub · video chat demo")
+
+
+async def test_demo_links_in_messages_are_links_and_nothing_else_is_markup(
+        server: Hubbub, browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    text = ('docs at https://example.com/a?b=1&c=<2>, see (https://example.org/x_(y)). '
+            'not javascript:alert(1) nor <a href="javascript:alert(2)">this</a> '
+            'nor ftp://example.net/f; http://x.test/"onmouseover="alert(3)')
+    async with aiohttp.ClientSession() as http:
+        cy = await raw_user(http, server, "cy-l1n2", "Cy")
+        await cy.chat(ROOM, text)
+        [ann] = await joined(browser, server.url, "Ann")
+        content = ann.get_by_test_id("message-content").filter(has_text="docs at")
+        await expect(content).to_have_count(1)
+        # The text is shown as sent, character for character.
+        assert await content.text_content() == text
+        links = content.locator("a")
+        await expect(links).to_have_count(3)
+        hrefs = await links.evaluate_all("(as) => as.map((a) => a.getAttribute('href'))")
+        assert hrefs == ["https://example.com/a?b=1&c=", "https://example.org/x_(y)",
+                         "http://x.test/"], hrefs
+        await expect(links.nth(1)).to_have_text("https://example.org/x_(y)")
+        for n in range(3):
+            await expect(links.nth(n)).to_have_attribute("target", "_blank")
+            await expect(links.nth(n)).to_have_attribute("rel", "noopener noreferrer")
+        for attribute in ("onmouseover", "onclick"):
+            assert await content.locator(f"[{attribute}]").count() == 0
+        await cy.ws.close()

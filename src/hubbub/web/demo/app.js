@@ -106,6 +106,45 @@ function icon(name) {
   return svg;
 }
 
+// http(s) addresses in a message, up to a space or a character that cannot end one unquoted.
+const URL_RE = /\bhttps?:\/\/[^\s<>"]+/gi;
+
+/** `url` without what more likely ends the sentence around it: "(see https://a.b/c)." */
+function trimUrl(url) {
+  let end = url.length;
+  for (;;) {
+    const ch = url[end - 1];
+    if (/[.,;:!?'*_~]/.test(ch)) end -= 1;
+    else if (ch === ')' && (url.slice(0, end).match(/\(/g) || []).length
+      < (url.slice(0, end).match(/\)/g) || []).length) end -= 1;
+    else if (ch === ']' || ch === '}') end -= 1;
+    else return url.slice(0, end);
+  }
+}
+
+/**
+ * `text` as DOM nodes, its http(s) addresses as links opening in a new tab. Text nodes and
+ * attributes only (never innerHTML): a message cannot add markup to the page.
+ */
+function linkify(text) {
+  const nodes = [];
+  let at = 0;
+  for (const match of text.matchAll(URL_RE)) {
+    const raw = trimUrl(match[0]);
+    let href;
+    try {
+      const url = new URL(raw);
+      if (url.protocol === 'http:' || url.protocol === 'https:') href = url.href;
+    } catch { /* not an address after all: left as text */ }
+    if (!href) continue;
+    if (match.index > at) nodes.push(text.slice(at, match.index));
+    nodes.push(el('a', { href, target: '_blank', rel: 'noopener noreferrer', 'data-testid': 'message-link' }, raw));
+    at = match.index + raw.length;
+  }
+  if (at < text.length) nodes.push(text.slice(at));
+  return nodes;
+}
+
 /** A person's name; never their user id (a deleted message carries no name, for one). */
 const nameOf = (userId) => (userId === s.me ? s.names.get(s.me) : s.names.get(userId)) || 'Someone';
 
@@ -349,7 +388,7 @@ function renderMessage(msg) {
     msg.editedAt && !msg.deleted ? el('span', { class: 'edited', 'data-testid': 'edited' }, '(edited)') : null,
     msg.pending ? el('span', { class: 'sending' }, msg.failed ? `not sent: ${msg.failed}` : 'sending…') : null);
   const content = el('div', { class: 'content', 'data-testid': 'message-content' },
-    msg.deleted ? 'message deleted' : msg.content);
+    ...(msg.deleted ? ['message deleted'] : linkify(msg.content || '')));
   const replied = msg.replyTo && !msg.deleted ? quote(msg.replyTo) : null;
   const reactions = el('div', { class: 'reactions' }, ...Object.entries(msg.reactions || {})
     .filter(([, users]) => users.length)
@@ -379,7 +418,7 @@ function renderMessage(msg) {
     el('div', { class: 'bubble' }, meta, replied, content, reactions), actions || '');
   // Out of the tab order until the message has the focus (see rove()).
   li.tabIndex = -1;
-  li.querySelectorAll('button').forEach((b) => { b.tabIndex = -1; });
+  li.querySelectorAll('button, a').forEach((b) => { b.tabIndex = -1; });
   return li;
 }
 
@@ -394,7 +433,7 @@ function rove() {
 }
 
 function setTools(li, on) {
-  li.querySelectorAll('button').forEach((b) => { b.tabIndex = on ? 0 : -1; });
+  li.querySelectorAll('button, a').forEach((b) => { b.tabIndex = on ? 0 : -1; });
 }
 
 $('message-list').addEventListener('focusin', (e) => {
