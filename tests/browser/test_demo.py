@@ -813,3 +813,41 @@ async def test_demo_links_in_messages_are_links_and_nothing_else_is_markup(
         for attribute in ("onmouseover", "onclick"):
             assert await content.locator(f"[{attribute}]").count() == 0
         await cy.ws.close()
+
+
+async def test_demo_sends_and_edits_messages_of_several_lines(server: Hubbub,
+                                                              browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    ann, bob = await joined(browser, server.url, "Ann", "Bob")
+    box = ann.get_by_test_id("message-input")
+    await box.press_sequentially("first line")
+    await box.press("Shift+Enter")
+    await box.press_sequentially("second line")
+    await expect(box).to_have_value("first line\nsecond line")
+    await box.press("Enter")
+    await expect(box).to_have_value("")
+
+    sent = bob.get_by_test_id("message-content").filter(has_text="first line")
+    await expect(sent).to_have_count(1)
+    assert await sent.text_content() == "first line\nsecond line"
+    # Shown on two lines: innerText keeps a line break only where one is drawn.
+    assert await sent.evaluate("(e) => e.innerText") == "first line\nsecond line"
+    height, line = await sent.evaluate(
+        "(e) => [e.getBoundingClientRect().height, parseFloat(getComputedStyle(e).lineHeight)]")
+    assert height >= 2 * line - 1, (height, line)
+
+    # Editing keeps the lines, and Shift+Enter adds one there too.
+    mine = ann.get_by_test_id("message").filter(has_text="first line")
+    await mine.hover()
+    await mine.get_by_test_id("edit-button").click()
+    edit = ann.get_by_test_id("edit-input")
+    await expect(edit).to_have_value("first line\nsecond line")
+    await edit.press("End")
+    await edit.press("Shift+Enter")
+    await edit.press_sequentially("third line")
+    await edit.press("Enter")
+    edited = bob.get_by_test_id("message").filter(has_text="third line")
+    await expect(edited.get_by_test_id("edited")).to_be_visible()
+    assert await edited.get_by_test_id("message-content").text_content() == (
+        "first line\nsecond line\nthird line")

@@ -43,6 +43,9 @@ function renderTitle() {
   document.title = s.unread ? `(${s.unread}) ${base}` : base;
 }
 
+/** What the composer and the edit box send: no blank lines before, no spaces after. */
+const tidy = (text) => text.replace(/^(?:[ \t]*\n)+/, '').trimEnd();
+
 /** Between the client's 'open' and 'close' events (its state still reads 'open' in the latter). */
 const connected = () => !!s.hub && s.online;
 
@@ -708,10 +711,11 @@ function startEdit(messageId) {
   const entry = s.messages.get(messageId);
   if (!entry || entry.editing) return;
   const content = entry.el.querySelector('.content');
-  const input = el('input', {
-    class: 'edit-input', 'data-testid': 'edit-input', value: entry.msg.content, maxlength: 4000,
-    'aria-label': 'Edit your message (Enter saves, Escape cancels)',
+  const input = el('textarea', {
+    class: 'edit-input', 'data-testid': 'edit-input', maxlength: 4000, rows: 1,
+    'aria-label': 'Edit your message (Enter saves, Shift+Enter starts a new line, Escape cancels)',
   });
+  input.value = entry.msg.content;
   let done = false;
   // Ends the edit once: Enter saves, Escape cancels (both give the focus back to the message
   // box); leaving the box cancels without moving the focus.
@@ -720,7 +724,7 @@ function startEdit(messageId) {
     done = true;
     const current = s.messages.get(messageId);
     if (!current) return;
-    const text = input.value.trim();
+    const text = tidy(input.value);
     if (save && text && text !== current.msg.content) {
       s.hub.editMessage(s.room, messageId, text).catch((e) => toast(humanError(e, 'Could not edit the message'), 'error'));
     }
@@ -730,13 +734,21 @@ function startEdit(messageId) {
   };
   entry.editing = { input, cancel: () => { done = true; } };
   input.addEventListener('keydown', (e) => {
-    if (e.key === 'Enter') { e.preventDefault(); finish(true, true); }
+    if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); finish(true, true); }
     if (e.key === 'Escape') { e.preventDefault(); finish(false, true); }
   });
   input.addEventListener('blur', () => finish(false, false));
+  input.addEventListener('input', () => fitHeight(input));
   content.replaceWith(input);
+  fitHeight(input);
   input.focus();
   input.select();
+}
+
+/** A text box as tall as its lines (up to its CSS max-height, then it scrolls). */
+function fitHeight(box) {
+  box.style.height = 'auto';
+  box.style.height = `${box.scrollHeight + box.offsetHeight - box.clientHeight}px`;
 }
 
 function send(text) {
@@ -1086,17 +1098,21 @@ $('login-form').addEventListener('submit', (e) => {
 });
 $('composer').addEventListener('submit', (e) => {
   e.preventDefault();
-  const text = $('message-input').value.trim();
-  if (!text || !s.room) return;
+  const text = tidy($('message-input').value);
+  if (!text.trim() || !s.room) return;
   $('message-input').value = '';
+  fitHeight($('message-input'));
   s.hub.stopTyping(s.room);
   send(text);
 });
 $('message-input').addEventListener('input', (e) => {
+  fitHeight(e.target);
   if (e.target.value) s.hub.typing(s.room); else s.hub.stopTyping(s.room);
 });
 $('message-input').addEventListener('keydown', (e) => {
   if (e.key === 'Escape' && s.replyTo) { e.preventDefault(); cancelReply(); }
+  // Enter sends; Shift+Enter is a new line (and Enter that ends an IME composition is not a send).
+  if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); $('composer').requestSubmit(); }
 });
 $('cancel-reply').addEventListener('click', () => { cancelReply(); $('message-input').focus(); });
 $('message-input').addEventListener('blur', () => s.room && s.hub.stopTyping(s.room));
