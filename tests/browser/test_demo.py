@@ -128,6 +128,7 @@ async def test_demo_page_join_chat_and_call_by_clicks(server: Hubbub, browser: B
         await ann.get_by_test_id("message-input").press("Enter")
         await message(ann, "a typo").hover()
         await message(ann, "a typo").get_by_test_id("delete-button").click()
+        await ann.get_by_test_id("confirm-delete-button").click()
         await expect(message(bob, "message deleted")).to_be_visible()
 
         # The call: Ann clicks "call" next to Bob, Bob accepts in the dialog.
@@ -635,6 +636,7 @@ async def test_demo_replies_quote_the_message_replied_to(server: Hubbub, browser
     # The original deleted: the quote says so (live, and for a later joiner).
     await message(bob, "Lunch at noon?").hover()
     await message(bob, "Lunch at noon?").get_by_test_id("delete-button").click()
+    await bob.get_by_test_id("confirm-delete-button").click()
     gone = message(ann, "Yes, see you there").get_by_test_id("reply-quote")
     await expect(gone).to_have_text("Reply to a deleted message")
     [cat] = await joined(browser, server.url, "Cat")
@@ -851,3 +853,52 @@ async def test_demo_sends_and_edits_messages_of_several_lines(server: Hubbub,
     await expect(edited.get_by_test_id("edited")).to_be_visible()
     assert await edited.get_by_test_id("message-content").text_content() == (
         "first line\nsecond line\nthird line")
+
+
+async def test_demo_asks_before_deleting_a_message(server: Hubbub, browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    ann, bob = await joined(browser, server.url, "Ann", "Bob")
+    await send(ann, "maybe delete me")
+    await expect(message(bob, "maybe delete me")).to_be_visible()
+    dialog = ann.get_by_test_id("confirm-delete")
+
+    # Cancel keeps it (Bob's page shows it after a later message, so the delete never went).
+    await message(ann, "maybe delete me").hover()
+    await message(ann, "maybe delete me").get_by_test_id("delete-button").click()
+    await expect(dialog).to_be_visible()
+    await expect(ann.get_by_test_id("confirm-delete-quote")).to_have_text("maybe delete me")
+    await expect(ann.get_by_test_id("cancel-delete")).to_be_focused()
+    await ann.get_by_test_id("cancel-delete").click()
+    await expect(dialog).to_be_hidden()
+    # Escape cancels too.
+    await message(ann, "maybe delete me").hover()
+    await message(ann, "maybe delete me").get_by_test_id("delete-button").click()
+    await expect(dialog).to_be_visible()
+    await ann.keyboard.press("Escape")
+    await expect(dialog).to_be_hidden()
+    await send(ann, "after thinking twice")
+    await expect(message(bob, "after thinking twice")).to_be_visible()
+    await expect(message(bob, "maybe delete me")).to_be_visible()
+    await expect(message(ann, "maybe delete me")).to_be_visible()
+
+    # Delete deletes.
+    await message(ann, "maybe delete me").hover()
+    await message(ann, "maybe delete me").get_by_test_id("delete-button").click()
+    await ann.get_by_test_id("confirm-delete-button").click()
+    await expect(dialog).to_be_hidden()
+    await expect(message(bob, "message deleted")).to_be_visible()
+    await expect(message(ann, "message deleted")).to_be_visible()
+
+    # Deleted elsewhere (Ann on another device) while the dialog asks: it goes away.
+    await message(ann, "after thinking twice").hover()
+    await message(ann, "after thinking twice").get_by_test_id("delete-button").click()
+    await expect(dialog).to_be_visible()
+    ann_id = await message(ann, "after thinking twice").get_attribute("data-user-id")
+    message_id = await message(ann, "after thinking twice").get_attribute("data-message-id")
+    async with aiohttp.ClientSession() as http:
+        other_device = await raw_user(http, server, ann_id, "Ann")
+        await other_device.request("message_delete", {"roomId": ROOM, "messageId": message_id})
+        await expect(dialog).to_be_hidden()
+        await expect(message(ann, "message deleted")).to_have_count(2)
+        await other_device.ws.close()

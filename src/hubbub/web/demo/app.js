@@ -27,6 +27,7 @@ const s = {
   typers: new Map(), // userId -> timer
   call: null,
   replyTo: null, // the messageId the next message answers
+  deleting: null, // the messageId the delete dialog asks about
   newBelow: 0, // messages that arrived below while the reader was scrolled up
   unread: 0, // messages that arrived while the page was hidden (shown in the tab's title)
   online: false,
@@ -305,6 +306,7 @@ async function leave() {
   s.online = false;
   s.unread = 0;
   renderTitle();
+  if ($('confirm-delete').open) $('confirm-delete').close();
   cancelReply();
   s.members.clear();
   s.names.clear();
@@ -415,8 +417,7 @@ function renderMessage(msg) {
     mine ? el('button', { type: 'button', class: 'icon', 'data-testid': 'edit-button', title: 'Edit',
       onclick: () => startEdit(msg.messageId) }, icon('edit')) : null,
     mine ? el('button', { type: 'button', class: 'icon', 'data-testid': 'delete-button', title: 'Delete',
-      onclick: () => s.hub.deleteMessage(s.room, msg.messageId)
-        .catch((e) => toast(humanError(e, 'Could not delete the message'), 'error')) }, icon('trash')) : null);
+      onclick: () => askDelete(msg.messageId) }, icon('trash')) : null);
   li.append(avatar(msg.userId, msg.username || s.names.get(msg.userId)),
     el('div', { class: 'bubble' }, meta, replied, content, reactions), actions || '');
   // Out of the tab order until the message has the focus (see rove()).
@@ -561,6 +562,9 @@ function upsert(msg) {
     entry.editing.cancel();
     entry.editing = null;
     toast('The message you were editing was deleted.');
+  }
+  if (entry.msg.deleted && s.deleting === msg.messageId && $('confirm-delete').open) {
+    $('confirm-delete').close();
   }
   entry.el = renderMessage(entry.msg);
   s.messages.set(msg.messageId, entry);
@@ -749,6 +753,24 @@ function startEdit(messageId) {
 function fitHeight(box) {
   box.style.height = 'auto';
   box.style.height = `${box.scrollHeight + box.offsetHeight - box.clientHeight}px`;
+}
+
+// ---- deleting: asked first, in a small dialog -------------------------------------------
+
+function askDelete(messageId) {
+  const entry = s.messages.get(messageId);
+  if (!entry || entry.msg.deleted) return;
+  s.deleting = messageId;
+  $('confirm-delete-quote').textContent = snippet(entry.msg.content || '');
+  $('confirm-delete').showModal();
+}
+
+function confirmDelete() {
+  const messageId = s.deleting;
+  $('confirm-delete').close();
+  if (!messageId || !s.hub) return;
+  s.hub.deleteMessage(s.room, messageId)
+    .catch((e) => toast(humanError(e, 'Could not delete the message'), 'error'));
 }
 
 function send(text) {
@@ -1136,6 +1158,9 @@ document.addEventListener('visibilitychange', () => {
     renderTitle();
   }
 });
+$('cancel-delete').addEventListener('click', () => $('confirm-delete').close());
+$('confirm-delete-button').addEventListener('click', confirmDelete);
+$('confirm-delete').addEventListener('close', () => { s.deleting = null; });
 const keepAtBottom = new ResizeObserver(() => { if (stick) scrollToBottom(); });
 keepAtBottom.observe($('messages'));
 keepAtBottom.observe($('message-list'));
