@@ -902,3 +902,37 @@ async def test_demo_asks_before_deleting_a_message(server: Hubbub, browser: Brow
         await expect(dialog).to_be_hidden()
         await expect(message(ann, "message deleted")).to_have_count(2)
         await other_device.ws.close()
+
+
+async def test_demo_on_a_phone_on_its_side_the_messages_get_the_height(
+        server: Hubbub, browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    phone = await browser.browser.new_context(viewport={"width": 844, "height": 390})
+    ann = await phone.new_page()
+    ann.set_default_timeout(15000)
+    await ann.goto(server.url + "/")
+    browser.pages["ann"], browser.contexts["ann"] = ann, phone
+    bob = await browser.page("bob", server.url + "/")
+    await join(ann, "Ann")
+    await join(bob, "Bob")
+    await expect(member(ann, "Bob")).to_be_visible()
+    messages = await ann.get_by_test_id("messages").bounding_box()
+    # Above the chat, the people took 35 % of the height and left the messages ~130 px.
+    assert messages is not None and messages["height"] >= 390 / 2, messages
+    ARTIFACTS.mkdir(exist_ok=True)
+    await ann.screenshot(path=str(ARTIFACTS / "demo-phone-landscape.png"))
+
+    # In a call: the call beside the chat; the message box, Send and Hang up on screen.
+    await start_call(bob, ann, "Ann")
+    await ann.get_by_test_id("accept-call").click()
+    await connected(ann, bob)
+    viewport = {"x": 0, "y": 0, "width": 844, "height": 390}
+    for part in ("message-input", "send-button", "hangup-button", "remote-video"):
+        box = await ann.get_by_test_id(part).bounding_box()
+        assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 390, (part, box)
+        assert overlap(box, viewport), (part, box)
+    await send(ann, "typed on its side during the call")
+    await expect(message(bob, "typed on its side during the call")).to_be_visible()
+    await expect(message(ann, "typed on its side during the call")).to_be_in_viewport()
+    await ann.screenshot(path=str(ARTIFACTS / "demo-phone-landscape-call.png"))
