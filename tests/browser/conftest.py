@@ -222,6 +222,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.sections.append(("hubbub server log", hub.log()[-15000:]))
 
 
+# Every page keeps the Content-Security-Policy violations it met (`csp_violations`).
+CSP_RECORDER = """
+window.__cspViolations = [];
+document.addEventListener('securitypolicyviolation',
+  (e) => window.__cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));
+"""
+
+
+async def csp_violations(page: Any) -> list[str]:
+    return list(await page.evaluate("window.__cspViolations"))
+
+
 class Browser:
     """Pages in separate contexts (separate users), each logging its console to stdout
     (pytest shows it for a failing test), screenshotted into test-artifacts/ on failure."""
@@ -233,6 +245,7 @@ class Browser:
 
     async def page(self, name: str, url: str) -> Any:
         context = await self.browser.new_context(viewport={"width": 1280, "height": 800})
+        await context.add_init_script(CSP_RECORDER)
         page = await context.new_page()
         page.set_default_timeout(15000)
         page.on("console", lambda m: print(f"[{name}] console.{m.type}: {m.text}"))

@@ -12,16 +12,20 @@ import aiohttp.web
 async def until(page: Any, expression: str, what: str, arg: Any = None,
                 timeout: float = 15000, dump: str = "harness.events.map(m => m.type)") -> None:
     """Wait for a JS `expression` (a function source when `arg` is given) to be truthy in
-    `page`; on timeout fail with `what` and what the page had seen (`dump`)."""
-    try:
-        await page.wait_for_function(expression, arg=arg, timeout=timeout)
-    except Exception as exc:
-        try:
-            seen = json.dumps(await page.evaluate(dump), ensure_ascii=False)[:4000]
-        except Exception as dump_exc:
-            seen = f"(could not read the page: {dump_exc})"
-        raise AssertionError(f"timed out after {timeout / 1000:.0f} s waiting for {what}\n"
-                             f"  condition: {expression}\n  page state: {seen}") from exc
+    `page`; on timeout fail with `what` and what the page had seen (`dump`). Polled with
+    `page.evaluate`, not `wait_for_function`: that one compiles its predicate with eval in
+    the page, which the demo page's Content-Security-Policy refuses."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout / 1000
+    while not await page.evaluate(expression, arg):
+        if loop.time() >= deadline:
+            try:
+                seen = json.dumps(await page.evaluate(dump), ensure_ascii=False)[:4000]
+            except Exception as dump_exc:
+                seen = f"(could not read the page: {dump_exc})"
+            raise AssertionError(f"timed out after {timeout / 1000:.0f} s waiting for {what}\n"
+                                 f"  condition: {expression}\n  page state: {seen}")
+        await asyncio.sleep(0.05)
 
 
 class RawClient:

@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.browser.conftest import ARTIFACTS, Browser, Hubbub
+from tests.browser.conftest import ARTIFACTS, Browser, Hubbub, csp_violations
 from tests.browser.helpers import RawClient, until
 
 ROOM = "demo"
@@ -154,6 +154,14 @@ async def test_demo_page_join_chat_and_call_by_clicks(server: Hubbub, browser: B
         await expect(bob.get_by_test_id("call-panel")).to_be_hidden()
         await expect(ann.get_by_test_id("call-panel")).to_be_hidden()
         await cy.ws.close()
+
+        # All of it within the page's Content-Security-Policy: nothing inline, nothing
+        # from elsewhere. The avatars' colours are set through the CSSOM, which it allows.
+        for page in (ann, bob):
+            assert await csp_violations(page) == []
+        hue = await member(ann, "Bob").locator(".avatar").evaluate(
+            "a => getComputedStyle(a).getPropertyValue('--h')")
+        assert hue.strip().isdigit()
 
 
 def console_errors(page: Any) -> list[str]:

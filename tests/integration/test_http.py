@@ -40,6 +40,21 @@ async def test_root_serves_the_demo_page():
         assert "<html" in body.lower()
 
 
+async def test_every_answer_forbids_sniffing_and_referrers_and_the_page_has_a_policy():
+    async with running_server() as server, aiohttp.ClientSession() as http:
+        for path in ("/", "/hubbub.js", "/demo/app.js", "/healthz", "/metrics",
+                     "/api/calls", "/no-such-page"):
+            async with http.get(server.url + path) as resp:
+                assert resp.headers.get("X-Content-Type-Options") == "nosniff", path
+                assert resp.headers.get("Referrer-Policy") == "no-referrer", path
+                policy = resp.headers.get("Content-Security-Policy")
+                if resp.content_type == "text/html":
+                    assert policy is not None and "default-src 'self'" in policy, path
+                    assert "'unsafe-inline'" not in policy, path
+                else:
+                    assert policy is None, path
+
+
 async def test_metrics_is_prometheus_text():
     async with running_server() as server:
         status, ctype, body = await http_get(server, "/metrics")
