@@ -81,6 +81,24 @@ async def test_metrics_count_frames_in_and_out_by_type():
         assert await metric(server, "hubbub_frames_out_total", type="welcome") == 1
 
 
+async def test_metrics_time_each_store_commit_and_size_each_socket_write():
+    async with running_server() as server, await dev_client(server, "u1") as c:
+        await c.join("r")
+        before = await metric(server, "hubbub_store_commit_seconds_count")
+        for i in range(3):
+            assert (await c.request("chat", {"roomId": "r", "content": f"m{i}"},
+                                    id=f"c{i}"))["type"] == "ack"
+        commits = await metric(server, "hubbub_store_commits_total")
+        timed = await metric(server, "hubbub_store_commit_seconds_count")
+        assert before is not None and timed == commits and timed > before
+        assert await metric(server, "hubbub_store_commit_seconds_bucket", le="+Inf") == timed
+        assert (await metric(server, "hubbub_store_commit_seconds_sum") or 0) > 0
+        flushes = await metric(server, "hubbub_flush_bytes_count")
+        assert flushes is not None and flushes >= 4  # welcome, join ack, chat acks
+        assert await metric(server, "hubbub_flush_bytes_bucket", le="+Inf") == flushes
+        assert (await metric(server, "hubbub_flush_bytes_sum") or 0) > 0
+
+
 async def test_metrics_count_errors_by_code():
     async with running_server() as server, await dev_client(server, "u1") as c:
         await c.ws.send_str("not json")

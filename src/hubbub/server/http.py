@@ -24,7 +24,7 @@ from hubbub.features.auth import verify_token
 from hubbub.features.chat import read_history
 from hubbub.features.system import announce
 from hubbub.ids import room_id, user_id
-from hubbub.metrics import FLUSH_BUCKETS
+from hubbub.metrics import Histogram
 from hubbub.protocol.codes import ErrorCode
 from hubbub.server.hub import Hub
 
@@ -84,13 +84,12 @@ class _Collector:
             fam.add_metric([], value)
             yield fam
         yield from self._calls()
-        cumulative, buckets = 0, []
-        for bound, count in zip((*map(float, FLUSH_BUCKETS), float("inf")), m.flush_buckets,
-                                strict=True):
-            cumulative += count
-            buckets.append(("+Inf" if bound == float("inf") else str(int(bound)), cumulative))
-        yield HistogramMetricFamily("hubbub_flush_bytes", "Bytes per coalesced socket write",
-                                    buckets=buckets, sum_value=m.flush_bytes)
+        yield _histogram("hubbub_flush_bytes", "Bytes per coalesced socket write",
+                         m.flush_bytes)
+        yield _histogram("hubbub_store_commit_seconds", "Time of each of the store's "
+                         "transactions, from its first statement to its commit (fsync "
+                         "included): what a chat's ack waits beyond the batch before it",
+                         node.store.commit_seconds)
 
 
     def _calls(self) -> Iterator[Metric]:
@@ -117,6 +116,14 @@ class _Collector:
         for reason, count in sorted(st.ended.items()):
             ended.add_metric([reason], count)
         yield ended
+
+
+def _histogram(name: str, doc: str, h: Histogram) -> HistogramMetricFamily:
+    cumulative, buckets = 0, []
+    for bound, count in zip((*h.bounds, float("inf")), h.counts, strict=True):
+        cumulative += count
+        buckets.append(("+Inf" if bound == float("inf") else f"{bound:g}", cumulative))
+    return HistogramMetricFamily(name, doc, buckets=buckets, sum_value=h.total)
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -640,7 +640,7 @@ class Hub:
         if transport.is_closing():
             return frames
         transport.write(data)
-        self.node.metrics.observe_flush(len(data))
+        self.node.metrics.flush_bytes.observe(len(data))
         if transport.get_write_buffer_size() > self.max_queue:
             self._drop_slow_reader(conn)
         return frames

@@ -29,6 +29,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Literal
 
+from hubbub.metrics import COMMIT_BUCKETS, Histogram
 from hubbub.protocol.frames import (
     CallRecord,
     ChatEvent,
@@ -73,6 +74,11 @@ class Store(ABC):
     # them, or a bad write).
     retried_writes: int = 0
     redone_batches: int = 0
+    # Seconds per committed transaction (the writer's thread or task observes it).
+    commit_seconds: Histogram
+
+    def __init__(self) -> None:
+        self.commit_seconds = Histogram(COMMIT_BUCKETS)
 
     @abstractmethod
     async def open(self) -> None:

@@ -22,6 +22,7 @@ PostgreSQL has flushed it (`synchronous_commit`, on by default: keep it on).
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
@@ -249,6 +250,7 @@ async def _insert_chats(conn: asyncpg.Connection, events: list[ChatEvent]) -> in
 
 class PostgresStore(Store):
     def __init__(self, dsn: str, *, pool_size: int = 4) -> None:
+        super().__init__()
         self.dsn = dsn
         self.pool_size = pool_size
         self._conn: Any = None
@@ -386,6 +388,7 @@ class PostgresStore(Store):
         results: list[tuple[bool, Any]] = []
         retry: list[_Write] = []
         commit_sent = False
+        started = time.perf_counter()
         try:
             await conn.execute("BEGIN")
             rooms = sorted({w.room for w in batch if w.room is not None})
@@ -450,6 +453,7 @@ class PostgresStore(Store):
                 raise _ConnectionLost() from exc
             raise
         self.commits += 1
+        self.commit_seconds.observe(time.perf_counter() - started)
         self.committed_writes += sum(1 for ok, _ in results if ok)
         return results, retry
 

@@ -178,6 +178,7 @@ def _set_wal(db: sqlite3.Connection, attempts: int = 100) -> None:
 
 class SqliteStore(Store):
     def __init__(self, path: str, *, synchronous: str = "FULL") -> None:
+        super().__init__()
         if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA", "OFF"):
             raise ValueError(f"bad synchronous mode {synchronous!r}")
         self.path = path
@@ -330,6 +331,7 @@ class SqliteStore(Store):
             # starts the WAL over at its first frame.
             with contextlib.suppress(sqlite3.Error):
                 db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        started = time.perf_counter()
         try:
             db.execute("BEGIN IMMEDIATE")
             version = db.execute("PRAGMA data_version").fetchone()[0]
@@ -386,6 +388,7 @@ class SqliteStore(Store):
                 raise _unavailable(exc) from exc
             raise
         self.commits += 1
+        self.commit_seconds.observe(time.perf_counter() - started)
         self.committed_writes += sum(1 for ok, _ in results if ok)
         return results
 
