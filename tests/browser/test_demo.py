@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.browser.conftest import ARTIFACTS, Browser, Hubbub, csp_violations
+from tests.browser.conftest import ARTIFACTS, CSP_RECORDER, Browser, Hubbub, csp_violations
 from tests.browser.helpers import RawClient, until
 
 ROOM = "demo"
@@ -944,3 +944,86 @@ async def test_demo_on_a_phone_on_its_side_the_messages_get_the_height(
     await expect(message(bob, "typed on its side during the call")).to_be_visible()
     await expect(message(ann, "typed on its side during the call")).to_be_in_viewport()
     await ann.screenshot(path=str(ARTIFACTS / "demo-phone-landscape-call.png"))
+
+
+async def test_demo_on_a_phone_held_upright_the_people_fold_into_a_panel(
+        server: Hubbub, browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    phone = await browser.browser.new_context(viewport={"width": 390, "height": 844})
+    await phone.add_init_script(CSP_RECORDER)
+    ann = await phone.new_page()
+    ann.set_default_timeout(15000)
+    await ann.goto(server.url + "/")
+    browser.pages["ann"], browser.contexts["ann"] = ann, phone
+    bob = await browser.page("bob", server.url + "/")
+    async with aiohttp.ClientSession() as http:
+        others = [await RawClient.connect(http, server.ws_url, user, ROOM)
+                  for user in ("cy", "dee")]
+        await join(ann, "Ann")
+        await join(bob, "Bob")
+        await expect(member(ann, "Dee")).to_have_count(1)
+
+        # The people are a button in the room's bar: the messages get the height. Above the
+        # chat, the people and My status took 35 % of it and left the messages ~400 px.
+        messages = await ann.get_by_test_id("messages").bounding_box()
+        assert messages is not None and messages["height"] >= 844 / 2, messages
+        toggle = ann.get_by_test_id("people-toggle")
+        await expect(toggle).to_have_text("People (4)")
+        await expect(toggle).to_have_attribute("aria-expanded", "false")
+        await expect(ann.get_by_test_id("members")).to_be_hidden()
+        await expect(ann.get_by_test_id("status-select")).to_be_hidden()
+        ARTIFACTS.mkdir(exist_ok=True)
+        await ann.screenshot(path=str(ARTIFACTS / "demo-phone-portrait.png"))
+
+        # The button opens them over the chat, My status first; the button closes them.
+        await toggle.click()
+        await expect(toggle).to_have_attribute("aria-expanded", "true")
+        await expect(ann.get_by_test_id("status-select")).to_be_focused()
+        for name in ("Ann", "Bob", "Cy", "Dee"):
+            await expect(member(ann, name)).to_be_in_viewport()
+        await expect(member(ann, "Bob").get_by_test_id("call-button")).to_be_enabled()
+        await ann.screenshot(path=str(ARTIFACTS / "demo-phone-portrait-people.png"))
+        await toggle.click()
+        await expect(toggle).to_have_attribute("aria-expanded", "false")
+        await expect(ann.get_by_test_id("members")).to_be_hidden()
+        await expect(toggle).to_be_focused()
+
+        # By keyboard: Enter opens, Escape closes and gives the focus back to the button.
+        await ann.keyboard.press("Enter")
+        await expect(member(ann, "Dee")).to_be_visible()
+        await expect(ann.get_by_test_id("status-select")).to_be_focused()
+        await ann.keyboard.press("Escape")
+        await expect(toggle).to_have_attribute("aria-expanded", "false")
+        await expect(member(ann, "Dee")).to_be_hidden()
+        await expect(toggle).to_be_focused()
+
+        # A tap on the (dimmed) chat below the panel closes it.
+        await toggle.click()
+        await expect(member(ann, "Dee")).to_be_visible()
+        await ann.mouse.click(195, messages["y"] + messages["height"] - 20)
+        await expect(member(ann, "Dee")).to_be_hidden()
+
+        # A call from the panel: it closes, and the call, Hang up, the box and Send show.
+        await toggle.click()
+        await start_call(ann, bob, "Bob")
+        await expect(ann.get_by_test_id("members")).to_be_hidden()
+        await expect(toggle).to_be_hidden()
+        await expect(ann.get_by_test_id("hangup-button")).to_be_focused()
+        for part in ("call-panel", "hangup-button", "message-input", "send-button"):
+            await expect(ann.get_by_test_id(part)).to_be_in_viewport()
+        await bob.get_by_test_id("reject-call").click()
+        await expect(ann.get_by_test_id("call-panel")).to_be_hidden()
+        await expect(toggle).to_be_visible()
+
+        # Turned on its side with the panel open: the people beside the chat, as before.
+        await toggle.click()
+        await ann.set_viewport_size({"width": 844, "height": 390})
+        await expect(toggle).to_be_hidden()
+        await expect(toggle).to_have_attribute("aria-expanded", "false")
+        await expect(member(ann, "Dee")).to_be_visible()
+        await ann.set_viewport_size({"width": 390, "height": 844})
+        await expect(member(ann, "Dee")).to_be_hidden()
+        assert await csp_violations(ann) == []
+        for other in others:
+            await other.ws.close()

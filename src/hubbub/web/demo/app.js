@@ -50,6 +50,10 @@ const tidy = (text) => text.replace(/^(?:[ \t]*\n)+/, '').trimEnd();
 /** Between the client's 'open' and 'close' events (its state still reads 'open' in the latter). */
 const connected = () => !!s.hub && s.online;
 
+/** A phone held upright: the people fold into a panel that "People (n)" opens over the
+ *  chat. The same query as style.css's. */
+const COMPACT = matchMedia('(max-width: 600px) and (orientation: portrait), (max-width: 600px) and (min-height: 501px)');
+
 // ---- small helpers ------------------------------------------------------------------
 
 function el(tag, attrs = {}, ...children) {
@@ -308,6 +312,7 @@ async function leave() {
   s.unread = 0;
   renderTitle();
   if ($('confirm-delete').open) $('confirm-delete').close();
+  setPeople(false);
   cancelReply();
   s.members.clear();
   s.names.clear();
@@ -375,7 +380,22 @@ function renderMembers() {
     el('span', { class: 'member-status', 'data-testid': 'member-status' },
       away(m) && m.lastSeen ? `offline · last seen ${when(m.lastSeen)}` : m.status), call);
   }));
-  $('member-count').textContent = String(list.filter((m) => !away(m)).length);
+  const here = String(list.filter((m) => !away(m)).length);
+  $('member-count').textContent = here;
+  $('people-toggle-count').textContent = `(${here})`;
+}
+
+const peopleOpen = () => $('app').classList.contains('people-open');
+
+/**
+ * Opens or closes the people's panel (a phone held upright). Opening moves the focus to its
+ * first control, My status; closing with `focus` gives it back to the People button.
+ */
+function setPeople(open, { focus = false } = {}) {
+  $('app').classList.toggle('people-open', open);
+  $('people-toggle').setAttribute('aria-expanded', String(open));
+  if (open) $('status-select').focus();
+  else if (focus) $('people-toggle').focus();
 }
 
 // ---- messages -----------------------------------------------------------------------
@@ -823,6 +843,12 @@ function resetCallControls() {
 function showCall(c, label) {
   resetCallControls();
   $('call-panel').hidden = false;
+  if (peopleOpen()) {
+    // The call starts from the panel (or rings meanwhile): it closes; Hang up has the focus.
+    const inside = $('people-panel').contains(document.activeElement);
+    setPeople(false);
+    if (inside) $('hangup-button').focus();
+  }
   $('app').classList.add('in-call');
   $('call-peer').textContent = nameOf(c.peer);
   setCallState(label, label);
@@ -1166,6 +1192,21 @@ const keepAtBottom = new ResizeObserver(() => { if (stick) scrollToBottom(); });
 keepAtBottom.observe($('messages'));
 keepAtBottom.observe($('message-list'));
 $('leave-button').addEventListener('click', leave);
+$('people-toggle').addEventListener('click', () => setPeople(!peopleOpen(), { focus: true }));
+// The panel closes on Escape (the focus back on People), on a tap outside the room's bar, on
+// the focus leaving the bar, and when the screen is no longer a phone held upright.
+document.addEventListener('keydown', (e) => {
+  if (e.key !== 'Escape' || !peopleOpen() || e.defaultPrevented || document.querySelector('dialog[open]')) return;
+  e.preventDefault();
+  setPeople(false, { focus: true });
+});
+document.addEventListener('pointerdown', (e) => {
+  if (peopleOpen() && !e.target.closest('.sidebar')) setPeople(false);
+});
+$('app').querySelector('.sidebar').addEventListener('focusout', (e) => {
+  if (peopleOpen() && e.relatedTarget && !e.relatedTarget.closest('.sidebar')) setPeople(false);
+});
+COMPACT.addEventListener('change', () => { if (!COMPACT.matches && peopleOpen()) setPeople(false); });
 $('status-select').addEventListener('change', (e) => s.hub.setPresence(s.me, s.names.get(s.me), e.target.value));
 $('accept-call').addEventListener('click', accept);
 $('reject-call').addEventListener('click', decline);
