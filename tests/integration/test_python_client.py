@@ -589,11 +589,11 @@ def restartable(tmp_path: Path) -> Iterator[Callable[..., Restartable]]:
 
 @contextlib.asynccontextmanager
 async def gated_pair(restartable: Callable[..., Restartable], make_client: ClientFactory,
-                     ) -> AsyncIterator[tuple[Restartable, Gate, Client, Client, Recorder,
-                                              Recorder]]:
-    """A started server; ann connected through a Gate (the link the tests cut), bob
-    directly; both in ROOM, each with a Recorder."""
-    server = restartable()
+                     *options: str) -> AsyncIterator[tuple[Restartable, Gate, Client, Client,
+                                                          Recorder, Recorder]]:
+    """A started server (with command-line `options`); ann connected through a Gate (the
+    link the tests cut), bob directly; both in ROOM, each with a Recorder."""
+    server = restartable(*options)
     await server.start()
     async with Gate(server.port) as gate:
         ann = make_client(gate.ws, "ann")
@@ -999,13 +999,8 @@ async def test_no_more_attempts_when_the_reauthentication_fails(
 async def test_more_missed_than_the_recovery_limit_falls_back_to_history(
         restartable: Callable[..., Restartable], make_client: ClientFactory,
         missed: int, recovered: bool) -> None:
-    server = restartable("--recovery-limit", "3")
-    await server.start()
-    async with Gate(server.port) as gate:
-        ann = make_client(gate.ws, "ann")
-        bob = make_client(server.ws, "bob")
-        rec, bob_rec = Recorder(ann), Recorder(bob)
-        await in_room(ann, bob)
+    async with gated_pair(restartable, make_client, "--recovery-limit", "3") as (
+            server, gate, ann, bob, rec, bob_rec):
         await bob.send_chat_message(ROOM, "seen")
         await rec.until(lambda: rec.chats())
 
