@@ -28,7 +28,6 @@ class Limits:
 @dataclass(slots=True)
 class Session:
     conn: ConnId
-    opened_at_ms: int
     limits: Limits
     remote: str = ""
     ip: str = ""

@@ -281,7 +281,7 @@ def forwarded(node: Node, conn: ConnId, user: UserId, username: str, data: bytes
     connection closed (see `connection_closed`)."""
     if not data:
         return _departed(node, user, conn)
-    s = Session(conn=conn, opened_at_ms=node.clock.now_ms(), limits=node.limits,
+    s = Session(conn=conn, limits=node.limits,
                 identity=Identity(user, username))
     try:
         frame = parse(data)

@@ -26,8 +26,7 @@ log = logging.getLogger("hubbub.system")
 
 def open_session(node: Node, remote: str = "", ip: str = "") -> Session:
     clock = node.clock
-    s = Session(conn=node.new_conn_id(), opened_at_ms=clock.now_ms(), limits=node.limits,
-                remote=remote, ip=ip)
+    s = Session(conn=node.new_conn_id(), limits=node.limits, remote=remote, ip=ip)
     node.sessions[s.conn] = s
     node.ip_conns[ip] += 1
     node.metrics.connections_opened += 1
