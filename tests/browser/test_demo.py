@@ -283,6 +283,39 @@ async def start_call(caller: Any, callee: Any, callee_name: str) -> None:
     await expect(callee.get_by_test_id("incoming-call")).to_be_visible()
 
 
+# Counts the oscillators the page creates (the demo's ringer makes two per chime).
+COUNT_OSCILLATORS = """(() => {
+  window.__oscillators = 0;
+  const make = AudioContext.prototype.createOscillator;
+  AudioContext.prototype.createOscillator = function (...args) {
+    window.__oscillators += 1;
+    return make.apply(this, args);
+  };
+})()"""
+
+
+async def test_demo_an_incoming_call_rings_until_it_is_declined_or_answered(
+        server: Hubbub, browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    ann, bob = await joined(browser, server.url, "Ann", "Bob")
+    await bob.evaluate(COUNT_OSCILLATORS)
+    for answer in ("reject-call", "accept-call"):
+        before = await bob.evaluate("window.__oscillators")
+        await start_call(ann, bob, "Bob")
+        # The chime comes again while the dialog is open (every 2 s).
+        await until(bob, f"window.__oscillators >= {before} + 4", "two chimes")
+        await bob.get_by_test_id(answer).click()
+        await expect(bob.get_by_test_id("incoming-call")).to_be_hidden()
+        rung = await bob.evaluate("window.__oscillators")
+        await bob.wait_for_timeout(2500)  # more than the chime's period: none comes
+        assert await bob.evaluate("window.__oscillators") == rung, answer
+        if answer == "accept-call":
+            await connected(ann, bob)
+            await ann.get_by_test_id("hangup-button").click()
+        await expect(ann.get_by_test_id("call-panel")).to_be_hidden()
+
+
 async def connected(*pages: Any) -> None:
     from playwright.async_api import expect
 

@@ -944,6 +944,50 @@ async function startCall(peer) {
   }
 }
 
+// ---- ringing ------------------------------------------------------------------------
+
+/**
+ * An incoming call rings: a two-note chime every 2 s, made with Web Audio (no file to
+ * fetch), until its dialog closes, however it closes (answered, declined, here or on
+ * another device, timed out, cancelled). The user clicked Join, so browsers let a page
+ * play sound; where one does not, the dialog still shows.
+ */
+const ringer = { ctx: null, timer: null };
+
+function ring() {
+  const Ctx = globalThis.AudioContext || globalThis.webkitAudioContext;
+  if (!Ctx) return;
+  try {
+    ringer.ctx = ringer.ctx || new Ctx();
+    if (ringer.ctx.state === 'suspended') ringer.ctx.resume().catch(() => {});
+  } catch {
+    return;
+  }
+  const chime = () => {
+    const ctx = ringer.ctx;
+    const t = ctx.currentTime;
+    for (const [freq, at] of [[880, 0], [660, 0.25]]) {
+      const osc = ctx.createOscillator();
+      const gain = ctx.createGain();
+      osc.frequency.value = freq;
+      gain.gain.setValueAtTime(0.0001, t + at);
+      gain.gain.exponentialRampToValueAtTime(0.2, t + at + 0.02);
+      gain.gain.exponentialRampToValueAtTime(0.0001, t + at + 0.22);
+      osc.connect(gain).connect(ctx.destination);
+      osc.start(t + at);
+      osc.stop(t + at + 0.25);
+    }
+  };
+  stopRinging();
+  chime();
+  ringer.timer = setInterval(chime, 2000);
+}
+
+function stopRinging() {
+  clearInterval(ringer.timer);
+  ringer.timer = null;
+}
+
 async function accept() {
   const c = s.call;
   $('incoming-call').close();
@@ -1013,6 +1057,7 @@ async function onSignal({ payload: p }) {
       guard(s.call, s.guards.ringMs, 'timeout', `Missed call from ${nameOf(p.from)}`);
       $('incoming-caller').textContent = nameOf(p.from);
       $('incoming-call').showModal();
+      ring();
       renderMembers();
     }
   } else if (c && c.id === p.callId) {
@@ -1211,6 +1256,7 @@ $('status-select').addEventListener('change', (e) => s.hub.setPresence(s.me, s.n
 $('accept-call').addEventListener('click', accept);
 $('reject-call').addEventListener('click', decline);
 $('incoming-call').addEventListener('cancel', (e) => { e.preventDefault(); decline(); });
+$('incoming-call').addEventListener('close', stopRinging);
 $('hangup-button').addEventListener('click', hangUp);
 $('mute-button').addEventListener('click', () => {
   const track = s.call && s.call.stream && s.call.stream.getAudioTracks()[0];
