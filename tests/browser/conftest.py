@@ -243,8 +243,10 @@ class Browser:
         self.pages: dict[str, Any] = {}
         self.contexts: dict[str, Any] = {}
 
-    async def page(self, name: str, url: str) -> Any:
-        context = await self.browser.new_context(viewport={"width": 1280, "height": 800})
+    async def page(self, name: str, url: str, **options: Any) -> Any:
+        """`options`: Playwright's context options (a phone: viewport, has_touch, ...)."""
+        context = await self.browser.new_context(
+            **{"viewport": {"width": 1280, "height": 800}, **options})
         await context.add_init_script(CSP_RECORDER)
         page = await context.new_page()
         page.set_default_timeout(15000)

@@ -177,6 +177,32 @@ async def send(page: Any, text: str) -> None:
     await page.get_by_test_id("message-input").press("Enter")
 
 
+async def test_demo_on_a_touch_phone_enter_is_a_new_line_and_send_sends(
+        server: Hubbub, browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    phone = await browser.page("ann", server.url + "/", has_touch=True, is_mobile=True,
+                               viewport={"width": 390, "height": 844})
+    desk = await browser.page("bob", server.url + "/")
+    await join(phone, "Ann")
+    await join(desk, "Bob")
+    box = phone.get_by_test_id("message-input")
+    await box.fill("milk")
+    await box.press("Enter")  # the on-screen keyboard's return: a new line, not a send
+    await box.press_sequentially("eggs")
+    await expect(box).to_have_value("milk\neggs")
+    await expect(phone.locator("#composer-hint")).to_have_text(
+        "Enter starts a new line, the Send button sends")
+    await phone.get_by_test_id("send-button").tap()
+    sent = desk.get_by_test_id("message-content").filter(has_text="eggs")
+    await expect(sent).to_be_visible()
+    assert await sent.inner_text() == "milk\neggs"
+    await expect(box).to_have_value("")
+    # On the desk Enter still sends.
+    await send(desk, "got it")
+    await expect(message(phone, "got it")).to_be_visible()
+
+
 async def test_demo_a_live_reaction_keeps_an_edit_in_progress(server: Hubbub,
                                                               browser: Browser) -> None:
     from playwright.async_api import expect

@@ -1203,10 +1203,23 @@ $('message-input').addEventListener('input', (e) => {
   fitHeight(e.target);
   if (e.target.value) s.hub.typing(s.room); else s.hub.stopTyping(s.room);
 });
+// On a touch screen with no mouse (a phone) the keyboard's Enter is a new line and the Send
+// button sends, as in the chat apps people use there: a stray Enter must not send half a
+// message. Elsewhere Enter sends and Shift+Enter is a new line.
+const touchOnly = matchMedia('(hover: none) and (pointer: coarse)');
+const composerHint = () => {
+  $('composer-hint').textContent = touchOnly.matches
+    ? 'Enter starts a new line, the Send button sends' : 'Enter sends, Shift+Enter starts a new line';
+};
+touchOnly.addEventListener('change', composerHint);
+composerHint();
 $('message-input').addEventListener('keydown', (e) => {
   if (e.key === 'Escape' && s.replyTo) { e.preventDefault(); cancelReply(); }
-  // Enter sends; Shift+Enter is a new line (and Enter that ends an IME composition is not a send).
-  if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) { e.preventDefault(); $('composer').requestSubmit(); }
+  // An Enter that ends an IME composition is not a send.
+  if (e.key === 'Enter' && !e.shiftKey && !e.isComposing && !touchOnly.matches) {
+    e.preventDefault();
+    $('composer').requestSubmit();
+  }
 });
 $('cancel-reply').addEventListener('click', () => { cancelReply(); $('message-input').focus(); });
 $('message-input').addEventListener('blur', () => s.room && s.hub.stopTyping(s.room));
