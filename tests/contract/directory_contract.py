@@ -11,8 +11,11 @@ subclasses `DirectoryContract`:
 
     class TestMemoryDirectory(DirectoryContract): ...
 
-Time is passed in (`now_ms`): the nodes get a small node TTL and the tests move time by
-passing later values, so a dead node is reaped without anybody sleeping (DESIGN §5.9).
+Time is passed in (`now_ms`, and `mono_ms` where a node judges who is dead): the nodes get
+a small node TTL and the tests move time by passing later values, so a dead node is reaped
+without anybody sleeping (DESIGN §5.9). A node is reaped once a live node has *seen* its
+heartbeat unchanged for the TTL (`NodeWatch`), so a test has the reaper look
+(`reap`) when the heartbeat it will judge by is written.
 """
 
 import asyncio
@@ -81,7 +84,8 @@ class DirectoryContract:
 
     @pytest.fixture
     async def nodes(self, backend: DirectoryBackend) -> AsyncIterator[Nodes]:
-        """The directories of three live nodes a, b, c (started, heartbeat at T0)."""
+        """The directories of three live nodes a, b, c (started, heartbeat at T0, and each
+        has read the others' heartbeats, as its housekeeping does)."""
         made: list[Directory] = []
         try:
             for name in ("node-a", "node-b", "node-c"):
@@ -89,6 +93,8 @@ class DirectoryContract:
                 await directory.start()
                 made.append(directory)
                 await directory.heartbeat(T0)
+            for directory in made:
+                assert await directory.reap(T0, T0) == []
             yield Nodes(*made)
         finally:
             for directory in made:
@@ -290,7 +296,7 @@ class DirectoryContract:
         await nodes.a.add_member(R2, U1)
         now = T0 + TTL + 1
         await nodes.heartbeat(now, nodes.b, nodes.c)  # a stopped
-        gone = by_user(await nodes.b.reap(now))
+        gone = by_user(await nodes.b.reap(now, now))
         assert set(gone) == {U1}
         d = gone[U1]
         assert (d.username, left(d), d.rooms_before, d.went_offline, d.last_seen_ms) == (
@@ -307,8 +313,9 @@ class DirectoryContract:
         try:
             assert await fresh.heartbeat(T0) is True  # never seen before
             assert await fresh.heartbeat(T0 + 1) is False
+            await nodes.a.reap(T0 + 1, T0 + 1)  # a sees fresh's last heartbeat
             await nodes.heartbeat(T0 + TTL + 2, nodes.a)
-            await nodes.a.reap(T0 + TTL + 2)  # fresh was silent past the TTL
+            await nodes.a.reap(T0 + TTL + 2, T0 + TTL + 2)  # fresh was silent past the TTL
             assert await fresh.heartbeat(T0 + TTL + 3) is True  # reaped: tell it again
         finally:
             await fresh.close()
@@ -317,7 +324,7 @@ class DirectoryContract:
         await nodes.a.user_up(U1, "Ann", T0)
         await nodes.a.add_member(R1, U1)
         await nodes.heartbeat(T0 + TTL - 1, nodes.b)
-        assert await nodes.b.reap(T0 + TTL - 1) == []
+        assert await nodes.b.reap(T0 + TTL - 1, T0 + TTL - 1) == []
         assert await nodes.c.members(R1) == [U1]
         assert await nodes.c.is_online(U1) is True
 
@@ -327,14 +334,49 @@ class DirectoryContract:
         for step in range(1, 21):  # ten TTLs, a heartbeat every half TTL
             now = T0 + step * TTL // 2
             await nodes.heartbeat(now)
-            assert await nodes.b.reap(now) == []
-            assert await nodes.c.reap(now) == []
+            assert await nodes.b.reap(now, now) == []
+            assert await nodes.c.reap(now, now) == []
         assert await nodes.c.members(R1) == [U1]
         assert await nodes.c.is_online(U1) is True
 
+    async def test_a_node_whose_wall_clock_is_far_behind_is_not_reaped_while_it_heartbeats(
+            self, nodes: Nodes) -> None:
+        await nodes.a.user_up(U1, "Ann", T0)
+        for step in range(1, 21):  # a's clock is a hundred TTLs behind the others'
+            now = T0 + step * TTL // 2
+            await nodes.a.heartbeat(now - 100 * TTL)
+            await nodes.heartbeat(now, nodes.b, nodes.c)
+            assert await nodes.b.reap(now, now) == []
+        assert await nodes.c.is_online(U1) is True
+
+    async def test_a_dead_node_whose_wall_clock_was_ahead_is_reaped_all_the_same(
+            self, nodes: Nodes) -> None:
+        await nodes.a.user_up(U1, "Ann", T0)
+        await nodes.a.heartbeat(T0 + 100 * TTL)  # its last, from a clock far ahead
+        await nodes.b.reap(T0 + 1, T0 + 1)
+        now = T0 + TTL + 2
+        await nodes.heartbeat(now, nodes.b, nodes.c)
+        assert set(by_user(await nodes.b.reap(now, now))) == {U1}
+
+    async def test_a_step_of_the_reapers_wall_clock_reaps_nobody(self, nodes: Nodes) -> None:
+        await nodes.a.user_up(U1, "Ann", T0)
+        stepped = T0 + 100 * TTL  # an hour of NTP correction, say; no time has passed
+        await nodes.heartbeat(stepped, nodes.b)
+        assert await nodes.b.reap(stepped, T0 + 1) == []
+        assert await nodes.c.is_online(U1) is True
+
+    async def test_the_ttl_counts_from_when_the_reaper_saw_the_last_heartbeat(
+            self, nodes: Nodes) -> None:
+        await nodes.a.user_up(U1, "Ann", T0)
+        await nodes.a.heartbeat(T0 + TTL // 2)  # its last
+        seen = T0 + TTL // 2 + 100  # b reads it a little later
+        assert await nodes.b.reap(seen, seen) == []
+        assert await nodes.b.reap(seen + TTL - 1, seen + TTL - 1) == []
+        assert set(by_user(await nodes.b.reap(seen + TTL, seen + TTL))) == {U1}
+
     async def test_a_node_never_reaps_itself(self, nodes: Nodes) -> None:
         await nodes.a.user_up(U1, "Ann", T0)
-        assert await nodes.a.reap(T0 + 10 * TTL) == []
+        assert await nodes.a.reap(T0 + 10 * TTL, T0 + 10 * TTL) == []
         assert await nodes.b.is_online(U1) is True
 
     async def test_two_nodes_reaping_at_once_release_a_dead_nodes_holdings_once(
@@ -345,14 +387,15 @@ class DirectoryContract:
         await nodes.a.add_member(R2, U2)
         now = T0 + TTL + 1
         await nodes.heartbeat(now, nodes.b, nodes.c)
-        seen_by_b, seen_by_c = await asyncio.gather(nodes.b.reap(now), nodes.c.reap(now))
+        seen_by_b, seen_by_c = await asyncio.gather(nodes.b.reap(now, now),
+                                                    nodes.c.reap(now, now))
         gone = by_user(seen_by_b + seen_by_c)  # nobody twice
         assert {u: (left(d), d.went_offline) for u, d in gone.items()} == {
             U1: ([R1], True), U2: ([R1, R2], True)}
         later = now + TTL
         await nodes.heartbeat(later, nodes.b, nodes.c)
-        assert await nodes.b.reap(later) == []
-        assert await nodes.c.reap(later) == []
+        assert await nodes.b.reap(later, later) == []
+        assert await nodes.c.reap(later, later) == []
 
     async def test_a_user_also_held_by_a_live_node_only_leaves_the_rooms_the_dead_node_held(
             self, nodes: Nodes) -> None:
@@ -363,7 +406,7 @@ class DirectoryContract:
         await nodes.b.add_member(R1, U1)
         now = T0 + TTL + 1
         await nodes.heartbeat(now, nodes.b, nodes.c)
-        gone = by_user(await nodes.c.reap(now))
+        gone = by_user(await nodes.c.reap(now, now))
         assert set(gone) == {U1}
         assert (left(gone[U1]), gone[U1].rooms_before, gone[U1].went_offline) == (
             [R2], [R1, R2], False)
@@ -379,7 +422,7 @@ class DirectoryContract:
             await node.add_member(R1, U1)
         now = T0 + TTL + 1
         await nodes.heartbeat(now, nodes.b, nodes.c)
-        assert await nodes.c.reap(now) == []
+        assert await nodes.c.reap(now, now) == []
         assert await nodes.c.members(R1) == [U1]
 
     async def test_a_user_in_their_grace_period_on_the_dead_node_goes_offline(
@@ -389,7 +432,7 @@ class DirectoryContract:
         await nodes.a.user_idle(U1)
         now = T0 + TTL + 1
         await nodes.heartbeat(now, nodes.b, nodes.c)
-        gone = by_user(await nodes.b.reap(now))
+        gone = by_user(await nodes.b.reap(now, now))
         assert (left(gone[U1]), gone[U1].went_offline) == ([R1], True)
         assert await status(nodes.c, U1) == PresenceInfo("Ann", "offline", now)
 
@@ -408,7 +451,7 @@ class DirectoryContract:
         await nodes.a.add_member(R3, U3)
         now = T0 + 5 * TTL
         await nodes.heartbeat(now, nodes.b, nodes.c)
-        gone = by_user(await nodes.b.reap(now))
+        gone = by_user(await nodes.b.reap(now, now))
         summary = {u: (d.username, left(d), d.rooms_before, d.went_offline)
                    for u, d in gone.items()}
         assert summary == {
@@ -425,7 +468,7 @@ class DirectoryContract:
         await nodes.b.user_up(U1, "Ann", T0)
         now = T0 + TTL + 1
         await nodes.heartbeat(now, nodes.b)
-        assert await nodes.b.reap(now) == []  # a and c are dead, holding nothing
+        assert await nodes.b.reap(now, now) == []  # a and c are dead, holding nothing
         assert await nodes.b.is_online(U1) is True
 
     # ---- calls: one live call per user ---------------------------------------------------
@@ -484,9 +527,10 @@ class DirectoryContract:
                                           started_at=T0 + 20))
         await nodes.a.set_call_state("c1", "active", T0 + 30)
         await nodes.a.heartbeat(T0 + 40)  # its last
+        await nodes.b.reap_calls(T0 + 40, T0 + 40)
         now = T0 + 40 + TTL + 1
         await nodes.heartbeat(now, nodes.b, nodes.c)
-        reaped = {c.call_id: c for c in await nodes.b.reap_calls(now)}
+        reaped = {c.call_id: c for c in await nodes.b.reap_calls(now, now)}
         assert (reaped["c1"].started_at, reaped["c1"].room, reaped["c1"].answered_at,
                 reaped["c1"].home_seen) == (T0 + 10, "r1", T0 + 30, T0 + 40)
         assert (reaped["c2"].started_at, reaped["c2"].room, reaped["c2"].answered_at,
@@ -498,7 +542,8 @@ class DirectoryContract:
         await nodes.b.claim_call(self.call("c2", U3, UserId("u4"), nodes.b))
         now = T0 + TTL + 1
         await nodes.heartbeat(now, nodes.b, nodes.c)  # a stopped
-        first, second = await asyncio.gather(nodes.b.reap_calls(now), nodes.c.reap_calls(now))
+        first, second = await asyncio.gather(nodes.b.reap_calls(now, now),
+                                             nodes.c.reap_calls(now, now))
         assert sorted([c.call_id for c in first + second]) == ["c1"]
         assert await nodes.b.call_of(U1) is None
         assert await nodes.b.call_of(U3) is not None  # b is alive: its call stays
@@ -543,9 +588,10 @@ class DirectoryContract:
         await backend.forget_all()
         await nodes.heartbeat(T0 + 1)
         await nodes.a.restore_call(self.live("c1", U1, U2, nodes.a))
+        await nodes.b.reap_calls(T0 + 1, T0 + 1)
         now = T0 + 1 + TTL + 1
         await nodes.heartbeat(now, nodes.b, nodes.c)  # a stopped
-        reaped = await nodes.b.reap_calls(now)
+        reaped = await nodes.b.reap_calls(now, now)
         assert [(c.call_id, c.home_seen) for c in reaped] == [("c1", T0 + 1)]
         assert await nodes.c.call_of(U1) is None and await nodes.c.call_of(U2) is None
 
@@ -588,8 +634,8 @@ class DirectoryContract:
         await nodes.a.claim_call(self.live("c1", U1, U2, nodes.a))
         now = T0 + TTL + 1
         await nodes.heartbeat(now, nodes.b, nodes.c)  # a is cut off
-        assert [c.call_id for c in await nodes.b.reap_calls(now)] == ["c1"]
-        await nodes.b.reap(now)
+        assert [c.call_id for c in await nodes.b.reap_calls(now, now)] == ["c1"]
+        await nodes.b.reap(now, now)
         assert await nodes.a.heartbeat(now + 1) is True  # a is back: it was forgotten
         assert await nodes.a.restore_call(self.live("c1", U1, U2, nodes.a)) == Restore("reaped")
         assert await nodes.c.call_info("c1") is None

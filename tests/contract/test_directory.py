@@ -172,8 +172,9 @@ async def test_redis_a_reaped_call_is_remembered_for_the_retention(redis_url: st
     try:
         await a.heartbeat(T0)
         await a.claim_call(CallInfo("c1", U1, U2, 7, "node-a", started_at=T0))
+        await b.reap_calls(T0, T0)  # b sees a's last heartbeat
         await b.heartbeat(T0 + TTL + 1)
-        await b.reap_calls(T0 + TTL + 1)
+        await b.reap_calls(T0 + TTL + 1, T0 + TTL + 1)
         assert 0 < await b._r.pttl(f"{b.p}reaped-call:c1") <= REAPED_CALL_RETENTION_MS
     finally:
         await a.close()
@@ -186,9 +187,10 @@ async def test_memory_a_reaped_call_is_forgotten_after_the_retention() -> None:
     await a.heartbeat(T0)
     live = CallInfo("c1", U1, U2, 7, "node-a", started_at=T0)
     await a.claim_call(live)
+    await b.reap_calls(T0, T0)  # b sees a's last heartbeat
     now = T0 + TTL + 1
     await b.heartbeat(now)
-    await b.reap_calls(now)
+    await b.reap_calls(now, now)
     await b.heartbeat(now + REAPED_CALL_RETENTION_MS - 1)
     assert await a.restore_call(live) == Restore("reaped")
     await b.heartbeat(now + REAPED_CALL_RETENTION_MS)

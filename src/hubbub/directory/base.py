@@ -10,7 +10,9 @@ two nodes never both announce the same join, leave or offline.
 
 Nodes heartbeat. A node silent for `node_ttl_ms` is presumed dead: `reap()`, run by any
 live node, releases everything it held, once, and returns the departures it caused
-(users who left rooms or went offline) so the reaping node can tell the others.
+(users who left rooms or went offline) so the reaping node can tell the others. Silent
+means what the reaper saw (`NodeWatch`): the node's heartbeat has not changed for a TTL of
+the reaper's monotonic clock, so the nodes' wall clocks need not agree.
 """
 
 from abc import ABC, abstractmethod
@@ -86,6 +88,37 @@ class Restore:
     held_elsewhere: tuple[UserId, ...] = ()
 
 
+class NodeWatch:
+    """Which other nodes this node has seen fall silent. A heartbeat carries its node's
+    wall clock (`home_seen` reports it), but only its *changing* is trusted: a node is
+    presumed dead once its heartbeat has stayed the same for the node TTL counted on the
+    watcher's monotonic clock from when the watcher first read it (so it was silent at
+    least that long). Comparing one node's wall clock with
+    another's would reap a live node whose clock is behind by a TTL, never reap a dead
+    one whose clock was ahead, and reap every node at a step of the watcher's clock."""
+
+    __slots__ = ("_seen", "own")
+
+    def __init__(self, own: str) -> None:
+        self.own = own
+        # node -> (its heartbeat as last read, this node's mono_ms when it last changed)
+        self._seen: dict[str, tuple[int, int]] = {}
+
+    def silent(self, beats: dict[str, int], mono_ms: int, ttl_ms: int) -> dict[str, int]:
+        """Read the heartbeats of every node the directory knows; returns the nodes seen
+        silent for `ttl_ms` or more, with their last heartbeat. A node first read now starts
+        its watch now: a node that starts watching reaps nobody for a TTL."""
+        seen: dict[str, tuple[int, int]] = {}
+        for node, beat in beats.items():
+            if node == self.own:
+                continue
+            last = self._seen.get(node)
+            seen[node] = last if last is not None and last[0] == beat else (beat, mono_ms)
+        self._seen = seen  # forgets the nodes reaped meanwhile
+        return {node: beat for node, (beat, since) in seen.items()
+                if mono_ms - since >= ttl_ms}
+
+
 class Directory(ABC):
     node_id: str
     node_ttl_ms: int  # silent this long, a node is presumed dead
@@ -105,7 +138,8 @@ class Directory(ABC):
         """This node is alive (call every few seconds). True when the directory did not
         know it: its first heartbeat, or it had been reaped (cut off longer than the node
         TTL) or the directory lost its data (Redis restarted empty) — then the node tells
-        it again what it holds."""
+        it again what it holds. `now_ms` is this node's wall clock: the others only need
+        it to change from one heartbeat to the next (`NodeWatch`)."""
 
     @abstractmethod
     async def user_up(self, user: UserId, username: str, now_ms: int) -> bool:
@@ -150,8 +184,9 @@ class Directory(ABC):
     async def rooms_of(self, user: UserId) -> set[RoomId]: ...
 
     @abstractmethod
-    async def reap(self, now_ms: int) -> list[Departure]:
-        """Release the holdings of nodes silent for longer than the node TTL."""
+    async def reap(self, now_ms: int, mono_ms: int) -> list[Departure]:
+        """Release the holdings of nodes this node has seen silent for the node TTL of
+        `mono_ms` (`NodeWatch`); `now_ms` is the departed users' lastSeen."""
 
     # ---- calls: one live call per user, cluster-wide -------------------------------------
     @abstractmethod
@@ -186,8 +221,9 @@ class Directory(ABC):
         (`reaped`) or a callId that is another call's (`taken`). Idempotent."""
 
     @abstractmethod
-    async def reap_calls(self, now_ms: int) -> list[CallInfo]:
-        """Release the calls whose home node is dead (call before `reap`); returns them,
+    async def reap_calls(self, now_ms: int, mono_ms: int) -> list[CallInfo]:
+        """Release the calls whose home node is dead, as `reap` judges it (call before
+        `reap`, which forgets the node); returns them,
         once, with `home_seen` set, so their parties can be told the call ended and the
         reaper can write the call log record the dead home could not. Each is remembered
         as reaped for `REAPED_CALL_RETENTION_MS` (see `restore_call`)."""

@@ -14,6 +14,7 @@ from hubbub.directory.base import (
     Claim,
     Departure,
     Directory,
+    NodeWatch,
     PresenceInfo,
     Restore,
 )
@@ -50,6 +51,7 @@ class MemoryDirectory(Directory):
         self.state = state or MemoryDirectoryState()
         self.node_ttl_ms = node_ttl_ms
         self.offline_retention_ms = offline_retention_ms
+        self.watch = NodeWatch(self.node_id)
 
     async def start(self) -> None:
         return None
@@ -166,9 +168,11 @@ class MemoryDirectory(Directory):
         return set(self.state.user_rooms.get(user, ()))
 
     # ---- dead nodes ----------------------------------------------------------------------
-    async def reap(self, now_ms: int) -> list[Departure]:
-        dead = [n for n, seen in self.state.heartbeats.items()
-                if n != self.node_id and now_ms - seen > self.node_ttl_ms]
+    def _silent(self, mono_ms: int) -> dict[str, int]:
+        return self.watch.silent(self.state.heartbeats, mono_ms, self.node_ttl_ms)
+
+    async def reap(self, now_ms: int, mono_ms: int) -> list[Departure]:
+        dead = self._silent(mono_ms)
         departures: list[Departure] = []
         for node in dead:
             departures += self._release(node, now_ms)
@@ -246,10 +250,9 @@ class MemoryDirectory(Directory):
                 held_elsewhere.append(party)
         return Restore("restored", tuple(held_elsewhere))
 
-    async def reap_calls(self, now_ms: int) -> list[CallInfo]:
-        dead = {n for n, seen in self.state.heartbeats.items()
-                if n != self.node_id and now_ms - seen > self.node_ttl_ms}
-        gone = [replace(c, home_seen=self.state.heartbeats[c.home_node])
+    async def reap_calls(self, now_ms: int, mono_ms: int) -> list[CallInfo]:
+        dead = self._silent(mono_ms)
+        gone = [replace(c, home_seen=dead[c.home_node])
                 for c in self.state.calls.values() if c.home_node in dead]
         for call in gone:
             await self.release_call(call.call_id)

@@ -5,7 +5,8 @@ Holdings are Redis sets of node ids, changed by Lua scripts so that "first holde
 key, so whichever live node reaps a dead one can release exactly that, once (a lock per
 dead node). Keys, under the `hubbub:dir:` prefix:
 
-    nodes              zset   node -> last heartbeat (ms)
+    nodes              zset   node -> last heartbeat (its wall clock, ms; only its
+                              changing counts: `NodeWatch`)
     held:NODE          set    what NODE holds: "u^USER" and "m^ROOM^USER" (^ = \x1f)
     un:USER / uc:USER  set    nodes holding USER / with a connection of USER
     u:USER             hash   username, status, lastSeen
@@ -30,6 +31,7 @@ from hubbub.directory.base import (
     Claim,
     Departure,
     Directory,
+    NodeWatch,
     PresenceInfo,
     Restore,
 )
@@ -168,6 +170,7 @@ class RedisDirectory(Directory):
         self.node_ttl_ms = node_ttl_ms
         # A key's expiry runs on Redis's clock, not on `now_ms`: the same in production.
         self.offline_retention_ms = offline_retention_ms
+        self.watch = NodeWatch(self.node_id)
         self._r: Any = None
         self._scripts: dict[str, Any] = {}
 
@@ -262,14 +265,14 @@ class RedisDirectory(Directory):
         return {RoomId(r) for r in await self._r.smembers(f"{self.p}ur:{user}")}
 
     # ---- dead nodes ----------------------------------------------------------------------
-    async def reap(self, now_ms: int) -> list[Departure]:
-        # "(" makes the bound exclusive: a node silent for *longer* than the TTL is dead.
-        dead = await self._r.zrangebyscore(self.p + "nodes", "-inf",
-                                           f"({now_ms - self.node_ttl_ms}")
+    async def _silent(self, mono_ms: int) -> dict[str, int]:
+        beats = await self._r.zrange(self.p + "nodes", 0, -1, withscores=True)
+        return self.watch.silent({node: int(beat) for node, beat in beats}, mono_ms,
+                                 self.node_ttl_ms)
+
+    async def reap(self, now_ms: int, mono_ms: int) -> list[Departure]:
         departures: list[Departure] = []
-        for node in dead:
-            if node == self.node_id:
-                continue
+        for node in await self._silent(mono_ms):
             # One reaper per dead node, even if several live nodes notice at once.
             if not await self._r.set(f"{self.p}reaping:{node}", self.node_id, nx=True,
                                      px=60_000):
@@ -347,13 +350,10 @@ class RedisDirectory(Directory):
                   "" if call.answered_at is None else call.answered_at])
         return Restore(outcome, tuple(UserId(u) for u in held))
 
-    async def reap_calls(self, now_ms: int) -> list[CallInfo]:
-        # "(" makes the bound exclusive: a node silent for *longer* than the TTL is dead.
-        dead = await self._r.zrangebyscore(self.p + "nodes", "-inf",
-                                           f"({now_ms - self.node_ttl_ms}", withscores=True)
+    async def reap_calls(self, now_ms: int, mono_ms: int) -> list[CallInfo]:
         gone: list[CallInfo] = []
-        for node, seen in dead:
-            if node == self.node_id or not await self._r.set(
+        for node, seen in (await self._silent(mono_ms)).items():
+            if not await self._r.set(
                     f"{self.p}reaping-calls:{node}", self.node_id, nx=True, px=60_000):
                 continue
             for call_id in await self._r.smembers(f"{self.p}calls:{node}"):
@@ -364,6 +364,6 @@ class RedisDirectory(Directory):
                                                args=[call_id, self.p,
                                                      REAPED_CALL_RETENTION_MS])
                 if info is not None:
-                    gone.append(replace(info, home_seen=int(seen)))
+                    gone.append(replace(info, home_seen=seen))
             await self._r.delete(f"{self.p}calls:{node}")
         return gone

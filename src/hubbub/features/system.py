@@ -145,9 +145,10 @@ async def _tell_again(node: Node, now_ms: int) -> Effects:
 
 async def housekeeping(node: Node, now_ms: int, mono_ms: int) -> Effects:
     """Every few seconds: tell the directory this node lives, and release what dead nodes
-    held (their users leave rooms and go offline for everyone else). The directory's
-    heartbeats are compared across nodes, so they are wall clock (`now_ms`); the wait
-    after the directory forgot this node is this node's own, on `mono_ms`."""
+    held (their users leave rooms and go offline for everyone else). A node is dead once
+    this one has seen its heartbeat unchanged for a node TTL of `mono_ms` (`NodeWatch`);
+    so is the wait after the directory forgot this node. The heartbeat itself is
+    `now_ms`: a reaped call's record says when its home was last heard from."""
     d = node.directory
     effects: Effects = []
     if await d.heartbeat(now_ms):
@@ -155,13 +156,13 @@ async def housekeeping(node: Node, now_ms: int, mono_ms: int) -> Effects:
             node.directory_forgot_mono = mono_ms
         effects += await _tell_again(node, now_ms)
     effects += await calls.directory_retries(node)
-    effects += calls.calls_of_dead_nodes(await d.reap_calls(now_ms), now_ms)
+    effects += calls.calls_of_dead_nodes(await d.reap_calls(now_ms, mono_ms), now_ms)
     forgot = node.directory_forgot_mono
     if forgot is None or mono_ms - forgot > d.node_ttl_ms:
         # Not sooner: after Redis came back empty, a party whose node has not told it
         # again yet would look gone, and their live call here would be ended.
         effects += await calls.orphaned(node)
-    for gone in await d.reap(now_ms):
+    for gone in await d.reap(now_ms, mono_ms):
         if gone.went_offline:
             effects += presence_to(gone.rooms_before, gone.user,
                                    PresenceInfo(gone.username, "offline", gone.last_seen_ms))

@@ -164,10 +164,11 @@ async def test_a_party_in_a_newer_call_keeps_it_and_is_filled_in_once_it_ends(
 async def test_a_call_reaped_while_its_home_was_cut_off_ends_there_and_is_not_logged_again(
         node: Node, clock: FakeClock, home: FlakyDirectory, other: MemoryDirectory) -> None:
     ann, bob = await answered_call(node, clock)
+    await other.reap(clock.now_ms(), clock.mono_ms())  # other sees the home's last heartbeat
     now = clock.advance(home.node_ttl_ms + 1)  # the home was silent past the node TTL
     await other.heartbeat(now)
-    assert [c.call_id for c in await other.reap_calls(now)] == ["c1"]
-    await other.reap(now)
+    assert [c.call_id for c in await other.reap_calls(now, clock.mono_ms())] == ["c1"]
+    await other.reap(now, clock.mono_ms())
     effects = await keep_house(node)  # the home is back: the directory forgot it
     for party in (ann, bob):
         assert received(node, effects, party, "call_end") == [
