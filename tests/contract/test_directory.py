@@ -181,6 +181,64 @@ async def test_redis_a_reaped_call_is_remembered_for_the_retention(redis_url: st
         await b.close()
 
 
+async def test_redis_a_home_back_while_a_reaper_works_keeps_its_calls(redis_url: str) -> None:
+    # The reaper saw node-a silent; before it releases node-a's calls, node-a heartbeats
+    # again. Its calls stay: node-a goes on holding them and would never learn otherwise.
+    a, b = (RedisDirectory(redis_url, n, node_ttl_ms=TTL) for n in ("node-a", "node-b"))
+    await a.start()
+    await b.start()
+    try:
+        await a.heartbeat(T0)
+        await a.claim_call(CallInfo("c1", U1, U2, 7, "node-a", started_at=T0))
+        await b.reap_calls(T0, T0)  # b sees a's heartbeat
+        now = T0 + TTL + 1
+        await b.heartbeat(now)
+        read_silent = b._silent
+
+        async def home_back_right_after_the_read(mono_ms: int) -> dict[str, int]:
+            silent = await read_silent(mono_ms)
+            await a.heartbeat(now)
+            return silent
+
+        b._silent = home_back_right_after_the_read  # type: ignore[method-assign]
+        assert await b.reap_calls(now, now) == []
+        assert await b.call_of(U1) is not None and await b.call_of(U2) is not None
+        assert await b._r.smembers(f"{b.p}calls:node-a") == {"c1"}
+        assert await b._r.exists(f"{b.p}reaped-call:c1") == 0
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_redis_a_call_its_home_ended_meanwhile_is_not_reported_reaped(
+        redis_url: str) -> None:
+    # Its parties were told when it ended: a second `call_end` would be noise.
+    a, b = (RedisDirectory(redis_url, n, node_ttl_ms=TTL) for n in ("node-a", "node-b"))
+    await a.start()
+    await b.start()
+    try:
+        await a.heartbeat(T0)
+        await a.claim_call(CallInfo("c1", U1, U2, 7, "node-a", started_at=T0))
+        await a.claim_call(CallInfo("c2", U3, U4, 7, "node-a", started_at=T0))
+        await b.reap_calls(T0, T0)
+        now = T0 + TTL + 1
+        await b.heartbeat(now)
+        info = b.call_info
+
+        async def ended_right_after_its_read(call_id: str) -> CallInfo | None:
+            found = await info(call_id)
+            if call_id == "c1":
+                await a.release_call("c1")
+            return found
+
+        b.call_info = ended_right_after_its_read  # type: ignore[method-assign]
+        assert [c.call_id for c in await b.reap_calls(now, now)] == ["c2"]
+        assert await b._r.smembers(f"{b.p}calls:node-a") == set()
+    finally:
+        await a.close()
+        await b.close()
+
+
 async def test_memory_a_reaped_call_is_forgotten_after_the_retention() -> None:
     state = MemoryDirectoryState()
     a, b = (MemoryDirectory(state, node_id=n, node_ttl_ms=TTL) for n in ("node-a", "node-b"))

@@ -116,11 +116,22 @@ redis.call('SADD', KEYS[4], ARGV[1])
 return {'ok', ARGV[1]}
 """
 
+# ARGV[3..5] when a reaper releases the call of a dead home: how long to remember it as
+# reaped, the home, and the heartbeat the reaper saw it silent with. A home whose heartbeat
+# changed since is back: its call stays (-1), or the reaper would end a call its home goes
+# on holding, without ever learning of it.
 _RELEASE_CALL = """
+if ARGV[3] then
+  local beat = redis.call('ZSCORE', ARGV[2] .. 'nodes', ARGV[4])
+  if beat and tonumber(beat) ~= tonumber(ARGV[5]) then return -1 end
+end
 local caller = redis.call('HGET', KEYS[1], 'caller')
 local callee = redis.call('HGET', KEYS[1], 'callee')
 local home = redis.call('HGET', KEYS[1], 'home_node')
-if not caller then return 0 end
+if not caller or (ARGV[3] and home ~= ARGV[4]) then
+  if ARGV[3] then redis.call('SREM', ARGV[2] .. 'calls:' .. ARGV[4], ARGV[1]) end
+  return 0
+end
 for _, party in ipairs({caller, callee}) do
   local key = ARGV[2] .. 'ucall:' .. party
   if redis.call('GET', key) == ARGV[1] then redis.call('DEL', key) end
@@ -359,11 +370,13 @@ class RedisDirectory(Directory):
             for call_id in await self._r.smembers(f"{self.p}calls:{node}"):
                 info = await self.call_info(call_id)
                 # Released and remembered as reaped at once: a home back from the dead
-                # cannot write it back in between (`restore_call`).
-                await self._scripts["release"](keys=[f"{self.p}call:{call_id}"],
-                                               args=[call_id, self.p,
-                                                     REAPED_CALL_RETENTION_MS])
-                if info is not None:
+                # cannot write it back in between (`restore_call`). Each release takes its
+                # id out of `calls:NODE`; a call written back meanwhile stays in it.
+                released = await self._scripts["release"](
+                    keys=[f"{self.p}call:{call_id}"],
+                    args=[call_id, self.p, REAPED_CALL_RETENTION_MS, node, seen])
+                if released == -1:  # the home is back after all
+                    break
+                if released == 1 and info is not None:
                     gone.append(replace(info, home_seen=seen))
-            await self._r.delete(f"{self.p}calls:{node}")
         return gone
