@@ -1063,13 +1063,15 @@ async def test_demo_on_a_phone_held_upright_the_people_fold_into_a_panel(
         await ann.mouse.click(195, messages["y"] + messages["height"] - 20)
         await expect(member(ann, "Dee")).to_be_hidden()
 
-        # A call from the panel: it closes, and the call, Hang up, the box and Send show.
+        # A call from the panel: it closes, and the call, Hang up, People (a test of its
+        # own below), the box and Send show.
         await toggle.click()
         await start_call(ann, bob, "Bob")
         await expect(ann.get_by_test_id("members")).to_be_hidden()
-        await expect(toggle).to_be_hidden()
+        await expect(toggle).to_have_attribute("aria-expanded", "false")
         await expect(ann.get_by_test_id("hangup-button")).to_be_focused()
-        for part in ("call-panel", "hangup-button", "message-input", "send-button"):
+        for part in ("call-panel", "hangup-button", "people-toggle", "message-input",
+                     "send-button"):
             await expect(ann.get_by_test_id(part)).to_be_in_viewport()
         await bob.get_by_test_id("reject-call").click()
         await expect(ann.get_by_test_id("call-panel")).to_be_hidden()
@@ -1086,3 +1088,86 @@ async def test_demo_on_a_phone_held_upright_the_people_fold_into_a_panel(
         assert await csp_violations(ann) == []
         for other in others:
             await other.ws.close()
+
+
+PHONE = {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True}
+
+
+async def fits_the_screen(page: Any) -> None:
+    """Nothing runs off the screen: the page itself never scrolls, either way."""
+    await until(page, "document.documentElement.scrollWidth <= innerWidth"
+                      " && document.documentElement.scrollHeight <= innerHeight",
+                "the page to fit the screen",
+                dump="[document.documentElement.scrollWidth, innerWidth,"
+                     " document.documentElement.scrollHeight, innerHeight]")
+
+
+async def reachable(page: Any, *parts: str) -> None:
+    """Each part wholly on screen and the one a tap there reaches (nothing covers it)."""
+    from playwright.async_api import expect
+
+    for part in parts:
+        await expect(page.get_by_test_id(part)).to_be_in_viewport(ratio=1)
+        await page.get_by_test_id(part).click(trial=True)  # Playwright's hit-target check
+
+
+async def test_demo_on_a_phone_held_upright_people_open_during_a_call(
+        server: Hubbub, browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    ann = await browser.page("ann", server.url + "/", **PHONE)
+    bob = await browser.page("bob", server.url + "/")
+    async with aiohttp.ClientSession() as http:
+        cy = await RawClient.connect(http, server.ws_url, "cy", ROOM)
+        await join(ann, "Ann")
+        await join(bob, "Bob")
+        await start_call(bob, ann, "Ann")
+        await ann.get_by_test_id("accept-call").tap()
+        await connected(ann, bob)
+
+        # The call on top, under it the room's bar with People, then the chat. People used to
+        # leave the bar during a call: who was here, and My status, were out of reach.
+        toggle = ann.get_by_test_id("people-toggle")
+        await expect(toggle).to_have_text("People (3)")
+        await reachable(ann, "people-toggle", "leave-button", "mute-button", "camera-button",
+                        "hangup-button", "message-input", "send-button")
+        await toggle.tap()
+        await expect(toggle).to_have_attribute("aria-expanded", "true")
+        await expect(ann.get_by_test_id("status-select")).to_be_focused()
+        for name in ("Ann", "Bob", "Cy"):
+            await expect(member(ann, name)).to_be_in_viewport()
+        # The people take the chat's place: the call and its buttons stay, nothing runs off.
+        await reachable(ann, "remote-video", "mute-button", "camera-button", "hangup-button",
+                        "people-toggle", "status-select")
+        await fits_the_screen(ann)
+        await ann.get_by_test_id("status-select").select_option("busy")
+        await expect(member(bob, "Ann")).to_have_attribute("data-status", "busy")
+        ARTIFACTS.mkdir(exist_ok=True)
+        await ann.screenshot(path=str(ARTIFACTS / "demo-phone-portrait-call-people.png"))
+
+        # People again: back to the chat, at what was said meanwhile, the call still on.
+        await send(bob, "said while Ann looked at the people")
+        await expect(message(ann, "said while Ann looked at the people")).to_be_attached()
+        await toggle.tap()
+        await expect(toggle).to_have_attribute("aria-expanded", "false")
+        await expect(member(ann, "Cy")).to_be_hidden()
+        await expect(message(ann, "said while Ann looked at the people")).to_be_in_viewport()
+        await reachable(ann, "message-input", "send-button", "hangup-button")
+        await expect(ann.get_by_test_id("call-state")).to_have_attribute("data-state", "connected")
+
+        # A tap on the call's buttons with the people open closes them and does what it says.
+        await toggle.tap()
+        await expect(member(ann, "Cy")).to_be_in_viewport()
+        await ann.get_by_test_id("mute-button").tap()
+        await expect(ann.get_by_test_id("mute-button")).to_have_text("Unmute")
+        await expect(toggle).to_have_attribute("aria-expanded", "false")
+        await reachable(ann, "message-input", "send-button")
+        await toggle.tap()
+        await expect(member(ann, "Cy")).to_be_in_viewport()
+        await ann.get_by_test_id("hangup-button").tap()
+        await expect(bob.get_by_test_id("call-panel")).to_be_hidden()
+        await expect(ann.get_by_test_id("call-panel")).to_be_hidden()
+        await reachable(ann, "people-toggle", "message-input", "send-button")
+        assert await csp_violations(ann) == []
+        await cy.ws.close()
+
