@@ -1171,3 +1171,73 @@ async def test_demo_on_a_phone_held_upright_people_open_during_a_call(
         assert await csp_violations(ann) == []
         await cy.ws.close()
 
+
+# A tablet held upright, on its side, and a small one on its side; whether the people sit
+# beside the chat (a desktop's layout) or behind the People button.
+TABLETS = (({"width": 768, "height": 1024}, "button"), ({"width": 1024, "height": 768}, "beside"),
+           ({"width": 900, "height": 600}, "button"))
+
+
+async def usable_as_a_tablet(page: Any, people: str, in_call: bool) -> None:
+    """Nothing runs off the screen; the messages, the box and Send are on it; the people and
+    My status are there or one tap away (the list scrolling in its place if it is long); in a
+    call its video and buttons are on screen too, the people open or not."""
+    from playwright.async_api import expect
+
+    size = page.viewport_size
+    call = ("remote-video", "mute-button", "camera-button", "hangup-button") if in_call else ()
+    await fits_the_screen(page)
+    await expect(page.get_by_test_id("messages")).to_be_in_viewport()
+    await reachable(page, "message-input", "send-button", "leave-button", *call)
+    toggle = page.get_by_test_id("people-toggle")
+    if people == "button":
+        await reachable(page, "people-toggle")
+        await toggle.tap()
+        await expect(toggle).to_have_attribute("aria-expanded", "true")
+    else:
+        await expect(toggle).to_be_hidden()
+    await reachable(page, "status-select", *call)
+    for name in ("Ann", "Bob", "Cy", "Dee"):  # scrolling the list on a short screen
+        await member(page, name).scroll_into_view_if_needed()
+        await expect(member(page, name), f"{name} at {size}").to_be_in_viewport()
+    await fits_the_screen(page)
+    if people == "button":
+        await toggle.tap()
+        await expect(member(page, "Dee")).to_be_hidden()
+        await reachable(page, "message-input", "send-button", *call)
+
+
+async def test_demo_on_a_tablet_the_chat_the_people_and_the_call_fit(
+        server: Hubbub, browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    tablet = await browser.page("ann", server.url + "/", has_touch=True, is_mobile=True,
+                                viewport=TABLETS[0][0])
+    bob = await browser.page("bob", server.url + "/")
+    async with aiohttp.ClientSession() as http:
+        others = [await RawClient.connect(http, server.ws_url, user, ROOM)
+                  for user in ("cy", "dee")]
+        await join(tablet, "Ann")
+        await join(bob, "Bob")
+        await expect(member(tablet, "Dee")).to_have_count(1)
+        for size, people in TABLETS:
+            await tablet.set_viewport_size(size)
+            await usable_as_a_tablet(tablet, people, in_call=False)
+
+        await start_call(bob, tablet, "Ann")
+        await tablet.get_by_test_id("accept-call").tap()
+        await connected(tablet, bob)
+        ARTIFACTS.mkdir(exist_ok=True)
+        for size, people in TABLETS:
+            await tablet.set_viewport_size(size)
+            await usable_as_a_tablet(tablet, people, in_call=True)
+            said = f"from the tablet at {size['width']}x{size['height']}"
+            await tablet.get_by_test_id("message-input").fill(said)
+            await tablet.get_by_test_id("send-button").tap()  # a touch screen's Enter: a line
+            await expect(message(bob, said)).to_be_visible()
+            await expect(message(tablet, said)).to_be_in_viewport()
+            await tablet.screenshot(
+                path=str(ARTIFACTS / f"demo-tablet-{size['width']}x{size['height']}-call.png"))
+        assert await csp_violations(tablet) == []
+        for other in others:
+            await other.ws.close()

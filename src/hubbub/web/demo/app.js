@@ -50,9 +50,9 @@ const tidy = (text) => text.replace(/^(?:[ \t]*\n)+/, '').trimEnd();
 /** Between the client's 'open' and 'close' events (its state still reads 'open' in the latter). */
 const connected = () => !!s.hub && s.online;
 
-/** A phone held upright: the people fold into a panel that "People (n)" opens over the
- *  chat. The same query as style.css's. */
-const COMPACT = matchMedia('(max-width: 600px) and (orientation: portrait), (max-width: 600px) and (min-height: 501px)');
+/** A phone held upright or a tablet: the people fold into a panel that "People (n)" opens
+ *  over the chat. The same query as style.css's. */
+const COMPACT = matchMedia('(max-width: 900px) and (orientation: portrait), (max-width: 900px) and (min-height: 501px)');
 
 // ---- small helpers ------------------------------------------------------------------
 
@@ -388,8 +388,8 @@ function renderMembers() {
 const peopleOpen = () => $('app').classList.contains('people-open');
 
 /**
- * Opens or closes the people's panel (a phone held upright). Opening moves the focus to its
- * first control, My status; closing with `focus` gives it back to the People button.
+ * Opens or closes the people's panel (COMPACT). Opening moves the focus to its first control,
+ * My status; closing with `focus` gives it back to the People button.
  */
 function setPeople(open, { focus = false } = {}) {
   $('app').classList.toggle('people-open', open);
@@ -1252,7 +1252,7 @@ keepAtBottom.observe($('message-list'));
 $('leave-button').addEventListener('click', leave);
 $('people-toggle').addEventListener('click', () => setPeople(!peopleOpen(), { focus: true }));
 // The panel closes on Escape (the focus back on People), on a tap outside the room's bar, on
-// the focus leaving the bar, and when the screen is no longer a phone held upright.
+// the focus leaving the bar, and when the screen is no longer COMPACT (turned on its side).
 document.addEventListener('keydown', (e) => {
   if (e.key !== 'Escape' || !peopleOpen() || e.defaultPrevented || document.querySelector('dialog[open]')) return;
   e.preventDefault();
