@@ -4,7 +4,9 @@ Redis, distinct node ids). Without redis-server the Redis run skips locally and 
 CI (tests/support/services.py)."""
 
 import asyncio
+import contextlib
 import dataclasses
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -165,32 +167,34 @@ async def test_redis_a_written_back_call_has_the_keys_fields_and_expiry_of_its_c
         await d.close()
 
 
-async def test_redis_a_reaped_call_is_remembered_for_the_retention(redis_url: str) -> None:
+@contextlib.asynccontextmanager
+async def home_and_reaper(redis_url: str) -> AsyncIterator[tuple[RedisDirectory, RedisDirectory]]:
+    """node-a, the home of call c1 (U1 calls U2), heartbeats at T0, which node-b reads: past
+    T0 + TTL node-b presumes node-a dead."""
     a, b = (RedisDirectory(redis_url, n, node_ttl_ms=TTL) for n in ("node-a", "node-b"))
     await a.start()
     await b.start()
     try:
         await a.heartbeat(T0)
         await a.claim_call(CallInfo("c1", U1, U2, 7, "node-a", started_at=T0))
-        await b.reap_calls(T0, T0)  # b sees a's last heartbeat
-        await b.heartbeat(T0 + TTL + 1)
-        await b.reap_calls(T0 + TTL + 1, T0 + TTL + 1)
-        assert 0 < await b._r.pttl(f"{b.p}reaped-call:c1") <= REAPED_CALL_RETENTION_MS
+        await b.reap_calls(T0, T0)
+        yield a, b
     finally:
         await a.close()
         await b.close()
 
 
+async def test_redis_a_reaped_call_is_remembered_for_the_retention(redis_url: str) -> None:
+    async with home_and_reaper(redis_url) as (_, b):
+        await b.heartbeat(T0 + TTL + 1)
+        await b.reap_calls(T0 + TTL + 1, T0 + TTL + 1)
+        assert 0 < await b._r.pttl(f"{b.p}reaped-call:c1") <= REAPED_CALL_RETENTION_MS
+
+
 async def test_redis_a_home_back_while_a_reaper_works_keeps_its_calls(redis_url: str) -> None:
     # The reaper saw node-a silent; before it releases node-a's calls, node-a heartbeats
     # again. Its calls stay: node-a goes on holding them and would never learn otherwise.
-    a, b = (RedisDirectory(redis_url, n, node_ttl_ms=TTL) for n in ("node-a", "node-b"))
-    await a.start()
-    await b.start()
-    try:
-        await a.heartbeat(T0)
-        await a.claim_call(CallInfo("c1", U1, U2, 7, "node-a", started_at=T0))
-        await b.reap_calls(T0, T0)  # b sees a's heartbeat
+    async with home_and_reaper(redis_url) as (a, b):
         now = T0 + TTL + 1
         await b.heartbeat(now)
         read_silent = b._silent
@@ -205,22 +209,13 @@ async def test_redis_a_home_back_while_a_reaper_works_keeps_its_calls(redis_url:
         assert await b.call_of(U1) is not None and await b.call_of(U2) is not None
         assert await b._r.smembers(f"{b.p}calls:node-a") == {"c1"}
         assert await b._r.exists(f"{b.p}reaped-call:c1") == 0
-    finally:
-        await a.close()
-        await b.close()
 
 
 async def test_redis_a_call_its_home_ended_meanwhile_is_not_reported_reaped(
         redis_url: str) -> None:
     # Its parties were told when it ended: a second `call_end` would be noise.
-    a, b = (RedisDirectory(redis_url, n, node_ttl_ms=TTL) for n in ("node-a", "node-b"))
-    await a.start()
-    await b.start()
-    try:
-        await a.heartbeat(T0)
-        await a.claim_call(CallInfo("c1", U1, U2, 7, "node-a", started_at=T0))
+    async with home_and_reaper(redis_url) as (a, b):
         await a.claim_call(CallInfo("c2", U3, U4, 7, "node-a", started_at=T0))
-        await b.reap_calls(T0, T0)
         now = T0 + TTL + 1
         await b.heartbeat(now)
         info = b.call_info
@@ -234,9 +229,6 @@ async def test_redis_a_call_its_home_ended_meanwhile_is_not_reported_reaped(
         b.call_info = ended_right_after_its_read  # type: ignore[method-assign]
         assert [c.call_id for c in await b.reap_calls(now, now)] == ["c2"]
         assert await b._r.smembers(f"{b.p}calls:node-a") == set()
-    finally:
-        await a.close()
-        await b.close()
 
 
 async def test_memory_a_reaped_call_is_forgotten_after_the_retention() -> None:
