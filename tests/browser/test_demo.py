@@ -1111,6 +1111,26 @@ async def reachable(page: Any, *parts: str) -> None:
         await page.get_by_test_id(part).click(trial=True)  # Playwright's hit-target check
 
 
+async def room_to_read(page: Any, share: float) -> None:
+    """The messages (the list's scrolling box) get at least `share` of the screen's height."""
+    await until(page, "(share) => document.querySelector('[data-testid=messages]')"
+                      ".getBoundingClientRect().height >= share * innerHeight",
+                f"the messages to get {share:.0%} of the height", arg=share,
+                dump="[document.querySelector('[data-testid=messages]')"
+                     ".getBoundingClientRect().height, innerWidth, innerHeight]")
+
+
+async def preview_inside_the_video(page: Any) -> None:
+    """In a call, the local preview lies wholly within the remote video."""
+    boxes = ("['remote-video', 'local-video']"
+             ".map((id) => document.getElementById(id).getBoundingClientRect())")
+    await until(page, "(([video, preview]) => preview.left >= video.left"
+                      " && preview.right <= video.right && preview.top >= video.top"
+                      f" && preview.bottom <= video.bottom)({boxes})",
+                "the local preview to lie within the remote video",
+                dump=f"{boxes}.map((box) => JSON.stringify(box))")
+
+
 async def test_demo_on_a_phone_held_upright_people_open_during_a_call(
         server: Hubbub, browser: Browser) -> None:
     from playwright.async_api import expect
@@ -1239,5 +1259,102 @@ async def test_demo_on_a_tablet_the_chat_the_people_and_the_call_fit(
             await tablet.screenshot(
                 path=str(ARTIFACTS / f"demo-tablet-{size['width']}x{size['height']}-call.png"))
         assert await csp_violations(tablet) == []
+        for other in others:
+            await other.ws.close()
+
+
+# A phone on its side, and a smaller one.
+SIDEWAYS = ({"width": 844, "height": 390}, {"width": 667, "height": 375})
+
+
+async def test_demo_on_a_phone_on_its_side_people_open_during_a_call(
+        server: Hubbub, browser: Browser) -> None:
+    from playwright.async_api import expect
+
+    ann = await browser.page("ann", server.url + "/", has_touch=True, is_mobile=True,
+                             viewport=SIDEWAYS[0])
+    bob = await browser.page("bob", server.url + "/")
+    async with aiohttp.ClientSession() as http:
+        others = [await RawClient.connect(http, server.ws_url, user, ROOM)
+                  for user in ("cy", "dee")]
+        await join(ann, "Ann")
+        await join(bob, "Bob")
+        await expect(member(ann, "Dee")).to_have_count(1)
+        # Out of a call the people are beside the chat, as before: no button.
+        toggle = ann.get_by_test_id("people-toggle")
+        await expect(toggle).to_be_hidden()
+        await reachable(ann, "status-select", "leave-button", "message-input", "send-button")
+
+        await start_call(bob, ann, "Ann")
+        await ann.get_by_test_id("accept-call").tap()
+        await connected(ann, bob)
+        ARTIFACTS.mkdir(exist_ok=True)
+        for size in SIDEWAYS:
+            await ann.set_viewport_size(size)
+            # The call on the left; on the right the room's bar with People, then the chat.
+            # Only the room's name and Leave used to be there: who was here, and My status,
+            # were out of reach until hanging up.
+            await expect(toggle).to_have_text("People (4)")
+            await reachable(ann, "people-toggle", "leave-button", "mute-button", "camera-button",
+                            "hangup-button", "message-input", "send-button")
+            await room_to_read(ann, 0.5)
+            await preview_inside_the_video(ann)
+            await fits_the_screen(ann)
+            await toggle.tap()
+            await expect(toggle).to_have_attribute("aria-expanded", "true")
+            await expect(ann.get_by_test_id("status-select")).to_be_focused()
+            # The people take the chat's place, under the bar; the call and its buttons stay.
+            await reachable(ann, "status-select", "people-toggle", "leave-button", "remote-video",
+                            "mute-button", "camera-button", "hangup-button")
+            for name in ("Ann", "Bob", "Cy", "Dee"):  # scrolling the list if it is long
+                await member(ann, name).scroll_into_view_if_needed()
+                await expect(member(ann, name), f"{name} at {size}").to_be_in_viewport()
+            await fits_the_screen(ann)
+            await ann.screenshot(path=str(
+                ARTIFACTS / f"demo-phone-landscape-{size['width']}x{size['height']}"
+                            "-call-people.png"))
+            # Esc: the chat again, the focus back on People.
+            await ann.keyboard.press("Escape")
+            await expect(toggle).to_have_attribute("aria-expanded", "false")
+            await expect(member(ann, "Dee")).to_be_hidden()
+            await expect(toggle).to_be_focused()
+            await reachable(ann, "message-input", "send-button", "hangup-button")
+
+        # My status from the panel; People again shows what was said meanwhile.
+        await toggle.tap()
+        await ann.get_by_test_id("status-select").select_option("busy")
+        await expect(member(bob, "Ann")).to_have_attribute("data-status", "busy")
+        await send(bob, "said while Ann looked at the people")
+        await expect(message(ann, "said while Ann looked at the people")).to_be_attached()
+        await toggle.tap()
+        await expect(toggle).to_have_attribute("aria-expanded", "false")
+        await expect(message(ann, "said while Ann looked at the people")).to_be_in_viewport()
+
+        # A tap on the call's buttons with the people open closes them and does what it says.
+        await toggle.tap()
+        await expect(member(ann, "Cy")).to_be_in_viewport()
+        await ann.get_by_test_id("mute-button").tap()
+        await expect(ann.get_by_test_id("mute-button")).to_have_text("Unmute")
+        await expect(toggle).to_have_attribute("aria-expanded", "false")
+        await reachable(ann, "message-input", "send-button")
+
+        # Turned upright and back with the people open: they stay open in the chat's place.
+        await toggle.tap()
+        for size in (PHONE["viewport"], SIDEWAYS[0]):
+            await ann.set_viewport_size(size)
+            await expect(toggle).to_have_attribute("aria-expanded", "true")
+            await expect(member(ann, "Cy")).to_be_in_viewport()
+            await reachable(ann, "status-select", "people-toggle", "hangup-button")
+            await fits_the_screen(ann)
+
+        # The call ends with them open: the people beside the chat again, and no button.
+        await bob.get_by_test_id("hangup-button").click()
+        await expect(ann.get_by_test_id("call-panel")).to_be_hidden()
+        await expect(toggle).to_be_hidden()
+        await expect(toggle).to_have_attribute("aria-expanded", "false")
+        await expect(member(ann, "Dee")).to_be_visible()
+        await reachable(ann, "status-select", "message-input", "send-button")
+        await fits_the_screen(ann)
+        assert await csp_violations(ann) == []
         for other in others:
             await other.ws.close()

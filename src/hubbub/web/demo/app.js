@@ -53,6 +53,9 @@ const connected = () => !!s.hub && s.online;
 /** A phone held upright or a tablet: the people fold into a panel that "People (n)" opens
  *  over the chat. The same query as style.css's. */
 const COMPACT = matchMedia('(max-width: 900px) and (orientation: portrait), (max-width: 900px) and (min-height: 501px)');
+/** A phone on its side: the people beside the chat, but during a call behind "People (n)",
+ *  opening in the chat's place. The same query as style.css's. */
+const SIDEWAYS = matchMedia('(max-width: 900px) and (max-height: 500px) and (orientation: landscape)');
 
 // ---- small helpers ------------------------------------------------------------------
 
@@ -386,9 +389,11 @@ function renderMembers() {
 }
 
 const peopleOpen = () => $('app').classList.contains('people-open');
+/** Whether the people are behind the People button now (its panel can be open). */
+const folded = () => COMPACT.matches || (SIDEWAYS.matches && $('app').classList.contains('in-call'));
 
 /**
- * Opens or closes the people's panel (COMPACT). Opening moves the focus to its first control,
+ * Opens or closes the people's panel (folded). Opening moves the focus to its first control,
  * My status; closing with `focus` gives it back to the People button.
  */
 function setPeople(open, { focus = false } = {}) {
@@ -1037,6 +1042,7 @@ function endCall(message, kind = 'info') {
   resetCallControls();
   $('call-panel').hidden = true;
   $('app').classList.remove('in-call');
+  if (peopleOpen() && !folded()) setPeople(false); // a phone on its side: the people beside the chat again
   if ($('incoming-call').open) $('incoming-call').close();
   setCallState('ended', 'ended');
   if (message) toast(message, kind === 'info' ? 'info' : 'error');
@@ -1252,7 +1258,8 @@ keepAtBottom.observe($('message-list'));
 $('leave-button').addEventListener('click', leave);
 $('people-toggle').addEventListener('click', () => setPeople(!peopleOpen(), { focus: true }));
 // The panel closes on Escape (the focus back on People), on a tap outside the room's bar, on
-// the focus leaving the bar, and when the screen is no longer COMPACT (turned on its side).
+// the focus leaving the bar, and when the people are no longer folded (turned on its side out
+// of a call; turned during a call, they stay open in the chat's place).
 document.addEventListener('keydown', (e) => {
   if (e.key !== 'Escape' || !peopleOpen() || e.defaultPrevented || document.querySelector('dialog[open]')) return;
   e.preventDefault();
@@ -1264,7 +1271,9 @@ document.addEventListener('pointerdown', (e) => {
 $('app').querySelector('.sidebar').addEventListener('focusout', (e) => {
   if (peopleOpen() && e.relatedTarget && !e.relatedTarget.closest('.sidebar')) setPeople(false);
 });
-COMPACT.addEventListener('change', () => { if (!COMPACT.matches && peopleOpen()) setPeople(false); });
+for (const query of [COMPACT, SIDEWAYS]) {
+  query.addEventListener('change', () => { if (peopleOpen() && !folded()) setPeople(false); });
+}
 $('status-select').addEventListener('change', (e) => s.hub.setPresence(s.me, s.names.get(s.me), e.target.value));
 $('accept-call').addEventListener('click', accept);
 $('reject-call').addEventListener('click', decline);
