@@ -1151,6 +1151,8 @@ async def test_demo_on_a_phone_held_upright_people_open_during_a_call(
         await expect(toggle).to_have_text("People (3)")
         await reachable(ann, "people-toggle", "leave-button", "mute-button", "camera-button",
                         "hangup-button", "message-input", "send-button")
+        await room_to_read(ann, 0.3)
+        await preview_inside_the_video(ann)
         await toggle.tap()
         await expect(toggle).to_have_attribute("aria-expanded", "true")
         await expect(ann.get_by_test_id("status-select")).to_be_focused()
@@ -1201,7 +1203,8 @@ TABLETS = (({"width": 768, "height": 1024}, "button"), ({"width": 1024, "height"
 async def usable_as_a_tablet(page: Any, people: str, in_call: bool) -> None:
     """Nothing runs off the screen; the messages, the box and Send are on it; the people and
     My status are there or one tap away (the list scrolling in its place if it is long); in a
-    call its video and buttons are on screen too, the people open or not."""
+    call its video and buttons are on screen too, the people open or not, the messages keep
+    nearly a third of the height and the preview of one's own camera stays on the video."""
     from playwright.async_api import expect
 
     size = page.viewport_size
@@ -1209,6 +1212,9 @@ async def usable_as_a_tablet(page: Any, people: str, in_call: bool) -> None:
     await fits_the_screen(page)
     await expect(page.get_by_test_id("messages")).to_be_in_viewport()
     await reachable(page, "message-input", "send-button", "leave-button", *call)
+    if in_call:  # at 900 by 600 the video, as wide as the screen, left the messages ~100 px
+        await room_to_read(page, 0.3)
+        await preview_inside_the_video(page)
     toggle = page.get_by_test_id("people-toggle")
     if people == "button":
         await reachable(page, "people-toggle")
