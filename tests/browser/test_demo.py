@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from tests.browser.conftest import ARTIFACTS, CSP_RECORDER, Browser, Hubbub, csp_violations
+from tests.browser.conftest import ARTIFACTS, Browser, Hubbub, csp_violations
 from tests.browser.helpers import RawClient, until
 
 ROOM = "demo"
@@ -559,11 +559,7 @@ async def test_demo_on_a_phone_the_message_box_stays_on_screen_during_a_call(
     from playwright.async_api import expect
 
     ann = await browser.page("ann", server.url + "/")
-    phone = await browser.browser.new_context(viewport={"width": 390, "height": 844})
-    bob = await phone.new_page()
-    bob.set_default_timeout(15000)
-    await bob.goto(server.url + "/")
-    browser.pages["bob"], browser.contexts["bob"] = bob, phone
+    bob = await browser.page("bob", server.url + "/", viewport={"width": 390, "height": 844})
     await join(ann, "Ann")
     await join(bob, "Bob")
     await start_call(ann, bob, "Bob")
@@ -975,11 +971,7 @@ async def test_demo_on_a_phone_on_its_side_the_messages_get_the_height(
         server: Hubbub, browser: Browser) -> None:
     from playwright.async_api import expect
 
-    phone = await browser.browser.new_context(viewport={"width": 844, "height": 390})
-    ann = await phone.new_page()
-    ann.set_default_timeout(15000)
-    await ann.goto(server.url + "/")
-    browser.pages["ann"], browser.contexts["ann"] = ann, phone
+    ann = await browser.page("ann", server.url + "/", viewport={"width": 844, "height": 390})
     bob = await browser.page("bob", server.url + "/")
     await join(ann, "Ann")
     await join(bob, "Bob")
@@ -1009,12 +1001,7 @@ async def test_demo_on_a_phone_held_upright_the_people_fold_into_a_panel(
         server: Hubbub, browser: Browser) -> None:
     from playwright.async_api import expect
 
-    phone = await browser.browser.new_context(viewport={"width": 390, "height": 844})
-    await phone.add_init_script(CSP_RECORDER)
-    ann = await phone.new_page()
-    ann.set_default_timeout(15000)
-    await ann.goto(server.url + "/")
-    browser.pages["ann"], browser.contexts["ann"] = ann, phone
+    ann = await browser.page("ann", server.url + "/", viewport={"width": 390, "height": 844})
     bob = await browser.page("bob", server.url + "/")
     async with aiohttp.ClientSession() as http:
         others = [await RawClient.connect(http, server.ws_url, user, ROOM)
