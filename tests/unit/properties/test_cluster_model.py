@@ -686,7 +686,7 @@ class ClusterMachine(RuleBasedStateMachine):
 TestClusterModel = ClusterMachine.TestCase
 # A longer run: HUBBUB_CLUSTER_EXAMPLES=1000 HUBBUB_CLUSTER_STEPS=80 pytest this file.
 TestClusterModel.settings = settings(
-    max_examples=int(os.environ.get("HUBBUB_CLUSTER_EXAMPLES", 60)),
+    max_examples=int(os.environ.get("HUBBUB_CLUSTER_EXAMPLES", 200)),
     stateful_step_count=int(os.environ.get("HUBBUB_CLUSTER_STEPS", 40)),
     deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
