@@ -24,7 +24,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from hubbub.directory.base import CallInfo, Departure, Directory, PresenceInfo, Restore
+from hubbub.directory.base import (
+    CallInfo,
+    Claim,
+    Departure,
+    Directory,
+    PresenceInfo,
+    Restore,
+)
 from hubbub.ids import RoomId, UserId
 
 T0 = 1_700_000_000_000
@@ -511,8 +518,8 @@ class DirectoryContract:
         await nodes.a.claim_call(self.call("c1", U1, U2, nodes.a))
         await nodes.a.set_call_state("c1", "active", T0 + 5)
         assert (await nodes.b.call_info("c1")).state == "active"  # type: ignore[union-attr]
-        await nodes.b.release_call("c1")
-        await nodes.b.release_call("c1")  # idempotent
+        await nodes.b.release_call("c1", ended=True)
+        await nodes.b.release_call("c1", ended=True)  # idempotent
         assert await nodes.c.call_info("c1") is None
         assert await nodes.c.call_of(U1) is None
         assert (await nodes.c.claim_call(self.call("c2", U2, U1, nodes.c))).outcome == "ok"
@@ -547,6 +554,31 @@ class DirectoryContract:
         assert sorted([c.call_id for c in first + second]) == ["c1"]
         assert await nodes.b.call_of(U1) is None
         assert await nodes.b.call_of(U3) is not None  # b is alive: its call stays
+
+    async def test_an_ended_calls_id_is_not_claimed_again_from_any_node(
+            self, nodes: Nodes) -> None:
+        # A late offer naming it (an ICE restart racing the hang-up) must not start a new
+        # call under the old id: its home refuses it, and so does every other node.
+        await nodes.a.claim_call(self.call("c1", U1, U2, nodes.a))
+        await nodes.a.release_call("c1", ended=True)
+        assert await nodes.b.claim_call(self.call("c1", U2, U1, nodes.b)) == Claim("ended")
+        assert await nodes.c.claim_call(self.call("c1", U3, U1, nodes.c)) == Claim("ended")
+        assert await nodes.b.call_of(U1) is None and await nodes.b.call_of(U2) is None
+        assert (await nodes.b.claim_call(self.call("c2", U2, U1, nodes.b))).outcome == "ok"
+
+    async def test_a_call_released_before_it_took_place_leaves_its_id_free(
+            self, nodes: Nodes) -> None:
+        # The rules refused it right after its claim: it never rang, so a retry may use it.
+        await nodes.a.claim_call(self.call("c1", U1, U2, nodes.a))
+        await nodes.a.release_call("c1", ended=False)
+        assert (await nodes.b.claim_call(self.call("c1", U1, U2, nodes.b))).outcome == "ok"
+
+    async def test_a_reaped_calls_id_is_not_claimed_again(self, nodes: Nodes) -> None:
+        await nodes.a.claim_call(self.call("c1", U1, U2, nodes.a))
+        now = T0 + TTL + 1
+        await nodes.heartbeat(now, nodes.b, nodes.c)  # a stopped
+        assert [c.call_id for c in await nodes.b.reap_calls(now, now)] == ["c1"]
+        assert await nodes.c.claim_call(self.call("c1", U1, U2, nodes.c)) == Claim("ended")
 
     # ---- calls written back to a directory that forgot them (ADR 0071) ------------------
     @staticmethod
@@ -607,7 +639,7 @@ class DirectoryContract:
         assert await nodes.a.restore_call(live) == Restore("restored", (U1,))
         assert await nodes.c.call_of(U1) == newer  # kept
         assert await call_id_of(nodes.c, U2) == "c1"
-        await nodes.b.release_call("c2")
+        await nodes.b.release_call("c2", ended=True)
         assert await nodes.c.call_of(U1) is None
         assert await nodes.a.restore_call(live) == Restore("restored")
         assert await call_id_of(nodes.c, U1) == "c1"
@@ -627,8 +659,8 @@ class DirectoryContract:
                 assert (restored, claim.outcome) == (Restore("restored"), "callee_busy")
                 assert await call_id_of(nodes.c, U1) == f"w{i}"
             assert await call_id_of(nodes.c, U2) == f"w{i}"
-            await nodes.a.release_call(f"w{i}")
-            await nodes.b.release_call(f"n{i}")
+            await nodes.a.release_call(f"w{i}", ended=True)
+            await nodes.b.release_call(f"n{i}", ended=True)
 
     async def test_a_call_reaped_with_its_home_is_not_written_back(self, nodes: Nodes) -> None:
         await nodes.a.claim_call(self.live("c1", U1, U2, nodes.a))

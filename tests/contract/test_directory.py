@@ -10,7 +10,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from hubbub.directory.base import REAPED_CALL_RETENTION_MS, CallInfo, Restore
+from hubbub.directory.base import (
+    ENDED_CALL_RETENTION_MS,
+    REAPED_CALL_RETENTION_MS,
+    CallInfo,
+    Restore,
+)
 from hubbub.directory.memory import MemoryDirectory, MemoryDirectoryState
 from hubbub.directory.redis import RedisDirectory
 from hubbub.ids import RoomId, UserId
@@ -223,12 +228,32 @@ async def test_redis_a_call_its_home_ended_meanwhile_is_not_reported_reaped(
         async def ended_right_after_its_read(call_id: str) -> CallInfo | None:
             found = await info(call_id)
             if call_id == "c1":
-                await a.release_call("c1")
+                await a.release_call("c1", ended=True)
             return found
 
         b.call_info = ended_right_after_its_read  # type: ignore[method-assign]
         assert [c.call_id for c in await b.reap_calls(now, now)] == ["c2"]
         assert await b._r.smembers(f"{b.p}calls:node-a") == set()
+
+
+async def test_redis_an_ended_call_is_remembered_for_the_retention(redis_url: str) -> None:
+    async with home_and_reaper(redis_url) as (a, _):
+        await a.release_call("c1", ended=True)
+        assert 0 < await a._r.pttl(f"{a.p}ended-call:c1") <= ENDED_CALL_RETENTION_MS
+
+
+async def test_memory_an_ended_call_is_forgotten_after_the_retention() -> None:
+    # A heartbeat stamps it; from ENDED_CALL_RETENTION_MS after that stamp, it is free.
+    state = MemoryDirectoryState()
+    a, b = (MemoryDirectory(state, node_id=n, node_ttl_ms=TTL) for n in ("node-a", "node-b"))
+    await a.claim_call(CallInfo("c1", U1, U2, 7, "node-a", started_at=T0))
+    await a.release_call("c1", ended=True)
+    await b.heartbeat(T0 + 5)
+    await b.heartbeat(T0 + 5 + ENDED_CALL_RETENTION_MS - 1)
+    assert (await b.claim_call(CallInfo("c1", U1, U2, 7, "node-b"))).outcome == "ended"
+    await b.heartbeat(T0 + 5 + ENDED_CALL_RETENTION_MS)
+    assert state.ended_calls == {}
+    assert (await b.claim_call(CallInfo("c1", U1, U2, 7, "node-b"))).outcome == "ok"
 
 
 async def test_memory_a_reaped_call_is_forgotten_after_the_retention() -> None:

@@ -29,6 +29,10 @@ OFFLINE_RETENTION_MS = 24 * 3600 * 1000
 # home that comes back within it learns that its call was ended for the others, rather
 # than writing it back (`restore_call`).
 REAPED_CALL_RETENTION_MS = 24 * 3600 * 1000
+# How long the directory remembers that a call ended, so that a late offer naming it (an
+# ICE restart racing a hang-up, say) is refused from every node as its home refuses it
+# (`core.calls.ENDED_RETENTION_MS`), rather than start a new call under the old id.
+ENDED_CALL_RETENTION_MS = 60_000
 
 
 @dataclass(slots=True, frozen=True)
@@ -70,8 +74,9 @@ class CallInfo:
 
 @dataclass(slots=True, frozen=True)
 class Claim:
-    """The answer to `claim_call`: `ok`, `taken` (the callId is in use), `caller_busy` or
-    `callee_busy` (with the call that party is in)."""
+    """The answer to `claim_call`: `ok`, `taken` (the callId is in use), `ended` (the
+    callId is a call that ended or was reaped lately), `caller_busy` or `callee_busy`
+    (with the call that party is in)."""
 
     outcome: str
     other: CallInfo | None = None
@@ -206,8 +211,10 @@ class Directory(ABC):
         """The call's state changed at `at_ms`; "active" records it as `answered_at`."""
 
     @abstractmethod
-    async def release_call(self, call_id: str) -> None:
-        """The call ended: its parties are free again (idempotent)."""
+    async def release_call(self, call_id: str, *, ended: bool) -> None:
+        """The call is over: its parties are free again (idempotent). `ended`: it took
+        place (it rang), so its id is remembered for `ENDED_CALL_RETENTION_MS` and not
+        claimed again meanwhile; not when the rules refused it right after its claim."""
 
     @abstractmethod
     async def restore_call(self, call: CallInfo) -> Restore:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 
 from hubbub.directory.base import (
     DEFAULT_NODE_TTL_MS,
+    ENDED_CALL_RETENTION_MS,
     OFFLINE_RETENTION_MS,
     REAPED_CALL_RETENTION_MS,
     CallInfo,
@@ -41,6 +42,9 @@ class MemoryDirectoryState:
     user_call: dict[UserId, str] = field(default_factory=dict)
     # callId -> when it was reaped, for `REAPED_CALL_RETENTION_MS` (what a key's expiry does).
     reaped_calls: dict[str, int] = field(default_factory=dict)
+    # callId -> the first heartbeat after it ended (None until then), for
+    # `ENDED_CALL_RETENTION_MS`: a key's expiry, give or take one heartbeat.
+    ended_calls: dict[str, int | None] = field(default_factory=dict)
 
 
 class MemoryDirectory(Directory):
@@ -66,6 +70,12 @@ class MemoryDirectory(Directory):
         reaped = self.state.reaped_calls
         for call_id in [c for c, at in reaped.items() if now_ms - at >= REAPED_CALL_RETENTION_MS]:
             del reaped[call_id]
+        ended = self.state.ended_calls
+        for call_id, at in list(ended.items()):
+            if at is None:
+                ended[call_id] = now_ms
+            elif now_ms - at >= ENDED_CALL_RETENTION_MS:
+                del ended[call_id]
         return not known
 
     def _forget_offline(self, now_ms: int) -> None:
@@ -205,6 +215,8 @@ class MemoryDirectory(Directory):
         st = self.state
         if call.call_id in st.calls:
             return Claim("taken", st.calls[call.call_id])
+        if call.call_id in st.ended_calls or call.call_id in st.reaped_calls:
+            return Claim("ended")
         for party, outcome in ((call.caller, "caller_busy"), (call.callee, "callee_busy")):
             current = st.user_call.get(party)
             if current is not None:
@@ -226,10 +238,12 @@ class MemoryDirectory(Directory):
             self.state.calls[call_id] = replace(
                 call, state=state, answered_at=at_ms if state == "active" else call.answered_at)
 
-    async def release_call(self, call_id: str) -> None:
+    async def release_call(self, call_id: str, *, ended: bool) -> None:
         call = self.state.calls.pop(call_id, None)
         if call is None:
             return
+        if ended:
+            self.state.ended_calls[call_id] = None
         for party in (call.caller, call.callee):
             if self.state.user_call.get(party) == call_id:
                 del self.state.user_call[party]
@@ -255,6 +269,6 @@ class MemoryDirectory(Directory):
         gone = [replace(c, home_seen=dead[c.home_node])
                 for c in self.state.calls.values() if c.home_node in dead]
         for call in gone:
-            await self.release_call(call.call_id)
+            await self.release_call(call.call_id, ended=True)
             self.state.reaped_calls[call.call_id] = now_ms
         return gone

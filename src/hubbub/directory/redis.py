@@ -17,6 +17,7 @@ dead node). Keys, under the `hubbub:dir:` prefix:
     ucall:USER         string the live call of USER
     calls:NODE         set    the calls whose home is NODE
     reaped-call:CALL   string a call reaped with its home (expires)
+    ended-call:CALL    string a call that ended lately: its id is not claimed (expires)
 """
 
 import secrets
@@ -25,6 +26,7 @@ from typing import Any
 
 from hubbub.directory.base import (
     DEFAULT_NODE_TTL_MS,
+    ENDED_CALL_RETENTION_MS,
     OFFLINE_RETENTION_MS,
     REAPED_CALL_RETENTION_MS,
     CallInfo,
@@ -104,6 +106,7 @@ return 1
 
 _CLAIM_CALL = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'taken', ARGV[1]} end
+if redis.call('EXISTS', KEYS[5], KEYS[6]) > 0 then return {'ended', ''} end
 local mine = redis.call('GET', KEYS[2])
 if mine then return {'caller_busy', mine} end
 local theirs = redis.call('GET', KEYS[3])
@@ -116,20 +119,22 @@ redis.call('SADD', KEYS[4], ARGV[1])
 return {'ok', ARGV[1]}
 """
 
-# ARGV[3..5] when a reaper releases the call of a dead home: how long to remember it as
-# reaped, the home, and the heartbeat the reaper saw it silent with. A home whose heartbeat
-# changed since is back: its call stays (-1), or the reaper would end a call its home goes
-# on holding, without ever learning of it.
+# ARGV: callId, prefix, how long to remember that it ended (0: it never took place), and,
+# when a reaper releases the call of a dead home, how long to remember it as reaped, the
+# home, and the heartbeat the reaper saw it silent with. A home whose heartbeat changed
+# since is back: its call stays (-1), or the reaper would end a call its home goes on
+# holding, without ever learning of it.
 _RELEASE_CALL = """
-if ARGV[3] then
-  local beat = redis.call('ZSCORE', ARGV[2] .. 'nodes', ARGV[4])
-  if beat and tonumber(beat) ~= tonumber(ARGV[5]) then return -1 end
+local reaping = ARGV[4] ~= nil
+if reaping then
+  local beat = redis.call('ZSCORE', ARGV[2] .. 'nodes', ARGV[5])
+  if beat and tonumber(beat) ~= tonumber(ARGV[6]) then return -1 end
 end
 local caller = redis.call('HGET', KEYS[1], 'caller')
 local callee = redis.call('HGET', KEYS[1], 'callee')
 local home = redis.call('HGET', KEYS[1], 'home_node')
-if not caller or (ARGV[3] and home ~= ARGV[4]) then
-  if ARGV[3] then redis.call('SREM', ARGV[2] .. 'calls:' .. ARGV[4], ARGV[1]) end
+if not caller or (reaping and home ~= ARGV[5]) then
+  if reaping then redis.call('SREM', ARGV[2] .. 'calls:' .. ARGV[5], ARGV[1]) end
   return 0
 end
 for _, party in ipairs({caller, callee}) do
@@ -138,7 +143,12 @@ for _, party in ipairs({caller, callee}) do
 end
 redis.call('SREM', ARGV[2] .. 'calls:' .. home, ARGV[1])
 redis.call('DEL', KEYS[1])
-if ARGV[3] then redis.call('SET', ARGV[2] .. 'reaped-call:' .. ARGV[1], '1', 'PX', ARGV[3]) end
+if tonumber(ARGV[3]) > 0 then
+  redis.call('SET', ARGV[2] .. 'ended-call:' .. ARGV[1], '1', 'PX', ARGV[3])
+end
+if reaping then
+  redis.call('SET', ARGV[2] .. 'reaped-call:' .. ARGV[1], '1', 'PX', ARGV[4])
+end
 return 1
 """
 
@@ -319,11 +329,14 @@ class RedisDirectory(Directory):
         p = self.p
         outcome, other_id = await self._scripts["claim"](
             keys=[f"{p}call:{call.call_id}", f"{p}ucall:{call.caller}",
-                  f"{p}ucall:{call.callee}", f"{p}calls:{call.home_node}"],
+                  f"{p}ucall:{call.callee}", f"{p}calls:{call.home_node}",
+                  f"{p}ended-call:{call.call_id}", f"{p}reaped-call:{call.call_id}"],
             args=[call.call_id, call.caller, call.callee, call.home, call.home_node,
                   call.started_at, call.room or ""])
         if outcome == "ok":
             return Claim("ok", call)
+        if outcome == "ended":
+            return Claim("ended")
         return Claim(outcome, await self.call_info(other_id))
 
     async def call_info(self, call_id: str) -> CallInfo | None:
@@ -346,9 +359,10 @@ class RedisDirectory(Directory):
             fields = {"state": state, **({"answered_at": at_ms} if state == "active" else {})}
             await self._r.hset(key, mapping=fields)
 
-    async def release_call(self, call_id: str) -> None:
-        await self._scripts["release"](keys=[f"{self.p}call:{call_id}"],
-                                       args=[call_id, self.p])
+    async def release_call(self, call_id: str, *, ended: bool) -> None:
+        await self._scripts["release"](
+            keys=[f"{self.p}call:{call_id}"],
+            args=[call_id, self.p, ENDED_CALL_RETENTION_MS if ended else 0])
 
     async def restore_call(self, call: CallInfo) -> Restore:
         p = self.p
@@ -374,7 +388,8 @@ class RedisDirectory(Directory):
                 # id out of `calls:NODE`; a call written back meanwhile stays in it.
                 released = await self._scripts["release"](
                     keys=[f"{self.p}call:{call_id}"],
-                    args=[call_id, self.p, REAPED_CALL_RETENTION_MS, node, seen])
+                    args=[call_id, self.p, ENDED_CALL_RETENTION_MS,
+                          REAPED_CALL_RETENTION_MS, node, seen])
                 if released == -1:  # the home is back after all
                     break
                 if released == 1 and info is not None:

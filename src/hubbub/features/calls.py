@@ -81,7 +81,7 @@ def finished(node: Node) -> Effects:
 async def _release(node: Node, call_ids: list[str]) -> Effects:
     for call_id in call_ids:
         try:
-            await node.directory.release_call(call_id)
+            await node.directory.release_call(call_id, ended=True)
         except Exception as exc:  # Redis is down: the next housekeeping round tries again
             node.unreleased_calls.add(call_id)
             suffix = logs.failures.admit("call release")
@@ -189,6 +189,8 @@ async def _offer(node: Node, s: Session, frame: WebRTC, call_id: str, to: UserId
                                                      room=room))
     if claim.outcome == "taken":
         raise ProtocolError(ErrorCode.CONFLICT, f"callId {call_id!r} is already in use")
+    if claim.outcome == "ended":  # a late frame of a call that ended (home: Calls.offer)
+        raise ProtocolError(ErrorCode.CONFLICT, f"call {call_id!r} has ended")
     if claim.outcome == "caller_busy":
         other = claim.other
         if other is not None and other.caller == to and other.state == "ringing":
@@ -202,7 +204,7 @@ async def _offer(node: Node, s: Session, frame: WebRTC, call_id: str, to: UserId
                                    mono_ms=mono, callee_busy=claim.outcome == "callee_busy")
     except ProtocolError:
         if claim.outcome == "ok":  # the rules refused it: the parties are not in a call
-            await node.directory.release_call(call_id)
+            await node.directory.release_call(call_id, ended=False)
         raise
     return _ack(node, s, frame.id, call_id) + effects + finished(node)
 

@@ -38,10 +38,10 @@ class FlakyDirectory(MemoryDirectory):
             raise ConnectionError("Redis is down")
         return await super().heartbeat(now_ms)
 
-    async def release_call(self, call_id: str) -> None:
+    async def release_call(self, call_id: str, *, ended: bool) -> None:
         if self.down:
             raise ConnectionError("Redis is down")
-        await super().release_call(call_id)
+        await super().release_call(call_id, ended=ended)
 
     async def restore_call(self, call: CallInfo) -> Restore:
         if self.before_restore is not None:
@@ -154,7 +154,7 @@ async def test_a_party_in_a_newer_call_keeps_it_and_is_filled_in_once_it_ends(
     assert await other.call_of(ANN) == newer
     assert (await other.call_of(BOB) or newer).call_id == "c1"
     assert node.unrestored_calls == {"c1"}
-    await other.release_call("c2")
+    await other.release_call("c2", ended=True)
     clock.advance(2_500)
     await keep_house(node)
     assert (await other.call_of(ANN) or newer).call_id == "c1"
