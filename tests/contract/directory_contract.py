@@ -381,6 +381,19 @@ class DirectoryContract:
         assert await nodes.b.reap(seen + TTL - 1, seen + TTL - 1) == []
         assert set(by_user(await nodes.b.reap(seen + TTL, seen + TTL))) == {U1}
 
+    async def test_the_numbers_of_the_nodes_are_listed_until_they_are_reaped(
+            self, nodes: Nodes) -> None:
+        for number, node in enumerate(nodes.all, start=101):
+            node.number = number
+            await node.heartbeat(T0 + 1)
+        assert await nodes.c.live_numbers() == {101, 102, 103}
+        await nodes.b.reap(T0 + 1, T0 + 1)
+        now = T0 + 1 + TTL
+        await nodes.heartbeat(now, nodes.b, nodes.c)  # a stopped
+        assert await nodes.c.live_numbers() == {101, 102, 103}  # dead, not reaped yet
+        await nodes.b.reap(now, now)
+        assert await nodes.c.live_numbers() == {102, 103}
+
     async def test_a_node_never_reaps_itself(self, nodes: Nodes) -> None:
         await nodes.a.user_up(U1, "Ann", T0)
         assert await nodes.a.reap(T0 + 10 * TTL, T0 + 10 * TTL) == []

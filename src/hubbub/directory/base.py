@@ -127,6 +127,10 @@ class NodeWatch:
 class Directory(ABC):
     node_id: str
     node_ttl_ms: int  # silent this long, a node is presumed dead
+    # This node's number (the high bits of its connection ids), set before `start`: each
+    # heartbeat publishes it, so a call's home can tell which connections died with their
+    # node (`live_numbers`).
+    number: int = 0
 
     @abstractmethod
     async def start(self) -> None:
@@ -145,6 +149,11 @@ class Directory(ABC):
         TTL) or the directory lost its data (Redis restarted empty) — then the node tells
         it again what it holds. `now_ms` is this node's wall clock: the others only need
         it to change from one heartbeat to the next (`NodeWatch`)."""
+
+    @abstractmethod
+    async def live_numbers(self) -> set[int]:
+        """The numbers of the nodes the directory lists: alive, or dead and not reaped
+        yet. A connection whose node's number is not among them is gone."""
 
     @abstractmethod
     async def user_up(self, user: UserId, username: str, now_ms: int) -> bool:

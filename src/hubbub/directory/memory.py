@@ -27,6 +27,7 @@ class MemoryDirectoryState:
     """What a Redis server is to RedisDirectory."""
 
     heartbeats: dict[str, int] = field(default_factory=dict)
+    numbers: dict[str, int] = field(default_factory=dict)  # node -> its number
     # user -> nodes holding them; (room, user) -> nodes holding them there
     user_nodes: dict[UserId, set[str]] = field(default_factory=lambda: defaultdict(set))
     # user -> nodes with a connection of theirs (not only a grace period)
@@ -66,6 +67,7 @@ class MemoryDirectory(Directory):
     async def heartbeat(self, now_ms: int) -> bool:
         known = self.node_id in self.state.heartbeats
         self.state.heartbeats[self.node_id] = now_ms
+        self.state.numbers[self.node_id] = self.number
         self._forget_offline(now_ms)
         reaped = self.state.reaped_calls
         for call_id in [c for c, at in reaped.items() if now_ms - at >= REAPED_CALL_RETENTION_MS]:
@@ -89,6 +91,9 @@ class MemoryDirectory(Directory):
                 del info[user]
 
     # ---- presence ----------------------------------------------------------------------
+    async def live_numbers(self) -> set[int]:
+        return set(self.state.numbers.values())
+
     async def user_up(self, user: UserId, username: str, now_ms: int) -> bool:
         nodes = self.state.user_nodes[user]
         first = not nodes
@@ -187,6 +192,7 @@ class MemoryDirectory(Directory):
         for node in dead:
             departures += self._release(node, now_ms)
             del self.state.heartbeats[node]
+            self.state.numbers.pop(node, None)
         return departures
 
     def _release(self, node: str, now_ms: int) -> list[Departure]:

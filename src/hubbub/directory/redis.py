@@ -5,6 +5,7 @@ Holdings are Redis sets of node ids, changed by Lua scripts so that "first holde
 key, so whichever live node reaps a dead one can release exactly that, once (a lock per
 dead node). Keys, under the `hubbub:dir:` prefix:
 
+    numbers            hash   node -> its number (the high bits of its connection ids)
     nodes              zset   node -> last heartbeat (its wall clock, ms; only its
                               changing counts: `NodeWatch`)
     held:NODE          set    what NODE holds: "u^USER" and "m^ROOM^USER" (^ = \x1f)
@@ -217,7 +218,14 @@ class RedisDirectory(Directory):
             await self._r.aclose()
 
     async def heartbeat(self, now_ms: int) -> bool:
-        return bool(await self._r.zadd(self.p + "nodes", {self.node_id: now_ms}))
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.p + "nodes", {self.node_id: now_ms})
+            pipe.hset(self.p + "numbers", self.node_id, self.number)
+            added, _ = await pipe.execute()
+        return bool(added)
+
+    async def live_numbers(self) -> set[int]:
+        return {int(n) for n in await self._r.hvals(self.p + "numbers")}
 
     # ---- keys --------------------------------------------------------------------------
     def _user_keys(self, user: str, node: str) -> list[str]:
@@ -300,6 +308,7 @@ class RedisDirectory(Directory):
                 continue
             departures += await self._release(node, now_ms)
             await self._r.zrem(self.p + "nodes", node)
+            await self._r.hdel(self.p + "numbers", node)
         return departures
 
     async def _release(self, node: str, now_ms: int) -> list[Departure]:

@@ -23,7 +23,7 @@ from hubbub.core.session import Session
 from hubbub.directory.base import CallInfo
 from hubbub.errors import ProtocolError
 from hubbub.features.node import Node, error
-from hubbub.ids import ConnId, RoomId, UserId, room_id, user_id
+from hubbub.ids import ConnId, RoomId, UserId, node_of, room_id, user_id
 from hubbub.protocol.codes import ErrorCode
 from hubbub.protocol.envelope import BadFrame, parse
 from hubbub.protocol.frames import (
@@ -369,7 +369,9 @@ async def orphaned(node: Node) -> Effects:
     """Calls living here whose party has no connection left anywhere, yet were not ended:
     the node that held the party's last connection died (reaping its users tells no call
     home), or its notice was lost (pub/sub is at most once; a node shutting down may not
-    get it out). End each as that last close would have: `disconnected`."""
+    get it out). End each as that last close would have: `disconnected`. And a side owned
+    by a connection whose node was reaped is unbound, as that connection's close would
+    have done, so the party's device on a live node can take the call over."""
     effects: Effects = []
     for user in node.calls.live_parties():
         if user in node.user_conns or node.calls.live_call_of(user) is None:
@@ -377,6 +379,17 @@ async def orphaned(node: Node) -> Effects:
         if not await node.directory.is_online(user):
             log.info("ending the call of %s: no connection left on any node", user)
             effects += await _departed(node, user, ConnId(0))
+    live: set[int] | None = None
+    for call in node.calls.live_calls():
+        for user, conn in ((call.caller, call.caller_conn), (call.callee, call.callee_conn)):
+            if conn is None or node_of(conn) == node.number:
+                continue
+            if live is None:
+                live = await node.directory.live_numbers()
+            if node_of(conn) not in live and node.calls.live_call_of(user) is call:
+                log.info("call %s: the connection of %s that owned it went with its node",
+                         call.call_id, user)
+                effects += await _departed(node, user, conn)
     return effects
 
 

@@ -119,6 +119,9 @@ class Server:
     async def _start(self, st: Settings, sock: socket.socket) -> None:
         self.node.store = open_store(st.store, synchronous=st.sqlite_synchronous)
         await self.node.store.open()
+        if self.broker.clustered:
+            self.node.number = secrets.randbelow(2**31 - 1) + 1
+        self.node.directory.number = self.node.number
         await self.node.directory.start()
         await self.node.directory.heartbeat(self.node.clock.now_ms())
         if st.dev_identity:  # once the store and Redis are there: a failure is one line
@@ -126,7 +129,6 @@ class Server:
         app = self.build_app()
         assert self.hub is not None
         if self.broker.clustered:
-            self.node.number = secrets.randbelow(2**31 - 1) + 1
             self.fanout = Fanout(self.hub, self.broker, self.node.number)
             await self.fanout.start()
             self.hub.fanout = self.node.fanout = self.fanout
