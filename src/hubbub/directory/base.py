@@ -18,6 +18,7 @@ the reaper's monotonic clock, so the nodes' wall clocks need not agree.
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
+from hubbub.core.calls import ENDED_RETENTION_MS
 from hubbub.ids import RoomId, UserId
 
 DEFAULT_NODE_TTL_MS = 10_000
@@ -29,10 +30,10 @@ OFFLINE_RETENTION_MS = 24 * 3600 * 1000
 # home that comes back within it learns that its call was ended for the others, rather
 # than writing it back (`restore_call`).
 REAPED_CALL_RETENTION_MS = 24 * 3600 * 1000
-# How long the directory remembers that a call ended, so that a late offer naming it (an
-# ICE restart racing a hang-up, say) is refused from every node as its home refuses it
-# (`core.calls.ENDED_RETENTION_MS`), rather than start a new call under the old id.
-ENDED_CALL_RETENTION_MS = 60_000
+# How long the directory remembers that a call ended: as long as its home does, so that
+# a late offer naming it (an ICE restart racing a hang-up, say) is refused from every node
+# as its home refuses it, rather than start a new call under the old id.
+ENDED_CALL_RETENTION_MS = ENDED_RETENTION_MS
 
 
 @dataclass(slots=True, frozen=True)
@@ -96,11 +97,11 @@ class Restore:
 class NodeWatch:
     """Which other nodes this node has seen fall silent. A heartbeat carries its node's
     wall clock (`home_seen` reports it), but only its *changing* is trusted: a node is
-    presumed dead once its heartbeat has stayed the same for the node TTL counted on the
+    presumed dead once its heartbeat has stayed the same for the node TTL, counted on the
     watcher's monotonic clock from when the watcher first read it (so it was silent at
-    least that long). Comparing one node's wall clock with
-    another's would reap a live node whose clock is behind by a TTL, never reap a dead
-    one whose clock was ahead, and reap every node at a step of the watcher's clock."""
+    least that long). Comparing one node's wall clock with another's would reap a live
+    node whose clock is behind by a TTL, never reap a dead one whose clock was ahead, and
+    reap every node at a step of the watcher's clock."""
 
     __slots__ = ("_seen", "own")
 
