@@ -256,6 +256,28 @@ async def test_memory_an_ended_call_is_forgotten_after_the_retention() -> None:
     assert (await b.claim_call(CallInfo("c1", U1, U2, 7, "node-b"))).outcome == "ok"
 
 
+async def test_redis_no_numbers_are_told_while_a_listed_node_publishes_none(
+        redis_url: str) -> None:
+    # A node of an older version heartbeats without its number (a rolling upgrade): which
+    # connections are gone cannot be told, rather than told wrong.
+    async with home_and_reaper(redis_url) as (a, _):
+        a.number = 101
+        await a.heartbeat(T0 + 1)
+        assert await a.live_numbers() == {101}
+        await a._r.zadd(f"{a.p}nodes", {"node-old": T0 + 1})
+        assert await a.live_numbers() is None
+
+
+async def test_memory_no_numbers_are_told_while_a_listed_node_publishes_none() -> None:
+    state = MemoryDirectoryState()
+    a = MemoryDirectory(state, node_id="node-a")
+    a.number = 101
+    await a.heartbeat(T0)
+    assert await a.live_numbers() == {101}
+    state.heartbeats["node-old"] = T0  # what an older version's heartbeat writes
+    assert await a.live_numbers() is None
+
+
 async def test_memory_a_reaped_call_is_forgotten_after_the_retention() -> None:
     state = MemoryDirectoryState()
     a, b = (MemoryDirectory(state, node_id=n, node_ttl_ms=TTL) for n in ("node-a", "node-b"))

@@ -152,9 +152,11 @@ class Directory(ABC):
         it to change from one heartbeat to the next (`NodeWatch`)."""
 
     @abstractmethod
-    async def live_numbers(self) -> set[int]:
+    async def live_numbers(self) -> set[int] | None:
         """The numbers of the nodes the directory lists: alive, or dead and not reaped
-        yet. A connection whose node's number is not among them is gone."""
+        yet. A connection whose node's number is not among them is gone. None when a
+        listed node publishes no number (an older version, during a rolling upgrade):
+        then nobody can tell."""
 
     @abstractmethod
     async def user_up(self, user: UserId, username: str, now_ms: int) -> bool:

@@ -91,7 +91,9 @@ class MemoryDirectory(Directory):
                 del info[user]
 
     # ---- presence ----------------------------------------------------------------------
-    async def live_numbers(self) -> set[int]:
+    async def live_numbers(self) -> set[int] | None:
+        if any(node not in self.state.numbers for node in self.state.heartbeats):
+            return None
         return set(self.state.numbers.values())
 
     async def user_up(self, user: UserId, username: str, now_ms: int) -> bool:

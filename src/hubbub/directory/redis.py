@@ -224,8 +224,14 @@ class RedisDirectory(Directory):
             added, _ = await pipe.execute()
         return bool(added)
 
-    async def live_numbers(self) -> set[int]:
-        return {int(n) for n in await self._r.hvals(self.p + "numbers")}
+    async def live_numbers(self) -> set[int] | None:
+        async with self._r.pipeline(transaction=True) as pipe:
+            pipe.zrange(self.p + "nodes", 0, -1)
+            pipe.hgetall(self.p + "numbers")
+            nodes, numbers = await pipe.execute()
+        if any(node not in numbers for node in nodes):
+            return None
+        return {int(n) for n in numbers.values()}
 
     # ---- keys --------------------------------------------------------------------------
     def _user_keys(self, user: str, node: str) -> list[str]:

@@ -379,17 +379,17 @@ async def orphaned(node: Node) -> Effects:
         if not await node.directory.is_online(user):
             log.info("ending the call of %s: no connection left on any node", user)
             effects += await _departed(node, user, ConnId(0))
-    live: set[int] | None = None
-    for call in node.calls.live_calls():
-        for user, conn in ((call.caller, call.caller_conn), (call.callee, call.callee_conn)):
-            if conn is None or node_of(conn) == node.number:
-                continue
-            if live is None:
-                live = await node.directory.live_numbers()
-            if node_of(conn) not in live and node.calls.live_call_of(user) is call:
-                log.info("call %s: the connection of %s that owned it went with its node",
-                         call.call_id, user)
-                effects += await _departed(node, user, conn)
+    remote = [(call, user, conn) for call in node.calls.live_calls()
+              for user, conn in ((call.caller, call.caller_conn), (call.callee, call.callee_conn))
+              if conn is not None and node_of(conn) != node.number]
+    live = await node.directory.live_numbers() if remote else None
+    if live is None:  # no owner elsewhere, or a node too old to say its number
+        return effects
+    for call, user, conn in remote:
+        if node_of(conn) not in live and node.calls.live_call_of(user) is call:
+            log.info("call %s: the connection of %s that owned it went with its node",
+                     call.call_id, user)
+            effects += await _departed(node, user, conn)
     return effects
 
 
