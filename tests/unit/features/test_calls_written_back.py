@@ -3,7 +3,6 @@ off): the heartbeat writes back the calls living here too, and a call's release 
 failed while the directory was down is tried again (features/calls.py `written_back`,
 `directory_retries`; docs/decisions/0071)."""
 
-import dataclasses
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -16,6 +15,7 @@ from hubbub.features.node import Node
 from hubbub.features.system import housekeeping
 from hubbub.ids import RoomId, UserId
 from tests.support.clock import FakeClock
+from tests.support.directory import forget_all
 from tests.support.node import asend, asettle, connect
 from tests.unit.features.helpers import in_room, join, received
 
@@ -64,13 +64,6 @@ def home(node: Node, state: MemoryDirectoryState) -> FlakyDirectory:
 def other(state: MemoryDirectoryState) -> MemoryDirectory:
     """The directory of another node on the same state."""
     return MemoryDirectory(state, node_id="other")
-
-
-def forget_all(state: MemoryDirectoryState) -> None:
-    """What a Redis restarted without persistence comes back with."""
-    empty = MemoryDirectoryState()
-    for f in dataclasses.fields(state):
-        setattr(state, f.name, getattr(empty, f.name))
 
 
 async def keep_house(node: Node) -> Effects:
