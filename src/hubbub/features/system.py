@@ -133,9 +133,14 @@ async def _tell_again(node: Node, now_ms: int) -> Effects:
         for uid in list(node.rooms.members(room)):
             p = node.presence.get(uid)
             if await d.add_member(room, uid):
+                # The status the directory has: another node may have written the user
+                # back first, with a status set since (announced to no room: the directory
+                # knew none of theirs yet).
+                info = (await d.presence([uid])).get(uid)
                 effects.append(ToRoom(room, "join_room", JoinRoomEvent(
                     room_id=room, user_id=uid, username=p.username if p else uid,
-                    status="online"), exclude_user=uid))
+                    status=info.status if info else "online"),  # type: ignore[arg-type]
+                    exclude_user=uid))
     live = node.calls.live_calls()
     if node.user_conns or live:
         log.warning("the directory did not know this node: told it again about %d users "
