@@ -62,6 +62,10 @@ class PresenceTracker:
     def online_count(self) -> int:
         return len(self._users)
 
+    def in_grace(self) -> list[UserId]:
+        """The users held here with no connection, while their grace period runs."""
+        return [u for u, p in self._users.items() if p.offline_at_mono is not None]
+
     def connect(self, user: UserId, username: str, now_ms: int) -> bool:
         """A connection of `user` opened; True when the user just came online."""
         p = self._users.get(user)

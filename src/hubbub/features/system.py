@@ -129,6 +129,12 @@ async def _tell_again(node: Node, now_ms: int) -> Effects:
         if await d.user_up(uid, username, now_ms):
             effects += presence_to(await d.rooms_of(uid), uid,
                                    PresenceInfo(username, "online", now_ms))
+    for uid in node.presence.in_grace():
+        # Held, not reachable, as before the directory forgot: their going offline when
+        # the grace ends is then announced (the others still see them online).
+        p = node.presence.get(uid)
+        await d.user_up(uid, p.username if p else uid, now_ms)
+        await d.user_idle(uid)
     for room in list(node.rooms):
         for uid in list(node.rooms.members(room)):
             p = node.presence.get(uid)

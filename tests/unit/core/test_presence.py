@@ -137,3 +137,16 @@ def test_a_change_budget_of_zero_per_second_is_unlimited() -> None:
     p = PresenceTracker(GRACE, changes_per_second=0.0)
     p.connect(ANN, "Ann", T0)
     assert all(p.take_change(ANN, T0) == 0 for _ in range(1000))
+
+
+def test_in_grace_lists_the_users_held_without_a_connection_until_it_ends() -> None:
+    p = PresenceTracker(GRACE)
+    p.connect(ANN, "Ann", T0)
+    p.connect(BOB, "Bob", T0)
+    p.disconnect(ANN, T0 + 1, M0 + 1)
+    assert p.in_grace() == [ANN]
+    p.connect(ANN, "Ann", T0 + 2)  # back within the grace
+    assert p.in_grace() == []
+    p.disconnect(ANN, T0 + 3, M0 + 3)
+    p.expire(M0 + 3 + GRACE)
+    assert p.in_grace() == []
