@@ -62,6 +62,19 @@ async def joined(browser: Browser, url: str, *names: str) -> list[Any]:
     return pages
 
 
+async def four_in_the_room(http: aiohttp.ClientSession, server: Hubbub, ann: Any,
+                           bob: Any) -> list[RawClient]:
+    """cy and dee (raw clients), then ann's and bob's pages, in the room: four people."""
+    from playwright.async_api import expect
+
+    others = [await RawClient.connect(http, server.ws_url, user, ROOM)
+              for user in ("cy", "dee")]
+    await join(ann, "Ann")
+    await join(bob, "Bob")
+    await expect(member(ann, "Dee")).to_have_count(1)
+    return others
+
+
 async def test_demo_page_join_chat_and_call_by_clicks(server: Hubbub, browser: Browser) -> None:
     from playwright.async_api import expect  # imported here: collecting needs no playwright
 
@@ -1004,11 +1017,7 @@ async def test_demo_on_a_phone_held_upright_the_people_fold_into_a_panel(
     ann = await browser.page("ann", server.url + "/", viewport={"width": 390, "height": 844})
     bob = await browser.page("bob", server.url + "/")
     async with aiohttp.ClientSession() as http:
-        others = [await RawClient.connect(http, server.ws_url, user, ROOM)
-                  for user in ("cy", "dee")]
-        await join(ann, "Ann")
-        await join(bob, "Bob")
-        await expect(member(ann, "Dee")).to_have_count(1)
+        others = await four_in_the_room(http, server, ann, bob)
 
         # The people are a button in the room's bar: the messages get the height. Above the
         # chat, the people and My status took 35 % of it and left the messages ~400 px.
@@ -1228,11 +1237,7 @@ async def test_demo_on_a_tablet_the_chat_the_people_and_the_call_fit(
                                 viewport=TABLETS[0][0])
     bob = await browser.page("bob", server.url + "/")
     async with aiohttp.ClientSession() as http:
-        others = [await RawClient.connect(http, server.ws_url, user, ROOM)
-                  for user in ("cy", "dee")]
-        await join(tablet, "Ann")
-        await join(bob, "Bob")
-        await expect(member(tablet, "Dee")).to_have_count(1)
+        others = await four_in_the_room(http, server, tablet, bob)
         for size, people in TABLETS:
             await tablet.set_viewport_size(size)
             await usable_as_a_tablet(tablet, people, in_call=False)
@@ -1268,11 +1273,7 @@ async def test_demo_on_a_phone_on_its_side_people_open_during_a_call(
                              viewport=SIDEWAYS[0])
     bob = await browser.page("bob", server.url + "/")
     async with aiohttp.ClientSession() as http:
-        others = [await RawClient.connect(http, server.ws_url, user, ROOM)
-                  for user in ("cy", "dee")]
-        await join(ann, "Ann")
-        await join(bob, "Bob")
-        await expect(member(ann, "Dee")).to_have_count(1)
+        others = await four_in_the_room(http, server, ann, bob)
         # Out of a call the people are beside the chat, as before: no button.
         toggle = ann.get_by_test_id("people-toggle")
         await expect(toggle).to_be_hidden()

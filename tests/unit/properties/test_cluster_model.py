@@ -828,6 +828,16 @@ def test_an_owner_lost_with_its_node_is_unbound_once_the_node_is_reaped() -> Non
         m.teardown()
 
 
+def bob_rejected_k1(m: ClusterMachine) -> ConnId:
+    """Two nodes: ann (node 0) called bob (node 1) with callId k1, and bob rejected it.
+    Returns bob's connection."""
+    m.start(n=2, skews=[0, 0, 0], phases=[1, 2, 3], homes=[0, 1, 0])
+    ann, bob = m._conns("ann")[0], m._conns("bob")[0]
+    m.send(ann, "webrtc", {"kind": "offer", "to": "bob", "callId": "k1", "sdp": SDP})
+    m.send(bob, "call_reject", {"callId": "k1"})
+    return bob
+
+
 def test_an_ended_calls_id_is_not_a_new_call_from_another_node() -> None:
     """calls.md §The call session: anything about an ended call gets `conflict`. Ann
     (node 0) calls bob (node 1), bob rejects, then bob's device sends a late offer for the
@@ -836,10 +846,7 @@ def test_an_ended_calls_id_is_not_a_new_call_from_another_node() -> None:
     as on its home, rather than start a new call from bob that rings ann again."""
     m = ClusterMachine()
     try:
-        m.start(n=2, skews=[0, 0, 0], phases=[1, 2, 3], homes=[0, 1, 0])
-        ann, bob = m._conns("ann")[0], m._conns("bob")[0]
-        m.send(ann, "webrtc", {"kind": "offer", "to": "bob", "callId": "k1", "sdp": SDP})
-        m.send(bob, "call_reject", {"callId": "k1"})
+        bob = bob_rejected_k1(m)
         got = m.send(bob, "webrtc", {"kind": "offer", "to": "ann", "callId": "k1", "sdp": SDP})
         assert (got[0]["type"], got[0]["payload"]["code"]) == ("error", "conflict"), got
     finally:
@@ -929,10 +936,7 @@ def test_an_ended_calls_id_is_refused_after_the_directory_forgot_it() -> None:
     (Found by the cluster model test.)"""
     m = ClusterMachine()
     try:
-        m.start(n=2, skews=[0, 0, 0], phases=[1, 2, 3], homes=[0, 1, 0])
-        ann, bob = m._conns("ann")[0], m._conns("bob")[0]
-        m.send(ann, "webrtc", {"kind": "offer", "to": "bob", "callId": "k1", "sdp": SDP})
-        m.send(bob, "call_reject", {"callId": "k1"})
+        bob = bob_rejected_k1(m)
         m.the_directory_forgets_everything()
         m.time_passes(HOUSEKEEPING_MS)  # every node has told the directory again
         got = m.send(bob, "webrtc", {"kind": "offer", "to": "ann", "callId": "k1", "sdp": SDP})
