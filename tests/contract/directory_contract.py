@@ -136,10 +136,23 @@ class DirectoryContract:
             self, nodes: Nodes) -> None:
         await nodes.a.user_up(U1, "Ann", T0)
         assert await nodes.c.user_down(U1, T0 + 10) is False
-        assert await nodes.c.user_down(U2, T0 + 10) is False  # never seen at all
         assert await nodes.b.is_online(U1) is True
         assert await status(nodes.b, U1) == PresenceInfo("Ann", "online", T0)
-        assert await status(nodes.b, U2) is None
+
+    async def test_user_down_of_a_user_the_directory_forgot_is_the_last(
+            self, backend: DirectoryBackend, nodes: Nodes) -> None:
+        # Redis restarted empty, and the user's grace ended on node a before a told it
+        # again: nobody else holds them, so their going offline is announced.
+        await nodes.a.user_up(U1, "Ann", T0)
+        await backend.forget_all()
+        assert await nodes.a.heartbeat(T0 + 1) is True
+        assert await nodes.a.user_down(U1, T0 + 10) is True
+        assert await nodes.b.is_online(U1) is False
+        info = await status(nodes.b, U1)
+        assert info is not None and (info.status, info.last_seen_ms) == ("offline", T0 + 10)
+        await nodes.a.user_up(U2, "Bo", T0 + 11)  # another node holds U2: not the last
+        assert await nodes.b.user_down(U2, T0 + 12) is False
+        assert await nodes.c.is_online(U2) is True
 
     async def test_user_down_says_true_once(self, nodes: Nodes) -> None:
         await nodes.a.user_up(U1, "Ann", T0)
@@ -236,10 +249,22 @@ class DirectoryContract:
             self, nodes: Nodes) -> None:
         await nodes.a.add_member(R1, U1)
         assert await nodes.c.remove_member(R1, U1) is False
-        assert await nodes.c.remove_member(R2, U2) is False  # never there at all
         assert await nodes.b.members(R1) == [U1]
+        assert await nodes.b.rooms_of(U1) == {R1}
+
+    async def test_removing_a_member_the_directory_forgot_is_the_last(
+            self, backend: DirectoryBackend, nodes: Nodes) -> None:
+        # Redis restarted empty, and U1 left R1 on node a before a told it again: nobody
+        # else holds U1 there, so the leave is announced.
+        await nodes.a.add_member(R1, U1)
+        await nodes.a.add_member(R2, U1)
+        await backend.forget_all()
+        assert await nodes.a.heartbeat(T0 + 1) is True
+        await nodes.b.add_member(R2, U1)  # b told it again first: U1 is in R2 through b
         assert await nodes.a.remove_member(R1, U1) is True
-        assert await nodes.a.remove_member(R1, U1) is False  # once
+        assert await nodes.a.remove_member(R2, U1) is False
+        assert await nodes.c.members(R1) == [] and await nodes.c.members(R2) == [U1]
+        assert await nodes.c.rooms_of(U1) == {R2}
 
     async def test_members_lists_the_users_of_every_node_once_sorted(self, nodes: Nodes) -> None:
         await nodes.a.add_member(R1, U2)
@@ -592,6 +617,22 @@ class DirectoryContract:
         await nodes.heartbeat(now, nodes.b, nodes.c)  # a stopped
         assert [c.call_id for c in await nodes.b.reap_calls(now, now)] == ["c1"]
         assert await nodes.c.claim_call(self.call("c1", U1, U2, nodes.c)) == Claim("ended")
+
+    async def test_ended_call_ids_written_back_are_not_claimed_again(
+            self, backend: DirectoryBackend, nodes: Nodes) -> None:
+        # Redis restarted empty after c1 ended on its home a: a tells it again (ADR 0072).
+        await nodes.a.claim_call(self.call("c1", U1, U2, nodes.a))
+        await nodes.a.release_call("c1", ended=True)
+        await backend.forget_all()
+        assert await nodes.a.heartbeat(T0 + 1) is True
+        assert (await nodes.b.claim_call(self.call("c9", U1, U2, nodes.b))).outcome == "ok"
+        await nodes.a.remember_ended({"c1": 30_000, "c9": 30_000, "c0": 0}, T0 + 1)
+        assert await nodes.b.claim_call(self.call("c1", U2, U3, nodes.b)) == Claim("ended")
+        assert (await nodes.c.call_info("c9")) is not None  # a live call keeps its id
+        await nodes.b.release_call("c9", ended=False)
+        assert (await nodes.c.claim_call(self.call("c9", U2, U3, nodes.c))).outcome == "ok"
+        assert (await nodes.c.claim_call(self.call("c0", U1, UserId("u4"), nodes.c))
+                ).outcome == "ok"  # nothing left of its retention
 
     # ---- calls written back to a directory that forgot them (ADR 0071) ------------------
     @staticmethod

@@ -256,6 +256,24 @@ async def test_memory_an_ended_call_is_forgotten_after_the_retention() -> None:
     assert (await b.claim_call(CallInfo("c1", U1, U2, 7, "node-b"))).outcome == "ok"
 
 
+async def test_redis_an_ended_call_written_back_is_remembered_for_what_is_left(
+        redis_url: str) -> None:
+    async with home_and_reaper(redis_url) as (a, _):
+        await a.remember_ended({"c1": 20_000, "c2": 20_000}, T0)
+        assert 0 < await a._r.pttl(f"{a.p}ended-call:c2") <= 20_000
+        assert not await a._r.exists(f"{a.p}ended-call:c1")  # live: c1 keeps its id
+
+
+async def test_memory_an_ended_call_written_back_is_forgotten_when_its_retention_ends() -> None:
+    state = MemoryDirectoryState()
+    a = MemoryDirectory(state, node_id="node-a", node_ttl_ms=TTL)
+    await a.remember_ended({"c1": 20_000}, T0)
+    await a.heartbeat(T0 + 19_999)
+    assert (await a.claim_call(CallInfo("c1", U1, U2, 7, "node-a"))).outcome == "ended"
+    await a.heartbeat(T0 + 20_000)
+    assert (await a.claim_call(CallInfo("c1", U1, U2, 7, "node-a"))).outcome == "ok"
+
+
 async def test_redis_no_numbers_are_told_while_a_listed_node_publishes_none(
         redis_url: str) -> None:
     # A node of an older version heartbeats without its number (a rolling upgrade): which

@@ -115,6 +115,13 @@ class Calls:
         """Every ringing or active call here."""
         return [c for c in self.calls.values() if c.state is not CallState.ENDED]
 
+    def recently_ended(self, mono_ms: int) -> dict[str, int]:
+        """The calls that ended here and are still remembered (`ENDED_RETENTION_MS`), each
+        with the ms it is remembered for yet: a late frame naming one gets `conflict`."""
+        return {c.call_id: ENDED_RETENTION_MS - (mono_ms - c.ended_mono)
+                for c in self.calls.values()
+                if c.ended_mono is not None and mono_ms - c.ended_mono < ENDED_RETENTION_MS}
+
     def live_count(self) -> int:
         return sum(1 for c in self.calls.values() if c.state is not CallState.ENDED)
 

@@ -172,7 +172,10 @@ class Directory(ABC):
     async def user_down(self, user: UserId, now_ms: int) -> bool:
         """This node no longer holds `user`. True when no live node holds them any more:
         they are offline, with lastSeen = now_ms, and forgotten `offline_retention_ms`
-        later unless they come back."""
+        later unless they come back. That includes a user the directory did not know this
+        node held (it forgot: Redis restarted empty, or this node was reaped while cut
+        off): the caller held them, so the others may not have heard they left. A user
+        the directory has offline already stays as they are (False)."""
 
     @abstractmethod
     async def set_status(self, user: UserId, status: str, now_ms: int) -> bool:
@@ -192,7 +195,9 @@ class Directory(ABC):
 
     @abstractmethod
     async def remove_member(self, room: RoomId, user: UserId) -> bool:
-        """This node no longer holds `user` in `room`; True when no live node does."""
+        """This node no longer holds `user` in `room`; True when no live node does, also
+        when the directory did not know this node held them there (as `user_down`; the
+        caller says it once)."""
 
     @abstractmethod
     async def members(self, room: RoomId) -> list[UserId]: ...
@@ -227,6 +232,13 @@ class Directory(ABC):
         """The call is over: its parties are free again (idempotent). `ended`: it took
         place (it rang), so its id is remembered for `ENDED_CALL_RETENTION_MS` and not
         claimed again meanwhile; not when the rules refused it right after its claim."""
+
+    @abstractmethod
+    async def remember_ended(self, ended: dict[str, int], now_ms: int) -> None:
+        """Write back what a directory that forgot this node (`heartbeat` said so) knew of
+        the calls that ended here lately: each callId is remembered as ended for the ms
+        given (what is left of its `ENDED_CALL_RETENTION_MS`), as `release_call` with
+        `ended` remembered it. An id a live call holds now is left to that call."""
 
     @abstractmethod
     async def restore_call(self, call: CallInfo) -> Restore:

@@ -117,17 +117,22 @@ class MemoryDirectory(Directory):
                 del self.state.connected[user]
 
     async def user_down(self, user: UserId, now_ms: int) -> bool:
-        return self._user_down(user, self.node_id, now_ms)
+        return self._user_down(user, self.node_id, now_ms, forgotten_counts=True)
 
-    def _user_down(self, user: UserId, node: str, now_ms: int) -> bool:
+    def _user_down(self, user: UserId, node: str, now_ms: int, *,
+                   forgotten_counts: bool = False) -> bool:
         self._disconnected(user, node)
         nodes = self.state.user_nodes.get(user)
         if nodes is None or node not in nodes:
-            return False
-        nodes.discard(node)
-        if nodes:
-            return False
-        del self.state.user_nodes[user]
+            old = self.state.info.get(user)
+            # Offline already: told once. No record: the directory forgot the user.
+            if nodes or not forgotten_counts or (old is not None and old.status == "offline"):
+                return False
+        else:
+            nodes.discard(node)
+            if nodes:
+                return False
+        self.state.user_nodes.pop(user, None)
         old = self.state.info.get(user)
         self.state.info[user] = PresenceInfo(old.username if old else user, "offline", now_ms)
         heapq.heappush(self.state.forget, (now_ms + self.offline_retention_ms, user))
@@ -157,25 +162,29 @@ class MemoryDirectory(Directory):
         return first
 
     async def remove_member(self, room: RoomId, user: UserId) -> bool:
-        return self._remove_member(room, user, self.node_id)
+        return self._remove_member(room, user, self.node_id, forgotten_counts=True)
 
-    def _remove_member(self, room: RoomId, user: UserId, node: str) -> bool:
+    def _remove_member(self, room: RoomId, user: UserId, node: str, *,
+                       forgotten_counts: bool = False) -> bool:
         key = (room, user)
         nodes = self.state.member_nodes.get(key)
         if nodes is None or node not in nodes:
-            return False
-        nodes.discard(node)
-        if nodes:
-            return False
-        del self.state.member_nodes[key]
-        members = self.state.room_members[room]
+            if nodes or not forgotten_counts:
+                return False
+        else:
+            nodes.discard(node)
+            if nodes:
+                return False
+        st = self.state
+        st.member_nodes.pop(key, None)
+        members = st.room_members.get(room, set())
         members.discard(user)
         if not members:
-            del self.state.room_members[room]
-        rooms = self.state.user_rooms[user]
+            st.room_members.pop(room, None)
+        rooms = st.user_rooms.get(user, set())
         rooms.discard(room)
         if not rooms:
-            del self.state.user_rooms[user]
+            st.user_rooms.pop(user, None)
         return True
 
     async def members(self, room: RoomId) -> list[UserId]:
@@ -255,6 +264,13 @@ class MemoryDirectory(Directory):
         for party in (call.caller, call.callee):
             if self.state.user_call.get(party) == call_id:
                 del self.state.user_call[party]
+
+    async def remember_ended(self, ended: dict[str, int], now_ms: int) -> None:
+        st = self.state
+        for call_id, left_ms in ended.items():
+            if call_id not in st.calls and left_ms > 0:
+                # Kept from when it would have ended by `heartbeat`'s reckoning.
+                st.ended_calls[call_id] = now_ms - (ENDED_CALL_RETENTION_MS - left_ms)
 
     async def restore_call(self, call: CallInfo) -> Restore:
         st = self.state

@@ -62,7 +62,7 @@ return 0
 _REMOVE_MEMBER = """
 local removed = redis.call('SREM', KEYS[1], ARGV[1])
 redis.call('SREM', KEYS[4], ARGV[4])
-if removed == 1 and redis.call('SCARD', KEYS[1]) == 0 then
+if (removed == 1 or ARGV[5] == '1') and redis.call('SCARD', KEYS[1]) == 0 then
   redis.call('SREM', KEYS[2], ARGV[2])
   redis.call('SREM', KEYS[3], ARGV[3])
   return 1
@@ -89,7 +89,12 @@ _USER_DOWN = """
 redis.call('SREM', KEYS[2], ARGV[1])
 local removed = redis.call('SREM', KEYS[1], ARGV[1])
 redis.call('SREM', KEYS[4], ARGV[3])
-if removed == 1 and redis.call('SCARD', KEYS[1]) == 0 then
+-- Not held here by the directory's record, and not offline already: it forgot the user.
+local forgotten = ARGV[5] == '1' and redis.call('HGET', KEYS[3], 'status') ~= 'offline'
+if (removed == 1 or forgotten) and redis.call('SCARD', KEYS[1]) == 0 then
+  if redis.call('HEXISTS', KEYS[3], 'username') == 0 then
+    redis.call('HSET', KEYS[3], 'username', ARGV[6])
+  end
   redis.call('HSET', KEYS[3], 'status', 'offline', 'lastSeen', ARGV[2])
   redis.call('PEXPIRE', KEYS[3], ARGV[4])
   return 1
@@ -153,6 +158,13 @@ end
 return 1
 """
 
+# A live call holding the id now keeps it.
+_REMEMBER_ENDED = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[1])
+return 1
+"""
+
 # The fields and keys `_CLAIM_CALL` (and `set_call_state`) write, with the home's state;
 # a party's record of another call is kept (and named in the answer).
 _RESTORE_CALL = """
@@ -206,7 +218,7 @@ class RedisDirectory(Directory):
         for name, source in (("add", _ADD_MEMBER), ("remove", _REMOVE_MEMBER),
                              ("up", _USER_UP), ("down", _USER_DOWN), ("status", _SET_STATUS),
                              ("claim", _CLAIM_CALL), ("release", _RELEASE_CALL),
-                             ("restore", _RESTORE_CALL)):
+                             ("restore", _RESTORE_CALL), ("ended", _REMEMBER_ENDED)):
             self._scripts[name] = self._r.register_script(source)
         try:
             await self._r.ping()
@@ -252,12 +264,14 @@ class RedisDirectory(Directory):
         await self._r.srem(f"{self.p}uc:{user}", self.node_id)
 
     async def user_down(self, user: UserId, now_ms: int) -> bool:
-        return await self._down(user, self.node_id, now_ms)
+        return await self._down(user, self.node_id, now_ms, forgotten_counts=True)
 
-    async def _down(self, user: str, node: str, now_ms: int) -> bool:
+    async def _down(self, user: str, node: str, now_ms: int, *,
+                    forgotten_counts: bool = False) -> bool:
         return bool(await self._scripts["down"](
             keys=self._user_keys(user, node),
-            args=[node, now_ms, f"u{SEP}{user}", self.offline_retention_ms]))
+            args=[node, now_ms, f"u{SEP}{user}", self.offline_retention_ms,
+                  int(forgotten_counts), user]))
 
     async def set_status(self, user: UserId, status: str, now_ms: int) -> bool:
         return bool(await self._scripts["status"](keys=[f"{self.p}u:{user}"],
@@ -286,12 +300,13 @@ class RedisDirectory(Directory):
             args=[self.node_id, user, room, f"m{SEP}{room}{SEP}{user}"]))
 
     async def remove_member(self, room: RoomId, user: UserId) -> bool:
-        return await self._remove(room, user, self.node_id)
+        return await self._remove(room, user, self.node_id, forgotten_counts=True)
 
-    async def _remove(self, room: str, user: str, node: str) -> bool:
+    async def _remove(self, room: str, user: str, node: str, *,
+                      forgotten_counts: bool = False) -> bool:
         return bool(await self._scripts["remove"](
             keys=self._member_keys(room, user, node),
-            args=[node, user, room, f"m{SEP}{room}{SEP}{user}"]))
+            args=[node, user, room, f"m{SEP}{room}{SEP}{user}", int(forgotten_counts)]))
 
     async def members(self, room: RoomId) -> list[UserId]:
         return sorted(UserId(u) for u in await self._r.smembers(f"{self.p}rm:{room}"))
@@ -378,6 +393,13 @@ class RedisDirectory(Directory):
         await self._scripts["release"](
             keys=[f"{self.p}call:{call_id}"],
             args=[call_id, self.p, ENDED_CALL_RETENTION_MS if ended else 0])
+
+    async def remember_ended(self, ended: dict[str, int], now_ms: int) -> None:
+        p = self.p
+        for call_id, left_ms in ended.items():
+            if left_ms > 0:
+                await self._scripts["ended"](
+                    keys=[f"{p}call:{call_id}", f"{p}ended-call:{call_id}"], args=[left_ms])
 
     async def restore_call(self, call: CallInfo) -> Restore:
         p = self.p

@@ -56,7 +56,8 @@ async def released(node: Node, uid: UserId, username: str, rooms: list[RoomId],
     d = node.directory
     effects: Effects = []
     if last_seen_ms is not None:
-        before = await d.rooms_of(uid)
+        # With the rooms held here: a directory that forgot this node knows none of them.
+        before = await d.rooms_of(uid) | set(rooms)
         if await d.user_down(uid, last_seen_ms):
             effects += presence_to(before, uid, PresenceInfo(username, "offline", last_seen_ms))
     for room in rooms:

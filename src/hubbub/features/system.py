@@ -147,6 +147,8 @@ async def _tell_again(node: Node, now_ms: int) -> Effects:
                     room_id=room, user_id=uid, username=p.username if p else uid,
                     status=info.status if info else "online"),  # type: ignore[arg-type]
                     exclude_user=uid))
+    # The ids of the calls that ended here lately stay refused on every node (ADR 0072).
+    await d.remember_ended(node.calls.recently_ended(node.clock.mono_ms()), now_ms)
     live = node.calls.live_calls()
     if node.user_conns or live:
         log.warning("the directory did not know this node: told it again about %d users "

@@ -15,12 +15,9 @@ typing timeout, the presence grace, the node TTL and the ring timeout, a node dy
 it stops, and its connections vanish without a close, and the directory forgetting
 everything (a Redis restarted without persistence), after which each live node tells it
 again at its next housekeeping round (ADR 0071). The directory forgets only once every dead
-node has been reaped, and no node dies, nor does anyone leave a room, until every live node
-has told it again: a node that dies unreaped, or before it told the directory again, is
-never reaped (nothing lists it to watch), and a leave in that window, or a grace period
-ending in it, is not announced (test_a_leave_before_the_directory_is_told_again_is_
-announced); neither is covered by the docs. Nor does it forget during a grace period, which
-would end in that window (test_a_user_in_grace_is_written_back_whole checks the write-back).
+node has been reaped, and no node dies until every live node has told it again: a node that
+dies unreaped, or before it told the directory again, is never reaped (nothing lists it to
+watch; scale-out.md says so).
 
 Checked after every step, once its effects have settled (each check cites its doc):
 - nothing raises, and no frame is answered `internal` except a call frame forwarded to a
@@ -48,7 +45,6 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -245,8 +241,12 @@ class ClusterMachine(RuleBasedStateMachine):
             v.members[room][who] = v.last_presence[who] = p.get("status", "online")
         elif t == "leave_room":
             room, who = p["roomId"], p["userId"]
-            assert who in v.members[room], f"{who} left {room} without being in it: {conn}"
-            del v.members[room][who]
+            # Before every node told the directory again, a join's member list lacks the
+            # members their node has not written back yet (scale-out.md), and a leave of
+            # such a member is announced all the same (ADR 0071, added 2026-11-27).
+            assert who in v.members[room] or self.owed, \
+                f"{who} left {room} without being in it: {conn}"
+            v.members[room].pop(who, None)
             v.typing.pop((room, who), None)
         elif t == "presence":
             who, status = p["userId"], p["status"]
@@ -300,7 +300,7 @@ class ClusterMachine(RuleBasedStateMachine):
     def connect(self, data: st.DataObject, user: str) -> None:
         self._connect(self._member(data), user)
 
-    @precondition(lambda self: self._conns() and not self.owed)  # as `leave`, at grace end
+    @precondition(lambda self: self._conns())
     @rule(data=st.data())
     def disconnect(self, data: st.DataObject) -> None:
         conn = self._pick(data)
@@ -324,8 +324,7 @@ class ClusterMachine(RuleBasedStateMachine):
             self.last_close[self.conn_user[conn]] = self.t
 
     @precondition(lambda self: not self.owed and all(
-        self.t >= hb + ORPHANS_ENDED_MS for hb in self.died.values()) and all(
-        self.t >= at + GRACE_MS for u, at in self.last_close.items() if not self._conns(u)))
+        self.t >= hb + ORPHANS_ENDED_MS for hb in self.died.values()))
     @rule()
     def the_directory_forgets_everything(self) -> None:
         """Redis restarted without persistence: the directory comes back empty, and each
@@ -367,9 +366,7 @@ class ClusterMachine(RuleBasedStateMachine):
         for key in [k for k in v.typing if k[0] == room]:
             del v.typing[key]
 
-    # Not in the window before every node told the directory again: a leave there is not
-    # announced (see test_a_leave_before_the_directory_is_told_again_is_announced).
-    @precondition(lambda self: self._conns() and not self.owed)
+    @precondition(lambda self: self._conns())
     @rule(data=st.data(), room=rooms)
     def leave(self, data: st.DataObject, room: str) -> None:
         conn = self._pick(data)
@@ -504,9 +501,10 @@ class ClusterMachine(RuleBasedStateMachine):
         # long); the end may lie up to one step (RING_MS) before the model saw it.
         late = (kind == "offer" and call is not None and call.ended_by is not None
                 and self.t - call.ended_by <= ENDED_CALL_RETENTION_MS - RING_MS - 5_000
-                # The directory's memory of an ended call is lost with it (see
+                # Forgotten with the directory, until the home wrote it back (ADR 0072,
                 # test_an_ended_calls_id_is_refused_after_the_directory_forgot_it).
-                and (self.forgot_at is None or call.ended_by > self.forgot_at))
+                and (self.forgot_at is None or call.ended_by > self.forgot_at
+                     or call.home not in self.owed))
         if (call is None or call.ended) and kind == "offer" and not late:
             kind = "ice_candidate"  # an offer with a callId nobody knows starts a call
         if call is not None and to == "peer":
@@ -853,16 +851,14 @@ def test_an_ended_calls_id_is_not_a_new_call_from_another_node() -> None:
         m.teardown()
 
 
-@pytest.mark.xfail(strict=True, reason="a leave the directory did not know is not announced")
 def test_a_leave_before_the_directory_is_told_again_is_announced() -> None:
     """docs/topics/presence.md: leaving a room is announced to its members. Ann and bob are
     in r1 (node 0). Redis restarts empty, and before node 0's next heartbeat (which writes
-    its users' rooms back) ann leaves r1. `remove_member` finds nothing to remove, so the
-    leave is not announced; the heartbeat then writes back only the rooms ann is still in.
-    Bob goes on seeing ann in r1 while the directory says she is not, and nothing in
-    scale-out.md's list of what a Redis restart loses ("what the other nodes told their
-    clients meanwhile", announcements the fan-out dropped) covers it: nothing was dropped,
-    it was never sent. (Found by the cluster model test's forget action.)"""
+    its users' rooms back) ann leaves r1. `remove_member` found nothing to remove, so the
+    leave was not announced, and the heartbeat then wrote back only the rooms ann was still
+    in: bob went on seeing ann in r1 for good. Now nobody holding ann there is "the last",
+    and the leave is announced (ADR 0071, added 2026-11-27). (Found by the cluster model
+    test's forget action.)"""
     m = ClusterMachine()
     try:
         m.start(n=2, skews=[0, 0, 0], phases=[1, 2, 3], homes=[0, 0, 1])
@@ -902,6 +898,34 @@ def test_a_user_in_grace_is_written_back_whole() -> None:
         m.teardown()
 
 
+def test_a_grace_ending_before_the_directory_is_told_again_is_announced() -> None:
+    """presence.md §Grace period: when the grace ends, the user goes offline and leaves
+    their rooms, for everyone. Ann and bob are in r1 (node 0); ann disconnects, Redis
+    restarts empty, and ann's grace ends before node 0's next heartbeat. The directory
+    knows nothing of her, so the `offline` goes to the rooms node 0 held her in, and the
+    leave is announced as any leave (ADR 0071, added 2026-11-27): before, neither was, and
+    bob saw ann online in r1 for good."""
+    m = ClusterMachine()
+    try:
+        m.start(n=2, skews=[0, 0, 0], phases=[1, 2, 3], homes=[0, 0, 1])
+        ann, bob = m._conns("ann")[0], m._conns("bob")[0]
+        beat = m.next_hk[0] + 3 * HOUSEKEEPING_MS  # a heartbeat of node 0 in the future
+        m.time_passes(beat - 300 - GRACE_MS - m.t)
+        m.cluster.close(m.where[ann], ann)  # her grace ends 300 ms before that heartbeat
+        m.cluster.settle()
+        m.time_passes(beat - 400 - m.t)
+        m.the_directory_forgets_everything()
+        m.time_passes(200)
+        assert m.owed == {0, 1} or m.owed == {0}, m.owed  # node 0 has not told it again
+        assert m.views[bob].last_presence["ann"] == "offline", m.views[bob].last_presence
+        assert "ann" not in m.views[bob].members["r1"], m.views[bob].members
+        m.time_passes(HOUSEKEEPING_MS)
+        assert "ann" not in m.state.room_members.get(RoomId("r1"), set())
+        assert m.state.info[UserId("ann")].status == "offline", m.state.info
+    finally:
+        m.teardown()
+
+
 def test_a_member_told_again_is_announced_with_the_status_the_directory_has() -> None:
     """presence.md §Who receives what: a member's status, as the directory has it. Ann, bob
     and cy are in r1 on node 0. Redis restarts empty; before node 0's next heartbeat cy
@@ -925,14 +949,13 @@ def test_a_member_told_again_is_announced_with_the_status_the_directory_has() ->
         m.teardown()
 
 
-@pytest.mark.xfail(strict=True, reason="the directory's memory of ended calls is not rebuilt")
 def test_an_ended_calls_id_is_refused_after_the_directory_forgot_it() -> None:
     """calls.md §The call session and ADR 0072: a late offer naming a call that ended
     within 60 s is refused (`conflict`) on any node. Ann (node 0) calls bob (node 1), bob
     rejects; Redis restarts empty and every node tells it again. The home still remembers
-    the ended call, but the directory's `ended-call:` record is gone and nobody writes it
-    back, so bob's late offer for the same callId, on node 1, starts a new call that rings
-    ann again. ADR 0071 and scale-out.md list what a restart loses; this is not among it.
+    the ended call, but the directory's `ended-call:` record was gone and nobody wrote it
+    back, so bob's late offer for the same callId, on node 1, started a new call that rang
+    ann again. The home now writes back the ids it remembers (ADR 0072, added 2026-11-27).
     (Found by the cluster model test.)"""
     m = ClusterMachine()
     try:
