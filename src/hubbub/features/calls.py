@@ -397,9 +397,22 @@ async def _departed(node: Node, user: UserId, conn: ConnId, local_left: int = 0)
     """On the call's home: a connection of `user` closed somewhere."""
     if node.calls.live_call_of(user) is None:
         return []
-    left = local_left or int(await node.directory.is_online(user))
+    left = local_left or int(await node.directory.is_online(user)
+                             or await _directory_may_have_forgotten(node))
     return node.calls.connection_closed(user, conn, left, node.clock.now_ms(),
                                         node.clock.mono_ms()) + finished(node)
+
+
+async def _directory_may_have_forgotten(node: Node) -> bool:
+    """Whether the directory may not know yet whom the other nodes hold: it forgot this
+    node, which has not noticed (it is not listed), or noticed less than a node TTL ago,
+    while every node tells it again. A party it does not list may then be connected
+    elsewhere; `orphaned` ends their call after that TTL if they are not (ADR 0071)."""
+    forgot = node.directory_forgot_mono
+    if forgot is not None and node.clock.mono_ms() - forgot <= node.directory.node_ttl_ms:
+        return True
+    numbers = await node.directory.live_numbers()
+    return numbers is not None and node.number not in numbers
 
 
 # ---- a directory that forgot this node (docs/decisions/0071-...) ----------------------------

@@ -460,7 +460,10 @@ class ClusterMachine(RuleBasedStateMachine):
         payload: dict[str, Any] = {"kind": "offer", "to": to, "sdp": SDP}
         if room is not None:
             payload["roomId"] = room
-        known = self._known_calls()
+        # Not in the window before every node told the directory again: a live call's id
+        # may then be taken by another call, which ADR 0071 §Consequences allows ("A
+        # callId another call took meanwhile is not written back").
+        known = self._known_calls() if not self.owed else []
         if new_id == "new" or (new_id == "old" and not known):
             payload["callId"] = f"c{next(self.ids)}"
         elif new_id == "old":
@@ -922,6 +925,35 @@ def test_a_grace_ending_before_the_directory_is_told_again_is_announced() -> Non
         m.time_passes(HOUSEKEEPING_MS)
         assert "ann" not in m.state.room_members.get(RoomId("r1"), set())
         assert m.state.info[UserId("ann")].status == "offline", m.state.info
+    finally:
+        m.teardown()
+
+
+def test_a_device_closing_before_the_directory_is_told_again_does_not_end_the_call() -> None:
+    """calls.md §Ownership: a call ends `disconnected` when a party has no connection left
+    anywhere. Bob has a device on node 0 and one on node 1, where ann's call to him rings
+    (its home). Redis restarts empty, and before node 0 has told it again, bob's device on
+    node 1 closes. The directory listed no other device of bob's, so the home ended the
+    call, and bob's device on node 0, which was ringing, was never told. Now the home
+    does not take the directory's word for a party gone while the directory may not have
+    heard from every node again; `orphaned` ends the call after a node TTL if bob really
+    is gone. (Found by the cluster model test.)"""
+    m = ClusterMachine()
+    try:
+        m.start(n=2, skews=[0, 0, 0], phases=[1, 1, 1], homes=[1, 0, 1])
+        ann, bob = m._conns("ann")[0], m._conns("bob")[0]
+        bob_on_home = m._connect(m.members[1], "bob")
+        got = m.send(ann, "webrtc", {"kind": "offer", "to": "bob", "callId": "k1", "sdp": SDP})
+        assert got[0]["type"] == "ack", got
+        m.the_directory_forgets_everything()
+        m.cluster.close(m.where[bob_on_home], bob_on_home)
+        m.cluster.settle()
+        m.time_passes(HOUSEKEEPING_MS)  # every node has told the directory again
+        got = m.send(bob, "webrtc", {"kind": "answer", "to": "ann", "callId": "k1",
+                                     "sdp": {"type": "answer", "sdp": "v=0"}})
+        assert got[0]["type"] == "ack", got
+        call = m.members[1].node.calls.calls["k1"]
+        assert call.state.value == "active", call
     finally:
         m.teardown()
 
