@@ -1190,6 +1190,40 @@ async def test_demo_on_a_phone_held_upright_people_open_during_a_call(
         await cy.ws.close()
 
 
+async def test_demo_on_a_short_phone_held_upright_the_call_leaves_room_to_read(
+        server: Hubbub, browser: Browser) -> None:
+    """A 360×640 phone in a call: the call's name and buttons lie over the video, so the
+    messages keep a third of the height (above and below it they left a fifth), and every
+    control stays on screen and uncovered, the preview clear of both."""
+    from playwright.async_api import expect
+
+    ann = await browser.page("ann", server.url + "/", **{
+        **PHONE, "viewport": {"width": 360, "height": 640}})
+    bob = await browser.page("bob", server.url + "/")
+    await join(ann, "Ann")
+    await join(bob, "Bob")
+    await start_call(bob, ann, "Ann")
+    await ann.get_by_test_id("accept-call").tap()
+    await connected(ann, bob)
+
+    await room_to_read(ann, 0.33)
+    await reachable(ann, "call-state", "mute-button", "camera-button", "hangup-button",
+                    "people-toggle", "leave-button", "message-input", "send-button")
+    await preview_inside_the_video(ann)
+    preview = await ann.get_by_test_id("local-video").bounding_box()
+    assert preview is not None
+    for part in ("call-peer", "call-state", "mute-button", "camera-button", "hangup-button"):
+        box = await ann.get_by_test_id(part).bounding_box()
+        assert box is not None and not overlap(box, preview), (part, box, preview)
+    await fits_the_screen(ann)
+    await send(bob, "read on a small phone during the call")
+    await expect(message(ann, "read on a small phone during the call")).to_be_in_viewport()
+    ARTIFACTS.mkdir(exist_ok=True)
+    await ann.screenshot(path=str(ARTIFACTS / "demo-short-phone-call.png"))
+    await ann.get_by_test_id("hangup-button").tap()
+    await expect(bob.get_by_test_id("call-panel")).to_be_hidden()
+
+
 # A tablet held upright, on its side, and a small one on its side; whether the people sit
 # beside the chat (a desktop's layout) or behind the People button.
 TABLETS = (({"width": 768, "height": 1024}, "button"), ({"width": 1024, "height": 768}, "beside"),
