@@ -1192,7 +1192,7 @@ async def test_demo_on_a_phone_held_upright_people_open_during_a_call(
 
 async def test_demo_on_a_short_phone_held_upright_the_call_leaves_room_to_read(
         server: Hubbub, browser: Browser) -> None:
-    """A 360×640 phone in a call: the call's name and buttons lie over the video, so the
+    """A 360x640 phone in a call: the call's name and buttons lie over the video, so the
     messages keep a third of the height (above and below it they left a fifth), and every
     control stays on screen and uncovered, the preview clear of both."""
     from playwright.async_api import expect

@@ -743,11 +743,14 @@ class ClusterMachine(RuleBasedStateMachine):
                 want = {u: state.info[u].status if u in state.info else None
                         for u in state.room_members.get(room, ())}
                 seen = dict(v.members[room])
-                if self.forgot_at is not None and v.user in want and v.user in seen:
-                    # Reported, not promised: a node telling the directory again announces
-                    # its users online before it writes their rooms back, so that
-                    # announcement reaches no room and their own devices keep the status
-                    # they had (the others hear it in the join, scale-out.md).
+                if self.forgot_at is not None and v.user in want:
+                    # Reported, not promised (scale-out.md): a node telling the directory
+                    # again announces its users online before it writes their rooms back,
+                    # so that announcement reaches no room and their own devices keep the
+                    # status they had (the others hear it in the join). And a user who
+                    # leaves on one node before another node of theirs has told it again
+                    # is announced leaving, then joined again, which their own devices do
+                    # not hear (a join is not sent to the joiner's own devices).
                     seen[v.user] = want[v.user]
                 assert seen == want, (conn, room, v.members[room], want)
             # presence.md §Typing: no refresh for the typing timeout, and the typist's
