@@ -191,6 +191,18 @@ async def test_frames_over_the_rate_limit_get_rate_limited_with_retry_after_ms(
     assert isinstance(effects[0], Reply) and effects[0].id == "p3"
 
 
+async def test_a_rate_below_half_a_frame_a_second_still_lets_a_frame_through(
+    make: MakeNode, clock: FakeClock
+) -> None:
+    # A burst of 2 x 0.25 would be half a frame: every frame refused, the auth included.
+    node = await make(rate_limit=0.25, chat_rate=0.25)
+    s = connect(node, "ann")  # the auth frame took the one frame of the burst
+    assert s.identity is not None
+    clock.advance(4_000)
+    assert error_code(await asend(node, s, "ping", {})) is None
+    assert error_code(await asend(node, s, "ping", {})) == "rate_limited"
+
+
 async def test_a_rate_limited_frame_is_not_handled(make: MakeNode) -> None:
     node = await make(rate_limit=1)
     ann = connect(node, "ann")
