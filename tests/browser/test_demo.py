@@ -1127,6 +1127,19 @@ async def preview_inside_the_video(page: Any) -> None:
                 dump=f"{boxes}.map((box) => JSON.stringify(box))")
 
 
+async def a_call_button_closes_the_people(page: Any, toggle: Any) -> None:
+    """With the people open in a call, a tap on Mute closes them and mutes: the chat is back,
+    its box and Send within reach."""
+    from playwright.async_api import expect
+
+    await toggle.tap()
+    await expect(member(page, "Cy")).to_be_in_viewport()
+    await page.get_by_test_id("mute-button").tap()
+    await expect(page.get_by_test_id("mute-button")).to_have_text("Unmute")
+    await expect(toggle).to_have_attribute("aria-expanded", "false")
+    await reachable(page, "message-input", "send-button")
+
+
 async def test_demo_on_a_phone_held_upright_people_open_during_a_call(
         server: Hubbub, browser: Browser) -> None:
     from playwright.async_api import expect
@@ -1173,13 +1186,7 @@ async def test_demo_on_a_phone_held_upright_people_open_during_a_call(
         await reachable(ann, "message-input", "send-button", "hangup-button")
         await expect(ann.get_by_test_id("call-state")).to_have_attribute("data-state", "connected")
 
-        # A tap on the call's buttons with the people open closes them and does what it says.
-        await toggle.tap()
-        await expect(member(ann, "Cy")).to_be_in_viewport()
-        await ann.get_by_test_id("mute-button").tap()
-        await expect(ann.get_by_test_id("mute-button")).to_have_text("Unmute")
-        await expect(toggle).to_have_attribute("aria-expanded", "false")
-        await reachable(ann, "message-input", "send-button")
+        await a_call_button_closes_the_people(ann, toggle)
         await toggle.tap()
         await expect(member(ann, "Cy")).to_be_in_viewport()
         await ann.get_by_test_id("hangup-button").tap()
@@ -1358,13 +1365,7 @@ async def test_demo_on_a_phone_on_its_side_people_open_during_a_call(
         await expect(toggle).to_have_attribute("aria-expanded", "false")
         await expect(message(ann, "said while Ann looked at the people")).to_be_in_viewport()
 
-        # A tap on the call's buttons with the people open closes them and does what it says.
-        await toggle.tap()
-        await expect(member(ann, "Cy")).to_be_in_viewport()
-        await ann.get_by_test_id("mute-button").tap()
-        await expect(ann.get_by_test_id("mute-button")).to_have_text("Unmute")
-        await expect(toggle).to_have_attribute("aria-expanded", "false")
-        await reachable(ann, "message-input", "send-button")
+        await a_call_button_closes_the_people(ann, toggle)
 
         # Turned upright and back with the people open: they stay open in the chat's place.
         await toggle.tap()
