@@ -618,6 +618,43 @@ class DirectoryContract:
         assert [c.call_id for c in await nodes.b.reap_calls(now, now)] == ["c1"]
         assert await nodes.c.claim_call(self.call("c1", U1, U2, nodes.c)) == Claim("ended")
 
+    async def test_telling_again_writes_back_users_idle_users_and_members(
+            self, backend: DirectoryBackend, nodes: Nodes) -> None:
+        await nodes.a.user_up(U1, "Ann", T0)
+        await nodes.a.add_member(R1, U1)
+        await backend.forget_all()
+        assert await nodes.a.heartbeat(T0 + 1) is True
+        # b told it again first: U2, away, in R2 through b.
+        await nodes.b.user_up(U2, "Bo", T0 + 2)
+        await nodes.b.add_member(R2, U2)
+        await nodes.b.set_status(U2, "away", T0 + 2)
+        told = await nodes.a.tell_again([(U1, "Ann"), (U2, "Bo")], [(U3, "Cy")],
+                                        [(R1, U1), (R2, U2), (R1, U3), (R2, U3)], T0 + 3)
+        assert told.came_online == {U1: set()}  # U2 was b's already
+        assert told.joined == [(R1, U1, "online"), (R1, U3, "online"), (R2, U3, "online")]
+        assert await nodes.c.is_online(U1) and await nodes.c.is_online(U2)
+        assert not await nodes.c.is_online(U3)  # held in a grace period, not reachable
+        assert await nodes.c.members(R1) == [U1, U3] and await nodes.c.members(R2) == [U2, U3]
+        assert await status(nodes.c, U2) == PresenceInfo("Bo", "away", T0 + 3)
+        assert await status(nodes.c, U3) == PresenceInfo("Cy", "online", T0 + 3)
+        # Told again: every write is idempotent, and nothing is new.
+        again = await nodes.a.tell_again([(U1, "Ann")], [(U3, "Cy")], [(R1, U1)], T0 + 4)
+        assert (again.came_online, again.joined) == ({}, [])
+        assert await nodes.a.user_down(U3, T0 + 5) is True  # a was U3's last holder
+
+    async def test_telling_again_about_many_users_writes_back_each(
+            self, backend: DirectoryBackend, nodes: Nodes) -> None:
+        many = [(UserId(f"user{i}"), f"User {i}") for i in range(1_234)]
+        members = [(RoomId(f"room{i % 3}"), user) for i, (user, _) in enumerate(many)]
+        await backend.forget_all()
+        await nodes.a.heartbeat(T0 + 1)
+        told = await nodes.a.tell_again(many, [], members, T0 + 2)
+        assert told.came_online == {user: set() for user, _ in many}
+        assert told.joined == [(room, user, "online") for room, user in members]
+        assert len(await nodes.c.members(RoomId("room1"))) == 411
+        assert await status(nodes.c, UserId("user1233")) == PresenceInfo("User 1233", "online",
+                                                                         T0 + 2)
+
     async def test_ended_call_ids_written_back_are_not_claimed_again(
             self, backend: DirectoryBackend, nodes: Nodes) -> None:
         # Redis restarted empty after c1 ended on its home a: a tells it again (ADR 0072).

@@ -94,6 +94,16 @@ class Restore:
     held_elsewhere: tuple[UserId, ...] = ()
 
 
+@dataclass(slots=True)
+class ToldAgain:
+    """The answer to `tell_again`: the users no live node held before, with the rooms the
+    directory had for them, and the memberships no live node held, with the status the
+    directory has for their user (None: it has none)."""
+
+    came_online: dict[UserId, set[RoomId]] = field(default_factory=dict)
+    joined: list[tuple[RoomId, UserId, str | None]] = field(default_factory=list)
+
+
 class NodeWatch:
     """Which other nodes this node has seen fall silent. A heartbeat carries its node's
     wall clock (`home_seen` reports it), but only its *changing* is trusted: a node is
@@ -204,6 +214,26 @@ class Directory(ABC):
 
     @abstractmethod
     async def rooms_of(self, user: UserId) -> set[RoomId]: ...
+
+    async def tell_again(self, connected: list[tuple[UserId, str]],
+                         idle: list[tuple[UserId, str]], members: list[tuple[RoomId, UserId]],
+                         now_ms: int) -> ToldAgain:
+        """Write back what this node holds, after the directory forgot it (`heartbeat` said
+        so): `user_up` for each connected user (with their username), `user_up` then
+        `user_idle` for each user in a grace period, and `add_member` for each membership,
+        in that order. A backend may batch the writes (each stays atomic on its own)."""
+        told = ToldAgain()
+        for user, username in connected:
+            if await self.user_up(user, username, now_ms):
+                told.came_online[user] = await self.rooms_of(user)
+        for user, username in idle:
+            await self.user_up(user, username, now_ms)
+            await self.user_idle(user)
+        for room, user in members:
+            if await self.add_member(room, user):
+                info = (await self.presence([user])).get(user)
+                told.joined.append((room, user, info.status if info else None))
+        return told
 
     @abstractmethod
     async def reap(self, now_ms: int, mono_ms: int) -> list[Departure]:

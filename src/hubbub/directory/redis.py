@@ -23,7 +23,7 @@ dead node). Keys, under the `hubbub:dir:` prefix:
 
 import secrets
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from hubbub.directory.base import (
     DEFAULT_NODE_TTL_MS,
@@ -37,6 +37,7 @@ from hubbub.directory.base import (
     NodeWatch,
     PresenceInfo,
     Restore,
+    ToldAgain,
 )
 from hubbub.errors import ConfigError
 from hubbub.ids import RoomId, UserId
@@ -49,6 +50,13 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 # Neither a user id nor a room id can hold a control character (hubbub.ids).
 SEP = "\x1f"
+T = TypeVar("T")
+# Writes per pipeline when a node tells a forgetful Redis again what it holds.
+TELL_AGAIN_BATCH = 500
+
+
+def _batches(items: list[T]) -> list[list[T]]:
+    return [items[i:i + TELL_AGAIN_BATCH] for i in range(0, len(items), TELL_AGAIN_BATCH)]
 
 _ADD_MEMBER = """
 local added = redis.call('SADD', KEYS[1], ARGV[1])
@@ -310,6 +318,48 @@ class RedisDirectory(Directory):
 
     async def members(self, room: RoomId) -> list[UserId]:
         return sorted(UserId(u) for u in await self._r.smembers(f"{self.p}rm:{room}"))
+
+    async def tell_again(self, connected: list[tuple[UserId, str]],
+                         idle: list[tuple[UserId, str]], members: list[tuple[RoomId, UserId]],
+                         now_ms: int) -> ToldAgain:
+        # The same writes as the base class's, in the same order, sent in pipelines: one
+        # round trip per TELL_AGAIN_BATCH writes, not several per user (~0.5 ms each, so
+        # 5 s for a node of 10,000 users, all of it a window in which they look gone).
+        node, p, up, add = self.node_id, self.p, self._scripts["up"], self._scripts["add"]
+        told = ToldAgain()
+        for batch in _batches(connected):
+            pipe = self._r.pipeline(transaction=False)
+            for user, username in batch:
+                await up(keys=self._user_keys(user, node),
+                         args=[node, username, now_ms, f"u{SEP}{user}"], client=pipe)
+            firsts = [user for (user, _), first in zip(batch, await pipe.execute(), strict=True)
+                      if first]
+            if firsts:
+                pipe = self._r.pipeline(transaction=False)
+                for user in firsts:
+                    pipe.smembers(f"{p}ur:{user}")
+                for user, rooms in zip(firsts, await pipe.execute(), strict=True):
+                    told.came_online[user] = {RoomId(r) for r in rooms}
+        for batch in _batches(idle):
+            pipe = self._r.pipeline(transaction=False)
+            for user, username in batch:
+                await up(keys=self._user_keys(user, node),
+                         args=[node, username, now_ms, f"u{SEP}{user}"], client=pipe)
+                pipe.srem(f"{p}uc:{user}", node)
+            await pipe.execute()
+        for part in _batches(members):
+            pipe = self._r.pipeline(transaction=False)
+            for room, user in part:
+                await add(keys=self._member_keys(room, user, node),
+                          args=[node, user, room, f"m{SEP}{room}{SEP}{user}"], client=pipe)
+            added = [m for m, first in zip(part, await pipe.execute(), strict=True) if first]
+            if added:
+                pipe = self._r.pipeline(transaction=False)
+                for _, user in added:
+                    pipe.hget(f"{p}u:{user}", "status")
+                for (room, user), status in zip(added, await pipe.execute(), strict=True):
+                    told.joined.append((room, user, status))
+        return told
 
     async def rooms_of(self, user: UserId) -> set[RoomId]:
         return {RoomId(r) for r in await self._r.smembers(f"{self.p}ur:{user}")}

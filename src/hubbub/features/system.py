@@ -122,31 +122,27 @@ async def _tell_again(node: Node, now_ms: int) -> Effects:
     data): tell it again who is here, in which rooms and in which calls living here, and
     tell the others whoever that brings back."""
     d = node.directory
+
+    def named(uid: UserId) -> tuple[UserId, str]:
+        p = node.presence.get(uid)
+        return uid, p.username if p else uid
+
+    connected = [named(uid) for uid in list(node.user_conns)]
+    # Held, not reachable, as before the directory forgot: their going offline when the
+    # grace ends is then announced (the others still see them online).
+    idle = [named(uid) for uid in node.presence.in_grace()]
+    members = [(room, uid) for room in list(node.rooms) for uid in list(node.rooms.members(room))]
+    told = await d.tell_again(connected, idle, members, now_ms)
     effects: Effects = []
-    for uid in list(node.user_conns):
-        p = node.presence.get(uid)
-        username = p.username if p else uid
-        if await d.user_up(uid, username, now_ms):
-            effects += presence_to(await d.rooms_of(uid), uid,
-                                   PresenceInfo(username, "online", now_ms))
-    for uid in node.presence.in_grace():
-        # Held, not reachable, as before the directory forgot: their going offline when
-        # the grace ends is then announced (the others still see them online).
-        p = node.presence.get(uid)
-        await d.user_up(uid, p.username if p else uid, now_ms)
-        await d.user_idle(uid)
-    for room in list(node.rooms):
-        for uid in list(node.rooms.members(room)):
-            p = node.presence.get(uid)
-            if await d.add_member(room, uid):
-                # The status the directory has: another node may have written the user
-                # back first, with a status set since (announced to no room: the directory
-                # knew none of theirs yet).
-                info = (await d.presence([uid])).get(uid)
-                effects.append(ToRoom(room, "join_room", JoinRoomEvent(
-                    room_id=room, user_id=uid, username=p.username if p else uid,
-                    status=info.status if info else "online"),  # type: ignore[arg-type]
-                    exclude_user=uid))
+    for uid, rooms in told.came_online.items():
+        effects += presence_to(rooms, uid, PresenceInfo(named(uid)[1], "online", now_ms))
+    for room, uid, status in told.joined:
+        # The status the directory has: another node may have written the user back first,
+        # with a status set since (announced to no room: the directory knew none of theirs).
+        effects.append(ToRoom(room, "join_room", JoinRoomEvent(
+            room_id=room, user_id=uid, username=named(uid)[1],
+            status=status or "online"),  # type: ignore[arg-type]
+            exclude_user=uid))
     # The ids of the calls that ended here lately stay refused on every node (ADR 0072).
     await d.remember_ended(node.calls.recently_ended(node.clock.mono_ms()), now_ms)
     live = node.calls.live_calls()
