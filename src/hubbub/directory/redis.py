@@ -51,7 +51,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 # Neither a user id nor a room id can hold a control character (hubbub.ids).
 SEP = "\x1f"
 T = TypeVar("T")
-# Writes per pipeline when a node tells a forgetful Redis again what it holds.
+# Writes per pipeline when a node tells a forgetful Redis again what it holds (and ended ids).
 TELL_AGAIN_BATCH = 500
 
 
@@ -445,11 +445,13 @@ class RedisDirectory(Directory):
             args=[call_id, self.p, ENDED_CALL_RETENTION_MS if ended else 0])
 
     async def remember_ended(self, ended: dict[str, int], now_ms: int) -> None:
-        p = self.p
-        for call_id, left_ms in ended.items():
-            if left_ms > 0:
-                await self._scripts["ended"](
-                    keys=[f"{p}call:{call_id}", f"{p}ended-call:{call_id}"], args=[left_ms])
+        p, script = self.p, self._scripts["ended"]
+        for batch in _batches([(c, left) for c, left in ended.items() if left > 0]):
+            pipe = self._r.pipeline(transaction=False)
+            for call_id, left_ms in batch:
+                await script(keys=[f"{p}call:{call_id}", f"{p}ended-call:{call_id}"],
+                             args=[left_ms], client=pipe)
+            await pipe.execute()
 
     async def restore_call(self, call: CallInfo) -> Restore:
         p = self.p
