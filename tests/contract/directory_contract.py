@@ -753,6 +753,24 @@ class DirectoryContract:
             await nodes.a.release_call(f"w{i}", ended=True)
             await nodes.b.release_call(f"n{i}", ended=True)
 
+    async def test_writing_back_many_calls_answers_for_each_in_order(
+            self, backend: DirectoryBackend, nodes: Nodes) -> None:
+        await backend.forget_all()
+        await nodes.heartbeat(T0 + 1)
+        x, y, z = UserId("x"), UserId("y"), UserId("z")
+        await nodes.b.claim_call(self.call("t1", x, y, nodes.b))  # takes a's callId t1
+        await nodes.b.claim_call(self.call("n1", z, U3, nodes.b))  # a newer call of U3's
+        many = [self.live(f"m{i}", UserId(f"p{i}"), UserId(f"q{i}"), nodes.a)
+                for i in range(1_100)]
+        calls = [self.live("t1", U1, U2, nodes.a), self.live("w1", U3, UserId("u4"), nodes.a),
+                 *many]
+        assert await nodes.a.restore_calls(calls) == [
+            Restore("taken"), Restore("restored", (U3,)), *[Restore("restored")] * 1_100]
+        assert await call_id_of(nodes.c, U3) == "n1"
+        assert await call_id_of(nodes.c, UserId("u4")) == "w1"
+        assert await call_id_of(nodes.c, UserId("q1099")) == "m1099"
+        assert await nodes.c.call_of(U1) is None
+
     async def test_a_call_reaped_with_its_home_is_not_written_back(self, nodes: Nodes) -> None:
         await nodes.a.claim_call(self.live("c1", U1, U2, nodes.a))
         now = T0 + TTL + 1

@@ -281,6 +281,11 @@ class Directory(ABC):
         parties that became free. Nothing is written for a call this directory reaped
         (`reaped`) or a callId that is another call's (`taken`). Idempotent."""
 
+    async def restore_calls(self, calls: list[CallInfo]) -> list[Restore]:
+        """`restore_call` for each call, in order, with their answers. A backend may batch
+        them (each stays atomic on its own)."""
+        return [await self.restore_call(call) for call in calls]
+
     @abstractmethod
     async def reap_calls(self, now_ms: int, mono_ms: int) -> list[CallInfo]:
         """Release the calls whose home node is dead, as `reap` judges it (call before

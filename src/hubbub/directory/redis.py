@@ -51,7 +51,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 # Neither a user id nor a room id can hold a control character (hubbub.ids).
 SEP = "\x1f"
 T = TypeVar("T")
-# Writes per pipeline when a node tells a forgetful Redis again what it holds (and ended ids).
+# Writes per pipeline when a node tells a forgetful Redis again what it holds.
 TELL_AGAIN_BATCH = 500
 
 
@@ -454,15 +454,25 @@ class RedisDirectory(Directory):
             await pipe.execute()
 
     async def restore_call(self, call: CallInfo) -> Restore:
-        p = self.p
-        outcome, *held = await self._scripts["restore"](
-            keys=[f"{p}call:{call.call_id}", f"{p}ucall:{call.caller}",
-                  f"{p}ucall:{call.callee}", f"{p}calls:{call.home_node}",
-                  f"{p}reaped-call:{call.call_id}"],
-            args=[call.call_id, call.caller, call.callee, call.home, call.home_node,
-                  call.state, call.started_at, call.room or "",
-                  "" if call.answered_at is None else call.answered_at])
-        return Restore(outcome, tuple(UserId(u) for u in held))
+        return (await self.restore_calls([call]))[0]
+
+    async def restore_calls(self, calls: list[CallInfo]) -> list[Restore]:
+        p, script = self.p, self._scripts["restore"]
+        restores: list[Restore] = []
+        for batch in _batches(calls):
+            pipe = self._r.pipeline(transaction=False)
+            for call in batch:
+                await script(
+                    keys=[f"{p}call:{call.call_id}", f"{p}ucall:{call.caller}",
+                          f"{p}ucall:{call.callee}", f"{p}calls:{call.home_node}",
+                          f"{p}reaped-call:{call.call_id}"],
+                    args=[call.call_id, call.caller, call.callee, call.home, call.home_node,
+                          call.state, call.started_at, call.room or "",
+                          "" if call.answered_at is None else call.answered_at],
+                    client=pipe)
+            for outcome, *held in await pipe.execute():
+                restores.append(Restore(outcome, tuple(UserId(u) for u in held)))
+        return restores
 
     async def reap_calls(self, now_ms: int, mono_ms: int) -> list[CallInfo]:
         gone: list[CallInfo] = []

@@ -20,7 +20,7 @@ from hubbub.core.calls import Call
 from hubbub.core.effects import Effects, Forward, Later, LogCall, Reply, ToUser
 from hubbub.core.identity import Identity
 from hubbub.core.session import Session
-from hubbub.directory.base import CallInfo
+from hubbub.directory.base import CallInfo, Restore
 from hubbub.errors import ProtocolError
 from hubbub.features.node import Node, error
 from hubbub.ids import ConnId, RoomId, UserId, node_of, room_id, user_id
@@ -422,21 +422,24 @@ async def written_back(node: Node, live: list[Call]) -> Effects:
     cut off). A call that fails to be written, or whose party the directory records in
     another call, is written again next housekeeping round (`unrestored_calls`)."""
     node.unrestored_calls.update(c.call_id for c in live)
-    effects: Effects = []
+    d = node.directory
+    sending: list[tuple[Call, CallInfo]] = []
     for call in live:
-        effects += await _write_back(node, call)
+        if call.ended_at_ms is not None:  # ended since: its release is under way
+            node.unrestored_calls.discard(call.call_id)
+            continue
+        sending.append((call, CallInfo(
+            call.call_id, call.caller, call.callee, node.number, d.node_id,
+            state=call.state.value, started_at=call.started_at_ms, room=call.room,
+            answered_at=call.answered_at_ms)))
+    restores = await d.restore_calls([sent for _, sent in sending])
+    effects: Effects = []
+    for (call, sent), restore in zip(sending, restores, strict=True):
+        effects += await _written_back(node, call, sent, restore)
     return effects
 
 
-async def _write_back(node: Node, call: Call) -> Effects:
-    if call.ended_at_ms is not None:  # ended since: its release is under way
-        node.unrestored_calls.discard(call.call_id)
-        return []
-    d = node.directory
-    sent = CallInfo(call.call_id, call.caller, call.callee, node.number, d.node_id,
-                    state=call.state.value, started_at=call.started_at_ms, room=call.room,
-                    answered_at=call.answered_at_ms)
-    restore = await d.restore_call(sent)
+async def _written_back(node: Node, call: Call, sent: CallInfo, restore: Restore) -> Effects:
     node.unrestored_calls.discard(call.call_id)
     if call.ended_at_ms is not None:
         # It ended while it was written back: its release may have reached the directory
@@ -450,7 +453,7 @@ async def _write_back(node: Node, call: Call) -> Effects:
         return []
     if call.answered_at_ms is not None and sent.answered_at is None:
         # Answered while it was written back: that answer's write may have gone first.
-        await d.set_call_state(call.call_id, "active", call.answered_at_ms)
+        await node.directory.set_call_state(call.call_id, "active", call.answered_at_ms)
     if restore.held_elsewhere:  # a newer call of theirs: kept; fill in once it ends
         node.unrestored_calls.add(call.call_id)
     return []
