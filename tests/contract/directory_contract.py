@@ -604,6 +604,19 @@ class DirectoryContract:
         assert await nodes.b.call_of(U1) is None and await nodes.b.call_of(U2) is None
         assert (await nodes.b.claim_call(self.call("c2", U2, U1, nodes.b))).outcome == "ok"
 
+    async def test_a_busy_calls_id_is_not_claimed_again_from_any_node(
+            self, nodes: Nodes) -> None:
+        # Refused busy at its claim, the call ends on its home at once (`busy`): the
+        # directory never held it, and its release still keeps the id from a new call.
+        await nodes.a.claim_call(self.call("c1", U1, U2, nodes.a))
+        busy = await nodes.b.claim_call(self.call("c2", U3, U2, nodes.b))
+        assert busy.outcome == "callee_busy"
+        await nodes.b.release_call("c2", ended=True)
+        assert await nodes.c.claim_call(self.call("c2", U1, U3, nodes.c)) == Claim("ended")
+        assert await nodes.c.call_of(U1) is not None  # c1 untouched
+        await nodes.a.release_call("c1", ended=True)
+        assert await nodes.c.claim_call(self.call("c2", U1, U3, nodes.c)) == Claim("ended")
+
     async def test_a_call_released_before_it_took_place_leaves_its_id_free(
             self, nodes: Nodes) -> None:
         # The rules refused it right after its claim: it never rang, so a retry may use it.

@@ -261,7 +261,9 @@ class Directory(ABC):
     async def release_call(self, call_id: str, *, ended: bool) -> None:
         """The call is over: its parties are free again (idempotent). `ended`: it took
         place (it rang), so its id is remembered for `ENDED_CALL_RETENTION_MS` and not
-        claimed again meanwhile; not when the rules refused it right after its claim."""
+        claimed again meanwhile; not when the rules refused it right after its claim. A
+        call the directory does not hold (its claim was refused `callee_busy`, or the
+        directory forgot it) leaves its id remembered all the same."""
 
     @abstractmethod
     async def remember_ended(self, ended: dict[str, int], now_ms: int) -> None:

@@ -258,6 +258,8 @@ class MemoryDirectory(Directory):
     async def release_call(self, call_id: str, *, ended: bool) -> None:
         call = self.state.calls.pop(call_id, None)
         if call is None:
+            if ended:  # refused busy at its claim (never held here), or forgotten
+                self.state.ended_calls.setdefault(call_id, None)
             return
         if ended:
             self.state.ended_calls[call_id] = None

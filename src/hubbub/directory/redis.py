@@ -148,7 +148,12 @@ local caller = redis.call('HGET', KEYS[1], 'caller')
 local callee = redis.call('HGET', KEYS[1], 'callee')
 local home = redis.call('HGET', KEYS[1], 'home_node')
 if not caller or (reaping and home ~= ARGV[5]) then
-  if reaping then redis.call('SREM', ARGV[2] .. 'calls:' .. ARGV[5], ARGV[1]) end
+  if reaping then
+    redis.call('SREM', ARGV[2] .. 'calls:' .. ARGV[5], ARGV[1])
+  elseif tonumber(ARGV[3]) > 0 then
+    -- Ended, but never held here (refused busy at its claim) or forgotten: its id is kept.
+    redis.call('SET', ARGV[2] .. 'ended-call:' .. ARGV[1], '1', 'PX', ARGV[3])
+  end
   return 0
 end
 for _, party in ipairs({caller, callee}) do

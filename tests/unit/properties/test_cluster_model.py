@@ -857,6 +857,29 @@ def test_an_ended_calls_id_is_not_a_new_call_from_another_node() -> None:
         m.teardown()
 
 
+def test_a_busy_calls_id_is_not_a_new_call_from_another_node() -> None:
+    """calls.md §The call session: anything about an ended call gets `conflict`, a call
+    that ended `busy` included. Ann (node 0) calls cy; bob (node 1) calls ann with callId
+    k2, which ends `busy` on its home at once, its claim refused by the directory. Ann's
+    call ends, and she sends an offer naming k2 from node 0. The directory held nothing for
+    k2 and its release kept nothing, so node 0 started a new call that rang bob. The
+    release of a call the directory does not hold now keeps its id all the same. (Found by
+    the cluster model test, where bob's node had died before the late offer.)"""
+    m = ClusterMachine()
+    try:
+        m.start(n=2, skews=[0, 0, 0], phases=[1, 1, 1], homes=[0, 1, 1])
+        ann, bob = m._conns("ann")[0], m._conns("bob")[0]
+        got = m.send(ann, "webrtc", {"kind": "offer", "to": "cy", "callId": "k1", "sdp": SDP})
+        assert got[0]["type"] == "ack", got
+        got = m.send(bob, "webrtc", {"kind": "offer", "to": "ann", "callId": "k2", "sdp": SDP})
+        assert got[0]["payload"] == {"callId": "k2", "state": "ended"}, got  # busy
+        assert m.send(ann, "call_end", {"callId": "k1"})[0]["type"] == "ack"
+        got = m.send(ann, "webrtc", {"kind": "offer", "to": "bob", "callId": "k2", "sdp": SDP})
+        assert (got[0]["type"], got[0]["payload"]["code"]) == ("error", "conflict"), got
+    finally:
+        m.teardown()
+
+
 def test_a_leave_before_the_directory_is_told_again_is_announced() -> None:
     """docs/topics/presence.md: leaving a room is announced to its members. Ann and bob are
     in r1 (node 0). Redis restarts empty, and before node 0's next heartbeat (which writes
