@@ -269,9 +269,13 @@ class RedisDirectory(Directory):
 
     # ---- presence ----------------------------------------------------------------------
     async def user_up(self, user: UserId, username: str, now_ms: int) -> bool:
-        return bool(await self._scripts["up"](
+        return bool(await self._up(user, username, now_ms))
+
+    async def _up(self, user: str, username: str, now_ms: int, pipe: Any = None) -> Any:
+        """The `user_up` script for this node, run now or queued on `pipe`."""
+        return await self._scripts["up"](
             keys=self._user_keys(user, self.node_id),
-            args=[self.node_id, username, now_ms, f"u{SEP}{user}"]))
+            args=[self.node_id, username, now_ms, f"u{SEP}{user}"], client=pipe)
 
     async def user_idle(self, user: UserId) -> None:
         await self._r.srem(f"{self.p}uc:{user}", self.node_id)
@@ -308,9 +312,13 @@ class RedisDirectory(Directory):
 
     # ---- membership --------------------------------------------------------------------
     async def add_member(self, room: RoomId, user: UserId) -> bool:
-        return bool(await self._scripts["add"](
+        return bool(await self._add(room, user))
+
+    async def _add(self, room: str, user: str, pipe: Any = None) -> Any:
+        """The `add_member` script for this node, run now or queued on `pipe`."""
+        return await self._scripts["add"](
             keys=self._member_keys(room, user, self.node_id),
-            args=[self.node_id, user, room, f"m{SEP}{room}{SEP}{user}"]))
+            args=[self.node_id, user, room, f"m{SEP}{room}{SEP}{user}"], client=pipe)
 
     async def remove_member(self, room: RoomId, user: UserId) -> bool:
         return await self._remove(room, user, self.node_id, forgotten_counts=True)
@@ -330,13 +338,12 @@ class RedisDirectory(Directory):
         # The same writes as the base class's, in the same order, sent in pipelines: one
         # round trip per TELL_AGAIN_BATCH writes, not several per user (~0.5 ms each, so
         # 5 s for a node of 10,000 users, all of it a window in which they look gone).
-        node, p, up, add = self.node_id, self.p, self._scripts["up"], self._scripts["add"]
+        node, p = self.node_id, self.p
         told = ToldAgain()
         for batch in _batches(connected):
             pipe = self._r.pipeline(transaction=False)
             for user, username in batch:
-                await up(keys=self._user_keys(user, node),
-                         args=[node, username, now_ms, f"u{SEP}{user}"], client=pipe)
+                await self._up(user, username, now_ms, pipe)
             firsts = [user for (user, _), first in zip(batch, await pipe.execute(), strict=True)
                       if first]
             if firsts:
@@ -348,15 +355,13 @@ class RedisDirectory(Directory):
         for batch in _batches(idle):
             pipe = self._r.pipeline(transaction=False)
             for user, username in batch:
-                await up(keys=self._user_keys(user, node),
-                         args=[node, username, now_ms, f"u{SEP}{user}"], client=pipe)
+                await self._up(user, username, now_ms, pipe)
                 pipe.srem(f"{p}uc:{user}", node)
             await pipe.execute()
         for part in _batches(members):
             pipe = self._r.pipeline(transaction=False)
             for room, user in part:
-                await add(keys=self._member_keys(room, user, node),
-                          args=[node, user, room, f"m{SEP}{room}{SEP}{user}"], client=pipe)
+                await self._add(room, user, pipe)
             added = [m for m, first in zip(part, await pipe.execute(), strict=True) if first]
             if added:
                 pipe = self._r.pipeline(transaction=False)
