@@ -5,6 +5,10 @@ Two nodes commit seq 5 and 6 of one room; their publishes may cross on the way, 
 third node can receive 6 first. It holds 6 back until 5 arrives, or until `max_wait_ms`
 passes — then the gap is filled from the store, which has every committed event. The
 wait counts on the monotonic clock (`mono_ms`).
+
+A hole shows only when a later event arrives. When the broker lost a room's *last* events,
+nothing later may come for a long time: a position check (`hint`) tells the sequencer how
+far the store has the room, and a hole up to there waits and is filled like any other.
 """
 
 from dataclasses import dataclass, field
@@ -22,6 +26,7 @@ class _Room(Generic[T]):
     gap_since_mono: int | None = None
     filling: bool = False
     fill_after: int = 0  # `last` when the fill under way was asked for
+    known: int = 0  # the store had every event up to here (a position check)
 
 
 class Sequencer(Generic[T]):
@@ -43,6 +48,23 @@ class Sequencer(Generic[T]):
         need them (the joiner's client skips seqs it already has)."""
         if room not in self._rooms:
             self._rooms[room] = _Room(last_seq)
+
+    def rooms(self) -> list[RoomId]:
+        """The rooms this node orders: those with a local connection."""
+        return list(self._rooms)
+
+    def hint(self, room: RoomId, seq: int, mono_ms: int) -> None:
+        """A position check read that the store has `room`'s events up to `seq`. Anything
+        above what was delivered is a hole, even with nothing held behind it (the broker
+        may have lost the room's last events). It waits `max_wait_ms`, as the events may
+        still be on their way, then `overdue` reports it."""
+        r = self._rooms.get(room)
+        if r is None or seq <= r.last or seq <= r.known:
+            return
+        r.known = seq
+        if r.gap_since_mono is None:
+            r.gap_since_mono = mono_ms
+            self._gapped.add(room)
 
     def stop(self, room: RoomId) -> None:
         self._rooms.pop(room, None)
@@ -77,7 +99,7 @@ class Sequencer(Generic[T]):
 
     def _rewait(self, room: RoomId, r: _Room[T], mono_ms: int) -> None:
         """After progress: a hole still left waits `max_wait_ms` from now."""
-        if r.held:
+        if r.held or r.known > r.last:
             r.gap_since_mono = mono_ms
             self._gapped.add(room)
         else:
@@ -119,12 +141,14 @@ class Sequencer(Generic[T]):
         ready: list[T] = []
         for seq, item in events:
             ready += self.offer(room, seq, item, mono_ms)
-        if not r.held:
+        if not r.held and r.known <= r.last:
             return ready
         if through < r.fill_after:
             # The store is behind what this node had delivered when it asked: nothing it
-            # could send will come. Deliver what is held, in order.
-            through = max(r.held)
+            # could send will come. Deliver what is held, in order; a position it gave
+            # before is void.
+            r.known = 0
+            through = max(r.held, default=r.last)
         for seq in sorted(s for s in r.held if s <= through):
             ready.append(r.held.pop(seq))
         r.last = max(r.last, through)

@@ -80,3 +80,73 @@ def test_live_events_past_the_stores_position_do_not_make_the_fill_skip() -> Non
     events = [(n, n) for n in range(2, 28)]
     assert seq.filled(R, events, 27, T0 + WAIT + 5) == list(range(2, 29))
     assert offer(seq, 29, T0 + WAIT + 6) == [29, 30]
+
+
+# ---- position checks: the room's last events lost, nothing later to show the hole --------
+
+def test_a_lost_last_event_is_filled_after_a_position_check_shows_it() -> None:
+    seq = room_at(5)
+    assert seq.overdue(T0 + 10 * WAIT) == []  # nothing shows the hole yet
+    seq.hint(R, 7, T0)
+    assert seq.overdue(T0 + WAIT - 1) == []  # 6 and 7 may still be on their way
+    assert seq.overdue(T0 + WAIT) == [(R, 5)]
+    assert seq.filled(R, [(6, 6), (7, 7)], 7, T0 + WAIT + 3) == [6, 7]
+    assert seq.overdue(T0 + 10 * WAIT) == []
+    assert offer(seq, 7, T0 + 10 * WAIT) == []  # the lost publish, late: a duplicate
+    assert offer(seq, 8, T0 + 10 * WAIT) == [8]
+
+
+def test_events_arriving_live_after_a_position_check_close_the_hole() -> None:
+    seq = room_at(5)
+    seq.hint(R, 7, T0)
+    assert offer(seq, 6, T0 + 50) == [6]
+    assert offer(seq, 7, T0 + 60) == [7]
+    assert seq.overdue(T0 + 10 * WAIT) == []
+
+
+def test_a_position_at_or_below_what_was_delivered_is_no_hole() -> None:
+    seq = room_at(5)
+    seq.hint(R, 5, T0)
+    seq.hint(R, 3, T0)
+    seq.hint(RoomId("not-ordered-here"), 9, T0)
+    assert seq.overdue(T0 + 10 * WAIT) == []
+    assert offer(seq, 6, T0) == [6]
+
+
+def test_a_position_hole_waits_again_when_its_fill_fails() -> None:
+    seq = room_at(5)
+    seq.hint(R, 6, T0)
+    assert seq.overdue(T0 + WAIT) == [(R, 5)]
+    seq.fill_failed(R, T0 + WAIT + 10)
+    assert seq.overdue(T0 + 2 * WAIT + 9) == []
+    assert seq.overdue(T0 + 2 * WAIT + 10) == [(R, 5)]
+    assert seq.filled(R, [(6, 6)], 6, T0 + 2 * WAIT + 20) == [6]
+    assert seq.overdue(T0 + 10 * WAIT) == []
+
+
+def test_a_position_beyond_what_a_fill_reads_is_skipped_to() -> None:
+    seq = room_at(5)
+    seq.hint(R, 2000, T0)
+    assert seq.overdue(T0 + WAIT) == [(R, 5)]
+    assert seq.filled(R, [], 2000, T0 + WAIT) == []  # the clients page `history` for it
+    assert seq.overdue(T0 + 10 * WAIT) == []
+    assert offer(seq, 2001, T0 + 10 * WAIT) == [2001]
+
+
+def test_a_position_from_a_store_now_behind_this_node_is_dropped() -> None:
+    seq = room_at(5)
+    seq.hint(R, 9, T0)
+    assert seq.overdue(T0 + WAIT) == [(R, 5)]
+    # The store answers from behind this node (a failover to a lagging replica, say).
+    assert seq.filled(R, [], 4, T0 + WAIT) == []
+    assert seq.overdue(T0 + 10 * WAIT) == []
+    assert offer(seq, 6, T0 + 10 * WAIT) == [6]
+
+
+def test_a_position_check_during_a_fill_is_filled_after_it() -> None:
+    seq = fill_asked(5, 7)
+    seq.hint(R, 9, T0 + WAIT + 1)  # the check read 9 while the fill of 6 was out
+    assert seq.filled(R, [(6, 6), (7, 7)], 7, T0 + WAIT + 2) == [6, 7]
+    assert seq.overdue(T0 + 2 * WAIT + 1) == []
+    assert seq.overdue(T0 + 2 * WAIT + 2) == [(R, 7)]
+    assert seq.filled(R, [(8, 8), (9, 9)], 9, T0 + 2 * WAIT + 3) == [8, 9]

@@ -1,8 +1,11 @@
 """Properties of Sequencer (core/sequencer.py; PROTOCOL §Ordering) under any arrival order,
-duplicates, replays, late joiners and gap fills from the store (which may fail).
+duplicates, replays, late joiners, position checks and gap fills from the store (which may
+fail).
 
 Whatever happens, a room's events leave in strictly increasing seq order with no gap; once
 every event has arrived (or been read from the store), every one has left, exactly once.
+When the broker lost events for good, a position check and the fills after it deliver
+every one of them.
 """
 
 from hypothesis import settings
@@ -20,8 +23,9 @@ LIMIT = 1000  # Store.events_since: all events after a seq, or none beyond the l
 
 class SequencerMachine(RuleBasedStateMachine):
     @initialize(total=st.integers(min_value=1, max_value=40),
-                start=st.integers(min_value=0, max_value=5))
-    def setup(self, total: int, start: int) -> None:
+                start=st.integers(min_value=0, max_value=5),
+                tail_lost=st.booleans())
+    def setup(self, total: int, start: int, tail_lost: bool) -> None:
         self.seq: Sequencer[int] = Sequencer(MAX_WAIT)
         self.now = T0
         self.first = start + 1
@@ -34,11 +38,20 @@ class SequencerMachine(RuleBasedStateMachine):
         self.asked_at_commit = 0  # what the store held when that fill was asked for
         # Since when events have been held back behind a gap with no progress (None: none).
         self.gap_since: int | None = None
+        self.hinted = 0  # the highest position a check read
+        # At the end, the events that never arrived are lost for good (True) or come late.
+        self.tail_lost = tail_lost
+
+    def _last(self) -> int:
+        return self.delivered[-1] if self.delivered else self.first - 1
+
+    def _hole(self) -> bool:
+        last = self._last()
+        return self.hinted > last or any(s > last for s in self.arrived)
 
     def _deliver(self, items: list[int]) -> None:
         self.delivered += items
-        last = self.delivered[-1] if self.delivered else self.first - 1
-        if not any(s > last for s in self.arrived):
+        if not self._hole():
             self.gap_since = None
         elif items or self.gap_since is None:
             self.gap_since = self.now
@@ -51,6 +64,15 @@ class SequencerMachine(RuleBasedStateMachine):
         self.committed = max(self.committed, seq)  # committed before it was published
         self.arrived.add(seq)
         self._deliver(self.seq.offer(ROOM, seq, seq, self.now))
+
+    @rule(data=st.data(), dt=st.integers(min_value=0, max_value=150))
+    def a_position_check_reads_the_store(self, data: st.DataObject, dt: int) -> None:
+        self.now += dt
+        position = data.draw(st.integers(min_value=0, max_value=self.committed))
+        self.seq.hint(ROOM, position, self.now)
+        if position > max(self.hinted, self._last()) and self.gap_since is None:
+            self.gap_since = self.now
+        self.hinted = max(self.hinted, position)
 
     @rule(last=st.integers(min_value=0, max_value=45))
     def another_local_connection_joins(self, last: int) -> None:
@@ -97,8 +119,7 @@ class SequencerMachine(RuleBasedStateMachine):
     def _wait_again(self) -> None:
         """After a fill, it waits again before the next, if a hole is still there (the
         events behind it may have arrived live meanwhile, and left)."""
-        last = self.delivered[-1] if self.delivered else self.first - 1
-        self.gap_since = self.now if any(s > last for s in self.arrived) else None
+        self.gap_since = self.now if self._hole() else None
 
     @invariant()
     def delivered_in_strictly_increasing_order_with_no_gap(self) -> None:
@@ -116,11 +137,35 @@ class SequencerMachine(RuleBasedStateMachine):
     def teardown(self) -> None:
         if not hasattr(self, "seq"):
             return
-        # Everything arrives in the end (each publish, or the store): all of it leaves.
-        for s in range(self.first, self.total + 1):
-            self.committed = self.total
-            self._deliver(self.seq.offer(ROOM, s, s, self.now))
+        self.committed = self.total
+        if self.tail_lost:
+            # What has not arrived is lost: a position check, then fills, deliver it all.
+            if self.pending_fill is not None:
+                self.the_store_answers_the_fill_with_every_event()
+            self.a_position_check_reads(self.total)
+            for _ in range(3):
+                self.now += MAX_WAIT
+                due = self.seq.overdue(self.now)
+                if not due:
+                    break
+                self.pending_fill = due[0][1]
+                self.the_store_answers_the_fill_with_every_event()
+        else:
+            # Everything arrives in the end (each publish): all of it leaves.
+            for s in range(self.first, self.total + 1):
+                self._deliver(self.seq.offer(ROOM, s, s, self.now))
         assert self.delivered == list(range(self.first, self.total + 1))
+
+    def a_position_check_reads(self, position: int) -> None:
+        self.seq.hint(ROOM, position, self.now)
+        self.hinted = max(self.hinted, position)
+
+    def the_store_answers_the_fill_with_every_event(self) -> None:
+        after = self.pending_fill
+        assert after is not None
+        self.pending_fill = None
+        events = [(s, s) for s in range(after + 1, self.committed + 1)]
+        self._deliver(self.seq.filled(ROOM, events, self.committed, self.now))
 
 
 SequencerMachine.TestCase.settings = settings(max_examples=400, stateful_step_count=60,
