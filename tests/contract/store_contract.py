@@ -118,6 +118,33 @@ class StoreContract:
         assert (a1.seq, a2.seq, b1.seq) == (1, 2, 1)
         assert (await store.last_seq("a"), await store.last_seq("b")) == (2, 1)
 
+    async def test_last_seqs_reads_the_position_of_many_rooms_at_once(self, store: Store):
+        await chat(store, room="a")
+        await chat(store, room="a")
+        await chat(store, room="b")
+        assert await store.last_seqs(["b", "none", "a"]) == {"a": 2, "b": 1, "none": 0}
+        assert await store.last_seqs([]) == {}
+        many = [f"x{i}" for i in range(1200)] + ["a"]  # more than one statement's worth
+        positions = await store.last_seqs(many)
+        assert len(positions) == 1201 and positions["a"] == 2
+        assert set(positions.values()) == {0, 2}
+
+    async def test_last_seqs_sees_what_another_store_on_the_database_wrote(
+            self, backend: Backend) -> None:
+        if not backend.durable:
+            pytest.skip(f"{backend.name} is one store's own database, by design")
+        one, other = backend.make(), backend.make()
+        await one.open()
+        await other.open()
+        try:
+            assert await other.last_seqs(["r"]) == {"r": 0}
+            await chat(one)
+            await chat(one)
+            assert await other.last_seqs(["r"]) == {"r": 2}
+        finally:
+            await one.close()
+            await other.close()
+
     async def test_concurrent_appends_give_each_room_unique_gapless_seqs(self, store: Store):
         rooms = ["a", "b", "c"]
         events = await asyncio.gather(*(

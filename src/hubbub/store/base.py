@@ -124,6 +124,13 @@ class Store(ABC):
         """The seq of the room's latest event; 0 for a room with none (ordered with writes)."""
 
     @abstractmethod
+    async def last_seqs(self, room_ids: list[str]) -> dict[str, int]:
+        """The seq of each room's latest event (0 for a room with none), read in one go for
+        a position check of many rooms. It sees every committed write, also another
+        node's, but is not ordered with this store's queued writes: a fresh read, not a
+        position to join at."""
+
+    @abstractmethod
     async def events_since(self, room_id: str, after_seq: int, limit: int) -> Recovery:
         """Every event of the room with seq > after_seq, ascending, as it was broadcast, if
         there are at most `limit`; else none and `complete=False` (ordered with writes)."""

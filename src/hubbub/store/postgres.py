@@ -570,6 +570,12 @@ class PostgresStore(Store):
 
         return await self._write(read, None, refusable=False)
 
+    async def last_seqs(self, room_ids: list[str]) -> dict[str, int]:
+        rows = await self._readers().fetch(
+            "SELECT room_id, last_seq FROM rooms WHERE room_id = ANY($1::text[])", room_ids)
+        found = {r[0]: int(r[1]) for r in rows}
+        return {room: found.get(room, 0) for room in room_ids}
+
     async def events_since(self, room_id: str, after_seq: int, limit: int) -> Recovery:
         async def read(tx: _Tx) -> Recovery:
             last = await tx.last_seq(room_id)

@@ -99,6 +99,8 @@ WAL_TAIL_FRAMES = 256
 CHECKPOINT_PASSES = 4
 
 
+# Rooms named in one `IN (...)` of a read: well below SQLite's limit on bound parameters.
+_IN_CHUNK = 500
 # The writer remembers the last seq of at most about this many rooms (`SqliteStore._seqs`,
 # ADR 0024): past it, the memory is dropped at the start of a transaction and refills with
 # the rooms written from then on, so a node that has seen millions of rooms holds only the
@@ -566,6 +568,19 @@ class SqliteStore(Store):
                              (room_id,)).fetchone()
             last = self._seqs[room_id] = int(row[0]) if row else 0
         return last
+
+    async def last_seqs(self, room_ids: list[str]) -> dict[str, int]:
+        def read(db: sqlite3.Connection) -> dict[str, int]:
+            # The table, not the writer's cache of it: another process may have written.
+            found: dict[str, int] = {}
+            for i in range(0, len(room_ids), _IN_CHUNK):
+                chunk = room_ids[i:i + _IN_CHUNK]
+                found.update(db.execute(
+                    "SELECT room_id, last_seq FROM rooms WHERE room_id IN "
+                    f"({','.join('?' * len(chunk))})", chunk).fetchall())
+            return {room: found.get(room, 0) for room in room_ids}
+
+        return await self._read(read)
 
     async def events_since(self, room_id: str, after_seq: int, limit: int) -> Recovery:
         def read(db: sqlite3.Connection) -> Recovery:
