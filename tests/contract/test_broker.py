@@ -170,3 +170,30 @@ async def test_a_second_subscribe_to_a_topic_returns_only_once_the_first_is_in_p
     await asyncio.wait_for(asyncio.gather(first, second), WAIT)
     a.publish("room:1", b"after both")
     assert await inbox.wait_for("room:1", 1) == [b"after both"]
+
+
+async def test_after_a_redis_restart_the_broker_says_it_resumed_once_it_is_subscribed_again(
+        dedicated_redis: RedisServer) -> None:
+    """A node checks its rooms against the store when told (hubbub.server.fanout): by then,
+    whatever is published must reach it, or a room's last events could be missed for good."""
+    b, inbox = RedisBroker(dedicated_redis.url()), Inbox()
+    receivers: list[bytes] = []
+
+    def on_resumed() -> None:
+        # Published by another node at the very moment b says it resumed.
+        receivers.append(redis_command(dedicated_redis.port, "PUBLISH", b.prefix + "room:2",
+                                       "othernod" + "right after resuming"))
+
+    await b.start(inbox, on_resumed)
+    try:
+        await b.subscribe("room:1")
+        await b.subscribe("room:2")
+        assert receivers == []  # the first connection is no resume
+        dedicated_redis.shutdown()
+        await eventually(lambda: not b.connected.is_set())
+        dedicated_redis.start_again()
+        await eventually(lambda: len(receivers) == 1)
+        assert receivers == [b":1"]  # b was subscribed again
+        assert await inbox.wait_for("room:2", 1) == [b"right after resuming"]
+    finally:
+        await b.close()

@@ -7,8 +7,9 @@ Every backend passes the same contract suite (tests/contract/test_broker.py).
   its own messages: it has already delivered them to its local connections.
 - Delivery is at most once. While the backend is unreachable, messages are lost, not
   queued forever; the broker reconnects by itself with backoff and re-subscribes to
-  every topic it holds. Lost room events are not lost for clients: the store is the
-  truth, and a node fills a gap in a room's seqs from it (docs/howto/scale-out.md).
+  every topic it holds, then calls `on_resumed()`: what was published while it was away
+  may be lost. Lost room events are not lost for clients: the store is the truth, and a
+  node fills a gap in a room's seqs from it (docs/howto/scale-out.md).
 - `subscribe`/`unsubscribe` are idempotent and take effect in call order; `subscribe`
   can be awaited to know that messages published from then on will arrive.
 """
@@ -17,6 +18,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 MessageHandler = Callable[[str, bytes], None]
+ResumedHandler = Callable[[], None]
 
 
 class Broker(ABC):
@@ -28,8 +30,11 @@ class Broker(ABC):
         return True
 
     @abstractmethod
-    async def start(self, on_message: MessageHandler) -> None:
-        """Connect; `on_message(topic, data)` is called on the event loop for each message."""
+    async def start(self, on_message: MessageHandler,
+                    on_resumed: ResumedHandler | None = None) -> None:
+        """Connect; `on_message(topic, data)` is called on the event loop for each message,
+        and `on_resumed()` each time the broker is back after losing its backend, once
+        every topic is subscribed again: messages published from then on arrive."""
 
     @abstractmethod
     async def close(self) -> None: ...

@@ -5,7 +5,7 @@ import asyncio
 import secrets
 from collections import defaultdict
 
-from hubbub.broker.base import Broker, MessageHandler
+from hubbub.broker.base import Broker, MessageHandler, ResumedHandler
 
 
 class MemoryBus:
@@ -27,8 +27,9 @@ class MemoryBroker(Broker):
     def clustered(self) -> bool:
         return self._shared
 
-    async def start(self, on_message: MessageHandler) -> None:
-        self._on_message = on_message
+    async def start(self, on_message: MessageHandler,
+                    on_resumed: ResumedHandler | None = None) -> None:
+        self._on_message = on_message  # a bus in this process is never lost: never resumed
 
     async def close(self) -> None:
         for topic in list(self._topics):

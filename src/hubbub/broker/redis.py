@@ -4,7 +4,8 @@ One connection listens (SUBSCRIBE), one publishes: everything queued in one loop
 goes out as one pipeline, in order. Each message starts with the publishing node's id,
 so a node skips its own. When Redis goes away the listener reconnects with backoff and
 subscribes again to every topic this node holds; what was published meanwhile is lost
-(at most once), and rooms recover from the store (see hubbub.server.fanout).
+(at most once): `on_resumed` says so, and rooms recover from the store (see
+hubbub.server.fanout).
 """
 
 import asyncio
@@ -14,7 +15,7 @@ import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
-from hubbub.broker.base import Broker, MessageHandler
+from hubbub.broker.base import Broker, MessageHandler, ResumedHandler
 from hubbub.errors import ConfigError
 
 try:
@@ -44,6 +45,8 @@ class RedisBroker(Broker):
         self.prefix = prefix
         self._topics: set[str] = set()
         self._on_message: MessageHandler | None = None
+        self._on_resumed: ResumedHandler | None = None
+        self._resume_pending: set[str] | None = None  # subscriptions a resume waits for
         self._redis: Any = None
         self._pubsub: Any = None
         self._queue: list[tuple[str, bytes]] = []
@@ -58,8 +61,10 @@ class RedisBroker(Broker):
     def _channel(self, topic: str) -> str:
         return self.prefix + topic
 
-    async def start(self, on_message: MessageHandler) -> None:
+    async def start(self, on_message: MessageHandler,
+                    on_resumed: ResumedHandler | None = None) -> None:
         self._on_message = on_message
+        self._on_resumed = on_resumed
         # A connection idle for a second is checked (PING) before it publishes: after a
         # Redis restart the stale one is replaced instead of losing the first batch.
         self._redis = aioredis.Redis.from_url(self.url, socket_keepalive=True,
@@ -191,6 +196,10 @@ class RedisBroker(Broker):
                 self.connected.set()
                 if delay > 0.1:
                     log.info("Redis is back: fan-out resumed on %d topics", len(self._topics))
+                    # Resumed once Redis confirmed every subscription (`_read`): from
+                    # then on, nothing published to them is missed.
+                    self._resume_pending = {self._channel(t) for t in held | missed}
+                    self._resume_when_confirmed(None)
                 delay = 0.1
                 await self._read(pubsub)
             except asyncio.CancelledError:
@@ -226,3 +235,15 @@ class RedisBroker(Broker):
                 for fut in self._confirm.pop(channel, ()):
                     if not fut.done():
                         fut.set_result(None)
+                self._resume_when_confirmed(channel)
+
+    def _resume_when_confirmed(self, channel: str | None) -> None:
+        pending = self._resume_pending
+        if pending is None:
+            return
+        if channel is not None:
+            pending.discard(channel)
+        if not pending:
+            self._resume_pending = None
+            if self._on_resumed is not None:
+                self._on_resumed()

@@ -53,6 +53,8 @@ _decode = msgspec.msgpack.Decoder(Message).decode
 
 # How long a forwarded call frame's answer may take before this node answers `internal`.
 FORWARD_ANSWER_MS = 5000
+# Rooms whose positions one read of a position check asks the store for.
+POSITIONS_PER_READ = 500
 
 # A persisted room event held for ordering: (frame, excluded user, type, seq).
 Held = tuple[bytes, UserId | None, str, int]
@@ -80,9 +82,11 @@ class Fanout:
         self._awaiting: dict[tuple[int, str], int] = {}
         # Those answered so: their real answer, if it comes after all, is dropped.
         self._gave_up: deque[tuple[int, str]] = deque(maxlen=1024)
+        self._checking = False  # a position check is under way
+        self._check_again = False  # and another was asked for meanwhile
 
     async def start(self) -> None:
-        await self.broker.start(self._received)
+        await self.broker.start(self._received, self.check_positions)
         await self.broker.subscribe("all")
         await self.broker.subscribe(f"node:{self.node_number}")
 
@@ -222,6 +226,40 @@ class Fanout:
         """Called by the timers: rooms whose seq gap waited too long are read from the store."""
         for room, after in self.sequencer.overdue(mono_ms):
             self._spawn(self._fill(room, after))
+
+    def check_positions(self) -> None:
+        """Compare every room this node orders with the store's position for it. A room
+        event lost by the broker shows as a hole only when a later one arrives; when the
+        lost ones were the room's last, this finds them (Sequencer.hint), and they are
+        filled like any hole. Run by the timers and when the broker is back from an
+        outage; one at a time, and one more if asked meanwhile."""
+        if self._checking:
+            self._check_again = True
+            return
+        self._checking = True
+        self._spawn(self._check_positions())
+
+    async def _check_positions(self) -> None:
+        node = self.hub.node
+        try:
+            while True:
+                self._check_again = False
+                rooms = self.sequencer.rooms()
+                for i in range(0, len(rooms), POSITIONS_PER_READ):
+                    try:
+                        positions = await node.store.last_seqs(
+                            list(rooms[i:i + POSITIONS_PER_READ]))
+                    except Exception as exc:
+                        log.warning("reading room positions from the store failed (%s); "
+                                    "will retry", exc)
+                        return
+                    mono = node.clock.mono_ms()
+                    for room, seq in positions.items():
+                        self.sequencer.hint(RoomId(room), seq, mono)
+                if not self._check_again:
+                    return
+        finally:
+            self._checking = False
 
     async def _fill(self, room: RoomId, after: int) -> None:
         node = self.hub.node

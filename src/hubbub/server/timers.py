@@ -15,6 +15,9 @@ log = logging.getLogger("hubbub.timers")
 TICK_S = 0.1
 # Directory heartbeat and reaping of dead nodes (well inside the node TTL).
 HOUSEKEEPING_S = 2.5
+# With several nodes: how often each compares its rooms' positions with the store, to find
+# room events the broker lost when nothing later in the room shows the hole.
+POSITION_CHECK_S = 10.0
 
 
 class Timers:
@@ -25,6 +28,8 @@ class Timers:
     def start(self) -> None:
         self._every("tick", TICK_S, self._tick)
         self._every("housekeeping", HOUSEKEEPING_S, self._housekeeping)
+        if self.hub.fanout is not None:
+            self._every("positions", POSITION_CHECK_S, self.hub.fanout.check_positions)
         if self.hub.node.settings.heartbeat > 0:
             self._every("heartbeat", self.hub.node.settings.heartbeat, self.hub.heartbeat)
 
