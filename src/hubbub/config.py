@@ -62,7 +62,8 @@ class Settings:
     auth_timeout: float = _opt(10.0, "seconds a new connection has to authenticate")
     handshake_timeout: float = _opt(10.0, "seconds a client has to send a complete HTTP request "
                                     "head (slowloris guard)")
-    recovery_limit: int = _opt(1000, "most missed events join_room `since` returns")
+    recovery_limit: int = _opt(1000, "most missed events join_room `since` returns (and "
+                                 "a node's gap fill reads at a time)")
     sqlite_synchronous: str = _opt("FULL", "SQLite synchronous mode (FULL: fsync each commit)",
                                    choices=("FULL", "NORMAL", "EXTRA", "OFF"))
     backlog: int = _opt(4096, "listen backlog (bursts of reconnects)")

@@ -522,6 +522,21 @@ class StoreContract:
         recovery = await store.events_since("r", 0, 5)
         assert (recovery.events, recovery.complete, recovery.last_seq) == ([], False, 6)
 
+    async def test_events_since_read_as_pages_returns_every_event_page_by_page(
+            self, store: Store) -> None:
+        await self._mixed(store)
+        whole = replayed((await store.events_since("r", 0, 100)).events)
+        first = await store.events_since("r", 0, 4, page=True)
+        assert (first.complete, first.last_seq) == (False, 4)
+        assert replayed(first.events) == whole[:4]
+        rest = await store.events_since("r", first.last_seq, 4, page=True)
+        assert (rest.complete, rest.last_seq) == (True, 6)
+        assert replayed(rest.events) == whole[4:]
+        exact = await store.events_since("r", 1, 5, page=True)
+        assert (exact.complete, exact.last_seq, len(exact.events)) == (True, 6, 5)
+        past = await store.events_since("r", 7, 4, page=True)
+        assert (past.events, past.complete, past.last_seq) == ([], False, 6)
+
     async def test_events_since_a_seq_past_the_end_is_incomplete(self, store: Store) -> None:
         await self._mixed(store)
         recovery = await store.events_since("r", 7, 100)

@@ -106,15 +106,16 @@ class GatedBroker(MemoryBroker):
 @contextlib.asynccontextmanager
 async def memory_cluster(db: Path, nodes: int = 2,
                          broker: Callable[[MemoryBus], MemoryBroker] = MemoryBroker,
-                         ) -> AsyncIterator[Cluster]:
-    """Servers in this process sharing one MemoryBus, MemoryDirectoryState and SQLite file."""
+                         **settings: Any) -> AsyncIterator[Cluster]:
+    """Servers in this process sharing one MemoryBus, MemoryDirectoryState and SQLite file;
+    `settings` override SETTINGS."""
     bus, state = MemoryBus(), MemoryDirectoryState()
     async with contextlib.AsyncExitStack() as stack:
         servers, brokers = [], []
         for _ in range(nodes):
             brokers.append(broker(bus))
             server = Server(config.load(env={}, port=0, store="sqlite:///" + str(db),
-                                        **SETTINGS),
+                                        **(SETTINGS | settings)),
                             broker=brokers[-1],
                             directory=MemoryDirectory(state, brokers[-1].node_id))
             await server.start()
@@ -579,6 +580,24 @@ async def test_a_rooms_last_chat_lost_on_the_way_reaches_the_other_node_all_the_
             assert (await chat(u1, "and one more"))["seq"] == ack["seq"] + 1
             [after] = await room_events(u2, 1)  # delivered once, then the next
             assert after["seq"] == ack["seq"] + 1
+
+
+async def test_a_hole_longer_than_a_fill_reads_is_filled_page_by_page(tmp_path: Path) -> None:
+    async with memory_cluster(tmp_path / "db.sqlite", broker=GatedBroker,
+                              recovery_limit=5) as c:
+        gate = c.brokers[1]
+        assert isinstance(gate, GatedBroker)
+        async with await member(c.ws(0), "u1") as u1, await member(c.ws(1), "u2") as u2:
+            gate.hold()
+            first = (await chat(u1, "lost 0"))["seq"]
+            for n in range(1, 12):
+                await chat(u1, f"lost {n}")
+            gate.lose()
+            last = (await chat(u1, "shows the hole"))["seq"]
+            got = await room_events(u2, last - first + 1)
+            assert [e["seq"] for e in got] == list(range(first, last + 1))
+            assert [e["content"] for e in got] == [f"lost {n}" for n in range(12)] + [
+                "shows the hole"]
 
 
 async def test_a_forwarded_call_frame_whose_answer_is_lost_gets_one_answer_internal(

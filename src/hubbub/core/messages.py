@@ -114,3 +114,15 @@ def page(before_seq: int | None, after_seq: int | None, limit: int) -> Page:
     if before_seq is not None and after_seq is not None and before_seq <= after_seq:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "beforeSeq must be above afterSeq")
     return Page(after=after_seq, before=before_seq, limit=limit)
+
+
+def events_upto(after_seq: int, last_seq: int, limit: int, page: bool) -> int | None:
+    """The highest seq a read of the events after `after_seq` returns (Store.events_since),
+    or None when it returns none: `after_seq` is past the room's end, or more than `limit`
+    events follow it and the read is not a `page` (which takes the first `limit`). Seqs
+    have no gaps, so this is known without reading the events."""
+    if after_seq > last_seq:
+        return None
+    if last_seq - after_seq > limit:
+        return after_seq + limit if page else None
+    return last_seq

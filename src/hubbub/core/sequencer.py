@@ -131,9 +131,10 @@ class Sequencer(Generic[T]):
                mono_ms: int) -> list[T]:
         """Events read from the store after a gap, when it held every seq up to `through`:
         deliver them and what they unblock. A hole up to `through` that the store did not
-        return (more events than a fill reads) is skipped: the clients page `history` for
-        it. A hole above `through` was not committed when the store was read, so its event
-        is still on its way: it waits again."""
+        return is skipped: the clients page `history` for it (the fan-out reads a long hole
+        a page at a time, each page's end as `through`, so it does not happen there). A
+        hole above `through` was not committed when the store was read (or is beyond the
+        page), so its event is still to come: it waits again."""
         r = self._rooms.get(room)
         if r is None:
             return []

@@ -264,7 +264,10 @@ class Fanout:
     async def _fill(self, room: RoomId, after: int) -> None:
         node = self.hub.node
         try:
-            recovery = await node.store.events_since(room, after, node.settings.recovery_limit)
+            # A page at a time: a hole longer than a page (a long outage in a busy room)
+            # is read on, a page per gap wait, rather than skipped.
+            recovery = await node.store.events_since(room, after, node.settings.recovery_limit,
+                                                     page=True)
         except Exception as exc:
             log.warning("filling a seq gap in room %s failed (%s); will retry", room, exc)
             self.sequencer.fill_failed(room, node.clock.mono_ms())

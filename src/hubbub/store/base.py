@@ -55,7 +55,10 @@ class NewChat:
 @dataclass(slots=True, frozen=True)
 class Recovery:
     """Events of a room after a seq. `complete` is False when more than the bound existed:
-    then `events` is empty and the client falls back to `history` paging."""
+    then `events` is empty and the client falls back to `history` paging (or, read as a
+    `page`, they are the first of them). `last_seq`: the store held every event of the
+    room up to here, and `events` has all of them after the seq asked for, if complete
+    or a page."""
 
     events: list[StoredFrame]
     complete: bool
@@ -131,9 +134,12 @@ class Store(ABC):
         position to join at."""
 
     @abstractmethod
-    async def events_since(self, room_id: str, after_seq: int, limit: int) -> Recovery:
+    async def events_since(self, room_id: str, after_seq: int, limit: int, *,
+                           page: bool = False) -> Recovery:
         """Every event of the room with seq > after_seq, ascending, as it was broadcast, if
-        there are at most `limit`; else none and `complete=False` (ordered with writes)."""
+        there are at most `limit`; else none and `complete=False` (ordered with writes).
+        With `page`, more than `limit` give the first `limit` of them, `complete=False` and
+        `last_seq` = after_seq + limit: a node filling a hole reads it page by page."""
 
     @abstractmethod
     async def history(self, room_id: str, before_seq: int | None, after_seq: int | None,

@@ -576,19 +576,20 @@ class PostgresStore(Store):
         found = {r[0]: int(r[1]) for r in rows}
         return {room: found.get(room, 0) for room in room_ids}
 
-    async def events_since(self, room_id: str, after_seq: int, limit: int) -> Recovery:
+    async def events_since(self, room_id: str, after_seq: int, limit: int, *,
+                           page: bool = False) -> Recovery:
         async def read(tx: _Tx) -> Recovery:
             last = await tx.last_seq(room_id)
-            # Seqs have no gaps, so the count is known without reading the events.
-            if after_seq > last or last - after_seq > limit:
+            upto = rules.events_upto(after_seq, last, limit, page)
+            if upto is None:
                 return Recovery([], False, last)
             logged = await tx.conn.fetch("SELECT seq, type, payload FROM events WHERE "
                                          "room_id = $1 AND seq > $2 AND seq <= $3",
-                                         room_id, after_seq, last)
+                                         room_id, after_seq, upto)
             chats = await tx.conn.fetch(f"SELECT {CHAT_EVENT_COLS} FROM messages WHERE "
                                         "room_id = $1 AND seq > $2 AND seq <= $3",
-                                        room_id, after_seq, last)
-            return Recovery(replay(room_id, logged, chats), True, last)
+                                        room_id, after_seq, upto)
+            return Recovery(replay(room_id, logged, chats), upto == last, upto)
 
         return await self._write(read, None, refusable=False)
 

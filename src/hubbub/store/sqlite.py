@@ -582,17 +582,18 @@ class SqliteStore(Store):
 
         return await self._read(read)
 
-    async def events_since(self, room_id: str, after_seq: int, limit: int) -> Recovery:
+    async def events_since(self, room_id: str, after_seq: int, limit: int, *,
+                           page: bool = False) -> Recovery:
         def read(db: sqlite3.Connection) -> Recovery:
             last = self._last_seq(db, room_id)
-            # Seqs have no gaps, so the count is known without reading the events.
-            if after_seq > last or last - after_seq > limit:
+            upto = rules.events_upto(after_seq, last, limit, page)
+            if upto is None:
                 return Recovery([], False, last)
-            bounds = (room_id, after_seq, last)
+            bounds = (room_id, after_seq, upto)
             logged = db.execute("SELECT seq, type, payload FROM events WHERE room_id = ? "
                                 "AND seq > ? AND seq <= ?", bounds).fetchall()
             return Recovery(replay(room_id, logged, db.execute(_SELECT_CHATS_SINCE, bounds)),
-                            True, last)
+                            upto == last, upto)
 
         return await self._write(read, refusable=False)
 
