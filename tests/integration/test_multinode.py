@@ -600,6 +600,42 @@ async def test_a_hole_longer_than_a_fill_reads_is_filled_page_by_page(tmp_path: 
                 "shows the hole"]
 
 
+async def test_holes_met_by_a_store_outage_are_filled_once_it_is_back_and_logged_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    async with memory_cluster(tmp_path / "db.sqlite", broker=GatedBroker) as c:
+        gate, store = c.brokers[1], c.servers[1].node.store
+        assert isinstance(gate, GatedBroker)
+        rooms = ["r1", "r2", "r3"]
+        async with await member(c.ws(0), "u1") as u1, await member(c.ws(1), "u2") as u2:
+            for room in rooms:
+                await request(u1, "join_room", roomId=room)
+                await request(u2, "join_room", roomId=room)
+            tries = 0
+            events_since = store.events_since
+
+            async def store_away(*args: Any, **kwargs: Any) -> Any:
+                nonlocal tries
+                tries += 1
+                raise OSError("the store is away")
+
+            monkeypatch.setattr(store, "events_since", store_away)
+            gate.hold()
+            lost = [(await chat(u1, "lost", room))["seq"] for room in rooms]
+            gate.lose()
+            shown = [(await chat(u1, "shows the hole", room))["seq"] for room in rooms]
+            async with asyncio.timeout(WAIT):
+                while tries < 2 * len(rooms):  # noqa: ASYNC110 - each room's fill failed twice
+                    await asyncio.sleep(0.05)
+            monkeypatch.setattr(store, "events_since", events_since)
+            got = await room_events(u2, 2 * len(rooms))
+            for room, first, second in zip(rooms, lost, shown, strict=True):
+                assert [(e["seq"], e["content"]) for e in got if e["roomId"] == room] == [
+                    (first, "lost"), (second, "shows the hole")]
+    failures = [r for r in caplog.records if "filling a seq gap" in r.getMessage()]
+    assert len(failures) <= 1, [r.getMessage() for r in failures]
+
+
 async def test_a_forwarded_call_frame_whose_answer_is_lost_gets_one_answer_internal(
         tmp_path: Path) -> None:
     # In-process only: the call's home (node 0) hears nothing while bob, on node 1, hangs

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from hubbub import logs
 from hubbub.broker.base import Broker
 from hubbub.core.effects import Forward
 from hubbub.core.sequencer import Sequencer
@@ -250,8 +251,10 @@ class Fanout:
                         positions = await node.store.last_seqs(
                             list(rooms[i:i + POSITIONS_PER_READ]))
                     except Exception as exc:
-                        log.warning("reading room positions from the store failed (%s); "
-                                    "will retry", exc)
+                        suffix = logs.failures.admit("position check")
+                        if suffix is not None:
+                            log.warning("reading room positions from the store failed (%r); "
+                                        "the next check tries again%s", exc, suffix)
                         return
                     mono = node.clock.mono_ms()
                     for room, seq in positions.items():
@@ -269,7 +272,11 @@ class Fanout:
             recovery = await node.store.events_since(room, after, node.settings.recovery_limit,
                                                      page=True)
         except Exception as exc:
-            log.warning("filling a seq gap in room %s failed (%s); will retry", room, exc)
+            # Every room with a hole fails alike while the store is away: one line per 10 s.
+            suffix = logs.failures.admit("gap fill")
+            if suffix is not None:
+                log.warning("filling a seq gap in room %s failed (%r); will retry%s",
+                            room, exc, suffix)
             self.sequencer.fill_failed(room, node.clock.mono_ms())
             return
         events: list[tuple[int, Held]] = []
