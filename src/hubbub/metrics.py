@@ -43,4 +43,9 @@ class Metrics:
     typing_shed: int = 0  # `isTyping: true` frames not sent to a reader that was behind
     refused_connections: int = 0
     announcements: int = 0
+    # With several nodes: what the broker lost and the store made up for (server/fanout.py).
+    broker_resumes: int = 0  # the broker back after losing Redis
+    position_holes: int = 0  # rooms a position check found behind the store
+    gap_fills: int = 0  # reads of a hole from the store
+    events_filled: int = 0  # room events those reads returned
     flush_bytes: Histogram = field(default_factory=lambda: Histogram(FLUSH_BUCKETS))

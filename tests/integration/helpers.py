@@ -4,7 +4,7 @@ import contextlib
 import re
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -14,6 +14,13 @@ from tests.support.server import ws_url
 from tests.support.wsclient import WsClient
 
 SECRET = "s"
+
+
+class Served(Protocol):
+    """A server in this process (Server) or a `hubbub serve` process: where it answers."""
+
+    @property
+    def url(self) -> str: ...
 
 
 def token(user: str, **kwargs: Any) -> str:
@@ -28,12 +35,12 @@ async def dev_client(server: Server, user: str, username: str | None = None) -> 
     return client
 
 
-async def http_get(server: Server, path: str, **kwargs: Any) -> tuple[int, str, str]:
+async def http_get(server: Served, path: str, **kwargs: Any) -> tuple[int, str, str]:
     async with aiohttp.ClientSession() as http, http.get(server.url + path, **kwargs) as resp:
         return resp.status, resp.headers.get("Content-Type", ""), await resp.text()
 
 
-async def metric(server: Server, name: str, **labels: str) -> float | None:
+async def metric(server: Served, name: str, **labels: str) -> float | None:
     """One sample of GET /metrics, by name and labels; None when absent."""
     _, _, text = await http_get(server, "/metrics")
     want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))

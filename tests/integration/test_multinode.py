@@ -34,6 +34,7 @@ from hubbub.broker.memory import MemoryBroker, MemoryBus
 from hubbub.directory.memory import MemoryDirectory, MemoryDirectoryState
 from hubbub.server import timers
 from hubbub.server.app import Server
+from tests.integration.helpers import metric
 from tests.support.server import Process, start_process
 from tests.support.services import RedisServer, unavailable
 from tests.support.wsclient import WsClient
@@ -577,6 +578,10 @@ async def test_a_rooms_last_chat_lost_on_the_way_reaches_the_other_node_all_the_
             gate.lose()
             [got] = await room_events(u2, 1)
             assert (got["seq"], got["content"]) == (ack["seq"], "the last word")
+            node = c.servers[1]
+            assert await metric(node, "hubbub_position_holes_total") == 1
+            assert await metric(node, "hubbub_gap_fills_total") == 1
+            assert await metric(node, "hubbub_events_filled_total") == 1
             assert (await chat(u1, "and one more"))["seq"] == ack["seq"] + 1
             [after] = await room_events(u2, 1)  # delivered once, then the next
             assert after["seq"] == ack["seq"] + 1
@@ -964,6 +969,12 @@ async def test_a_chat_made_while_redis_was_down_reaches_the_other_node_with_noth
             dedicated_redis.start_again()
             [got] = await room_events(u2, 1, timeout=DEAD_NODE_WAIT)
             assert (got["seq"], got["content"]) == (ack["seq"], "while Redis is down")
+            dropped = await metric(a, "hubbub_broker_dropped_total")
+            assert dropped is not None and dropped >= 1  # the chat's publish, at least
+            resumes = await metric(b, "hubbub_broker_resumes_total")
+            assert resumes is not None and resumes >= 1
+            filled = await metric(b, "hubbub_events_filled_total")
+            assert filled is not None and filled >= 1
 
 
 async def test_after_a_redis_restart_member_lists_and_leaves_still_span_both_nodes(

@@ -23,6 +23,7 @@ ResumedHandler = Callable[[], None]
 
 class Broker(ABC):
     node_id: str
+    dropped: int = 0  # messages this node could not publish (the backend was away)
 
     @property
     def clustered(self) -> bool:

@@ -53,18 +53,20 @@ class Sequencer(Generic[T]):
         """The rooms this node orders: those with a local connection."""
         return list(self._rooms)
 
-    def hint(self, room: RoomId, seq: int, mono_ms: int) -> None:
+    def hint(self, room: RoomId, seq: int, mono_ms: int) -> bool:
         """A position check read that the store has `room`'s events up to `seq`. Anything
         above what was delivered is a hole, even with nothing held behind it (the broker
         may have lost the room's last events). It waits `max_wait_ms`, as the events may
-        still be on their way, then `overdue` reports it."""
+        still be on their way, then `overdue` reports it. True if the hole is new."""
         r = self._rooms.get(room)
         if r is None or seq <= r.last or seq <= r.known:
-            return
+            return False
         r.known = seq
-        if r.gap_since_mono is None:
-            r.gap_since_mono = mono_ms
-            self._gapped.add(room)
+        if r.gap_since_mono is not None:
+            return False
+        r.gap_since_mono = mono_ms
+        self._gapped.add(room)
+        return True
 
     def stop(self, room: RoomId) -> None:
         self._rooms.pop(room, None)

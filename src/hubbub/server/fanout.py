@@ -87,7 +87,7 @@ class Fanout:
         self._check_again = False  # and another was asked for meanwhile
 
     async def start(self) -> None:
-        await self.broker.start(self._received, self.check_positions)
+        await self.broker.start(self._received, self._resumed)
         await self.broker.subscribe("all")
         await self.broker.subscribe(f"node:{self.node_number}")
 
@@ -228,6 +228,10 @@ class Fanout:
         for room, after in self.sequencer.overdue(mono_ms):
             self._spawn(self._fill(room, after))
 
+    def _resumed(self) -> None:
+        self.hub.node.metrics.broker_resumes += 1
+        self.check_positions()
+
     def check_positions(self) -> None:
         """Compare every room this node orders with the store's position for it. A room
         event lost by the broker shows as a hole only when a later one arrives; when the
@@ -258,7 +262,8 @@ class Fanout:
                         return
                     mono = node.clock.mono_ms()
                     for room, seq in positions.items():
-                        self.sequencer.hint(RoomId(room), seq, mono)
+                        if self.sequencer.hint(RoomId(room), seq, mono):
+                            node.metrics.position_holes += 1
                 if not self._check_again:
                     return
         finally:
@@ -279,6 +284,8 @@ class Fanout:
                             room, exc, suffix)
             self.sequencer.fill_failed(room, node.clock.mono_ms())
             return
+        node.metrics.gap_fills += 1
+        node.metrics.events_filled += len(recovery.events)
         events: list[tuple[int, Held]] = []
         for ev in recovery.events:
             seq = msgspec.json.decode(ev.payload, type=_Seq).seq

@@ -67,6 +67,16 @@ class _Collector:
             ("hubbub_typing_shed", "isTyping: true frames not sent to a reader that was "
              "behind", m.typing_shed),
             ("hubbub_announcements", "Announcements sent", m.announcements),
+            ("hubbub_broker_dropped", "Messages to other nodes lost because the broker "
+             "(Redis) was away", self.hub.fanout.broker.dropped if self.hub.fanout else 0),
+            ("hubbub_broker_resumes", "Times the broker came back after losing Redis",
+             m.broker_resumes),
+            ("hubbub_position_holes", "Rooms a position check found behind the store: "
+             "their last events were lost on the way from another node", m.position_holes),
+            ("hubbub_gap_fills", "Reads of a hole in a room's seqs from the store",
+             m.gap_fills),
+            ("hubbub_events_filled", "Room events delivered from the store because they "
+             "were late or lost on the way from another node", m.events_filled),
             ("hubbub_connections_refused", "Connections closed 1013 by a connection limit",
              m.refused_connections),
             ("hubbub_store_commits", "Transactions the store's writer committed",

@@ -87,7 +87,8 @@ def test_live_events_past_the_stores_position_do_not_make_the_fill_skip() -> Non
 def test_a_lost_last_event_is_filled_after_a_position_check_shows_it() -> None:
     seq = room_at(5)
     assert seq.overdue(T0 + 10 * WAIT) == []  # nothing shows the hole yet
-    seq.hint(R, 7, T0)
+    assert seq.hint(R, 7, T0) is True  # a new hole
+    assert seq.hint(R, 7, T0 + 5) is False
     assert seq.overdue(T0 + WAIT - 1) == []  # 6 and 7 may still be on their way
     assert seq.overdue(T0 + WAIT) == [(R, 5)]
     assert seq.filled(R, [(6, 6), (7, 7)], 7, T0 + WAIT + 3) == [6, 7]
@@ -106,9 +107,9 @@ def test_events_arriving_live_after_a_position_check_close_the_hole() -> None:
 
 def test_a_position_at_or_below_what_was_delivered_is_no_hole() -> None:
     seq = room_at(5)
-    seq.hint(R, 5, T0)
-    seq.hint(R, 3, T0)
-    seq.hint(RoomId("not-ordered-here"), 9, T0)
+    assert not seq.hint(R, 5, T0)
+    assert not seq.hint(R, 3, T0)
+    assert not seq.hint(RoomId("not-ordered-here"), 9, T0)
     assert seq.overdue(T0 + 10 * WAIT) == []
     assert offer(seq, 6, T0) == [6]
 
