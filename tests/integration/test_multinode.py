@@ -641,6 +641,44 @@ async def test_holes_met_by_a_store_outage_are_filled_once_it_is_back_and_logged
     assert len(failures) <= 1, [r.getMessage() for r in failures]
 
 
+async def test_a_departure_the_directory_missed_while_redis_was_away_is_told_once_it_is_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Redis away (but not emptied) when u2's grace ended: the directory still holds u2
+    # through node 1, which lives on. Node 1 tells it again at its next housekeeping.
+    async with memory_cluster(tmp_path / "db.sqlite") as c:
+        directory = c.servers[1].node.directory
+        failed: list[str] = []
+
+        def away(name: str) -> None:
+            real = getattr(directory, name)
+
+            async def fails_while_away(*args: Any) -> Any:
+                if redis_away:
+                    failed.append(name)
+                    raise OSError("Redis is away")
+                return await real(*args)
+
+            monkeypatch.setattr(directory, name, fails_while_away)
+
+        redis_away = False
+        for name in ("rooms_of", "user_down", "remove_member"):
+            away(name)
+        async with await member(c.ws(0), "u1") as u1:
+            u2 = await member(c.ws(1), "u2")
+            await frames_until(u1, "join_room", userId="u2")
+            redis_away = True
+            await u2.close()
+            async with asyncio.timeout(WAIT):
+                while not failed:  # noqa: ASYNC110 - the grace ended, the release failed
+                    await asyncio.sleep(0.05)
+            redis_away = False
+            frames = await frames_until(u1, "leave_room", userId="u2")
+            assert [p["status"] for p in about(frames, "presence", "u2")] == ["offline"]
+            async with await online(c.ws(0), "u3") as u3:
+                ack = await u3.request("join_room", {"roomId": ROOM}, id="j")
+                assert member_ids(ack) == ["u1", "u3"]
+
+
 async def test_a_forwarded_call_frame_whose_answer_is_lost_gets_one_answer_internal(
         tmp_path: Path) -> None:
     # In-process only: the call's home (node 0) hears nothing while bob, on node 1, hangs

@@ -93,6 +93,16 @@ def limits_from(settings: Settings) -> Limits:
     )
 
 
+@dataclass(slots=True)
+class OwedDeparture:
+    """What the directory still holds of a user through this node that this node let go:
+    the user (`last_seen_ms` set: their last connection here closed then) and rooms."""
+
+    username: str
+    rooms: set[RoomId] = field(default_factory=set)
+    last_seen_ms: int | None = None
+
+
 @dataclass
 class Node:
     settings: Settings
@@ -128,6 +138,9 @@ class Node:
     # Calls that ended here whose release from the directory failed (Redis was down):
     # released again each housekeeping round, or their parties would stay busy.
     unreleased_calls: set[str] = field(default_factory=set)
+    # Likewise departures (a grace period ended, a room was left) the directory did not
+    # hear of: this node lives on, so nobody would ever reap what it still holds there.
+    unreleased_users: "dict[UserId, OwedDeparture]" = field(default_factory=dict)
     # Live calls here not yet wholly written back to a directory that forgot this node (a
     # write failed, or a party was recorded in another call): written again each round.
     unrestored_calls: set[str] = field(default_factory=set)

@@ -4,17 +4,21 @@ The directory holds each user's status cluster-wide; this node's PresenceTracker
 counts its own connections and runs the grace period after the last one closes.
 """
 
+import logging
 from collections.abc import Iterable
 
+from hubbub import logs
 from hubbub.core.effects import Effects, Reply, ToRoom, ToRooms
 from hubbub.core.presence import Status
 from hubbub.core.session import Session
 from hubbub.directory.base import PresenceInfo
 from hubbub.errors import ProtocolError
-from hubbub.features.node import Node
+from hubbub.features.node import Node, OwedDeparture
 from hubbub.ids import RoomId, UserId
 from hubbub.protocol.codes import ErrorCode
 from hubbub.protocol.frames import LeaveRoomEvent, Presence, PresenceAck, PresenceEvent
+
+log = logging.getLogger("hubbub.presence")
 
 
 def presence_to(rooms: Iterable[RoomId], uid: UserId, info: PresenceInfo) -> Effects:
@@ -52,18 +56,49 @@ async def released(node: Node, uid: UserId, username: str, rooms: list[RoomId],
                    last_seen_ms: int | None) -> Effects:
     """This node stopped holding `uid` in `rooms` (a lingering membership ended) and, with
     `last_seen_ms`, stopped holding the user at all (their grace period ended here). Tells
-    the others only what changed cluster-wide: offline first, then the rooms left."""
+    the others only what changed cluster-wide: offline first, then the rooms left.
+
+    What the directory could not be told (Redis away) is owed (`Node.unreleased_users`)
+    and told with the user's next release, or by `departures_owed` at the next
+    housekeeping round: else this node, alive, would hold it there for good."""
     d = node.directory
+    owed = node.unreleased_users.pop(uid, None)
+    left = set(rooms)
+    if owed is not None:
+        left |= owed.rooms
+        last_seen_ms = last_seen_ms or owed.last_seen_ms
+    if last_seen_ms is not None and node.presence.get(uid) is not None:
+        last_seen_ms = None  # held here again: online all along for the others
+    # A room the user is in here again, or joining, keeps its membership.
+    pending = sorted(r for r in left
+                     if not node.rooms.is_member(r, uid) and not node.joining[r, uid])
     effects: Effects = []
-    if last_seen_ms is not None:
-        # With the rooms held here: a directory that forgot this node knows none of them.
-        before = await d.rooms_of(uid) | set(rooms)
-        if await d.user_down(uid, last_seen_ms):
-            effects += presence_to(before, uid, PresenceInfo(username, "offline", last_seen_ms))
-    for room in rooms:
-        if node.joining[room, uid]:
-            continue  # a join of the user is under way here: it keeps the membership
-        if await d.remove_member(room, uid):
-            effects.append(ToRoom(room, "leave_room", LeaveRoomEvent(
-                room_id=room, user_id=uid, username=username)))
+    try:
+        if last_seen_ms is not None:
+            # With the rooms held here: a directory that forgot this node knows none of them.
+            before = await d.rooms_of(uid) | left
+            if await d.user_down(uid, last_seen_ms):
+                effects += presence_to(before, uid,
+                                       PresenceInfo(username, "offline", last_seen_ms))
+            last_seen_ms = None
+        while pending:
+            if await d.remove_member(pending[0], uid):
+                effects.append(ToRoom(pending[0], "leave_room", LeaveRoomEvent(
+                    room_id=pending[0], user_id=uid, username=username)))
+            pending.pop(0)
+    except Exception as exc:  # Redis is away: told again at the next housekeeping round
+        node.unreleased_users[uid] = OwedDeparture(username, set(pending), last_seen_ms)
+        suffix = logs.failures.admit("departure")
+        if suffix is not None:
+            log.warning("could not tell the directory that %s left, will retry: %r%s",
+                        uid, exc, suffix)
+    return effects
+
+
+async def departures_owed(node: Node) -> Effects:
+    """Each housekeeping round: tell the directory the departures it missed."""
+    effects: Effects = []
+    for uid, owed in list(node.unreleased_users.items()):
+        if uid in node.unreleased_users:  # not told meanwhile, by a release of the user
+            effects += await released(node, uid, owed.username, [], None)
     return effects

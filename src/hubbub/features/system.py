@@ -9,7 +9,7 @@ from hubbub.core.session import Session
 from hubbub.directory.base import PresenceInfo
 from hubbub.features import calls
 from hubbub.features.node import Node, refuse_connection
-from hubbub.features.presence import presence_to, released
+from hubbub.features.presence import departures_owed, presence_to, released
 from hubbub.features.typing_indicators import expire_typing, stop_typing
 from hubbub.ids import ConnId, UserId
 from hubbub.protocol.codes import CloseCode
@@ -165,6 +165,7 @@ async def housekeeping(node: Node, now_ms: int, mono_ms: int) -> Effects:
             node.directory_forgot_mono = mono_ms
         effects += await _tell_again(node, now_ms)
     effects += await calls.directory_retries(node)
+    effects += await departures_owed(node)
     effects += calls.calls_of_dead_nodes(await d.reap_calls(now_ms, mono_ms), now_ms)
     forgot = node.directory_forgot_mono
     if forgot is None or mono_ms - forgot > d.node_ttl_ms:
