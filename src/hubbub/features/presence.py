@@ -66,7 +66,8 @@ async def released(node: Node, uid: UserId, username: str, rooms: list[RoomId],
     left = set(rooms)
     if owed is not None:
         left |= owed.rooms
-        last_seen_ms = last_seen_ms or owed.last_seen_ms
+        if last_seen_ms is None:
+            last_seen_ms = owed.last_seen_ms
     if last_seen_ms is not None and node.presence.get(uid) is not None:
         last_seen_ms = None  # held here again: online all along for the others
     # A room the user is in here again, or joining, keeps its membership.
@@ -87,7 +88,11 @@ async def released(node: Node, uid: UserId, username: str, rooms: list[RoomId],
                     room_id=pending[0], user_id=uid, username=username)))
             pending.pop(0)
     except Exception as exc:  # Redis is away: told again at the next housekeeping round
-        node.unreleased_users[uid] = OwedDeparture(username, set(pending), last_seen_ms)
+        # Another release of the user, under way meanwhile, may have failed too.
+        owed = node.unreleased_users.setdefault(uid, OwedDeparture(username))
+        owed.rooms.update(pending)
+        if last_seen_ms is not None:
+            owed.last_seen_ms = max(owed.last_seen_ms or 0, last_seen_ms)
         suffix = logs.failures.admit("departure")
         if suffix is not None:
             log.warning("could not tell the directory that %s left, will retry: %r%s",
@@ -96,9 +101,13 @@ async def released(node: Node, uid: UserId, username: str, rooms: list[RoomId],
 
 
 async def departures_owed(node: Node) -> Effects:
-    """Each housekeeping round: tell the directory the departures it missed."""
+    """Each housekeeping round: tell the directory the departures it missed, until one
+    fails again (Redis is still away: the next round goes on)."""
     effects: Effects = []
     for uid, owed in list(node.unreleased_users.items()):
-        if uid in node.unreleased_users:  # not told meanwhile, by a release of the user
-            effects += await released(node, uid, owed.username, [], None)
+        if uid not in node.unreleased_users:
+            continue  # told meanwhile, by a release of the user
+        effects += await released(node, uid, owed.username, [], None)
+        if uid in node.unreleased_users:
+            break
     return effects

@@ -3,11 +3,14 @@ room was left) are owed, and told at the next housekeeping round that reaches it
 what the user holds here again (features/presence.py `released`, `departures_owed`;
 docs/decisions/0011)."""
 
+import asyncio
+
 import pytest
 
 from hubbub.core.effects import Effects
 from hubbub.directory.memory import MemoryDirectory, MemoryDirectoryState
 from hubbub.features.node import Node
+from hubbub.features.presence import released
 from hubbub.features.system import housekeeping
 from hubbub.ids import RoomId, UserId
 from tests.support.clock import FakeClock
@@ -34,21 +37,26 @@ class AwayDirectory(MemoryDirectory):
         super().__init__(state, node_id="here")
         self.away = False
         self.rooms_away = False
+        self.calls = 0  # departures asked of it
+        self.round_trips = False  # a failure takes a loop turn: other work runs meanwhile
 
-    def _check(self) -> None:
+    async def _check(self) -> None:
+        self.calls += 1
         if self.away:
+            if self.round_trips:
+                await asyncio.sleep(0)
             raise ConnectionError("Redis is away")
 
     async def rooms_of(self, user: UserId) -> set[RoomId]:
-        self._check()
+        await self._check()
         return await super().rooms_of(user)
 
     async def user_down(self, user: UserId, now_ms: int) -> bool:
-        self._check()
+        await self._check()
         return await super().user_down(user, now_ms)
 
     async def remove_member(self, room: RoomId, user: UserId) -> bool:
-        self._check()
+        await self._check()
         if self.rooms_away:
             raise ConnectionError("Redis is away")
         return await super().remove_member(room, user)
@@ -139,3 +147,23 @@ async def test_what_was_told_before_the_failure_is_announced_and_only_the_rest_o
     assert received(node, effects, bob, "leave_room") == [
         {"roomId": "r1", "userId": "ann", "username": "ann"}]
 
+
+
+async def test_two_releases_failing_at_once_owe_both_and_a_round_stops_at_a_failure(
+        node: Node, clock: FakeClock, directory: AwayDirectory) -> None:
+    await in_room(node, "ann", "bob", "cy")
+    for s in list(node.sessions.values()):
+        if s.identity is not None and s.identity.user_id in ("ann", "cy"):
+            disconnect(node, s)
+    advance(node, clock, GRACE_MS)  # both grace periods end: told
+    directory.away = directory.round_trips = True
+    # Two releases of ann under way together (a leave and a room's lingering end, say).
+    await asyncio.gather(released(node, ANN, "ann", [R1], None),
+                         released(node, ANN, "ann", [R2], clock.now_ms()))
+    owed = node.unreleased_users[ANN]
+    assert (owed.rooms, owed.last_seen_ms) == ({R1, R2}, clock.now_ms())
+    await released(node, UserId("cy"), "cy", [R2], None)
+    calls = directory.calls
+    assert await keep_house(node) == []
+    assert directory.calls - calls == 1  # the round stopped at its first failure
+    assert set(node.unreleased_users) == {ANN, UserId("cy")}
