@@ -31,6 +31,7 @@ from hubbub.directory.base import (
     Directory,
     PresenceInfo,
     Restore,
+    ToldAgain,
 )
 from hubbub.ids import RoomId, UserId
 
@@ -667,6 +668,17 @@ class DirectoryContract:
         assert len(await nodes.c.members(RoomId("room1"))) == 411
         assert await status(nodes.c, UserId("user1233")) == PresenceInfo("User 1233", "online",
                                                                          T0 + 2)
+
+    async def test_telling_again_gathers_its_answer_in_the_one_it_is_given(
+            self, backend: DirectoryBackend, nodes: Nodes) -> None:
+        # A write-back that breaks off still says what it wrote before (features/system.py).
+        await backend.forget_all()
+        await nodes.a.heartbeat(T0 + 1)
+        told = ToldAgain(came_online={U3: set()})
+        answer = await nodes.a.tell_again([(U1, "Ann")], [], [(R1, U1)], T0 + 2, told)
+        assert answer is told
+        assert told.came_online == {U3: set(), U1: set()}
+        assert told.joined == [(R1, U1, "online")]
 
     async def test_ended_call_ids_written_back_are_not_claimed_again(
             self, backend: DirectoryBackend, nodes: Nodes) -> None:

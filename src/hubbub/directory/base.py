@@ -217,12 +217,14 @@ class Directory(ABC):
 
     async def tell_again(self, connected: list[tuple[UserId, str]],
                          idle: list[tuple[UserId, str]], members: list[tuple[RoomId, UserId]],
-                         now_ms: int) -> ToldAgain:
+                         now_ms: int, told: ToldAgain | None = None) -> ToldAgain:
         """Write back what this node holds, after the directory forgot it (`heartbeat` said
         so): `user_up` for each connected user (with their username), `user_up` then
         `user_idle` for each user in a grace period, and `add_member` for each membership,
-        in that order. A backend may batch the writes (each stays atomic on its own)."""
-        told = ToldAgain()
+        in that order. A backend may batch the writes (each stays atomic on its own).
+        The answer accumulates in `told` as the writes are made: when one fails, what was
+        written before it is known all the same."""
+        told = ToldAgain() if told is None else told
         for user, username in connected:
             if await self.user_up(user, username, now_ms):
                 told.came_online[user] = await self.rooms_of(user)

@@ -334,12 +334,12 @@ class RedisDirectory(Directory):
 
     async def tell_again(self, connected: list[tuple[UserId, str]],
                          idle: list[tuple[UserId, str]], members: list[tuple[RoomId, UserId]],
-                         now_ms: int) -> ToldAgain:
+                         now_ms: int, told: ToldAgain | None = None) -> ToldAgain:
         # The same writes as the base class's, in the same order, sent in pipelines: one
         # round trip per TELL_AGAIN_BATCH writes, not several per user (~0.5 ms each, so
         # 5 s for a node of 10,000 users, all of it a window in which they look gone).
         node, p = self.node_id, self.p
-        told = ToldAgain()
+        told = ToldAgain() if told is None else told
         for batch in _batches(connected):
             pipe = self._r.pipeline(transaction=False)
             for user, username in batch:

@@ -148,6 +148,9 @@ class Node:
     # lived here. For a node TTL after that, the other nodes may not yet have told it
     # again whom they hold: a party missing from it is not taken for gone (`orphaned`).
     directory_forgot_mono: int | None = None  # monotonic
+    # A write-back to a forgetful directory broke off (Redis went away again): the next
+    # housekeeping round does it again, though the heartbeat no longer says it forgot.
+    tell_again_owed: bool = False
     # This node's number: the high bits of its connection ids (0 for a lone node).
     number: int = 0
     # (monotonic deadline, conn): each connection's authentication deadline.

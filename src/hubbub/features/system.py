@@ -4,9 +4,10 @@
 import heapq
 import logging
 
+from hubbub import logs
 from hubbub.core.effects import Close, Effects, Later, Reply, ToAll, ToRoom
 from hubbub.core.session import Session
-from hubbub.directory.base import PresenceInfo
+from hubbub.directory.base import PresenceInfo, ToldAgain
 from hubbub.features import calls
 from hubbub.features.node import Node, refuse_connection
 from hubbub.features.presence import departures_owed, presence_to, released
@@ -132,24 +133,46 @@ async def _tell_again(node: Node, now_ms: int) -> Effects:
     # grace ends is then announced (the others still see them online).
     idle = [named(uid) for uid in node.presence.in_grace()]
     members = [(room, uid) for room in list(node.rooms) for uid in list(node.rooms.members(room))]
-    told = await d.tell_again(connected, idle, members, now_ms)
-    effects: Effects = []
-    for uid, rooms in told.came_online.items():
-        effects += presence_to(rooms, uid, PresenceInfo(named(uid)[1], "online", now_ms))
-    for room, uid, status in told.joined:
-        # The status the directory has: another node may have written the user back first,
-        # with a status set since (announced to no room: the directory knew none of theirs).
-        effects.append(ToRoom(room, "join_room", JoinRoomEvent(
-            room_id=room, user_id=uid, username=named(uid)[1],
-            status=status or "online"),  # type: ignore[arg-type]
-            exclude_user=uid))
-    # The ids of the calls that ended here lately stay refused on every node (ADR 0072).
-    await d.remember_ended(node.calls.recently_ended(node.clock.mono_ms()), now_ms)
+    # The heartbeat that found the directory forgetful listed this node again: the next
+    # one will not say so. Until this write-back is whole, each round does it again.
+    node.tell_again_owed = True
+    told = ToldAgain()
+    try:
+        await d.tell_again(connected, idle, members, now_ms, told)
+        # The ids of the calls that ended here lately stay refused on every node (ADR 0072).
+        await d.remember_ended(node.calls.recently_ended(node.clock.mono_ms()), now_ms)
+    except Exception as exc:  # Redis went away again: what was written is announced
+        suffix = logs.failures.admit("write-back")
+        if suffix is not None:
+            log.warning("telling the directory again whom this node holds failed, the "
+                        "next round goes on: %r%s", exc, suffix)
+        return _came_back(node, told, now_ms)
+    node.tell_again_owed = False
     live = node.calls.live_calls()
     if node.user_conns or live:
         log.warning("the directory did not know this node: told it again about %d users "
                     "and %d calls", len(node.user_conns), len(live))
-    return effects + await calls.written_back(node, live)
+    return _came_back(node, told, now_ms) + await calls.written_back(node, live)
+
+
+def _came_back(node: Node, told: ToldAgain, now_ms: int) -> Effects:
+    """The others hear of whom a write-back brought back."""
+
+    def named(uid: UserId) -> str:
+        p = node.presence.get(uid)
+        return p.username if p else uid
+
+    effects: Effects = []
+    for uid, rooms in told.came_online.items():
+        effects += presence_to(rooms, uid, PresenceInfo(named(uid), "online", now_ms))
+    for room, uid, status in told.joined:
+        # The status the directory has: another node may have written the user back first,
+        # with a status set since (announced to no room: the directory knew none of theirs).
+        effects.append(ToRoom(room, "join_room", JoinRoomEvent(
+            room_id=room, user_id=uid, username=named(uid),
+            status=status or "online"),  # type: ignore[arg-type]
+            exclude_user=uid))
+    return effects
 
 
 async def housekeeping(node: Node, now_ms: int, mono_ms: int) -> Effects:
@@ -163,6 +186,8 @@ async def housekeeping(node: Node, now_ms: int, mono_ms: int) -> Effects:
     if await d.heartbeat(now_ms):
         if node.calls.live_count():
             node.directory_forgot_mono = mono_ms
+        effects += await _tell_again(node, now_ms)
+    elif node.tell_again_owed:
         effects += await _tell_again(node, now_ms)
     effects += await calls.directory_retries(node)
     effects += await departures_owed(node)
