@@ -1015,6 +1015,28 @@ async def test_a_chat_made_while_redis_was_down_reaches_the_other_node_with_noth
             assert filled is not None and filled >= 1
 
 
+async def test_a_departure_made_while_redis_was_away_is_told_once_it_is_back_with_its_data(
+        dedicated_redis: RedisServer, store_url: str) -> None:
+    # Redis with persistence: it comes back holding u2 through node b, which must tell it
+    # that u2's grace ended meanwhile, or u2 stays online and in the room for good.
+    with process_nodes(dedicated_redis.url(), store_url) as (a, b):
+        async with await member(a.ws, "u1") as u1:
+            u2 = await member(b.ws, "u2")
+            await frames_until(u1, "join_room", userId="u2")
+            dedicated_redis.shutdown(keep_data=True)
+            await u2.close()
+            async with asyncio.timeout(WAIT):  # u2's grace ended on b, unheard
+                while not any("could not tell the directory that u2 left" in line  # noqa: ASYNC110
+                              for line in b.stderr):
+                    await asyncio.sleep(0.05)
+            dedicated_redis.start_again()
+            frames = await frames_until(u1, "leave_room", userId="u2", timeout=DEAD_NODE_WAIT)
+            assert [p["status"] for p in about(frames, "presence", "u2")] == ["offline"]
+            async with await online(a.ws, "u3") as u3:
+                ack = await u3.request("join_room", {"roomId": ROOM}, id="j")
+                assert member_ids(ack) == ["u1", "u3"]
+
+
 async def test_after_a_redis_restart_member_lists_and_leaves_still_span_both_nodes(
         dedicated_redis: RedisServer, store_url: str) -> None:
     # Redis comes back empty: each node tells the directory again what it holds.

@@ -274,11 +274,16 @@ class RedisServer:
             time.sleep(0.02)
         return False
 
-    def shutdown(self) -> None:
+    def shutdown(self, keep_data: bool = False) -> None:
         """Stop the server process (every client connection drops); keep its folder, so
-        `start_again()` can bring it back on the same port. Nothing is persisted."""
+        `start_again()` can bring it back on the same port. Nothing is persisted, unless
+        `keep_data`: then it saves a snapshot first, which `start_again()` loads (a
+        Redis run with persistence)."""
+        if not keep_data:  # nor an earlier snapshot
+            (self.root / "dump.rdb").unlink(missing_ok=True)
         with contextlib.suppress(OSError):
-            redis_command(self.port, "SHUTDOWN", "NOSAVE", timeout=2.0)
+            redis_command(self.port, "SHUTDOWN", "SAVE" if keep_data else "NOSAVE",
+                          timeout=2.0)
         pid = self._pid()
         if pid is not None:
             deadline = time.monotonic() + 5
@@ -290,7 +295,8 @@ class RedisServer:
         self.pidfile.unlink(missing_ok=True)
 
     def start_again(self) -> None:
-        """After `shutdown()`: the same Redis address answers again (empty)."""
+        """After `shutdown()`: the same Redis address answers again (empty, unless it was
+        shut down keeping its data)."""
         if not self.launch():
             raise RuntimeError(f"redis-server did not restart on port {self.port}:\n"
                                f"{_log_tail(self.root / 'redis.log')}")

@@ -14,10 +14,13 @@ self-calls, wrong callIds, frames forwarded to the call's home), time passing ac
 typing timeout, the presence grace, the node TTL and the ring timeout, a node dying:
 it stops, and its connections vanish without a close, and the directory forgetting
 everything (a Redis restarted without persistence), after which each live node tells it
-again at its next housekeeping round (ADR 0071). The directory forgets only once every dead
-node has been reaped, and no node dies until every live node has told it again: a node that
-dies unreaped, or before it told the directory again, is never reaped (nothing lists it to
-watch; scale-out.md says so).
+again at its next housekeeping round (ADR 0071), and Redis away for up to 2.5 s and back
+with its data: every directory call fails meanwhile (housekeeping rounds do nothing, as
+their heartbeat fails first), and what a node could not tell it then (departures, calls
+that ended) it tells at its next round (ADR 0011, calls.md). The directory forgets only
+once every dead node has been reaped, and no node dies until every live node has told it
+again: a node that dies unreaped, or before it told the directory again, is never reaped
+(nothing lists it to watch; scale-out.md says so).
 
 Checked after every step, once its effects have settled (each check cites its doc):
 - nothing raises, and no frame is answered `internal` except a call frame forwarded to a
@@ -34,10 +37,13 @@ Checked after every step, once its effects have settled (each check cites its do
   TTL more for orphaned calls, the checks above hold as before;
 - a live node is never reaped (ADR 0091), and after the presence grace and the reaping
   of a dead node (10-15 s after its last heartbeat), a user with no connection left is
-  offline and in no room, for everyone (presence.md §On one node and on many).
+  offline and in no room, for everyone (presence.md §On one node and on many);
+- after Redis was away, once every live node has kept house, the checks above hold as
+  before; until then the directory may still hold what they could not tell it.
 """
 
 import asyncio
+import inspect
 import itertools
 import os
 from collections import Counter
@@ -80,6 +86,29 @@ ANSWERS = ("ack", "error", "welcome", "pong")
 SDP = {"type": "offer", "sdp": "v=0"}
 MAX_CONNS = 7
 WALL_START, MONO_START = 1_700_000_000_000, 5_000_000
+
+class Redis:
+    """Whether Redis is reachable; while `away`, every directory call fails."""
+
+    away = False
+
+
+class BlinkingDirectory(MemoryDirectory):
+    """A MemoryDirectory on a Redis that may be away (and comes back with its data)."""
+
+    def __init__(self, state: MemoryDirectoryState, node_id: str, redis: Redis) -> None:
+        super().__init__(state, node_id=node_id)
+        self.redis = redis
+
+    def __getattribute__(self, name: str) -> Any:
+        attr = super().__getattribute__(name)
+        if (not name.startswith("_") and inspect.iscoroutinefunction(attr)
+                and super().__getattribute__("redis").away):
+            async def away(*args: Any, **kwargs: Any) -> Any:
+                raise ConnectionError("Redis is away")
+            return away
+        return attr
+
 
 users = st.sampled_from(USERS)
 rooms = st.sampled_from(ROOMS)
@@ -143,6 +172,10 @@ class ClusterMachine(RuleBasedStateMachine):
         self.old_calls: set[str] = set()  # calls live when the directory forgot them
         self.window_calls: set[str] = set()  # calls claimed before every node told again
         self.telling_again = False  # a member's first housekeeping round since the forget
+        self.redis = Redis()
+        # Redis was away (and came back with its data): the live members that have not
+        # kept house since. Until they have, the directory may hold what they owe it.
+        self.blink_owed: set[int] = set()
 
     def teardown(self) -> None:
         self.loop.run_until_complete(self.store.close())
@@ -162,7 +195,7 @@ class ClusterMachine(RuleBasedStateMachine):
                              typing_timeout=TYPING_MS / 1000, ring_timeout=RING_MS / 1000)
             node.store = self.store
             node.number = 101 + i
-            node.directory = MemoryDirectory(self.state, node_id=f"node{i}")
+            node.directory = BlinkingDirectory(self.state, f"node{i}", self.redis)
             node.directory.number = node.number
             self.members.append(Member(i, node, clock))
             self.loop.run_until_complete(node.directory.heartbeat(clock.now_ms()))
@@ -315,6 +348,7 @@ class ClusterMachine(RuleBasedStateMachine):
 
     def a_node_dies_now(self, m: Member) -> None:
         m.alive = False
+        self.blink_owed.discard(m.index)
         self.died[m.index] = self.last_hb[m.index]
         self.live_at_death |= {c.call_id for c in m.node.calls.live_calls()}
         self.held_at_death[m.index] = set(m.node.user_conns) | set(
@@ -333,6 +367,19 @@ class ClusterMachine(RuleBasedStateMachine):
         self.forgot_at, self.told_at = self.t, None
         self.owed = {m.index for m in self._alive()}
         self.old_calls |= {c.call_id for m in self._alive() for c in m.node.calls.live_calls()}
+
+    @precondition(lambda self: not self.blink_owed)
+    @rule(ms=st.sampled_from([300, 1_000, HOUSEKEEPING_MS]))
+    def redis_is_away_for_a_while(self, ms: int) -> None:
+        """Redis is unreachable for `ms`, then back with its data (persistence on): time
+        passes meanwhile, grace periods and rings end, and the directory hears none of it.
+        Short of the node TTL: a longer outage gets live nodes reaped (scale-out.md)."""
+        self.redis.away = True
+        try:
+            self.time_passes(ms)
+        finally:
+            self.redis.away = False
+        self.blink_owed = {m.index for m in self._alive()}
 
     # ---- rooms -----------------------------------------------------------------------------
     @precondition(lambda self: self._conns())
@@ -560,7 +607,10 @@ class ClusterMachine(RuleBasedStateMachine):
             for m in self._alive():
                 if self.next_hk[m.index] <= self.t:
                     self.next_hk[m.index] += HOUSEKEEPING_MS
+                    if self.redis.away:
+                        continue  # its heartbeat fails first: the round does nothing
                     self.last_hb[m.index] = self.t
+                    self.blink_owed.discard(m.index)
                     self.telling_again = m.index in self.owed
                     self.cluster.housekeeping(m)
                     self.cluster.settle()
@@ -645,6 +695,16 @@ class ClusterMachine(RuleBasedStateMachine):
         # directory forgot (old_calls), one claimed before every node told it again
         # (window_calls); the directory records them in the newer, or, once that ended, in
         # none until the older call's home is back at it (`unrestored_calls`).
+        recorded = dict(state.calls)
+        recorded_user_call = dict(state.user_call)
+        if self.blink_owed:
+            # calls.md: a call that ended while Redis was away is released again once it
+            # is back, at its home's next round; until then the directory still has it.
+            unreleased = {c for m in self._alive() for c in m.node.unreleased_calls}
+            recorded = {c: i for c, i in recorded.items()
+                        if c not in unreleased or c in want_calls}
+            recorded_user_call = {u: c for u, c in recorded_user_call.items()
+                                  if c not in unreleased or c in want_calls}
         doubled = {u for u, n in per_user.items() if n > 1}
         for u in doubled:
             theirs = {c for c, parties in want_calls.items() if u in parties}
@@ -653,12 +713,12 @@ class ClusterMachine(RuleBasedStateMachine):
         if self.owed:
             # scale-out.md: until a home's next heartbeat (2.5 s at most) the directory is
             # missing its calls; what it records is still live calls only.
-            assert {c: (i.caller, i.callee) for c, i in state.calls.items()}.items() \
-                <= want_calls.items(), (state.calls, want_calls)
+            assert {c: (i.caller, i.callee) for c, i in recorded.items()}.items() \
+                <= want_calls.items(), (recorded, want_calls)
             assert all(want_calls.get(c, ()) and u in want_calls[c]
-                       for u, c in state.user_call.items()), (state.user_call, want_calls)
+                       for u, c in recorded_user_call.items()), (recorded_user_call, want_calls)
             return
-        assert {c: (i.caller, i.callee) for c, i in state.calls.items()} == want_calls
+        assert {c: (i.caller, i.callee) for c, i in recorded.items()} == want_calls
         want_user_call = {u: c for c, parties in want_calls.items() for u in parties}
         unrestored = {c for m in self._alive() for c in m.node.unrestored_calls}
         for u in doubled:  # recorded in the newer call, until it ends
@@ -667,7 +727,7 @@ class ClusterMachine(RuleBasedStateMachine):
         for u, c in list(want_user_call.items()):
             if u not in state.user_call and c in unrestored and c in self.old_calls:
                 del want_user_call[u]  # its newer call ended: filled in at the next round
-        assert dict(state.user_call) == want_user_call, (want_calls, unrestored)
+        assert recorded_user_call == want_user_call, (want_calls, unrestored)
 
     @invariant()
     def calls_told(self) -> None:
@@ -767,6 +827,8 @@ class ClusterMachine(RuleBasedStateMachine):
         left goes offline and leaves their rooms once the grace ends where their last
         connection closed, or once the dead node that held them is reaped."""
         state = self.state
+        if self.blink_owed:
+            return  # ADR 0011: told once Redis is back, at the holder's next round
         for user in USERS:
             uid = UserId(user)
             if self._conns(user):
