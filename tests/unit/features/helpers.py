@@ -11,9 +11,10 @@ import msgspec
 from hubbub.core.effects import Close, Effect, Effects, Reply, ToAll, ToRoom, ToRooms, ToUser
 from hubbub.core.session import Session
 from hubbub.features.node import Node
+from hubbub.features.system import housekeeping
 from hubbub.ids import ConnId
 from hubbub.protocol.frames import Out
-from tests.support.node import asend, connect, payload
+from tests.support.node import asend, asettle, connect, payload
 
 
 def _user_of(node: Node, conn: ConnId) -> str | None:
@@ -87,3 +88,8 @@ async def in_room(node: Node, *users: str, room: str = "r1") -> list[Session]:
     for s in sessions:
         await join(node, s, room)
     return sessions
+
+
+async def keep_house(node: Node) -> Effects:
+    """One housekeeping round of the node, its directory work carried out."""
+    return await asettle(await housekeeping(node, node.clock.now_ms(), node.clock.mono_ms()))

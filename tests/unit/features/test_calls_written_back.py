@@ -1,23 +1,23 @@
 """The directory forgot this node (Redis restarted empty, or the node was reaped while cut
 off): the heartbeat writes back the calls living here too, and a call's release that
 failed while the directory was down is tried again (features/calls.py `written_back`,
-`directory_retries`; docs/decisions/0071)."""
+`directory_retries`; docs/decisions/0071). A write-back that breaks off is done again at
+the next round (features/system.py `_tell_again`)."""
 
 from collections.abc import Awaitable, Callable
 
 import pytest
 
-from hubbub.core.effects import Effects, LogCall
+from hubbub.core.effects import LogCall
 from hubbub.core.session import Session
 from hubbub.directory.base import CallInfo, Restore
 from hubbub.directory.memory import MemoryDirectory, MemoryDirectoryState
 from hubbub.features.node import Node
-from hubbub.features.system import housekeeping
 from hubbub.ids import RoomId, UserId
 from tests.support.clock import FakeClock
 from tests.support.directory import forget_all
-from tests.support.node import asend, asettle, connect
-from tests.unit.features.helpers import in_room, join, received
+from tests.support.node import asend, connect
+from tests.unit.features.helpers import in_room, join, keep_house, received
 
 ANN, BOB, CY = UserId("ann"), UserId("bob"), UserId("cy")
 OFFER = {"type": "offer", "sdp": "v=0 offer"}
@@ -32,6 +32,7 @@ class FlakyDirectory(MemoryDirectory):
         super().__init__(state, node_id="home")
         self.down = False
         self.before_restore: Callable[[], Awaitable[object]] | None = None
+        self.add_member_fails = 0  # the next so many fail (Redis gone again)
 
     async def heartbeat(self, now_ms: int) -> bool:
         if self.down:
@@ -42,6 +43,12 @@ class FlakyDirectory(MemoryDirectory):
         if self.down:
             raise ConnectionError("Redis is down")
         await super().release_call(call_id, ended=ended)
+
+    async def add_member(self, room: RoomId, user: UserId) -> bool:
+        if self.add_member_fails:
+            self.add_member_fails -= 1
+            raise ConnectionError("Redis went away again")
+        return await super().add_member(room, user)
 
     async def restore_call(self, call: CallInfo) -> Restore:
         if self.before_restore is not None:
@@ -64,10 +71,6 @@ def home(node: Node, state: MemoryDirectoryState) -> FlakyDirectory:
 def other(state: MemoryDirectoryState) -> MemoryDirectory:
     """The directory of another node on the same state."""
     return MemoryDirectory(state, node_id="other")
-
-
-async def keep_house(node: Node) -> Effects:
-    return await asettle(await housekeeping(node, node.clock.now_ms(), node.clock.mono_ms()))
 
 
 async def answered_call(node: Node, clock: FakeClock) -> tuple[Session, Session]:
@@ -223,3 +226,26 @@ async def test_the_wait_after_the_directory_forgot_this_node_counts_on_the_monot
         await other.heartbeat(clock.advance(2_500))
         await keep_house(node)
     assert node.calls.live_call_of(BOB) is None
+
+
+async def test_a_write_back_that_broke_off_is_finished_at_the_next_round(
+        node: Node, home: FlakyDirectory, state: MemoryDirectoryState,
+        other: MemoryDirectory) -> None:
+    # The heartbeat that found the directory forgetful listed this node again: the next
+    # one does not say it forgot, yet the rooms are still to be written back.
+    ann, _ = await in_room(node, "ann", "bob")
+    await join(node, ann, "r2")
+    await keep_house(node)
+    forget_all(state)
+    home.add_member_fails = 1
+    first = await keep_house(node)
+    assert await other.is_online(ANN) and await other.is_online(BOB)
+    assert await other.members(RoomId("r1")) == []
+    assert received(node, first, ann, "join_room") == []
+    assert node.tell_again_owed
+    second = await keep_house(node)
+    assert not node.tell_again_owed
+    assert sorted(await other.members(RoomId("r1"))) == [ANN, BOB]
+    assert await other.members(RoomId("r2")) == [ANN]
+    assert [p["userId"] for p in received(node, second, ann, "join_room")] == ["bob"]
+    assert await keep_house(node) == []

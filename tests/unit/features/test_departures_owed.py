@@ -7,11 +7,9 @@ import asyncio
 
 import pytest
 
-from hubbub.core.effects import Effects
 from hubbub.directory.memory import MemoryDirectory, MemoryDirectoryState
 from hubbub.features.node import Node
 from hubbub.features.presence import released
-from hubbub.features.system import housekeeping
 from hubbub.ids import RoomId, UserId
 from tests.support.clock import FakeClock
 from tests.support.node import (
@@ -23,7 +21,7 @@ from tests.support.node import (
     replies,
     status_of,
 )
-from tests.unit.features.helpers import in_room, join, received
+from tests.unit.features.helpers import in_room, join, keep_house, received
 
 GRACE_MS = 5000
 ANN, R1, R2 = UserId("ann"), RoomId("r1"), RoomId("r2")
@@ -66,10 +64,6 @@ class AwayDirectory(MemoryDirectory):
 def directory(node: Node) -> AwayDirectory:
     node.directory = d = AwayDirectory(MemoryDirectoryState())
     return d
-
-
-async def keep_house(node: Node) -> Effects:
-    return await asettle(await housekeeping(node, node.clock.now_ms(), node.clock.mono_ms()))
 
 
 async def members(node: Node, room: RoomId) -> list[UserId]:
