@@ -176,6 +176,11 @@ class Node:
     def new_conn_id(self) -> ConnId:
         return conn_id(self.number, next(self._conn_ids))
 
+    def username(self, uid: UserId) -> str:
+        """The name of a user this node holds; their id for one it does not."""
+        p = self.presence.get(uid)
+        return p.username if p else uid
+
     def add_deadline(self, when_mono: int, conn: ConnId) -> None:
         """`conn` is closed at `when_mono` (monotonic) unless it has authenticated."""
         self.deadlines = self._pushed(self.deadlines, when_mono, conn)

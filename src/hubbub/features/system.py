@@ -123,15 +123,10 @@ async def _tell_again(node: Node, now_ms: int) -> Effects:
     data): tell it again who is here, in which rooms and in which calls living here, and
     tell the others whoever that brings back."""
     d = node.directory
-
-    def named(uid: UserId) -> tuple[UserId, str]:
-        p = node.presence.get(uid)
-        return uid, p.username if p else uid
-
-    connected = [named(uid) for uid in list(node.user_conns)]
+    connected = [(uid, node.username(uid)) for uid in list(node.user_conns)]
     # Held, not reachable, as before the directory forgot: their going offline when the
     # grace ends is then announced (the others still see them online).
-    idle = [named(uid) for uid in node.presence.in_grace()]
+    idle = [(uid, node.username(uid)) for uid in node.presence.in_grace()]
     members = [(room, uid) for room in list(node.rooms) for uid in list(node.rooms.members(room))]
     # The heartbeat that found the directory forgetful listed this node again: the next
     # one will not say so. Until this write-back is whole, each round does it again.
@@ -157,19 +152,14 @@ async def _tell_again(node: Node, now_ms: int) -> Effects:
 
 def _came_back(node: Node, told: ToldAgain, now_ms: int) -> Effects:
     """The others hear of whom a write-back brought back."""
-
-    def named(uid: UserId) -> str:
-        p = node.presence.get(uid)
-        return p.username if p else uid
-
     effects: Effects = []
     for uid, rooms in told.came_online.items():
-        effects += presence_to(rooms, uid, PresenceInfo(named(uid), "online", now_ms))
+        effects += presence_to(rooms, uid, PresenceInfo(node.username(uid), "online", now_ms))
     for room, uid, status in told.joined:
         # The status the directory has: another node may have written the user back first,
         # with a status set since (announced to no room: the directory knew none of theirs).
         effects.append(ToRoom(room, "join_room", JoinRoomEvent(
-            room_id=room, user_id=uid, username=named(uid),
+            room_id=room, user_id=uid, username=node.username(uid),
             status=status or "online"),  # type: ignore[arg-type]
             exclude_user=uid))
     return effects

@@ -41,6 +41,5 @@ def handle_typing(node: Node, s: Session, frame: Typing) -> Effects:
 def expire_typing(node: Node, mono_ms: int) -> Effects:
     effects: Effects = []
     for room, user in node.typing.expire(mono_ms):
-        p = node.presence.get(user)
-        effects.append(typing_event(room, user, p.username if p else user, False))
+        effects.append(typing_event(room, user, node.username(user), False))
     return effects
