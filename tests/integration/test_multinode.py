@@ -104,6 +104,32 @@ class GatedBroker(MemoryBroker):
             self._deliver(topic, data)
 
 
+class CutBroker(MemoryBroker):
+    """A MemoryBroker whose own publishes are lost while `cut` (its link to Redis is down,
+    the other nodes' are not); `mend()` brings it back as a reconnect does, saying so."""
+
+    def __init__(self, bus: MemoryBus) -> None:
+        super().__init__(bus)
+        self.cut = False
+        self._resumed: ResumedHandler | None = None
+
+    async def start(self, on_message: MessageHandler,
+                    on_resumed: ResumedHandler | None = None) -> None:
+        self._resumed = on_resumed
+        await super().start(on_message, on_resumed)
+
+    def publish(self, topic: str, data: bytes) -> None:
+        if self.cut:
+            self.dropped += 1
+            return
+        super().publish(topic, data)
+
+    def mend(self) -> None:
+        self.cut = False
+        if self._resumed is not None:
+            self._resumed()
+
+
 @contextlib.asynccontextmanager
 async def memory_cluster(db: Path, nodes: int = 2,
                          broker: Callable[[MemoryBus], MemoryBroker] = MemoryBroker,
@@ -585,6 +611,23 @@ async def test_a_rooms_last_chat_lost_on_the_way_reaches_the_other_node_all_the_
             assert (await chat(u1, "and one more"))["seq"] == ack["seq"] + 1
             [after] = await room_events(u2, 1)  # delivered once, then the next
             assert after["seq"] == ack["seq"] + 1
+
+
+async def test_a_chat_its_node_could_not_publish_reaches_the_others_once_that_node_is_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only node 0's link broke: node 1 has no outage to recover from, and its own position
+    # check is an hour away here. Node 0, back, tells it how far it delivered the room.
+    monkeypatch.setattr(timers, "POSITION_CHECK_S", 3600.0)
+    async with memory_cluster(tmp_path / "db.sqlite", broker=CutBroker) as c:
+        link = c.brokers[0]
+        assert isinstance(link, CutBroker)
+        async with await member(c.ws(0), "u1") as u1, await member(c.ws(1), "u2") as u2:
+            link.cut = True
+            ack = await chat(u1, "lost on its way out")
+            link.mend()
+            [got] = await room_events(u2, 1)
+            assert (got["seq"], got["content"]) == (ack["seq"], "lost on its way out")
+            assert await metric(c.servers[1], "hubbub_position_holes_total") == 1
 
 
 async def test_a_hole_longer_than_a_fill_reads_is_filled_page_by_page(tmp_path: Path) -> None:

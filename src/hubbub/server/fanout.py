@@ -32,7 +32,7 @@ log = logging.getLogger("hubbub.fanout")
 class Message(msgspec.Struct, array_like=True, omit_defaults=True):
     """One event for the other nodes: who gets it, and its WebSocket frame bytes."""
 
-    kind: str  # "room" | "rooms" | "user" | "conns" | "all"
+    kind: str  # "room" | "rooms" | "user" | "conns" | "all" | "positions"
     origin: int
     type: str
     frame: bytes
@@ -47,6 +47,8 @@ class Message(msgspec.Struct, array_like=True, omit_defaults=True):
     # A forwarded call frame: who sent it (conn, user, username).
     sender: tuple[int, str, str] | None = None
     answers: str | None = None  # "conns": the id of the forwarded frame this answers
+    # "positions": how far the sender delivered each room it orders (after its outage)
+    positions: dict[str, int] | None = None
 
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -85,6 +87,7 @@ class Fanout:
         self._gave_up: deque[tuple[int, str]] = deque(maxlen=1024)
         self._checking = False  # a position check is under way
         self._check_again = False  # and another was asked for meanwhile
+        self._dropped_seen = 0  # the broker's count of lost publishes, at the last resume
 
     async def start(self) -> None:
         await self.broker.start(self._received, self._resumed)
@@ -215,6 +218,11 @@ class Fanout:
             hub.deliver_conns([ConnId(c) for c in msg.conns], msg.type, msg.frame)
         elif kind == "all":
             hub.deliver_all(msg.type, msg.frame)
+        elif kind == "positions" and msg.positions is not None:
+            mono = hub.node.clock.mono_ms()
+            for room, seq in msg.positions.items():
+                if self.sequencer.hint(RoomId(room), seq, mono):
+                    hub.node.metrics.position_holes += 1
 
     def _remember(self, key: tuple[int, int]) -> None:
         if len(self._seen_rooms_msgs) == self._seen_rooms_msgs.maxlen:
@@ -229,8 +237,23 @@ class Fanout:
             self._spawn(self._fill(room, after))
 
     def _resumed(self) -> None:
+        """The broker is back after an outage: what it lost either way is looked for. This
+        node checks its rooms against the store; and if its own publishes were lost, it
+        tells the others how far it delivered each room, so that a node whose connection
+        never broke need not wait for its next position check to find the hole."""
         self.hub.node.metrics.broker_resumes += 1
         self.check_positions()
+        dropped = self.broker.dropped
+        if dropped == self._dropped_seen:
+            return
+        self._dropped_seen = dropped
+        rooms = self.sequencer.rooms()
+        for i in range(0, len(rooms), POSITIONS_PER_READ):
+            positions: dict[str, int] = {room: self.sequencer.last(room) or 0
+                                         for room in rooms[i:i + POSITIONS_PER_READ]}
+            self.broker.publish("all", _encode(Message(
+                kind="positions", origin=self.node_number, type="positions", frame=b"",
+                positions=positions)))
 
     def check_positions(self) -> None:
         """Compare every room this node orders with the store's position for it. A room

@@ -71,8 +71,9 @@ class _Collector:
              "(Redis) was away", self.hub.fanout.broker.dropped if self.hub.fanout else 0),
             ("hubbub_broker_resumes", "Times the broker came back after losing Redis",
              m.broker_resumes),
-            ("hubbub_position_holes", "Rooms a position check found behind the store: "
-             "their last events were lost on the way from another node", m.position_holes),
+            ("hubbub_position_holes", "Rooms found behind (by a position check, or by "
+             "another node's positions after its outage): their last events were lost on "
+             "the way from another node", m.position_holes),
             ("hubbub_gap_fills", "Reads of a hole in a room's seqs from the store",
              m.gap_fills),
             ("hubbub_events_filled", "Room events delivered from the store because they "
