@@ -56,7 +56,7 @@ _decode = msgspec.msgpack.Decoder(Message).decode
 
 # How long a forwarded call frame's answer may take before this node answers `internal`.
 FORWARD_ANSWER_MS = 5000
-# Rooms whose positions one read of a position check asks the store for.
+# Rooms per store read of a position check, and per `positions` message.
 POSITIONS_PER_READ = 500
 
 # A persisted room event held for ordering: (frame, excluded user, type, seq).
@@ -219,10 +219,7 @@ class Fanout:
         elif kind == "all":
             hub.deliver_all(msg.type, msg.frame)
         elif kind == "positions" and msg.positions is not None:
-            mono = hub.node.clock.mono_ms()
-            for room, seq in msg.positions.items():
-                if self.sequencer.hint(RoomId(room), seq, mono):
-                    hub.node.metrics.position_holes += 1
+            self._hint(msg.positions)
 
     def _remember(self, key: tuple[int, int]) -> None:
         if len(self._seen_rooms_msgs) == self._seen_rooms_msgs.maxlen:
@@ -283,14 +280,20 @@ class Fanout:
                             log.warning("reading room positions from the store failed (%r); "
                                         "the next check tries again%s", exc, suffix)
                         return
-                    mono = node.clock.mono_ms()
-                    for room, seq in positions.items():
-                        if self.sequencer.hint(RoomId(room), seq, mono):
-                            node.metrics.position_holes += 1
+                    self._hint(positions)
                 if not self._check_again:
                     return
         finally:
             self._checking = False
+
+    def _hint(self, positions: dict[str, int]) -> None:
+        """Rooms known to be at these seqs somewhere (the store, another node): a room
+        this node delivered less of has a hole up to there."""
+        node = self.hub.node
+        mono = node.clock.mono_ms()
+        for room, seq in positions.items():
+            if self.sequencer.hint(RoomId(room), seq, mono):
+                node.metrics.position_holes += 1
 
     async def _fill(self, room: RoomId, after: int) -> None:
         node = self.hub.node
