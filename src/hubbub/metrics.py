@@ -46,6 +46,7 @@ class Metrics:
     # With several nodes: what the broker lost and the store made up for (server/fanout.py).
     broker_resumes: int = 0  # the broker back after losing Redis
     position_holes: int = 0  # rooms a position check found behind the store
+    member_events_mended: int = 0  # joins, leaves, statuses told after lost member events
     gap_fills: int = 0  # reads of a hole from the store
     events_filled: int = 0  # room events those reads returned
     flush_bytes: Histogram = field(default_factory=lambda: Histogram(FLUSH_BUCKETS))

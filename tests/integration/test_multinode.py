@@ -32,7 +32,7 @@ from hubbub import config
 from hubbub.broker.base import MessageHandler, ResumedHandler
 from hubbub.broker.memory import MemoryBroker, MemoryBus
 from hubbub.directory.memory import MemoryDirectory, MemoryDirectoryState
-from hubbub.server import timers
+from hubbub.server import fanout, timers
 from hubbub.server.app import Server
 from tests.integration.helpers import metric
 from tests.support.server import Process, start_process
@@ -79,6 +79,7 @@ class GatedBroker(MemoryBroker):
         super().__init__(bus)
         self.held: list[tuple[str, bytes]] | None = None
         self._deliver: MessageHandler = lambda topic, data: None
+        self._resumed: ResumedHandler | None = None
 
     async def start(self, on_message: MessageHandler,
                     on_resumed: ResumedHandler | None = None) -> None:
@@ -88,7 +89,7 @@ class GatedBroker(MemoryBroker):
             else:
                 self.held.append((topic, data))
 
-        self._deliver = on_message
+        self._deliver, self._resumed = on_message, on_resumed
         await super().start(gated, on_resumed)
 
     def hold(self) -> None:
@@ -97,6 +98,13 @@ class GatedBroker(MemoryBroker):
     def lose(self) -> None:
         """What was held is lost for good (pub/sub is at most once)."""
         self.held = None
+
+    def reconnect(self) -> None:
+        """The link broke while it held: that is lost, and the broker says it is back, as
+        the Redis broker does once it has subscribed again."""
+        self.lose()
+        if self._resumed is not None:
+            self._resumed()
 
     def release(self) -> None:
         held, self.held = self.held or [], None
@@ -628,6 +636,80 @@ async def test_a_chat_its_node_could_not_publish_reaches_the_others_once_that_no
             [got] = await room_events(u2, 1)
             assert (got["seq"], got["content"]) == (ack["seq"], "lost on its way out")
             assert await metric(c.servers[1], "hubbub_position_holes_total") == 1
+
+
+async def test_joins_leaves_and_statuses_a_node_missed_in_an_outage_are_told_once_it_is_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # presence.md §When Redis blinks: node 1 heard none of it; its member lists are
+    # compared with the directory's once it is back, and the differences told.
+    monkeypatch.setattr(fanout, "MEND_VIEWS_AFTER_S", 0.1)
+    async with memory_cluster(tmp_path / "db.sqlite", broker=GatedBroker) as c:
+        gate = c.brokers[1]
+        assert isinstance(gate, GatedBroker)
+        async with await member(c.ws(0), "u1") as u1, await member(c.ws(1), "u2") as u2, \
+                await member(c.ws(0), "u3") as u3, await online(c.ws(0), "u4") as u4:
+            await frames_until(u2, "join_room", userId="u3")
+            gate.hold()
+            await request(u3, "leave_room", roomId=ROOM)
+            await request(u1, "presence", status="busy")
+            await u4.join(ROOM)
+            gate.reconnect()
+            frames = await frames_until(u2, "join_room", userId="u4")
+            told = [(f["type"], f["payload"]["userId"], f["payload"].get("status"))
+                    for f in frames if f["type"] in ("presence", "join_room", "leave_room")]
+            assert told == [("presence", "u1", "busy"), ("leave_room", "u3", None),
+                            ("join_room", "u4", "online")]
+            assert await metric(c.servers[1], "hubbub_member_events_mended_total") == 3
+            assert await metric(c.servers[0], "hubbub_member_events_mended_total") == 0
+            # The list told is the list a join reads now.
+            async with await member(c.ws(1), "u5") as u5:
+                ack = await request(u5, "join_room", roomId=ROOM)
+                assert sorted((m["userId"], m["status"]) for m in ack["members"]) == [
+                    ("u1", "busy"), ("u2", "online"), ("u4", "online"), ("u5", "online")]
+
+
+async def test_a_leave_its_node_could_not_publish_is_told_on_the_others_once_it_is_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only node 0's link broke: node 1 had no outage, and hears of it from node 0's
+    # positions message once node 0 is back.
+    monkeypatch.setattr(fanout, "MEND_VIEWS_AFTER_S", 0.1)
+    async with memory_cluster(tmp_path / "db.sqlite", broker=CutBroker) as c:
+        link = c.brokers[0]
+        assert isinstance(link, CutBroker)
+        async with await member(c.ws(0), "u1") as u1, await member(c.ws(1), "u2") as u2:
+            await frames_until(u1, "join_room", userId="u2")
+            link.cut = True
+            await request(u1, "leave_room", roomId=ROOM)  # node 0 orders no room now
+            link.mend()
+            frames = await frames_until(u2, "leave_room", userId="u1")
+            assert about(frames, "join_room", "u1") == []
+            assert await metric(c.servers[1], "hubbub_member_events_mended_total") == 1
+
+
+async def test_a_publishing_link_that_broke_alone_is_told_of_at_the_next_position_check(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Node 0's publishes were lost, but its listener never lost Redis: no resume. Its
+    # next position check sees the loss and tells the others, who fill and mend.
+    monkeypatch.setattr(fanout, "MEND_VIEWS_AFTER_S", 0.1)
+    monkeypatch.setattr(timers, "POSITION_CHECK_S", 0.3)
+    async with memory_cluster(tmp_path / "db.sqlite", broker=CutBroker) as c:
+        link = c.brokers[0]
+        assert isinstance(link, CutBroker)
+        async with await member(c.ws(0), "u1") as u1, await member(c.ws(1), "u2") as u2, \
+                await member(c.ws(0), "u3") as u3:
+            await frames_until(u2, "join_room", userId="u3")
+            link.cut = True
+            ack = await chat(u1, "lost on its way out")
+            await request(u3, "leave_room", roomId=ROOM)
+            link.cut = False  # the next publish goes through; nobody said it was back
+            frames: list[dict[str, Any]] = []
+            async with asyncio.timeout(WAIT):  # the fill and the mend, in either order
+                while not ({"chat", "leave_room"} <= {f["type"] for f in frames}):
+                    frames.append(await u2.recv())
+            assert [(f["payload"]["seq"], f["payload"]["content"]) for f in frames
+                    if f["type"] == "chat"] == [(ack["seq"], "lost on its way out")]
+            assert about(frames, "leave_room", "u3") != []
+            assert await metric(c.servers[1], "hubbub_member_events_mended_total") == 1
 
 
 async def test_a_hole_longer_than_a_fill_reads_is_filled_page_by_page(tmp_path: Path) -> None:

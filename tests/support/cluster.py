@@ -25,8 +25,9 @@ to its end by `drive`. A node that dies receives nothing more and publishes noth
 Not mirrored: the hub's output buffers, runs and flush pacing (they change when bytes
 are written, not which or in what order), slow readers and typing shed (no reader is
 behind here), the call lane (`Hub.lane_relay`, the settled relay's shortcut for the next
-candidates, making the same checks), gap filling from the store (events are never lost
-or reordered here, so no hole opens), and `CatchUp` (a join is driven to its end before
+candidates, making the same checks), gap filling from the store and the mending of member
+lists after an outage (events are never lost or reordered here, so no hole opens and no
+list goes wrong), and `CatchUp` (a join is driven to its end before
 anything else happens, so nothing is held back for it).
 """
 
@@ -56,6 +57,7 @@ from hubbub.features.calls import call_frames_unanswered, forwarded
 from hubbub.features.node import Node
 from hubbub.features.system import close_session, housekeeping, tick
 from hubbub.ids import ConnId, RoomId, UserId, node_of
+from hubbub.protocol.frames import Member as MemberFrame
 from hubbub.protocol.frames import encode
 from hubbub.server import framing
 from hubbub.server.fanout import FORWARD_ANSWER_MS
@@ -110,7 +112,7 @@ class ClusterFanout:
     def __init__(self, member: Member) -> None:
         self.m = member
 
-    async def room_opened(self, room: RoomId) -> None:
+    async def room_opened(self, room: RoomId, members: list[MemberFrame]) -> None:
         self.m.topics.add(f"room:{room}")
 
     def room_position(self, room: RoomId, last_seq: int, conn: ConnId) -> None:

@@ -22,15 +22,16 @@ from hubbub.errors import ProtocolError
 from hubbub.ids import ConnId, RoomId, UserId, conn_id
 from hubbub.metrics import Metrics
 from hubbub.protocol.codes import CloseCode
-from hubbub.protocol.frames import ErrorPayload
+from hubbub.protocol.frames import ErrorPayload, Member
 from hubbub.store.base import Store
 
 
 class Fanout(Protocol):
     """What the rules tell the node's fan-out about local interest (hubbub.server.fanout)."""
 
-    async def room_opened(self, room: RoomId) -> None:
-        """The first local connection is joining `room`; returns once its events flow."""
+    async def room_opened(self, room: RoomId, members: list[Member]) -> None:
+        """The first local connection is joining `room` and read its `members` (what this
+        node's connections are shown of it from now on); returns once its events flow."""
 
     def room_position(self, room: RoomId, last_seq: int, conn: ConnId) -> None:
         """Local connection `conn` joined `room` at `last_seq`."""
@@ -52,7 +53,7 @@ class Fanout(Protocol):
 class LocalOnly:
     """One node, nobody else to tell."""
 
-    async def room_opened(self, room: RoomId) -> None:
+    async def room_opened(self, room: RoomId, members: list[Member]) -> None:
         return None
 
     def room_position(self, room: RoomId, last_seq: int, conn: ConnId) -> None:

@@ -99,7 +99,7 @@ async def _join(node: Node, s: Session, frame: JoinRoom, room: RoomId,
         newly = await node.directory.add_member(room, uid)
     members, infos = await member_list(node, room)
     if not node.rooms.conns(room):
-        await node.fanout.room_opened(room)
+        await node.fanout.room_opened(room, members)
     ack = JoinAck(room_id=room, members=members, last_seq=0)
     # The position read is ordered with the room's writes (Store contract), and nothing
     # is awaited between it and taking our place in the room: live events from here on

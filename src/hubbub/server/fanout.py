@@ -19,8 +19,18 @@ from hubbub import logs
 from hubbub.broker.base import Broker
 from hubbub.core.effects import Forward
 from hubbub.core.sequencer import Sequencer
+from hubbub.core.views import Listed, RoomViews, Shown
+from hubbub.directory.base import PresenceInfo
+from hubbub.features.rooms import member_list
 from hubbub.ids import ConnId, RoomId, UserId, node_of
-from hubbub.protocol.frames import encode_stored
+from hubbub.protocol.frames import (
+    JoinRoomEvent,
+    LeaveRoomEvent,
+    Member,
+    PresenceEvent,
+    encode,
+    encode_stored,
+)
 from hubbub.server import framing
 
 if TYPE_CHECKING:
@@ -58,6 +68,11 @@ _decode = msgspec.msgpack.Decoder(Message).decode
 FORWARD_ANSWER_MS = 5000
 # Rooms per store read of a position check, and per `positions` message.
 POSITIONS_PER_READ = 500
+# How long after the broker lost events (its own outage, or another node's publishes) this
+# node compares its member lists with the directory's: two housekeeping rounds, by which
+# every node has told the directory what it missed meanwhile (departures owed, and a
+# write-back if Redis came back empty), so that its lists are whole again.
+MEND_VIEWS_AFTER_S = 5.0
 
 # A persisted room event held for ordering: (frame, excluded user, type, seq).
 Held = tuple[bytes, UserId | None, str, int]
@@ -88,6 +103,10 @@ class Fanout:
         self._checking = False  # a position check is under way
         self._check_again = False  # and another was asked for meanwhile
         self._dropped_seen = 0  # the broker's count of lost publishes, at the last resume
+        self.views = RoomViews()
+        self._mend_timer: asyncio.TimerHandle | None = None
+        self._mending = False  # member lists are being compared with the directory
+        self._mend_again = False  # and another comparison was asked for meanwhile
 
     async def start(self) -> None:
         await self.broker.start(self._received, self._resumed)
@@ -95,13 +114,18 @@ class Fanout:
         await self.broker.subscribe(f"node:{self.node_number}")
 
     async def close(self) -> None:
+        if self._mend_timer is not None:
+            self._mend_timer.cancel()
         for task in list(self._fill_tasks):
             task.cancel()
         await self.broker.close()
 
     # ---- subscriptions, driven by the features (Node.fanout) -----------------------------
-    async def room_opened(self, room: RoomId) -> None:
-        """The first local connection is joining `room`: receive its events from now on."""
+    async def room_opened(self, room: RoomId, members: list[Member]) -> None:
+        """The first local connection is joining `room`, and read its `members`: receive
+        its events from now on."""
+        self.views.listed(room, [Listed(UserId(m.user_id), m.username, m.status)
+                                 for m in members])
         await self.broker.subscribe(f"room:{room}")
 
     def room_position(self, room: RoomId, last_seq: int, conn: ConnId) -> None:
@@ -120,6 +144,8 @@ class Fanout:
         self.broker.unsubscribe(f"room:{room}")
         self.sequencer.stop(room)
         self.floors.pop(room, None)
+        if room not in self.hub.node.prejoin:  # else a join under way keeps the view
+            self.views.closed(room)
 
     async def user_opened(self, user: UserId) -> None:
         await self.broker.subscribe(f"user:{user}")
@@ -219,7 +245,9 @@ class Fanout:
         elif kind == "all":
             hub.deliver_all(msg.type, msg.frame)
         elif kind == "positions" and msg.positions is not None:
+            # The sender lost publishes: its joins, leaves and status changes too.
             self._hint(msg.positions)
+            self.mend_views_later()
 
     def _remember(self, key: tuple[int, int]) -> None:
         if len(self._seen_rooms_msgs) == self._seen_rooms_msgs.maxlen:
@@ -235,34 +263,47 @@ class Fanout:
 
     def _resumed(self) -> None:
         """The broker is back after an outage: what it lost either way is looked for. This
-        node checks its rooms against the store; and if its own publishes were lost, it
-        tells the others how far it delivered each room, so that a node whose connection
-        never broke need not wait for its next position check to find the hole."""
+        node checks its rooms against the store and, a little later, its member lists
+        against the directory; and tells the others if its own publishes were lost
+        (`check_positions`)."""
         self.hub.node.metrics.broker_resumes += 1
         self.check_positions()
-        dropped = self.broker.dropped
-        if dropped == self._dropped_seen:
-            return
-        self._dropped_seen = dropped
-        rooms = self.sequencer.rooms()
-        for i in range(0, len(rooms), POSITIONS_PER_READ):
-            positions: dict[str, int] = {room: self.sequencer.last(room) or 0
-                                         for room in rooms[i:i + POSITIONS_PER_READ]}
-            self.broker.publish("all", _encode(Message(
-                kind="positions", origin=self.node_number, type="positions", frame=b"",
-                positions=positions)))
+        self.mend_views_later()
 
     def check_positions(self) -> None:
         """Compare every room this node orders with the store's position for it. A room
         event lost by the broker shows as a hole only when a later one arrives; when the
         lost ones were the room's last, this finds them (Sequencer.hint), and they are
         filled like any hole. Run by the timers and when the broker is back from an
-        outage; one at a time, and one more if asked meanwhile."""
+        outage; one at a time, and one more if asked meanwhile.
+
+        And if some of this node's own publishes were lost since the last check, it tells
+        the others how far it delivered each room it orders (a `positions` message), so
+        that a node whose link never broke finds the hole at once rather than at its own
+        next check, and mends its member lists too. A publishing link that broke alone,
+        with no outage of the listening one to resume from, is told of so as well."""
+        self._tell_lost_publishes()
         if self._checking:
             self._check_again = True
             return
         self._checking = True
         self._spawn(self._check_positions())
+
+    def _tell_lost_publishes(self) -> None:
+        dropped = self.broker.dropped
+        if dropped == self._dropped_seen:
+            return
+        # If this message is lost too, `dropped` grows again and the next check says it.
+        self._dropped_seen = dropped
+        rooms = self.sequencer.rooms()
+        # One message at least, if empty: the joins, leaves and status changes it lost
+        # need telling as well (mend_views_later), whatever rooms it still orders.
+        for i in range(0, max(len(rooms), 1), POSITIONS_PER_READ):
+            positions: dict[str, int] = {room: self.sequencer.last(room) or 0
+                                         for room in rooms[i:i + POSITIONS_PER_READ]}
+            self.broker.publish("all", _encode(Message(
+                kind="positions", origin=self.node_number, type="positions", frame=b"",
+                positions=positions)))
 
     async def _check_positions(self) -> None:
         node = self.hub.node
@@ -323,6 +364,96 @@ class Fanout:
                                           node.clock.mono_ms()):
             self.hub.deliver_ordered(room, held)
 
+    # ---- member lists ---------------------------------------------------------------------
+    def views_heard(self, rooms: tuple[RoomId, ...], type_: str, frame: bytes) -> None:
+        """A `join_room`, `leave_room` or `presence` event delivered to `rooms` here."""
+        p = _member_event(framing.text_payload(frame)).payload
+        user = UserId(p.user_id)
+        if type_ == "join_room":
+            self.views.joined(rooms[0], user, p.username, p.status)
+        elif type_ == "leave_room":
+            self.views.left(rooms[0], user)
+        else:
+            self.views.status(rooms, user, p.username, p.status)
+
+    def mend_views_later(self) -> None:
+        """Pub/sub may have lost member events: compare the member lists this node showed
+        with the directory's once it is whole again (MEND_VIEWS_AFTER_S from the last
+        such loss), and tell the connections the difference."""
+        if self._mend_timer is not None:
+            self._mend_timer.cancel()
+        self._mend_timer = asyncio.get_running_loop().call_later(MEND_VIEWS_AFTER_S,
+                                                                 self._mend_views_now)
+
+    def _mend_views_now(self) -> None:
+        self._mend_timer = None
+        if self._mending:
+            self._mend_again = True
+            return
+        self._mending = True
+        self._spawn(self._mend_views())
+
+    async def _mend_views(self) -> None:
+        node = self.hub.node
+        try:
+            while True:
+                self._mend_again = False
+                for room in self.views.rooms():
+                    before = self.views.view(room)
+                    try:
+                        members, infos = await member_list(node, room)
+                        listed = {m.user_id for m in members}
+                        gone = [u for u in before if u not in listed]
+                        if gone:
+                            infos |= await node.directory.presence(gone)
+                    except Exception as exc:
+                        suffix = logs.failures.admit("member list mend")
+                        if suffix is not None:
+                            log.warning("reading room %s's members from the directory failed "
+                                        "(%r); the next outage's mend tries again%s",
+                                        room, exc, suffix)
+                        return
+                    self._mend_room(room, before, members, infos)
+                if not self._mend_again:
+                    return
+        finally:
+            self._mending = False
+
+    def _mend_room(self, room: RoomId, before: dict[UserId, Shown], members: list[Member],
+                   infos: dict[UserId, PresenceInfo]) -> None:
+        """Tell `room`'s connections here what makes their list the directory's: the
+        events that went missing, as the rules would have sent them (a departure that
+        went offline is told as `presence` offline, then the leave). Delivered here only:
+        every node mends its own connections."""
+        diff = self.views.differences(
+            room, [Listed(UserId(m.user_id), m.username, m.status) for m in members], before)
+        if not diff:
+            return
+        hub, metrics = self.hub, self.hub.node.metrics
+        for m in diff.changed:
+            info = infos.get(m.user)
+            hub.deliver_rooms((room,), "presence", framing.text_frame(encode(
+                "presence", PresenceEvent(user_id=m.user, username=m.username,
+                                          status=m.status,  # type: ignore[arg-type]
+                                          last_seen=0 if info is None else info.last_seen_ms))))
+        for user, shown in diff.left:
+            info = infos.get(user)
+            if info is not None and info.status == "offline" and shown.status != "offline":
+                hub.deliver_rooms((room,), "presence", framing.text_frame(encode(
+                    "presence", PresenceEvent(user_id=user, username=shown.username,
+                                              status="offline", last_seen=info.last_seen_ms))))
+            hub.deliver_room_now(room, "leave_room", framing.text_frame(encode(
+                "leave_room", LeaveRoomEvent(room_id=room, user_id=user,
+                                             username=shown.username))), None)
+        for m in diff.joined:
+            hub.deliver_room_now(room, "join_room", framing.text_frame(encode(
+                "join_room", JoinRoomEvent(room_id=room, user_id=m.user, username=m.username,
+                                           status=m.status))),  # type: ignore[arg-type]
+                                 m.user)
+        metrics.member_events_mended += len(diff.joined) + len(diff.left) + len(diff.changed)
+        log.info("room %s: member list mended after lost events (%d joined, %d left, "
+                 "%d changed)", room, len(diff.joined), len(diff.left), len(diff.changed))
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._fill_tasks.add(task)
@@ -331,3 +462,16 @@ class Fanout:
 
 class _Seq(msgspec.Struct):
     seq: int
+
+
+class _MemberPayload(msgspec.Struct, rename="camel"):
+    user_id: str
+    username: str = ""
+    status: str = "online"
+
+
+class _MemberEvent(msgspec.Struct):
+    payload: _MemberPayload
+
+
+_member_event = msgspec.json.Decoder(_MemberEvent).decode

@@ -78,6 +78,9 @@ class _Collector:
              m.gap_fills),
             ("hubbub_events_filled", "Room events delivered from the store because they "
              "were late or lost on the way from another node", m.events_filled),
+            ("hubbub_member_events_mended", "Joins, leaves and status changes told to this "
+             "node's connections because the broker had lost the events that told them",
+             m.member_events_mended),
             ("hubbub_connections_refused", "Connections closed 1013 by a connection limit",
              m.refused_connections),
             ("hubbub_store_commits", "Transactions the store's writer committed",

@@ -376,6 +376,8 @@ class Hub:
                          exclude: UserId | None) -> None:
         if type_ in _HELD_TYPES:
             self._hold(room, type_, frame, exclude)
+            if self.fanout is not None:
+                self.fanout.views_heard((room,), type_, frame)
         if exclude is not None:  # not every member: each gets the frame on its own
             self.deliver_conns(self.node.rooms.conns(room), type_, frame, exclude)
             return
@@ -440,6 +442,8 @@ class Hub:
             ids |= self.node.rooms.conns(room)
             if type_ in _HELD_TYPES:
                 self._hold(room, type_, frame, None)
+        if type_ in _HELD_TYPES and self.fanout is not None:
+            self.fanout.views_heard(rooms, type_, frame)
         self.deliver_conns(ids, type_, frame)
 
     def deliver_conns(self, ids: Iterable[ConnId], type_: str, frame: bytes,
