@@ -678,11 +678,15 @@ async def test_a_leave_its_node_could_not_publish_is_told_on_the_others_once_it_
         assert isinstance(link, CutBroker)
         async with await member(c.ws(0), "u1") as u1, await member(c.ws(1), "u2") as u2:
             await frames_until(u1, "join_room", userId="u2")
+            await u1.send("typing", {"roomId": ROOM, "isTyping": True})
+            await u2.expect("typing", userId="u1", isTyping=True)
             link.cut = True
-            await request(u1, "leave_room", roomId=ROOM)  # node 0 orders no room now
+            # Its stop is lost with the leave; node 0 orders no room after it.
+            await request(u1, "leave_room", roomId=ROOM)
             link.mend()
             frames = await frames_until(u2, "leave_room", userId="u1")
             assert about(frames, "join_room", "u1") == []
+            assert [p["isTyping"] for p in about(frames, "typing", "u1")] == [False]
             assert await metric(c.servers[1], "hubbub_member_events_mended_total") == 1
 
 
@@ -710,6 +714,24 @@ async def test_a_publishing_link_that_broke_alone_is_told_of_at_the_next_positio
                     if f["type"] == "chat"] == [(ack["seq"], "lost on its way out")]
             assert about(frames, "leave_room", "u3") != []
             assert await metric(c.servers[1], "hubbub_member_events_mended_total") == 1
+
+
+async def test_a_typist_whose_stop_was_lost_is_shown_stopped_once_the_broker_is_back(
+        tmp_path: Path) -> None:
+    async with memory_cluster(tmp_path / "db.sqlite", broker=GatedBroker) as c:
+        gate = c.brokers[1]
+        assert isinstance(gate, GatedBroker)
+        async with await member(c.ws(0), "u1") as u1, await member(c.ws(1), "u2") as u2:
+            await u1.send("typing", {"roomId": ROOM, "isTyping": True})
+            await u2.expect("typing", userId="u1", isTyping=True)
+            gate.hold()
+            await u1.send("typing", {"roomId": ROOM, "isTyping": False})
+            await u1.send("ping", {})
+            await u1.expect("pong")  # node 0 handled the stop, and node 1 lost it
+            gate.reconnect()
+            stop = await u2.expect("typing", userId="u1")
+            assert stop["payload"] == {"roomId": ROOM, "userId": "u1", "username": "U1",
+                                       "isTyping": False}
 
 
 async def test_a_hole_longer_than_a_fill_reads_is_filled_page_by_page(tmp_path: Path) -> None:

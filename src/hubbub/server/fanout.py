@@ -104,6 +104,8 @@ class Fanout:
         self._check_again = False  # and another was asked for meanwhile
         self._dropped_seen = 0  # the broker's count of lost publishes, at the last resume
         self.views = RoomViews()
+        # Other nodes' typists shown typing here: (room, user) -> (their node, the frame).
+        self._typists: dict[tuple[RoomId, UserId], tuple[int, bytes]] = {}
         self._mend_timer: asyncio.TimerHandle | None = None
         self._mending = False  # member lists are being compared with the directory
         self._mend_again = False  # and another comparison was asked for meanwhile
@@ -146,6 +148,8 @@ class Fanout:
         self.floors.pop(room, None)
         if room not in self.hub.node.prejoin:  # else a join under way keeps the view
             self.views.closed(room)
+        for typist in [t for t in self._typists if t[0] == room]:
+            del self._typists[typist]
 
     async def user_opened(self, user: UserId) -> None:
         await self.broker.subscribe(f"user:{user}")
@@ -217,11 +221,14 @@ class Fanout:
         hub = self.hub
         kind = msg.kind
         if kind == "room" and msg.room is not None:
-            if (msg.type == "typing" and msg.exclude is not None
-                    and msg.frame.endswith(framing.TYPING_TRUE)
-                    and not hub.node.typing.remote_true(RoomId(msg.room), UserId(msg.exclude),
-                                                        hub.node.clock.mono_ms())):
-                return  # the user's other device, on another node, typed within a second
+            if msg.type == "typing" and msg.exclude is not None:
+                typist = (RoomId(msg.room), UserId(msg.exclude))
+                if not msg.frame.endswith(framing.TYPING_TRUE):
+                    self._typists.pop(typist, None)
+                elif hub.node.typing.remote_true(typist[0], typist[1], hub.node.clock.mono_ms()):
+                    self._typists[typist] = (msg.origin, msg.frame)
+                else:
+                    return  # the user's other device, on another node, typed within a second
             hub.deliver_room(RoomId(msg.room), msg.type, msg.frame,
                              UserId(msg.exclude) if msg.exclude else None, msg.seq)
         elif kind == "rooms" and msg.rooms is not None and msg.id is not None:
@@ -245,8 +252,9 @@ class Fanout:
         elif kind == "all":
             hub.deliver_all(msg.type, msg.frame)
         elif kind == "positions" and msg.positions is not None:
-            # The sender lost publishes: its joins, leaves and status changes too.
+            # The sender lost publishes: its joins, leaves, status changes and typing too.
             self._hint(msg.positions)
+            self._typing_ended(msg.origin)
             self.mend_views_later()
 
     def _remember(self, key: tuple[int, int]) -> None:
@@ -268,6 +276,7 @@ class Fanout:
         (`check_positions`)."""
         self.hub.node.metrics.broker_resumes += 1
         self.check_positions()
+        self._typing_ended(None)
         self.mend_views_later()
 
     def check_positions(self) -> None:
@@ -375,6 +384,17 @@ class Fanout:
             self.views.left(rooms[0], user)
         else:
             self.views.status(rooms, user, p.username, p.status)
+
+    def _typing_ended(self, origin: int | None) -> None:
+        """The `isTyping: false` of another node's typist (of node `origin`, or any) may
+        have been lost: they are shown as stopped now. One still typing is shown again
+        by their next refresh (every 2 s from the shipped clients)."""
+        for typist, (node, frame) in list(self._typists.items()):
+            if origin is None or node == origin:
+                del self._typists[typist]
+                stopped = framing.text_payload(frame)[:-len(framing.TYPING_TRUE)]
+                self.hub.deliver_room_now(typist[0], "typing", framing.text_frame(
+                    stopped + framing.TYPING_FALSE), typist[1])
 
     def mend_views_later(self) -> None:
         """Pub/sub may have lost member events: compare the member lists this node showed

@@ -30,6 +30,7 @@ PING = control_frame(0x9)
 # How a `typing` event's frame ends when it says `true` (msgspec encodes fields in order, and
 # isTyping is TypingEvent's last): such a frame may be shed, a `false` never is.
 TYPING_TRUE = b'"isTyping":true}}'
+TYPING_FALSE = b'"isTyping":false}}'
 
 
 def close_frame(code: int, reason: str) -> bytes:
