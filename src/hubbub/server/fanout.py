@@ -376,7 +376,7 @@ class Fanout:
     # ---- member lists ---------------------------------------------------------------------
     def views_heard(self, rooms: tuple[RoomId, ...], type_: str, frame: bytes) -> None:
         """A `join_room`, `leave_room` or `presence` event delivered to `rooms` here."""
-        p = _member_event(framing.text_payload(frame)).payload
+        p = member_event(frame)
         user = UserId(p.user_id)
         if type_ == "join_room":
             self.views.joined(rooms[0], user, p.username, p.status)
@@ -484,14 +484,21 @@ class _Seq(msgspec.Struct):
     seq: int
 
 
-class _MemberPayload(msgspec.Struct, rename="camel"):
+class MemberPayload(msgspec.Struct, rename="camel"):
+    """Who a `join_room`, `leave_room` or `presence` event is about."""
+
     user_id: str
     username: str = ""
     status: str = "online"
 
 
 class _MemberEvent(msgspec.Struct):
-    payload: _MemberPayload
+    payload: MemberPayload
 
 
 _member_event = msgspec.json.Decoder(_MemberEvent).decode
+
+
+def member_event(frame: bytes) -> MemberPayload:
+    """The subject of a `join_room`, `leave_room` or `presence` frame built here."""
+    return _member_event(framing.text_payload(frame)).payload

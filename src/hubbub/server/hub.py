@@ -39,7 +39,7 @@ from hubbub.ids import ConnId, RoomId, UserId, node_of
 from hubbub.protocol.codes import CloseCode
 from hubbub.protocol.frames import WebRTC, encode
 from hubbub.server import framing
-from hubbub.server.fanout import Fanout, Held
+from hubbub.server.fanout import Fanout, Held, member_event
 
 log = logging.getLogger("hubbub.conn")
 
@@ -168,17 +168,6 @@ _LANE_DECODE_ERRORS = (msgspec.MsgspecError, RecursionError, UnicodeError, Value
 # presence. Persisted events are covered by the join's `lastSeq`; typing is ephemeral.
 _HELD_TYPES = frozenset(("join_room", "leave_room", "presence"))
 _MEMBERSHIP = frozenset(("join_room", "leave_room"))
-
-
-class _Subject(msgspec.Struct, rename="camel"):
-    user_id: str
-
-
-class _HeldEvent(msgspec.Struct):
-    payload: _Subject
-
-
-_held_decoder = msgspec.json.Decoder(_HeldEvent)
 
 
 def news(listed: frozenset[str], held: list[tuple[str, bytes, str | None]]
@@ -357,7 +346,7 @@ class Hub:
         waiting = self.node.prejoin.get(room)
         if not waiting:
             return
-        subject = (_held_decoder.decode(framing.text_payload(frame)).payload.user_id
+        subject = (member_event(frame).user_id
                    if type_ in _MEMBERSHIP else None)
         for conn_id, items in waiting.items():
             conn = self.conns.get(conn_id)
