@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import pytest
@@ -40,6 +40,7 @@ from tests.support.services import RedisServer, unavailable
 from tests.support.wsclient import WsClient
 
 ROOM = "lobby"
+AnyBroker = TypeVar("AnyBroker", bound=MemoryBroker)
 ADMIN = "admin-token"
 GRACE = 0.3  # --presence-grace (s)
 TYPING = 0.5  # --typing-timeout (s)
@@ -69,6 +70,12 @@ class Cluster:
 
     def ws(self, node: int) -> str:
         return self.urls[node].replace("http://", "ws://") + "/ws"
+
+    def broker(self, node: int, kind: type[AnyBroker]) -> AnyBroker:
+        """Node `node`'s broker, made by `memory_cluster(broker=kind)`."""
+        broker = self.brokers[node]
+        assert isinstance(broker, kind)
+        return broker
 
 
 class GatedBroker(MemoryBroker):
@@ -579,8 +586,7 @@ async def test_an_event_in_flight_reaches_the_members_of_a_node_where_someone_jo
     # In-process only: node 1's link is held while node 0 commits a chat and a newcomer
     # joins on node 1 at a lastSeq that already counts that chat.
     async with memory_cluster(tmp_path / "hubbub.db", broker=GatedBroker) as cluster:
-        link = cluster.brokers[1]
-        assert isinstance(link, GatedBroker)
+        link = cluster.broker(1, GatedBroker)
         async with (await member(cluster.ws(0), "u1") as u1,
                     await member(cluster.ws(1), "u2") as u2):
             link.hold()
@@ -604,8 +610,7 @@ async def test_a_rooms_last_chat_lost_on_the_way_reaches_the_other_node_all_the_
     # Nothing later in the room shows the hole: the periodic position check finds it.
     monkeypatch.setattr(timers, "POSITION_CHECK_S", 0.3)
     async with memory_cluster(tmp_path / "db.sqlite", broker=GatedBroker) as c:
-        gate = c.brokers[1]
-        assert isinstance(gate, GatedBroker)
+        gate = c.broker(1, GatedBroker)
         async with await member(c.ws(0), "u1") as u1, await member(c.ws(1), "u2") as u2:
             gate.hold()
             ack = await chat(u1, "the last word")
@@ -627,8 +632,7 @@ async def test_a_chat_its_node_could_not_publish_reaches_the_others_once_that_no
     # check is an hour away here. Node 0, back, tells it how far it delivered the room.
     monkeypatch.setattr(timers, "POSITION_CHECK_S", 3600.0)
     async with memory_cluster(tmp_path / "db.sqlite", broker=CutBroker) as c:
-        link = c.brokers[0]
-        assert isinstance(link, CutBroker)
+        link = c.broker(0, CutBroker)
         async with await member(c.ws(0), "u1") as u1, await member(c.ws(1), "u2") as u2:
             link.cut = True
             ack = await chat(u1, "lost on its way out")
@@ -644,8 +648,7 @@ async def test_joins_leaves_and_statuses_a_node_missed_in_an_outage_are_told_onc
     # compared with the directory's once it is back, and the differences told.
     monkeypatch.setattr(fanout, "MEND_VIEWS_AFTER_S", 0.1)
     async with memory_cluster(tmp_path / "db.sqlite", broker=GatedBroker) as c:
-        gate = c.brokers[1]
-        assert isinstance(gate, GatedBroker)
+        gate = c.broker(1, GatedBroker)
         async with await member(c.ws(0), "u1") as u1, await member(c.ws(1), "u2") as u2, \
                 await member(c.ws(0), "u3") as u3, await online(c.ws(0), "u4") as u4:
             await frames_until(u2, "join_room", userId="u3")
@@ -674,8 +677,7 @@ async def test_a_leave_its_node_could_not_publish_is_told_on_the_others_once_it_
     # positions message once node 0 is back.
     monkeypatch.setattr(fanout, "MEND_VIEWS_AFTER_S", 0.1)
     async with memory_cluster(tmp_path / "db.sqlite", broker=CutBroker) as c:
-        link = c.brokers[0]
-        assert isinstance(link, CutBroker)
+        link = c.broker(0, CutBroker)
         async with await member(c.ws(0), "u1") as u1, await member(c.ws(1), "u2") as u2:
             await frames_until(u1, "join_room", userId="u2")
             await u1.send("typing", {"roomId": ROOM, "isTyping": True})
@@ -697,8 +699,7 @@ async def test_a_publishing_link_that_broke_alone_is_told_of_at_the_next_positio
     monkeypatch.setattr(fanout, "MEND_VIEWS_AFTER_S", 0.1)
     monkeypatch.setattr(timers, "POSITION_CHECK_S", 0.3)
     async with memory_cluster(tmp_path / "db.sqlite", broker=CutBroker) as c:
-        link = c.brokers[0]
-        assert isinstance(link, CutBroker)
+        link = c.broker(0, CutBroker)
         async with await member(c.ws(0), "u1") as u1, await member(c.ws(1), "u2") as u2, \
                 await member(c.ws(0), "u3") as u3:
             await frames_until(u2, "join_room", userId="u3")
@@ -719,8 +720,7 @@ async def test_a_publishing_link_that_broke_alone_is_told_of_at_the_next_positio
 async def test_a_typist_whose_stop_was_lost_is_shown_stopped_once_the_broker_is_back(
         tmp_path: Path) -> None:
     async with memory_cluster(tmp_path / "db.sqlite", broker=GatedBroker) as c:
-        gate = c.brokers[1]
-        assert isinstance(gate, GatedBroker)
+        gate = c.broker(1, GatedBroker)
         async with await member(c.ws(0), "u1") as u1, await member(c.ws(1), "u2") as u2:
             await u1.send("typing", {"roomId": ROOM, "isTyping": True})
             await u2.expect("typing", userId="u1", isTyping=True)
@@ -737,8 +737,7 @@ async def test_a_typist_whose_stop_was_lost_is_shown_stopped_once_the_broker_is_
 async def test_a_hole_longer_than_a_fill_reads_is_filled_page_by_page(tmp_path: Path) -> None:
     async with memory_cluster(tmp_path / "db.sqlite", broker=GatedBroker,
                               recovery_limit=5) as c:
-        gate = c.brokers[1]
-        assert isinstance(gate, GatedBroker)
+        gate = c.broker(1, GatedBroker)
         async with await member(c.ws(0), "u1") as u1, await member(c.ws(1), "u2") as u2:
             gate.hold()
             first = (await chat(u1, "lost 0"))["seq"]
@@ -756,8 +755,7 @@ async def test_holes_met_by_a_store_outage_are_filled_once_it_is_back_and_logged
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
     async with memory_cluster(tmp_path / "db.sqlite", broker=GatedBroker) as c:
-        gate, store = c.brokers[1], c.servers[1].node.store
-        assert isinstance(gate, GatedBroker)
+        gate, store = c.broker(1, GatedBroker), c.servers[1].node.store
         rooms = ["r1", "r2", "r3"]
         async with await member(c.ws(0), "u1") as u1, await member(c.ws(1), "u2") as u2:
             for room in rooms:
