@@ -671,6 +671,30 @@ async def test_joins_leaves_and_statuses_a_node_missed_in_an_outage_are_told_onc
                     ("u1", "busy"), ("u2", "online"), ("u4", "online"), ("u5", "online")]
 
 
+async def test_a_mend_whose_directory_read_fails_starts_again_later(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fanout, "MEND_VIEWS_AFTER_S", 0.1)
+    async with memory_cluster(tmp_path / "db.sqlite", broker=GatedBroker) as c:
+        gate = c.broker(1, GatedBroker)
+        directory = c.servers[1].node.directory
+        members, reads = directory.members, 0
+
+        async def fails_once(room: str) -> Any:
+            nonlocal reads
+            reads += 1
+            if reads == 1:
+                raise OSError("Redis is away again")
+            return await members(room)
+
+        async with await member(c.ws(0), "u1") as u1, await member(c.ws(1), "u2") as u2:
+            gate.hold()
+            await request(u1, "leave_room", roomId=ROOM)
+            monkeypatch.setattr(directory, "members", fails_once)
+            gate.reconnect()
+            await frames_until(u2, "leave_room", userId="u1")
+            assert reads == 2
+
+
 async def test_a_leave_its_node_could_not_publish_is_told_on_the_others_once_it_is_back(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Only node 0's link broke: node 1 had no outage, and hears of it from node 0's

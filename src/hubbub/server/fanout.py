@@ -430,8 +430,9 @@ class Fanout:
                         suffix = logs.failures.admit("member list mend")
                         if suffix is not None:
                             log.warning("reading room %s's members from the directory failed "
-                                        "(%r); the next outage's mend tries again%s",
-                                        room, exc, suffix)
+                                        "(%r); the mend starts again in %.0f s%s",
+                                        room, exc, MEND_VIEWS_AFTER_S, suffix)
+                        self.mend_views_later()
                         return
                     self._mend_room(room, before, members, infos)
                 if not self._mend_again:
