@@ -10,7 +10,7 @@ given connections of node N: call owners), `all` (announcements).
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -100,15 +100,13 @@ class Fanout:
         self._awaiting: dict[tuple[int, str], int] = {}
         # Those answered so: their real answer, if it comes after all, is dropped.
         self._gave_up: deque[tuple[int, str]] = deque(maxlen=1024)
-        self._checking = False  # a position check is under way
-        self._check_again = False  # and another was asked for meanwhile
+        self._position_check = _OneAtATime(self._check_positions, self._spawn)
         self._dropped_seen = 0  # the broker's count of lost publishes, at the last resume
         self.views = RoomViews()
         # Other nodes' typists shown typing here: (room, user) -> (their node, the frame).
         self._typists: dict[tuple[RoomId, UserId], tuple[int, bytes]] = {}
         self._mend_timer: asyncio.TimerHandle | None = None
-        self._mending = False  # member lists are being compared with the directory
-        self._mend_again = False  # and another comparison was asked for meanwhile
+        self._mend = _OneAtATime(self._mend_views, self._spawn)
 
     async def start(self) -> None:
         await self.broker.start(self._received, self._resumed)
@@ -126,8 +124,7 @@ class Fanout:
     async def room_opened(self, room: RoomId, members: list[Member]) -> None:
         """The first local connection is joining `room`, and read its `members`: receive
         its events from now on."""
-        self.views.listed(room, [Listed(UserId(m.user_id), m.username, m.status)
-                                 for m in members])
+        self.views.listed(room, _listed(members))
         await self.broker.subscribe(f"room:{room}")
 
     def room_position(self, room: RoomId, last_seq: int, conn: ConnId) -> None:
@@ -292,11 +289,7 @@ class Fanout:
         next check, and mends its member lists too. A publishing link that broke alone,
         with no outage of the listening one to resume from, is told of so as well."""
         self._tell_lost_publishes()
-        if self._checking:
-            self._check_again = True
-            return
-        self._checking = True
-        self._spawn(self._check_positions())
+        self._position_check()
 
     def _tell_lost_publishes(self) -> None:
         dropped = self.broker.dropped
@@ -314,27 +307,20 @@ class Fanout:
                 kind="positions", origin=self.node_number, type="positions", frame=b"",
                 positions=positions)))
 
-    async def _check_positions(self) -> None:
+    async def _check_positions(self) -> bool:
         node = self.hub.node
-        try:
-            while True:
-                self._check_again = False
-                rooms = self.sequencer.rooms()
-                for i in range(0, len(rooms), POSITIONS_PER_READ):
-                    try:
-                        positions = await node.store.last_seqs(
-                            list(rooms[i:i + POSITIONS_PER_READ]))
-                    except Exception as exc:
-                        suffix = logs.failures.admit("position check")
-                        if suffix is not None:
-                            log.warning("reading room positions from the store failed (%r); "
-                                        "the next check tries again%s", exc, suffix)
-                        return
-                    self._hint(positions)
-                if not self._check_again:
-                    return
-        finally:
-            self._checking = False
+        rooms = self.sequencer.rooms()
+        for i in range(0, len(rooms), POSITIONS_PER_READ):
+            try:
+                positions = await node.store.last_seqs(list(rooms[i:i + POSITIONS_PER_READ]))
+            except Exception as exc:
+                suffix = logs.failures.admit("position check")
+                if suffix is not None:
+                    log.warning("reading room positions from the store failed (%r); "
+                                "the next check tries again%s", exc, suffix)
+                return False
+            self._hint(positions)
+        return True
 
     def _hint(self, positions: dict[str, int]) -> None:
         """Rooms known to be at these seqs somewhere (the store, another node): a room
@@ -407,38 +393,28 @@ class Fanout:
 
     def _mend_views_now(self) -> None:
         self._mend_timer = None
-        if self._mending:
-            self._mend_again = True
-            return
-        self._mending = True
-        self._spawn(self._mend_views())
+        self._mend()
 
-    async def _mend_views(self) -> None:
+    async def _mend_views(self) -> bool:
         node = self.hub.node
-        try:
-            while True:
-                self._mend_again = False
-                for room in self.views.rooms():
-                    before = self.views.view(room)
-                    try:
-                        members, infos = await member_list(node, room)
-                        listed = {m.user_id for m in members}
-                        gone = [u for u in before if u not in listed]
-                        if gone:
-                            infos |= await node.directory.presence(gone)
-                    except Exception as exc:
-                        suffix = logs.failures.admit("member list mend")
-                        if suffix is not None:
-                            log.warning("reading room %s's members from the directory failed "
-                                        "(%r); the mend starts again in %.0f s%s",
-                                        room, exc, MEND_VIEWS_AFTER_S, suffix)
-                        self.mend_views_later()
-                        return
-                    self._mend_room(room, before, members, infos)
-                if not self._mend_again:
-                    return
-        finally:
-            self._mending = False
+        for room in self.views.rooms():
+            before = self.views.view(room)
+            try:
+                members, infos = await member_list(node, room)
+                listed = {m.user_id for m in members}
+                gone = [u for u in before if u not in listed]
+                if gone:
+                    infos |= await node.directory.presence(gone)
+            except Exception as exc:
+                suffix = logs.failures.admit("member list mend")
+                if suffix is not None:
+                    log.warning("reading room %s's members from the directory failed (%r); "
+                                "the mend starts again in %.0f s%s",
+                                room, exc, MEND_VIEWS_AFTER_S, suffix)
+                self.mend_views_later()
+                return False
+            self._mend_room(room, before, members, infos)
+        return True
 
     def _mend_room(self, room: RoomId, before: dict[UserId, Shown], members: list[Member],
                    infos: dict[UserId, PresenceInfo]) -> None:
@@ -446,8 +422,7 @@ class Fanout:
         events that went missing, as the rules would have sent them (a departure that
         went offline is told as `presence` offline, then the leave). Delivered here only:
         every node mends its own connections."""
-        diff = self.views.differences(
-            room, [Listed(UserId(m.user_id), m.username, m.status) for m in members], before)
+        diff = self.views.differences(room, _listed(members), before)
         if not diff:
             return
         hub, metrics = self.hub, self.hub.node.metrics
@@ -479,6 +454,38 @@ class Fanout:
         task = asyncio.get_running_loop().create_task(coro)
         self._fill_tasks.add(task)
         task.add_done_callback(self._fill_tasks.discard)
+
+
+class _OneAtATime:
+    """Background work run one at a time: asked for while it runs, it runs once more after,
+    unless that run failed (`work` returned False: its own retry is left to it)."""
+
+    def __init__(self, work: Callable[[], Coroutine[Any, Any, bool]],
+                 spawn: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+        self._work = work
+        self._spawn = spawn
+        self._running = False
+        self._again = False
+
+    def __call__(self) -> None:
+        if self._running:
+            self._again = True
+            return
+        self._running = True
+        self._spawn(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                self._again = False
+                if not await self._work() or not self._again:
+                    return
+        finally:
+            self._running = False
+
+
+def _listed(members: list[Member]) -> list[Listed]:
+    return [Listed(UserId(m.user_id), m.username, m.status) for m in members]
 
 
 class _Seq(msgspec.Struct):
